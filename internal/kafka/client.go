@@ -1,0 +1,89 @@
+package kafka
+
+import (
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/plugin/kslog"
+)
+
+// Guarantee is the delivery guarantee a role runs with.
+type Guarantee string
+
+// The guarantees.
+const (
+	// ExactlyOnce runs every consume-produce hop in a Kafka transaction and
+	// reads read_committed.
+	ExactlyOnce Guarantee = "exactly-once"
+	// AtLeastOnce produces idempotently and commits offsets after the produced
+	// records are acknowledged; duplicates may flow and are removed by the
+	// aggregator's per-part de-duplication.
+	AtLeastOnce Guarantee = "at-least-once"
+)
+
+// ParseGuarantee parses "exactly-once" or "at-least-once".
+func ParseGuarantee(s string) (Guarantee, error) {
+	switch g := Guarantee(strings.ToLower(strings.TrimSpace(s))); g {
+	case ExactlyOnce, AtLeastOnce:
+		return g, nil
+	}
+	return "", fmt.Errorf("guarantee %q: want %q or %q", s, ExactlyOnce, AtLeastOnce)
+}
+
+// ClientConfig is what every client of a role shares.
+type ClientConfig struct {
+	// Brokers are the seed brokers, host:port.
+	Brokers []string
+	// ClientID names the client in broker logs and quotas.
+	ClientID string
+	// Logger receives franz-go's logs at warn level and above; nil discards them.
+	Logger *slog.Logger
+	// Opts are passed to kgo.NewClient after ours, so they win.
+	Opts []kgo.Opt
+}
+
+// Validate reports every problem with c at once.
+func (c ClientConfig) Validate() error {
+	if len(c.Brokers) == 0 {
+		return fmt.Errorf("brokers: none given")
+	}
+	for _, b := range c.Brokers {
+		if strings.TrimSpace(b) == "" {
+			return fmt.Errorf("brokers: empty address in %q", strings.Join(c.Brokers, ","))
+		}
+	}
+	return nil
+}
+
+// Options returns the kgo options for c, before any role-specific ones.
+func (c ClientConfig) Options() []kgo.Opt {
+	opts := []kgo.Opt{
+		kgo.SeedBrokers(c.Brokers...),
+		kgo.ProducerLinger(0),
+		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
+		// Topics are created by EnsureTopics; a produce to a missing topic is
+		// a configuration error that must surface, not wait forever.
+		kgo.UnknownTopicRetries(3),
+	}
+	if c.ClientID != "" {
+		opts = append(opts, kgo.ClientID(c.ClientID))
+	}
+	if c.Logger != nil {
+		opts = append(opts, kgo.WithLogger(kslog.New(c.Logger)))
+	}
+	return append(opts, c.Opts...)
+}
+
+// NewClient returns a plain client (no group) for c plus extra options.
+func NewClient(c ClientConfig, extra ...kgo.Opt) (*kgo.Client, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	cl, err := kgo.NewClient(append(c.Options(), extra...)...)
+	if err != nil {
+		return nil, fmt.Errorf("kafka client: %w", err)
+	}
+	return cl, nil
+}

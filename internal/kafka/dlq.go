@@ -1,0 +1,49 @@
+package kafka
+
+import (
+	"strconv"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Dead-letter headers, set on every record written to the DLQ topic.
+const (
+	HeaderDLQTopic     = "sg-dlq-topic"
+	HeaderDLQPartition = "sg-dlq-partition"
+	HeaderDLQOffset    = "sg-dlq-offset"
+	HeaderDLQRole      = "sg-dlq-role"
+	HeaderDLQReason    = "sg-dlq-reason"
+	HeaderDLQError     = "sg-dlq-error"
+)
+
+// DeadLetter returns a copy of the consumed record src, addressed to the DLQ
+// topic dlq, with headers naming where it came from, which role rejected it,
+// a short reason code and the error message. Key, value and the original
+// headers are kept, so the record can be inspected and re-driven.
+func DeadLetter(dlq string, src *kgo.Record, role, reason string, err error) *kgo.Record {
+	msg := ""
+	if err != nil {
+		msg = err.Error()
+	}
+	headers := make([]kgo.RecordHeader, 0, len(src.Headers)+6)
+	headers = append(headers, src.Headers...)
+	headers = append(headers,
+		kgo.RecordHeader{Key: HeaderDLQTopic, Value: []byte(src.Topic)},
+		kgo.RecordHeader{Key: HeaderDLQPartition, Value: []byte(strconv.Itoa(int(src.Partition)))},
+		kgo.RecordHeader{Key: HeaderDLQOffset, Value: []byte(strconv.FormatInt(src.Offset, 10))},
+		kgo.RecordHeader{Key: HeaderDLQRole, Value: []byte(role)},
+		kgo.RecordHeader{Key: HeaderDLQReason, Value: []byte(reason)},
+		kgo.RecordHeader{Key: HeaderDLQError, Value: []byte(msg)},
+	)
+	return &kgo.Record{Topic: dlq, Key: src.Key, Value: src.Value, Headers: headers}
+}
+
+// Header returns the value of the last header named key in r, or "".
+func Header(r *kgo.Record, key string) string {
+	for i := len(r.Headers) - 1; i >= 0; i-- {
+		if r.Headers[i].Key == key {
+			return string(r.Headers[i].Value)
+		}
+	}
+	return ""
+}

@@ -1,0 +1,356 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// ErrAbort may be returned by a [ProcessFunc] to abort the batch: nothing it
+// produced is kept and its records are consumed again, by this instance or
+// by the next owner of their partitions. Run then returns nil if its context
+// is done (a shutdown in the middle of a batch) and goes on otherwise.
+var ErrAbort = errors.New("abort batch")
+
+// HopConfig configures a [Hop].
+type HopConfig struct {
+	Client ClientConfig
+	// Group is the consumer group; required.
+	Group string
+	// Topics are consumed by the group; required.
+	Topics []string
+	// Guarantee defaults to ExactlyOnce.
+	Guarantee Guarantee
+	// TransactionalID is required with ExactlyOnce. Keep it stable per
+	// instance (e.g. group + instance name) so a restarted instance fences
+	// its zombie predecessor.
+	TransactionalID string
+	// Tick bounds how long Run waits for records before it calls the
+	// ProcessFunc with none, so that timers can fire on idle partitions.
+	// Zero waits for records.
+	Tick time.Duration
+	// DrainTimeout bounds how long the batch in flight may take to finish
+	// after Run's context is done; default 10s. Past it the batch's context
+	// is cancelled and the batch should return ErrAbort.
+	DrainTimeout time.Duration
+	// OnAssigned is called, from the client's rebalance goroutine, when
+	// partitions are assigned; Run does not process records of them before it
+	// returns.
+	OnAssigned func(ctx context.Context, cl *kgo.Client, assigned map[string][]int32)
+	// OnRevoked is called when partitions are revoked or lost.
+	OnRevoked func(ctx context.Context, cl *kgo.Client, revoked map[string][]int32)
+	// Logger for the hop's own events; nil discards them.
+	Logger *slog.Logger
+	// Opts are passed to the client after the hop's options.
+	Opts []kgo.Opt
+}
+
+// Validate reports every problem with c at once.
+func (c *HopConfig) Validate() error {
+	var errs []error
+	if err := c.Client.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Group == "" {
+		errs = append(errs, errors.New("group: empty"))
+	}
+	if len(c.Topics) == 0 {
+		errs = append(errs, errors.New("topics: none to consume"))
+	}
+	if c.Guarantee == "" {
+		c.Guarantee = ExactlyOnce
+	}
+	if _, err := ParseGuarantee(string(c.Guarantee)); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Guarantee == ExactlyOnce && c.TransactionalID == "" {
+		errs = append(errs, errors.New("transactional id: required for exactly-once"))
+	}
+	if c.Tick < 0 {
+		errs = append(errs, fmt.Errorf("tick: %s is negative", c.Tick))
+	}
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = 10 * time.Second
+	}
+	return errors.Join(errs...)
+}
+
+// Batch is what one poll returned, and what processing it produced.
+type Batch struct {
+	Fetches kgo.Fetches
+
+	mu  sync.Mutex
+	out []*kgo.Record
+}
+
+// Produce adds r to the records to write with this batch: in one transaction
+// with the batch's offsets under exactly-once, before the offsets are
+// committed under at-least-once. Safe for concurrent use.
+func (b *Batch) Produce(r *kgo.Record) {
+	b.mu.Lock()
+	b.out = append(b.out, r)
+	b.mu.Unlock()
+}
+
+// Len returns the number of records produced so far.
+func (b *Batch) Len() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.out)
+}
+
+// ProcessFunc handles one batch. It is called on Run's goroutine; it may fan
+// work out to goroutines of its own but must wait for them before returning.
+// A batch with no records is passed when Tick elapses. Returning ErrAbort (or
+// an error wrapping it) aborts the batch; any other error aborts it and stops
+// Run.
+type ProcessFunc func(ctx context.Context, b *Batch) error
+
+// EndFunc learns whether a batch's output and offsets were committed. When
+// committed is false, everything the batch changed must be undone: its
+// records will be consumed again.
+type EndFunc func(committed bool)
+
+// Hop is one consume-transform-produce step of the pipeline.
+type Hop struct {
+	cfg  HopConfig
+	log  *slog.Logger
+	cl   *kgo.Client
+	sess *kgo.GroupTransactSession // nil under at-least-once
+}
+
+// NewHop builds the hop's client and joins nothing yet: the group is joined
+// on the first poll in Run.
+func NewHop(cfg HopConfig) (*Hop, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("hop config: %w", err)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	opts := append(cfg.Client.Options(),
+		kgo.ConsumerGroup(cfg.Group),
+		kgo.ConsumeTopics(cfg.Topics...),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.SessionTimeout(10*time.Second),
+		kgo.HeartbeatInterval(time.Second),
+		kgo.RebalanceTimeout(30*time.Second),
+		kgo.FetchMaxWait(500*time.Millisecond),
+	)
+	if cfg.OnAssigned != nil {
+		opts = append(opts, kgo.OnPartitionsAssigned(cfg.OnAssigned))
+	}
+	if cfg.OnRevoked != nil {
+		opts = append(opts, kgo.OnPartitionsRevoked(cfg.OnRevoked), kgo.OnPartitionsLost(cfg.OnRevoked))
+	}
+	h := &Hop{cfg: cfg, log: log}
+	var err error
+	switch cfg.Guarantee {
+	case ExactlyOnce:
+		opts = append(opts, kgo.TransactionalID(cfg.TransactionalID), kgo.TransactionTimeout(30*time.Second))
+		h.sess, err = kgo.NewGroupTransactSession(append(opts, cfg.Opts...)...)
+		if err == nil {
+			h.cl = h.sess.Client()
+		}
+	default:
+		opts = append(opts, kgo.DisableAutoCommit(), kgo.BlockRebalanceOnPoll())
+		h.cl, err = kgo.NewClient(append(opts, cfg.Opts...)...)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("hop %s: %w", cfg.Group, err)
+	}
+	return h, nil
+}
+
+// Client returns the hop's client, e.g. for metrics or admin requests. Do not
+// use it to poll, commit or manage transactions.
+func (h *Hop) Client() *kgo.Client { return h.cl }
+
+// Run polls and processes batches until ctx is done or processing fails. On
+// return the batch in flight has been committed or aborted and the client has
+// left the group and closed.
+func (h *Hop) Run(ctx context.Context, process ProcessFunc, end EndFunc) (err error) {
+	defer h.close()
+	for {
+		if ctx.Err() != nil {
+			return nil
+		}
+		fetches := h.poll(ctx)
+		if fetches.IsClientClosed() {
+			return nil
+		}
+		fetches.EachError(func(topic string, p int32, ferr error) {
+			if !errors.Is(ferr, context.Canceled) && !errors.Is(ferr, context.DeadlineExceeded) {
+				h.log.Warn("fetch error", "group", h.cfg.Group, "topic", topic, "partition", p, "err", ferr)
+			}
+		})
+		if err := h.runBatch(ctx, fetches, process, end); err != nil {
+			if errors.Is(err, ErrAbort) {
+				continue
+			}
+			return err
+		}
+	}
+}
+
+func (h *Hop) poll(ctx context.Context) kgo.Fetches {
+	if h.cfg.Tick > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, h.cfg.Tick)
+		defer cancel()
+	}
+	if h.sess != nil {
+		return h.sess.PollFetches(ctx)
+	}
+	return h.cl.PollFetches(ctx)
+}
+
+// runBatch processes one batch and commits or aborts it. The batch runs on a
+// context that outlives ctx by DrainTimeout so that a shutdown finishes the
+// work in flight when it can.
+func (h *Hop) runBatch(ctx context.Context, fetches kgo.Fetches, process ProcessFunc, end EndFunc) error {
+	if h.sess == nil {
+		defer h.cl.AllowRebalance()
+	}
+	bctx, cancel := drainContext(ctx, h.cfg.DrainTimeout)
+	defer cancel()
+
+	b := &Batch{Fetches: fetches}
+	perr := process(bctx, b)
+	if perr == nil && len(b.out) == 0 && fetches.NumRecords() == 0 {
+		return nil
+	}
+	if h.sess != nil {
+		return h.endTransaction(ctx, bctx, b, perr, end)
+	}
+	return h.commitAfterProduce(ctx, bctx, b, perr, end)
+}
+
+func (h *Hop) endTransaction(ctx, bctx context.Context, b *Batch, perr error, end EndFunc) error {
+	if perr != nil {
+		// Nothing was produced yet: there is no transaction to abort, but the
+		// polled records must be consumed again.
+		h.rewind(b.Fetches)
+		end(false)
+		return h.batchError(ctx, perr)
+	}
+	if err := h.sess.Begin(); err != nil {
+		end(false)
+		return fmt.Errorf("begin transaction: %w", err)
+	}
+	var (
+		mu      sync.Mutex
+		prodErr error
+	)
+	for _, r := range b.out {
+		h.sess.Produce(bctx, r, func(r *kgo.Record, err error) {
+			if err != nil {
+				mu.Lock()
+				if prodErr == nil {
+					prodErr = fmt.Errorf("produce to %s: %w", r.Topic, err)
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	if err := h.cl.Flush(bctx); err != nil && prodErr == nil {
+		prodErr = err
+	}
+	try := kgo.TryCommit
+	if prodErr != nil {
+		try = kgo.TryAbort
+	}
+	committed, err := h.sess.End(bctx, try)
+	end(committed)
+	switch {
+	case err != nil:
+		return fmt.Errorf("end transaction: %w", errors.Join(err, prodErr))
+	case prodErr != nil:
+		h.log.Warn("transaction aborted", "group", h.cfg.Group, "err", prodErr)
+	case !committed:
+		h.log.Info("transaction aborted by a rebalance; records will be consumed again", "group", h.cfg.Group)
+	}
+	return nil
+}
+
+func (h *Hop) commitAfterProduce(ctx, bctx context.Context, b *Batch, perr error, end EndFunc) error {
+	if perr != nil {
+		h.rewind(b.Fetches)
+		end(false)
+		return h.batchError(ctx, perr)
+	}
+	if len(b.out) > 0 {
+		if err := h.cl.ProduceSync(bctx, b.out...).FirstErr(); err != nil {
+			// Some records may have been written: they will be written again
+			// when the batch is consumed again, which is what at-least-once
+			// allows.
+			end(false)
+			return fmt.Errorf("produce: %w", err)
+		}
+	}
+	if err := h.cl.CommitUncommittedOffsets(bctx); err != nil {
+		end(false)
+		return fmt.Errorf("commit offsets: %w", err)
+	}
+	end(true)
+	return nil
+}
+
+// rewind sets each partition of fetches back to its first polled record, so
+// that an aborted batch is consumed again.
+func (h *Hop) rewind(fetches kgo.Fetches) {
+	to := map[string]map[int32]kgo.EpochOffset{}
+	fetches.EachPartition(func(p kgo.FetchTopicPartition) {
+		if len(p.Records) == 0 {
+			return
+		}
+		r := p.Records[0]
+		if to[p.Topic] == nil {
+			to[p.Topic] = map[int32]kgo.EpochOffset{}
+		}
+		to[p.Topic][p.Partition] = kgo.EpochOffset{Epoch: r.LeaderEpoch, Offset: r.Offset}
+	})
+	if len(to) > 0 {
+		h.cl.SetOffsets(to)
+	}
+}
+
+func (h *Hop) batchError(ctx context.Context, perr error) error {
+	if errors.Is(perr, ErrAbort) {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return perr
+	}
+	return fmt.Errorf("process batch: %w", perr)
+}
+
+func (h *Hop) close() {
+	// Close leaves the group; with autocommit disabled (at-least-once) and in
+	// a transact session nothing is committed on the way out.
+	if h.sess != nil {
+		h.sess.Close()
+		return
+	}
+	h.cl.Close()
+}
+
+// drainContext returns a context that is cancelled d after parent is done.
+func drainContext(parent context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(parent))
+	stop := context.AfterFunc(parent, func() {
+		t := time.AfterFunc(d, cancel)
+		context.AfterFunc(ctx, func() { t.Stop() })
+	})
+	return ctx, func() {
+		stop()
+		cancel()
+	}
+}

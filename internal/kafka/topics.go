@@ -1,0 +1,176 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
+)
+
+// DefaultPrefix starts every topic name unless configured otherwise.
+const DefaultPrefix = "sg."
+
+// Topics names the pipeline's topics under one prefix.
+type Topics struct {
+	Prefix string
+}
+
+// Requests is where clients write requests.
+func (t Topics) Requests() string { return t.Prefix + "requests" }
+
+// Tasks is where the scatterer writes the tasks of route.
+func (t Topics) Tasks(route string) string { return t.Prefix + "tasks." + route }
+
+// Results carries manifests and results, keyed by correlation id.
+func (t Topics) Results() string { return t.Prefix + "results" }
+
+// Replies carries one reply per request.
+func (t Topics) Replies() string { return t.Prefix + "replies" }
+
+// State is the aggregator's compacted changelog, co-partitioned with Results.
+func (t Topics) State() string { return t.Prefix + "aggregator-state" }
+
+// DLQ is the dead-letter topic.
+func (t Topics) DLQ() string { return t.Prefix + "dlq" }
+
+// TopicSpec is one topic to create or check.
+type TopicSpec struct {
+	Name              string
+	Partitions        int32
+	ReplicationFactor int16
+	Configs           map[string]string
+	// CoPartitioned names the group of topics that must share a partition
+	// count (results and aggregator-state); empty for none.
+	CoPartitioned string
+}
+
+// Layout says how many partitions and replicas the pipeline's topics get.
+type Layout struct {
+	// Partitions of requests, tasks, replies and dlq.
+	Partitions int32
+	// ResultPartitions of results and aggregator-state, which must match.
+	ResultPartitions int32
+	// ReplicationFactor of every topic; -1 takes the broker's default.
+	ReplicationFactor int16
+}
+
+// Validate reports every problem with l at once.
+func (l Layout) Validate() error {
+	var errs []error
+	if l.Partitions < 1 {
+		errs = append(errs, fmt.Errorf("partitions: %d, want at least 1", l.Partitions))
+	}
+	if l.ResultPartitions < 1 {
+		errs = append(errs, fmt.Errorf("result partitions: %d, want at least 1", l.ResultPartitions))
+	}
+	if l.ReplicationFactor == 0 || l.ReplicationFactor < -1 {
+		errs = append(errs, fmt.Errorf("replication factor: %d, want -1 (broker default) or at least 1", l.ReplicationFactor))
+	}
+	return errors.Join(errs...)
+}
+
+// Specs returns the topics of the pipeline for the given routes.
+func (t Topics) Specs(l Layout, routes []string) []TopicSpec {
+	specs := []TopicSpec{
+		{Name: t.Requests(), Partitions: l.Partitions, ReplicationFactor: l.ReplicationFactor},
+		{Name: t.Results(), Partitions: l.ResultPartitions, ReplicationFactor: l.ReplicationFactor, CoPartitioned: "results"},
+		{Name: t.State(), Partitions: l.ResultPartitions, ReplicationFactor: l.ReplicationFactor, CoPartitioned: "results",
+			Configs: map[string]string{"cleanup.policy": "compact"}},
+		{Name: t.Replies(), Partitions: l.Partitions, ReplicationFactor: l.ReplicationFactor},
+		{Name: t.DLQ(), Partitions: l.Partitions, ReplicationFactor: l.ReplicationFactor},
+	}
+	for _, r := range routes {
+		specs = append(specs, TopicSpec{Name: t.Tasks(r), Partitions: l.Partitions, ReplicationFactor: l.ReplicationFactor})
+	}
+	return specs
+}
+
+// PartitionMismatchError says that an existing topic does not have the
+// partition count the pipeline needs.
+type PartitionMismatchError struct {
+	Topic  string
+	Have   int
+	Want   int32
+	Reason string
+}
+
+func (e *PartitionMismatchError) Error() string {
+	return fmt.Sprintf("topic %s has %d partitions, want %d: %s", e.Topic, e.Have, e.Want, e.Reason)
+}
+
+// EnsureTopics creates the missing topics of specs and checks the existing
+// ones. Topics in one co-partitioned group must have exactly the wanted
+// partition count (the aggregator's state follows the results' partitions);
+// other topics may have more partitions than asked. It returns what it
+// created and every problem at once.
+func EnsureTopics(ctx context.Context, adm *kadm.Client, specs []TopicSpec) (created []string, err error) {
+	names := make([]string, len(specs))
+	for i, s := range specs {
+		names[i] = s.Name
+	}
+	existing, err := adm.ListTopics(ctx, names...)
+	if err != nil {
+		return nil, fmt.Errorf("list topics: %w", err)
+	}
+	var errs []error
+	for _, s := range specs {
+		d, ok := existing[s.Name]
+		if ok && d.Err == nil {
+			have := len(d.Partitions)
+			switch {
+			case s.CoPartitioned != "" && have != int(s.Partitions):
+				errs = append(errs, &PartitionMismatchError{Topic: s.Name, Have: have, Want: s.Partitions,
+					Reason: fmt.Sprintf("the %s topics must be co-partitioned; recreate it or set the result partitions to %d", s.CoPartitioned, have)})
+			case have < int(s.Partitions):
+				errs = append(errs, &PartitionMismatchError{Topic: s.Name, Have: have, Want: s.Partitions,
+					Reason: "fewer partitions than configured; add partitions or lower the setting"})
+			}
+			continue
+		}
+		if ok && d.Err != nil && !errors.Is(d.Err, kerr.UnknownTopicOrPartition) {
+			errs = append(errs, fmt.Errorf("describe topic %s: %w", s.Name, d.Err))
+			continue
+		}
+		configs := map[string]*string{}
+		for k, v := range s.Configs {
+			configs[k] = kadm.StringPtr(v)
+		}
+		resp, cerr := adm.CreateTopic(ctx, s.Partitions, s.ReplicationFactor, configs, s.Name)
+		switch {
+		case cerr == nil && resp.Err == nil:
+			created = append(created, s.Name)
+		case errors.Is(cerr, kerr.TopicAlreadyExists) || errors.Is(resp.Err, kerr.TopicAlreadyExists):
+			// Another instance created it between our list and create.
+		case cerr != nil:
+			errs = append(errs, fmt.Errorf("create topic %s: %w", s.Name, cerr))
+		default:
+			msg := ""
+			if resp.ErrMessage != "" {
+				msg = ": " + resp.ErrMessage
+			}
+			errs = append(errs, fmt.Errorf("create topic %s (%d partitions, replication %d): %w%s", s.Name, s.Partitions, s.ReplicationFactor, resp.Err, msg))
+		}
+	}
+	sort.Strings(created)
+	return created, errors.Join(errs...)
+}
+
+// ValidRouteName reports whether name can be part of a topic name.
+func ValidRouteName(name string) error {
+	if name == "" {
+		return errors.New("route name is empty")
+	}
+	if len(name) > 200 {
+		return fmt.Errorf("route name %.20q... is %d characters, want at most 200", name, len(name))
+	}
+	if i := strings.IndexFunc(name, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.')
+	}); i >= 0 {
+		return fmt.Errorf("route name %q: character %q at %d is not allowed in a topic name (use letters, digits, '.', '_', '-')", name, name[i], i)
+	}
+	return nil
+}

@@ -1,0 +1,299 @@
+package schemas
+
+import (
+	"time"
+
+	"github.com/linkedin/goavro/v2"
+)
+
+// This file maps the Go types to goavro's native form and back. Decoding
+// trusts the shapes that goavro guarantees for a record that matched its
+// schema, so the type assertions below cannot fail on a decoded record.
+
+// EncodeRequest encodes r in single-object encoding.
+func EncodeRequest(r Request) ([]byte, error) {
+	return encode(KindRequest, map[string]any{
+		"correlation_id": string(r.CorrelationID),
+		"route":          string(r.Route),
+		"payload":        bytesOrEmpty(r.Payload),
+		"content_type":   r.ContentType,
+		"timeout_ms":     r.Timeout.Milliseconds(),
+		"fanout":         optionalInt(r.Fanout),
+		"reply_to":       r.ReplyTo,
+		"headers":        stringMap(r.Headers),
+		"submitted_at":   r.SubmittedAt,
+		"replay_of":      optionalString((*string)(r.ReplayOf)),
+		"replay_run":     optionalString(r.ReplayRun),
+	})
+}
+
+// DecodeRequest decodes a single-object encoded Request.
+func DecodeRequest(b []byte) (Request, error) {
+	m, err := decode(KindRequest, b)
+	if err != nil {
+		return Request{}, err
+	}
+	r := Request{
+		CorrelationID: CorrelationID(m["correlation_id"].(string)),
+		Route:         Route(m["route"].(string)),
+		Payload:       m["payload"].([]byte),
+		ContentType:   m["content_type"].(string),
+		Timeout:       time.Duration(m["timeout_ms"].(int64)) * time.Millisecond,
+		ReplyTo:       m["reply_to"].(string),
+		Headers:       goStringMap(m["headers"]),
+		SubmittedAt:   m["submitted_at"].(time.Time),
+	}
+	if v, ok := unionValue(m["fanout"]); ok {
+		n := int(v.(int32))
+		r.Fanout = &n
+	}
+	if v, ok := unionValue(m["replay_of"]); ok {
+		id := CorrelationID(v.(string))
+		r.ReplayOf = &id
+	}
+	if v, ok := unionValue(m["replay_run"]); ok {
+		s := v.(string)
+		r.ReplayRun = &s
+	}
+	return r, nil
+}
+
+// EncodeTask encodes t in single-object encoding.
+func EncodeTask(t Task) ([]byte, error) {
+	return encode(KindTask, map[string]any{
+		"correlation_id": string(t.CorrelationID),
+		"part_id":        string(t.PartID),
+		"part_count":     int32(t.PartCount),
+		"route":          string(t.Route),
+		"payload":        bytesOrEmpty(t.Payload),
+		"content_type":   t.ContentType,
+		"deadline":       t.Deadline,
+		"attempt":        int32(t.Attempt),
+		"submitted_at":   t.SubmittedAt,
+		"headers":        stringMap(t.Headers),
+	})
+}
+
+// DecodeTask decodes a single-object encoded Task.
+func DecodeTask(b []byte) (Task, error) {
+	m, err := decode(KindTask, b)
+	if err != nil {
+		return Task{}, err
+	}
+	return Task{
+		CorrelationID: CorrelationID(m["correlation_id"].(string)),
+		PartID:        PartID(m["part_id"].(string)),
+		PartCount:     int(m["part_count"].(int32)),
+		Route:         Route(m["route"].(string)),
+		Payload:       m["payload"].([]byte),
+		ContentType:   m["content_type"].(string),
+		Deadline:      m["deadline"].(time.Time),
+		Attempt:       int(m["attempt"].(int32)),
+		SubmittedAt:   m["submitted_at"].(time.Time),
+		Headers:       goStringMap(m["headers"]),
+	}, nil
+}
+
+// EncodeManifest encodes m in single-object encoding.
+func EncodeManifest(mf Manifest) ([]byte, error) {
+	parts := make([]any, len(mf.Parts))
+	for i, p := range mf.Parts {
+		parts[i] = string(p)
+	}
+	return encode(KindManifest, map[string]any{
+		"correlation_id": string(mf.CorrelationID),
+		"route":          string(mf.Route),
+		"parts":          parts,
+		"deadline":       mf.Deadline,
+		"policy":         mf.Policy,
+		"submitted_at":   mf.SubmittedAt,
+		"reply_to":       mf.ReplyTo,
+		"headers":        stringMap(mf.Headers),
+		"replay_of":      optionalString((*string)(mf.ReplayOf)),
+	})
+}
+
+// DecodeManifest decodes a single-object encoded Manifest.
+func DecodeManifest(b []byte) (Manifest, error) {
+	m, err := decode(KindManifest, b)
+	if err != nil {
+		return Manifest{}, err
+	}
+	raw := m["parts"].([]any)
+	parts := make([]PartID, len(raw))
+	for i, p := range raw {
+		parts[i] = PartID(p.(string))
+	}
+	mf := Manifest{
+		CorrelationID: CorrelationID(m["correlation_id"].(string)),
+		Route:         Route(m["route"].(string)),
+		Parts:         parts,
+		Deadline:      m["deadline"].(time.Time),
+		Policy:        m["policy"].(string),
+		SubmittedAt:   m["submitted_at"].(time.Time),
+		ReplyTo:       m["reply_to"].(string),
+		Headers:       goStringMap(m["headers"]),
+	}
+	if v, ok := unionValue(m["replay_of"]); ok {
+		id := CorrelationID(v.(string))
+		mf.ReplayOf = &id
+	}
+	return mf, nil
+}
+
+// EncodeResult encodes r in single-object encoding.
+func EncodeResult(r Result) ([]byte, error) {
+	return encode(KindResult, map[string]any{
+		"correlation_id": string(r.CorrelationID),
+		"part_id":        string(r.PartID),
+		"route":          string(r.Route),
+		"status":         string(r.Status),
+		"payload":        bytesOrEmpty(r.Payload),
+		"error":          r.Error,
+		"processor_id":   r.ProcessorID,
+		"attempt":        int32(r.Attempt),
+		"tries":          int32(r.Tries),
+		"started_at":     r.StartedAt,
+		"finished_at":    r.FinishedAt,
+		"deadline":       r.Deadline,
+	})
+}
+
+// DecodeResult decodes a single-object encoded Result.
+func DecodeResult(b []byte) (Result, error) {
+	m, err := decode(KindResult, b)
+	if err != nil {
+		return Result{}, err
+	}
+	return Result{
+		CorrelationID: CorrelationID(m["correlation_id"].(string)),
+		PartID:        PartID(m["part_id"].(string)),
+		Route:         Route(m["route"].(string)),
+		Status:        ResultStatus(m["status"].(string)),
+		Payload:       m["payload"].([]byte),
+		Error:         m["error"].(string),
+		ProcessorID:   m["processor_id"].(string),
+		Attempt:       int(m["attempt"].(int32)),
+		Tries:         int(m["tries"].(int32)),
+		StartedAt:     m["started_at"].(time.Time),
+		FinishedAt:    m["finished_at"].(time.Time),
+		Deadline:      m["deadline"].(time.Time),
+	}, nil
+}
+
+// EncodeReply encodes r in single-object encoding.
+func EncodeReply(r Reply) ([]byte, error) {
+	parts := make([]any, len(r.Parts))
+	for i, p := range r.Parts {
+		parts[i] = map[string]any{
+			"part_id":      string(p.PartID),
+			"status":       string(p.Status),
+			"error":        p.Error,
+			"processor_id": p.ProcessorID,
+			"attempt":      int32(p.Attempt),
+			"latency_ms":   p.Latency.Milliseconds(),
+		}
+	}
+	return encode(KindReply, map[string]any{
+		"correlation_id": string(r.CorrelationID),
+		"route":          string(r.Route),
+		"status":         string(r.Status),
+		"payload":        bytesOrEmpty(r.Payload),
+		"content_type":   r.ContentType,
+		"error":          r.Error,
+		"parts":          parts,
+		"submitted_at":   r.SubmittedAt,
+		"completed_at":   r.CompletedAt,
+		"replay_of":      optionalString((*string)(r.ReplayOf)),
+	})
+}
+
+// DecodeReply decodes a single-object encoded Reply.
+func DecodeReply(b []byte) (Reply, error) {
+	m, err := decode(KindReply, b)
+	if err != nil {
+		return Reply{}, err
+	}
+	raw := m["parts"].([]any)
+	parts := make([]PartOutcome, len(raw))
+	for i, p := range raw {
+		pm := p.(map[string]any)
+		parts[i] = PartOutcome{
+			PartID:      PartID(pm["part_id"].(string)),
+			Status:      PartStatus(pm["status"].(string)),
+			Error:       pm["error"].(string),
+			ProcessorID: pm["processor_id"].(string),
+			Attempt:     int(pm["attempt"].(int32)),
+			Latency:     time.Duration(pm["latency_ms"].(int64)) * time.Millisecond,
+		}
+	}
+	r := Reply{
+		CorrelationID: CorrelationID(m["correlation_id"].(string)),
+		Route:         Route(m["route"].(string)),
+		Status:        ReplyStatus(m["status"].(string)),
+		Payload:       m["payload"].([]byte),
+		ContentType:   m["content_type"].(string),
+		Error:         m["error"].(string),
+		Parts:         parts,
+		SubmittedAt:   m["submitted_at"].(time.Time),
+		CompletedAt:   m["completed_at"].(time.Time),
+	}
+	if v, ok := unionValue(m["replay_of"]); ok {
+		id := CorrelationID(v.(string))
+		r.ReplayOf = &id
+	}
+	return r, nil
+}
+
+func bytesOrEmpty(b []byte) []byte {
+	if b == nil {
+		return []byte{}
+	}
+	return b
+}
+
+func stringMap(m map[string]string) map[string]any {
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+func goStringMap(v any) map[string]string {
+	m, _ := v.(map[string]any)
+	if len(m) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k], _ = v.(string)
+	}
+	return out
+}
+
+func optionalString(s *string) any {
+	if s == nil {
+		return nil
+	}
+	return goavro.Union("string", *s)
+}
+
+func optionalInt(n *int) any {
+	if n == nil {
+		return nil
+	}
+	return goavro.Union("int", int32(*n))
+}
+
+// unionValue unwraps goavro's native form of a ["null", T] union.
+func unionValue(v any) (any, bool) {
+	m, ok := v.(map[string]any)
+	if !ok || len(m) != 1 {
+		return nil, false
+	}
+	for _, inner := range m {
+		return inner, true
+	}
+	return nil, false
+}
