@@ -49,10 +49,14 @@ func (e *DecodeError) Unwrap() error { return e.Err }
 type registry struct {
 	byKind        map[Kind]*goavro.Codec
 	byFingerprint map[uint64]Kind
+	// shapes holds each kind's schema as the binary walks in walk.go need
+	// it: the guard run before goavro decodes, and the map sort after it
+	// encodes.
+	shapes map[Kind]*shape
 }
 
 var loadRegistry = sync.OnceValues(func() (*registry, error) {
-	r := &registry{byKind: map[Kind]*goavro.Codec{}, byFingerprint: map[uint64]Kind{}}
+	r := &registry{byKind: map[Kind]*goavro.Codec{}, byFingerprint: map[uint64]Kind{}, shapes: map[Kind]*shape{}}
 	for _, k := range Kinds {
 		src, err := Schema(k)
 		if err != nil {
@@ -62,8 +66,13 @@ var loadRegistry = sync.OnceValues(func() (*registry, error) {
 		if err != nil {
 			return nil, fmt.Errorf("schema %s: %w", k, err)
 		}
+		sh, err := parseShape(src)
+		if err != nil {
+			return nil, fmt.Errorf("schema %s: %w", k, err)
+		}
 		r.byKind[k] = c
 		r.byFingerprint[uint64(c.Rabin)] = k
+		r.shapes[k] = sh
 	}
 	return r, nil
 })
@@ -97,7 +106,7 @@ var singleObjectMagic = [2]byte{0xC3, 0x01}
 // KindOf reads the fingerprint at the head of a single-object encoded record
 // and returns its kind, without decoding the body.
 func KindOf(b []byte) (Kind, error) {
-	if len(b) < 10 || b[0] != singleObjectMagic[0] || b[1] != singleObjectMagic[1] {
+	if len(b) < singleObjectHeaderLen || b[0] != singleObjectMagic[0] || b[1] != singleObjectMagic[1] {
 		return "", &DecodeError{Kind: "record", Reason: "not-avro", Err: fmt.Errorf("%d bytes without the single-object header: %w", len(b), ErrUnknownSchema)}
 	}
 	r, err := loadRegistry()
@@ -112,7 +121,11 @@ func KindOf(b []byte) (Kind, error) {
 	return k, nil
 }
 
-func encode(k Kind, native map[string]any) ([]byte, error) {
+// encode writes native as a single-object encoded record of kind k. goavro
+// writes map entries in Go's random map order; sortMaps says the record holds
+// a map with more than one entry, whose entries are then put in key order so
+// that equal records encode to equal bytes.
+func encode(k Kind, native map[string]any, sortMaps bool) ([]byte, error) {
 	r, err := loadRegistry()
 	if err != nil {
 		return nil, err
@@ -121,32 +134,61 @@ func encode(k Kind, native map[string]any) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode %s: %w", k, err)
 	}
+	if sortMaps {
+		if err := r.shapes[k].sortMaps(b[singleObjectHeaderLen:]); err != nil {
+			return nil, fmt.Errorf("encode %s: sort map entries: %w", k, err)
+		}
+	}
 	return b, nil
 }
 
-func decode(k Kind, b []byte) (map[string]any, error) {
+// singleObjectHeaderLen is the length of the magic and the fingerprint.
+const singleObjectHeaderLen = 10
+
+// decode decodes b as a record of kind k and converts goavro's native form
+// with convert. A record that does not fit k's schema, or on which goavro or
+// convert would panic, yields a *DecodeError with reason "malformed": a
+// poison record must never crash a role.
+func decode[T any](k Kind, b []byte, convert func(map[string]any) (T, error)) (v T, err error) {
 	got, err := KindOf(b)
 	if err != nil {
 		var de *DecodeError
 		if errors.As(err, &de) {
 			de.Kind = k
 		}
-		return nil, err
+		return v, err
 	}
 	if got != k {
-		return nil, &DecodeError{Kind: k, Reason: "wrong-schema", Err: fmt.Errorf("record is a %s", got)}
+		return v, &DecodeError{Kind: k, Reason: "wrong-schema", Err: fmt.Errorf("record is a %s", got)}
 	}
+	defer func() {
+		if p := recover(); p != nil {
+			var zero T
+			v, err = zero, &DecodeError{Kind: k, Reason: "malformed", Err: fmt.Errorf("decoder panicked: %v", p)}
+		}
+	}()
 	r, _ := loadRegistry()
+	// goavro sizes its slices and maps by the block counts it reads before
+	// it reads the items: a 20-byte record announcing 2^31 array items
+	// would exhaust memory, a fatal error no recover catches. The walk
+	// bounds every count and length by the bytes that are left first.
+	if err := r.shapes[k].check(b[singleObjectHeaderLen:]); err != nil {
+		return v, &DecodeError{Kind: k, Reason: "malformed", Err: err}
+	}
 	native, rest, err := r.byKind[k].NativeFromSingle(b)
 	if err != nil {
-		return nil, &DecodeError{Kind: k, Reason: "malformed", Err: err}
+		return v, &DecodeError{Kind: k, Reason: "malformed", Err: err}
 	}
 	if len(rest) != 0 {
-		return nil, &DecodeError{Kind: k, Reason: "malformed", Err: fmt.Errorf("%d trailing bytes", len(rest))}
+		return v, &DecodeError{Kind: k, Reason: "malformed", Err: fmt.Errorf("%d trailing bytes", len(rest))}
 	}
 	m, ok := native.(map[string]any)
 	if !ok {
-		return nil, &DecodeError{Kind: k, Reason: "malformed", Err: fmt.Errorf("decoded %T, not a record", native)}
+		return v, &DecodeError{Kind: k, Reason: "malformed", Err: fmt.Errorf("decoded %T, not a record", native)}
 	}
-	return m, nil
+	v, err = convert(m)
+	if err != nil {
+		return v, &DecodeError{Kind: k, Reason: "malformed", Err: err}
+	}
+	return v, nil
 }

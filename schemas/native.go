@@ -1,6 +1,9 @@
 package schemas
 
 import (
+	"bytes"
+	"fmt"
+	"math"
 	"time"
 
 	"github.com/linkedin/goavro/v2"
@@ -8,7 +11,17 @@ import (
 
 // This file maps the Go types to goavro's native form and back. Decoding
 // trusts the shapes that goavro guarantees for a record that matched its
-// schema, so the type assertions below cannot fail on a decoded record.
+// schema, so the type assertions below cannot fail on a decoded record (and
+// decode recovers should one ever do so).
+//
+// Decoded values share no memory with the record: goavro returns bytes fields
+// as slices of its input, which would pin a whole fetch buffer for as long as
+// a payload is held, so payloads are copied. An empty payload decodes as an
+// empty, non-nil slice, empty Parts as an empty, non-nil slice, and an empty
+// map as nil.
+//
+// Go ints go to goavro as int, not int32, so that a count beyond the Avro
+// int's range fails to encode instead of being truncated.
 
 // EncodeRequest encodes r in single-object encoding.
 func EncodeRequest(r Request) ([]byte, error) {
@@ -24,21 +37,25 @@ func EncodeRequest(r Request) ([]byte, error) {
 		"submitted_at":   r.SubmittedAt,
 		"replay_of":      optionalString((*string)(r.ReplayOf)),
 		"replay_run":     optionalString(r.ReplayRun),
-	})
+	}, len(r.Headers) > 1)
 }
 
 // DecodeRequest decodes a single-object encoded Request.
 func DecodeRequest(b []byte) (Request, error) {
-	m, err := decode(KindRequest, b)
+	return decode(KindRequest, b, requestFromNative)
+}
+
+func requestFromNative(m map[string]any) (Request, error) {
+	timeout, err := millis("timeout_ms", m["timeout_ms"].(int64))
 	if err != nil {
 		return Request{}, err
 	}
 	r := Request{
 		CorrelationID: CorrelationID(m["correlation_id"].(string)),
 		Route:         Route(m["route"].(string)),
-		Payload:       m["payload"].([]byte),
+		Payload:       bytes.Clone(m["payload"].([]byte)),
 		ContentType:   m["content_type"].(string),
-		Timeout:       time.Duration(m["timeout_ms"].(int64)) * time.Millisecond,
+		Timeout:       timeout,
 		ReplyTo:       m["reply_to"].(string),
 		Headers:       goStringMap(m["headers"]),
 		SubmittedAt:   m["submitted_at"].(time.Time),
@@ -63,29 +80,29 @@ func EncodeTask(t Task) ([]byte, error) {
 	return encode(KindTask, map[string]any{
 		"correlation_id": string(t.CorrelationID),
 		"part_id":        string(t.PartID),
-		"part_count":     int32(t.PartCount),
+		"part_count":     t.PartCount,
 		"route":          string(t.Route),
 		"payload":        bytesOrEmpty(t.Payload),
 		"content_type":   t.ContentType,
 		"deadline":       t.Deadline,
-		"attempt":        int32(t.Attempt),
+		"attempt":        t.Attempt,
 		"submitted_at":   t.SubmittedAt,
 		"headers":        stringMap(t.Headers),
-	})
+	}, len(t.Headers) > 1)
 }
 
 // DecodeTask decodes a single-object encoded Task.
 func DecodeTask(b []byte) (Task, error) {
-	m, err := decode(KindTask, b)
-	if err != nil {
-		return Task{}, err
-	}
+	return decode(KindTask, b, taskFromNative)
+}
+
+func taskFromNative(m map[string]any) (Task, error) {
 	return Task{
 		CorrelationID: CorrelationID(m["correlation_id"].(string)),
 		PartID:        PartID(m["part_id"].(string)),
 		PartCount:     int(m["part_count"].(int32)),
 		Route:         Route(m["route"].(string)),
-		Payload:       m["payload"].([]byte),
+		Payload:       bytes.Clone(m["payload"].([]byte)),
 		ContentType:   m["content_type"].(string),
 		Deadline:      m["deadline"].(time.Time),
 		Attempt:       int(m["attempt"].(int32)),
@@ -110,15 +127,15 @@ func EncodeManifest(mf Manifest) ([]byte, error) {
 		"reply_to":       mf.ReplyTo,
 		"headers":        stringMap(mf.Headers),
 		"replay_of":      optionalString((*string)(mf.ReplayOf)),
-	})
+	}, len(mf.Headers) > 1)
 }
 
 // DecodeManifest decodes a single-object encoded Manifest.
 func DecodeManifest(b []byte) (Manifest, error) {
-	m, err := decode(KindManifest, b)
-	if err != nil {
-		return Manifest{}, err
-	}
+	return decode(KindManifest, b, manifestFromNative)
+}
+
+func manifestFromNative(m map[string]any) (Manifest, error) {
 	raw := m["parts"].([]any)
 	parts := make([]PartID, len(raw))
 	for i, p := range raw {
@@ -151,26 +168,26 @@ func EncodeResult(r Result) ([]byte, error) {
 		"payload":        bytesOrEmpty(r.Payload),
 		"error":          r.Error,
 		"processor_id":   r.ProcessorID,
-		"attempt":        int32(r.Attempt),
-		"tries":          int32(r.Tries),
+		"attempt":        r.Attempt,
+		"tries":          r.Tries,
 		"started_at":     r.StartedAt,
 		"finished_at":    r.FinishedAt,
 		"deadline":       r.Deadline,
-	})
+	}, false)
 }
 
 // DecodeResult decodes a single-object encoded Result.
 func DecodeResult(b []byte) (Result, error) {
-	m, err := decode(KindResult, b)
-	if err != nil {
-		return Result{}, err
-	}
+	return decode(KindResult, b, resultFromNative)
+}
+
+func resultFromNative(m map[string]any) (Result, error) {
 	return Result{
 		CorrelationID: CorrelationID(m["correlation_id"].(string)),
 		PartID:        PartID(m["part_id"].(string)),
 		Route:         Route(m["route"].(string)),
 		Status:        ResultStatus(m["status"].(string)),
-		Payload:       m["payload"].([]byte),
+		Payload:       bytes.Clone(m["payload"].([]byte)),
 		Error:         m["error"].(string),
 		ProcessorID:   m["processor_id"].(string),
 		Attempt:       int(m["attempt"].(int32)),
@@ -190,7 +207,7 @@ func EncodeReply(r Reply) ([]byte, error) {
 			"status":       string(p.Status),
 			"error":        p.Error,
 			"processor_id": p.ProcessorID,
-			"attempt":      int32(p.Attempt),
+			"attempt":      p.Attempt,
 			"latency_ms":   p.Latency.Milliseconds(),
 		}
 	}
@@ -205,33 +222,37 @@ func EncodeReply(r Reply) ([]byte, error) {
 		"submitted_at":   r.SubmittedAt,
 		"completed_at":   r.CompletedAt,
 		"replay_of":      optionalString((*string)(r.ReplayOf)),
-	})
+	}, false)
 }
 
 // DecodeReply decodes a single-object encoded Reply.
 func DecodeReply(b []byte) (Reply, error) {
-	m, err := decode(KindReply, b)
-	if err != nil {
-		return Reply{}, err
-	}
+	return decode(KindReply, b, replyFromNative)
+}
+
+func replyFromNative(m map[string]any) (Reply, error) {
 	raw := m["parts"].([]any)
 	parts := make([]PartOutcome, len(raw))
 	for i, p := range raw {
 		pm := p.(map[string]any)
+		latency, err := millis("latency_ms", pm["latency_ms"].(int64))
+		if err != nil {
+			return Reply{}, fmt.Errorf("part %d: %w", i, err)
+		}
 		parts[i] = PartOutcome{
 			PartID:      PartID(pm["part_id"].(string)),
 			Status:      PartStatus(pm["status"].(string)),
 			Error:       pm["error"].(string),
 			ProcessorID: pm["processor_id"].(string),
 			Attempt:     int(pm["attempt"].(int32)),
-			Latency:     time.Duration(pm["latency_ms"].(int64)) * time.Millisecond,
+			Latency:     latency,
 		}
 	}
 	r := Reply{
 		CorrelationID: CorrelationID(m["correlation_id"].(string)),
 		Route:         Route(m["route"].(string)),
 		Status:        ReplyStatus(m["status"].(string)),
-		Payload:       m["payload"].([]byte),
+		Payload:       bytes.Clone(m["payload"].([]byte)),
 		ContentType:   m["content_type"].(string),
 		Error:         m["error"].(string),
 		Parts:         parts,
@@ -243,6 +264,16 @@ func DecodeReply(b []byte) (Reply, error) {
 		r.ReplayOf = &id
 	}
 	return r, nil
+}
+
+// millis converts a count of milliseconds to a Duration, refusing counts
+// beyond the ±292 years a Duration holds rather than wrapping around.
+func millis(field string, ms int64) (time.Duration, error) {
+	const limit = math.MaxInt64 / int64(time.Millisecond)
+	if ms > limit || ms < -limit {
+		return 0, fmt.Errorf("%s %d out of range", field, ms)
+	}
+	return time.Duration(ms) * time.Millisecond, nil
 }
 
 func bytesOrEmpty(b []byte) []byte {
@@ -283,7 +314,7 @@ func optionalInt(n *int) any {
 	if n == nil {
 		return nil
 	}
-	return goavro.Union("int", int32(*n))
+	return goavro.Union("int", *n)
 }
 
 // unionValue unwraps goavro's native form of a ["null", T] union.
