@@ -1,0 +1,414 @@
+package aggregator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/schemas"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Defaults of [Config].
+const (
+	DefaultTick       = 50 * time.Millisecond
+	DefaultLateWindow = 5 * time.Minute
+)
+
+// role names the aggregator in dead letters.
+const role = "aggregator"
+
+// headerType says what a record is, for tools that do not decode Avro.
+const headerType = "sg-type"
+
+// Config configures an [Aggregator]. Zero fields take the defaults below;
+// Validate fills them in.
+type Config struct {
+	Client kafka.ClientConfig
+	// Topics names the topics: the aggregator consumes Topics.Results(),
+	// replies to the manifest's ReplyTo (when it starts with
+	// Topics.Replies(), else to Topics.Replies()) and dead-letters to
+	// Topics.DLQ().
+	Topics kafka.Topics
+	// Group is the consumer group; default Topics.Prefix + "aggregator".
+	Group string
+	// InstanceID tells the group's instances apart; default hostname-pid.
+	// The transactional id is Group + "-" + InstanceID: keep it stable
+	// across restarts so that a restarted instance fences its predecessor.
+	InstanceID string
+	// Guarantee defaults to exactly-once.
+	Guarantee kafka.Guarantee
+	// Merges maps a route to the merge of its replies; routes not listed
+	// use DefaultMerge.
+	Merges map[schemas.Route]Merge
+	// DefaultMerge defaults to Collect().
+	DefaultMerge Merge
+	// Tick is the timer resolution: how long the aggregator waits for
+	// records before it checks deadlines anyway, so that deadlines fire on
+	// idle partitions. Default 50ms.
+	Tick time.Duration
+	// LateWindow is how long a completed request is remembered so that late
+	// and duplicate results (and a second manifest) for it are dropped and
+	// counted rather than treated as new. Default 5m. Memory grows with the
+	// requests completed within one window.
+	LateWindow time.Duration
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+	// Logger defaults to discarding.
+	Logger *slog.Logger
+}
+
+// Validate fills in defaults and reports every problem with c at once.
+func (c *Config) Validate() error {
+	var errs []error
+	if err := c.Client.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Group == "" {
+		c.Group = c.Topics.Prefix + "aggregator"
+	}
+	if c.InstanceID == "" {
+		c.InstanceID = defaultInstanceID()
+	}
+	if c.Guarantee == "" {
+		c.Guarantee = kafka.ExactlyOnce
+	}
+	if _, err := kafka.ParseGuarantee(string(c.Guarantee)); err != nil {
+		errs = append(errs, err)
+	}
+	for route, m := range c.Merges {
+		if m == nil {
+			errs = append(errs, fmt.Errorf("merges: route %q has a nil merge", route))
+		}
+	}
+	if c.DefaultMerge == nil {
+		c.DefaultMerge = Collect()
+	}
+	switch {
+	case c.Tick == 0:
+		c.Tick = DefaultTick
+	case c.Tick < 0:
+		errs = append(errs, fmt.Errorf("tick: %s is negative", c.Tick))
+	}
+	switch {
+	case c.LateWindow == 0:
+		c.LateWindow = DefaultLateWindow
+	case c.LateWindow < 0:
+		errs = append(errs, fmt.Errorf("late window: %s is negative", c.LateWindow))
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return errors.Join(errs...)
+}
+
+func defaultInstanceID() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		h = "host"
+	}
+	return h + "-" + strconv.Itoa(os.Getpid())
+}
+
+// Stats counts what an Aggregator did, in batches that were committed (a
+// batch that aborts will be consumed again and is counted then).
+type Stats struct {
+	Manifests       int64 // manifests consumed
+	ResultsReceived int64 // results consumed
+	// Duplicates counts results for a part that already had one, and
+	// manifests for a request already open or done.
+	Duplicates int64
+	// Late counts results for a request already replied to.
+	Late int64
+	// OrphansHeld is a gauge: results held because their manifest has not
+	// come yet.
+	OrphansHeld int64
+	// OrphansExpired counts held results dead-lettered because their
+	// manifest never came.
+	OrphansExpired int64
+	// Replies by status.
+	RepliesComplete int64
+	RepliesPartial  int64
+	RepliesFailed   int64
+	// Open is a gauge: requests awaiting completion.
+	Open int64
+	// DeadLettered counts records written to the DLQ.
+	DeadLettered int64
+}
+
+type stats struct {
+	manifests, results, duplicates, late atomic.Int64
+	orphansHeld, orphansExpired          atomic.Int64
+	complete, partial, failed            atomic.Int64
+	open, deadLettered                   atomic.Int64
+}
+
+func (s *stats) add(c counters) {
+	s.manifests.Add(c.manifests)
+	s.results.Add(c.results)
+	s.duplicates.Add(c.duplicates)
+	s.late.Add(c.late)
+	s.orphansExpired.Add(c.orphansExpired)
+	s.complete.Add(c.complete)
+	s.partial.Add(c.partial)
+	s.failed.Add(c.failed)
+	s.deadLettered.Add(c.deadLettered)
+}
+
+// Aggregator gathers results by correlation id and replies once per
+// request. Run it with Run; Stats is safe to call at any time.
+type Aggregator struct {
+	cfg Config
+	log *slog.Logger
+	hop *kafka.Hop
+
+	// mu guards m: batches run on Run's goroutine, partition assignments
+	// on the client's rebalance goroutine.
+	mu sync.Mutex
+	m  *machine
+
+	stats stats
+}
+
+// New returns an aggregator for cfg. It connects to nothing until Run.
+func New(cfg Config) (*Aggregator, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("aggregator config: %w", err)
+	}
+	a := &Aggregator{cfg: cfg, log: cfg.Logger.With("role", role)}
+	a.m = newMachine(cfg.LateWindow, a.mergeFor)
+	hcfg := kafka.HopConfig{
+		Client:          cfg.Client,
+		Group:           cfg.Group,
+		Topics:          []string{cfg.Topics.Results()},
+		Guarantee:       cfg.Guarantee,
+		TransactionalID: cfg.Group + "-" + cfg.InstanceID,
+		Tick:            cfg.Tick,
+		OnAssigned:      a.assigned,
+		OnRevoked:       a.revoked,
+		Logger:          a.log,
+	}
+	if cfg.Guarantee != kafka.ExactlyOnce {
+		hcfg.TransactionalID = ""
+	}
+	hop, err := kafka.NewHop(hcfg)
+	if err != nil {
+		return nil, fmt.Errorf("aggregator: %w", err)
+	}
+	a.hop = hop
+	return a, nil
+}
+
+func (a *Aggregator) mergeFor(route schemas.Route) Merge {
+	if m, ok := a.cfg.Merges[route]; ok {
+		return m
+	}
+	return a.cfg.DefaultMerge
+}
+
+// Run consumes results and replies until ctx is done or a batch fails. On
+// return the batch in flight has been committed or aborted, the group has
+// been left and the client closed; the in-memory state of every partition is
+// dropped. Run may be called once.
+func (a *Aggregator) Run(ctx context.Context) error {
+	if err := a.hop.Run(ctx, a.process, a.end); err != nil {
+		return fmt.Errorf("aggregator: %w", err)
+	}
+	return nil
+}
+
+// Stats returns the current counts.
+func (a *Aggregator) Stats() Stats {
+	s := &a.stats
+	return Stats{
+		Manifests:       s.manifests.Load(),
+		ResultsReceived: s.results.Load(),
+		Duplicates:      s.duplicates.Load(),
+		Late:            s.late.Load(),
+		OrphansHeld:     s.orphansHeld.Load(),
+		OrphansExpired:  s.orphansExpired.Load(),
+		RepliesComplete: s.complete.Load(),
+		RepliesPartial:  s.partial.Load(),
+		RepliesFailed:   s.failed.Load(),
+		Open:            s.open.Load(),
+		DeadLettered:    s.deadLettered.Load(),
+	}
+}
+
+// process applies one batch to the state machine and fires due timers. It
+// runs on Run's goroutine.
+func (a *Aggregator) process(_ context.Context, b *kafka.Batch) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	m := a.m
+	if m.dirty() {
+		// The previous batch neither consumed nor produced anything, so the
+		// hop did not end it: it committed trivially.
+		a.committed(m.commit())
+	}
+	now := a.cfg.Now()
+	results := a.cfg.Topics.Results()
+	b.Fetches.EachPartition(func(p kgo.FetchTopicPartition) {
+		if p.Topic != results || len(p.Records) == 0 {
+			return
+		}
+		ps := m.parts[p.Partition]
+		if ps == nil {
+			// Revoked after the poll: the transaction will abort and the
+			// partition's next owner consumes these records.
+			a.log.Debug("records of a partition not assigned", "partition", p.Partition, "records", len(p.Records))
+			return
+		}
+		for _, rec := range p.Records {
+			a.handle(m, ps, now, rec)
+		}
+	})
+	m.tick(now)
+	for _, o := range m.out {
+		rec, err := a.record(o)
+		if err != nil {
+			clear(m.out)
+			m.out = m.out[:0]
+			return err
+		}
+		b.Produce(rec)
+	}
+	clear(m.out)
+	m.out = m.out[:0]
+	if b.Len() == 0 && b.Fetches.NumRecords() == 0 {
+		// The hop ends only batches that consumed or produced something.
+		a.committed(m.commit())
+	}
+	return nil
+}
+
+// handle decodes one record of the results topic and applies it.
+func (a *Aggregator) handle(m *machine, ps *partitionState, now time.Time, rec *kgo.Record) {
+	kind, err := schemas.KindOf(rec.Value)
+	if err != nil {
+		m.deadLetter(rec, decodeReason(err), err)
+		return
+	}
+	switch kind {
+	case schemas.KindManifest:
+		mf, err := schemas.DecodeManifest(rec.Value)
+		if err != nil {
+			m.deadLetter(rec, decodeReason(err), err)
+			return
+		}
+		if string(rec.Key) != string(mf.CorrelationID) {
+			m.deadLetter(rec, "key-mismatch", fmt.Errorf("manifest %s keyed %q: records of a request must be keyed by its correlation id", mf.CorrelationID, rec.Key))
+			return
+		}
+		m.manifest(ps, now, mf, rec)
+	case schemas.KindResult:
+		res, err := schemas.DecodeResult(rec.Value)
+		if err != nil {
+			m.deadLetter(rec, decodeReason(err), err)
+			return
+		}
+		if string(rec.Key) != string(res.CorrelationID) {
+			m.deadLetter(rec, "key-mismatch", fmt.Errorf("result %s/%s keyed %q: records of a request must be keyed by its correlation id", res.CorrelationID, res.PartID, rec.Key))
+			return
+		}
+		m.result(ps, now, res, rec)
+	default:
+		m.deadLetter(rec, "wrong-schema", fmt.Errorf("a %s record on the results topic, want a manifest or a result", kind))
+	}
+}
+
+func decodeReason(err error) string {
+	if de, ok := errors.AsType[*schemas.DecodeError](err); ok {
+		return de.Reason
+	}
+	return "malformed"
+}
+
+// record turns an output of the machine into a record to produce.
+func (a *Aggregator) record(o output) (*kgo.Record, error) {
+	if o.src != nil {
+		a.log.Debug("dead letter", "reason", o.reason, "partition", o.src.Partition, "offset", o.src.Offset, "err", o.err)
+		return kafka.DeadLetter(a.cfg.Topics.DLQ(), o.src, role, o.reason, o.err), nil
+	}
+	v, err := schemas.EncodeReply(o.reply)
+	if err != nil {
+		return nil, fmt.Errorf("reply %s: %w", o.reply.CorrelationID, err)
+	}
+	topic := a.cfg.Topics.Replies()
+	if o.replyTo != "" {
+		if strings.HasPrefix(o.replyTo, topic) {
+			topic = o.replyTo
+		} else {
+			a.log.Warn("reply-to is not a replies topic; replying to the default", "correlation_id", o.reply.CorrelationID, "reply_to", o.replyTo, "topic", topic)
+		}
+	}
+	return &kgo.Record{
+		Topic:   topic,
+		Key:     []byte(o.reply.CorrelationID),
+		Value:   v,
+		Headers: []kgo.RecordHeader{{Key: headerType, Value: []byte("reply")}},
+	}, nil
+}
+
+// end learns whether the batch committed; it runs on Run's goroutine.
+func (a *Aggregator) end(committed bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if committed {
+		a.committed(a.m.commit())
+		return
+	}
+	a.m.abort()
+	a.publishGauges()
+}
+
+// committed publishes a committed batch's counts; a.mu must be held.
+func (a *Aggregator) committed(c counters) {
+	a.stats.add(c)
+	a.publishGauges()
+}
+
+func (a *Aggregator) publishGauges() {
+	g := a.m.gauges()
+	a.stats.open.Store(g.open)
+	a.stats.orphansHeld.Store(g.held)
+}
+
+func (a *Aggregator) assigned(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
+	ps := assigned[a.cfg.Topics.Results()]
+	if len(ps) == 0 {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, p := range ps {
+		a.m.assign(p)
+	}
+	a.publishGauges()
+	a.log.Info("partitions assigned", "topic", a.cfg.Topics.Results(), "partitions", ps)
+}
+
+func (a *Aggregator) revoked(_ context.Context, _ *kgo.Client, revoked map[string][]int32) {
+	ps := revoked[a.cfg.Topics.Results()]
+	if len(ps) == 0 {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, p := range ps {
+		a.m.revoke(p)
+	}
+	a.publishGauges()
+	a.log.Info("partitions revoked; their state is dropped", "topic", a.cfg.Topics.Results(), "partitions", ps)
+}

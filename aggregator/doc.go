@@ -1,0 +1,101 @@
+// Package aggregator gathers the results of scattered requests by
+// correlation id and writes exactly one reply per request: when the
+// request's completion policy is met, or when its deadline passes.
+//
+// Usage:
+//
+//	topk, err := aggregator.TopK("score", 10, "id")
+//	...
+//	agg, err := aggregator.New(aggregator.Config{
+//		Client: kafka.ClientConfig{Brokers: brokers},
+//		Topics: kafka.Topics{Prefix: "sg."},
+//		Merges: map[schemas.Route]aggregator.Merge{"search": topk},
+//		Logger: logger,
+//	})
+//	...
+//	err = agg.Run(ctx) // blocks until ctx is done
+//
+// # What it consumes and produces
+//
+// The scatterer writes a [schemas.Manifest] per request and processors
+// write a [schemas.Result] per part, all to the results topic keyed by the
+// correlation id, so every record of a request is on one partition. The
+// aggregator tells them apart by their schema fingerprint
+// ([schemas.KindOf]). It writes a [schemas.Reply] keyed by the correlation
+// id, with the header sg-type: reply, to the manifest's reply-to topic (the
+// replies topic by default), and dead-letters to the DLQ topic, with a
+// reason header:
+//
+//   - the DecodeError reason ("not-avro", "unknown-schema", "malformed",
+//     ...) for a record that does not decode, "wrong-schema" for a record
+//     of another kind;
+//   - "key-mismatch" for a record not keyed by its correlation id;
+//   - "bad-manifest" for a manifest without parts, with an empty or
+//     repeated part id, or with a policy [ParsePolicy] rejects or a quorum
+//     larger than its parts;
+//   - "unknown-part" for a result for a part its manifest does not list;
+//   - "orphan-result" for a result whose manifest did not come by the
+//     result's task deadline plus one second.
+//
+// # Replies
+//
+// Every expected part gets a marker in manifest order: OK, ERROR or
+// EXPIRED (with the result's error text), MISSING (no result by the
+// deadline) or SKIPPED (the policy completed the request before it was
+// needed), with the processor id, the attempt and the latency from the
+// request's submission to the result's arrival here. The reply is COMPLETE
+// when every part is OK or SKIPPED, FAILED when no part is OK, PARTIAL
+// otherwise; when not COMPLETE, Reply.Error names the parts that are not OK
+// ("2 of 8 parts not OK: shard-3 MISSING, shard-5 ERROR (timeout)"). The
+// payload is the route's [Merge] of the OK parts ([Collect] by default). A
+// merge that fails makes the reply FAILED, with "merge: <error>" in
+// Reply.Error and no payload: there is nothing a client could use.
+//
+// A second result for a part is a duplicate: counted and dropped, except
+// that an OK replaces an ERROR or EXPIRED result (a retry or hedge
+// succeeded). So the first OK wins. After the reply, the request is
+// remembered for LateWindow: results for it are counted as late and
+// dropped, a second manifest is counted as a duplicate; never a second
+// reply. A result that comes before its manifest is held until the manifest
+// comes, then used.
+//
+// # Time
+//
+// Deadlines are wall-clock times checked at least every Config.Tick, with
+// or without records: the hop returns from polling after Tick, so a
+// deadline fires on an idle partition too (Kafka Streams' stream-time
+// punctuation would stall there). A manifest whose deadline has passed
+// completes in the batch that brings it.
+//
+// # State, batches and aborts
+//
+// State is kept per partition of the results topic: a map from correlation
+// id to the request, and a min-heap of timers. It is created when a
+// partition is assigned and dropped when it is revoked or lost. Each batch
+// (one Kafka transaction under exactly-once) is applied with an undo log:
+// before the batch first changes a request it saves a copy of it (or notes
+// its absence), and slots are saved as they change. If the batch does not
+// commit, its records will be consumed again, so every change is undone,
+// completions included: the reply was never written, and the request is
+// open again. Counters in [Stats] count committed batches only.
+//
+// Every change to a request is one of six mutations, each a function of
+// the state machine (state.go): open (the manifest came), hold (a result
+// came before it), record (a part has a result), complete (replied; only
+// the id and the end of the late window stay), expire (held results
+// dead-lettered), forget (the late window passed). A changelog (the
+// compacted topic kafka.Topics.State, co-partitioned with results) can be
+// written from the undo log: the requests it lists are exactly those the
+// batch changed, so at commit time, in the same transaction, write each
+// one's current state keyed by correlation id to the same partition of the
+// changelog, or a tombstone when it is gone. On assignment, read the
+// changelog partition (read_committed) into a fresh partition state and
+// push one timer per request at its due time. An aborted batch's changelog
+// records are never visible, so the undo log stays in-memory only.
+//
+// # Concurrency
+//
+// Batches run on Run's goroutine; partition assignment and revocation
+// come from the client's rebalance goroutine; one mutex guards the state.
+// A Merge is called on Run's goroutine, one request at a time.
+package aggregator

@@ -1,0 +1,517 @@
+package aggregator
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/scattergather/scattergather/schemas"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// orphanGrace is how long past its task's deadline a result that came
+// before its manifest is held.
+const orphanGrace = time.Second
+
+// indexAbove is the part count above which a request looks its parts up in
+// a map rather than scanning the manifest's part list.
+const indexAbove = 8
+
+// phase is where a request is in its life.
+type phase uint8
+
+const (
+	// phaseOrphan: results came, the manifest did not yet.
+	phaseOrphan phase = iota + 1
+	// phaseOpen: the manifest came; gathering until the policy is met or
+	// the deadline passes.
+	phaseOpen
+	// phaseDone: replied; remembered until LateWindow passes so that late
+	// and duplicate records are dropped, not replied to again.
+	phaseDone
+)
+
+// slot is what the aggregator knows of one expected part.
+type slot struct {
+	status    schemas.ResultStatus // "" until a result came
+	payload   []byte
+	err       string
+	processor string
+	attempt   int
+	arrived   int64 // Unix nanoseconds
+}
+
+// heldResult is a result that came before its manifest.
+type heldResult struct {
+	res     schemas.Result
+	src     *kgo.Record // for the dead-letter topic if the manifest never comes
+	arrived int64
+}
+
+// plan is a manifest as the aggregator uses it. It is immutable once built,
+// so saved copies of a request may share it.
+type plan struct {
+	mf     schemas.Manifest
+	policy Policy
+	index  map[schemas.PartID]int // nil for few parts: find scans mf.Parts
+	merge  Merge
+}
+
+// find returns the index of part id in the manifest, or -1.
+func (p *plan) find(id schemas.PartID) int {
+	if p.index != nil {
+		if i, ok := p.index[id]; ok {
+			return i
+		}
+		return -1
+	}
+	for i, pid := range p.mf.Parts {
+		if pid == id {
+			return i
+		}
+	}
+	return -1
+}
+
+// request is the state of one correlation id on one partition.
+type request struct {
+	id    schemas.CorrelationID
+	phase phase
+	// due is when the request's timer fires (Unix nanoseconds): the orphan
+	// expiry, the deadline, or the end of the late window.
+	due int64
+	// Open requests only.
+	plan  *plan
+	slots []slot // one per manifest part, in manifest order
+	got   int    // slots with a result
+	ok    int    // slots with an OK result
+	// Orphans only.
+	held []heldResult
+	// seq is the batch in which the undo log last saved this request.
+	seq uint64
+}
+
+// gauges are a partition's current counts.
+type gauges struct {
+	open int64 // open requests
+	held int64 // results held before their manifest
+}
+
+// partitionState is everything the aggregator keeps for one partition of
+// the results topic. It is created when the partition is assigned and
+// dropped when it is revoked, so a partition can move to another instance.
+type partitionState struct {
+	partition int32
+	reqs      map[schemas.CorrelationID]*request
+	timers    timers
+	g         gauges
+	seq       uint64 // batch in which the undo log last saved g
+}
+
+func newPartitionState(p int32) *partitionState {
+	return &partitionState{partition: p, reqs: map[schemas.CorrelationID]*request{}}
+}
+
+// counters count what batches did. The machine keeps a batch's counts
+// apart until the batch commits, so that an aborted batch, which will be
+// consumed again, is not counted twice.
+type counters struct {
+	manifests      int64
+	results        int64
+	duplicates     int64
+	late           int64
+	orphansExpired int64
+	deadLettered   int64
+	complete       int64
+	partial        int64
+	failed         int64
+}
+
+// output is a record to produce: a reply, or a dead letter when src is set.
+type output struct {
+	reply   schemas.Reply
+	replyTo string
+	src     *kgo.Record
+	reason  string
+	err     error
+}
+
+// The undo log. Before a batch first changes a request (or a partition's
+// gauges) it saves a copy; slots, which are changed in place, are saved one
+// by one. Aborting restores the copies in reverse order.
+type (
+	reqUndo struct {
+		ps    *partitionState
+		id    schemas.CorrelationID
+		ptr   *request // nil: the request did not exist before the batch
+		saved request
+	}
+	slotUndo struct {
+		slots []slot
+		i     int
+		old   slot
+	}
+	partUndo struct {
+		ps *partitionState
+		g  gauges
+	}
+)
+
+// machine is the aggregator's state machine: every partition's requests,
+// their timers and the undo log of the batch in flight. It does no I/O:
+// records go in through manifest, result and tick, records to produce come
+// out in out. It is not safe for concurrent use.
+type machine struct {
+	lateWindow int64
+	mergeFor   func(schemas.Route) Merge
+	parts      map[int32]*partitionState
+
+	seq      uint64 // the batch in flight
+	reqUndo  []reqUndo
+	slotUndo []slotUndo
+	partUndo []partUndo
+	delta    counters
+
+	out []output
+}
+
+func newMachine(lateWindow time.Duration, mergeFor func(schemas.Route) Merge) *machine {
+	return &machine{
+		lateWindow: int64(lateWindow),
+		mergeFor:   mergeFor,
+		parts:      map[int32]*partitionState{},
+		seq:        1,
+	}
+}
+
+// assign starts keeping state for partition p, if it does not already.
+func (m *machine) assign(p int32) *partitionState {
+	ps := m.parts[p]
+	if ps == nil {
+		ps = newPartitionState(p)
+		m.parts[p] = ps
+	}
+	return ps
+}
+
+// revoke drops partition p's state. An undo log entry that still points at
+// it restores into the dropped state, which is harmless.
+func (m *machine) revoke(p int32) { delete(m.parts, p) }
+
+// commit ends the batch in flight: its changes stay, and its counts are
+// returned to be published.
+func (m *machine) commit() counters {
+	d := m.delta
+	m.endBatch()
+	return d
+}
+
+// abort ends the batch in flight by undoing every change it made: its
+// records will be consumed again.
+func (m *machine) abort() {
+	for i := len(m.slotUndo) - 1; i >= 0; i-- {
+		u := m.slotUndo[i]
+		u.slots[u.i] = u.old
+	}
+	for i := len(m.reqUndo) - 1; i >= 0; i-- {
+		u := &m.reqUndo[i]
+		if u.ptr == nil {
+			delete(u.ps.reqs, u.id)
+			continue
+		}
+		*u.ptr = u.saved
+		u.ps.reqs[u.id] = u.ptr
+		// The batch may have popped the timer of the restored due time.
+		u.ps.timers.push(u.saved.due, u.id)
+	}
+	for i := len(m.partUndo) - 1; i >= 0; i-- {
+		m.partUndo[i].ps.g = m.partUndo[i].g
+	}
+	m.endBatch()
+}
+
+func (m *machine) endBatch() {
+	clear(m.reqUndo)
+	clear(m.slotUndo)
+	clear(m.partUndo)
+	m.reqUndo, m.slotUndo, m.partUndo = m.reqUndo[:0], m.slotUndo[:0], m.partUndo[:0]
+	m.delta = counters{}
+	m.seq++
+}
+
+// dirty reports whether the batch in flight changed anything.
+func (m *machine) dirty() bool {
+	return len(m.reqUndo) > 0 || len(m.partUndo) > 0 || m.delta != counters{}
+}
+
+// gauges sums the gauges of every partition.
+func (m *machine) gauges() gauges {
+	var g gauges
+	for _, ps := range m.parts {
+		g.open += ps.g.open
+		g.held += ps.g.held
+	}
+	return g
+}
+
+// touch saves r and ps in the undo log before the batch first changes them.
+// Every mutation of a request starts with touch (or create); the requests
+// in the undo log are also exactly the ones a changelog would write at
+// commit.
+func (m *machine) touch(ps *partitionState, r *request) {
+	m.touchPartition(ps)
+	if r.seq == m.seq {
+		return
+	}
+	m.reqUndo = append(m.reqUndo, reqUndo{ps: ps, id: r.id, ptr: r, saved: *r})
+	r.seq = m.seq
+}
+
+func (m *machine) touchPartition(ps *partitionState) {
+	if ps.seq == m.seq {
+		return
+	}
+	m.partUndo = append(m.partUndo, partUndo{ps: ps, g: ps.g})
+	ps.seq = m.seq
+}
+
+// create adds a request that did not exist.
+func (m *machine) create(ps *partitionState, id schemas.CorrelationID) *request {
+	m.touchPartition(ps)
+	r := &request{id: id, seq: m.seq}
+	m.reqUndo = append(m.reqUndo, reqUndo{ps: ps, id: id})
+	ps.reqs[id] = r
+	return r
+}
+
+// setSlot changes slot i of r, saving the old value.
+func (m *machine) setSlot(r *request, i int, s slot) {
+	m.slotUndo = append(m.slotUndo, slotUndo{slots: r.slots, i: i, old: r.slots[i]})
+	r.slots[i] = s
+}
+
+func (m *machine) deadLetter(src *kgo.Record, reason string, err error) {
+	m.delta.deadLettered++
+	m.out = append(m.out, output{src: src, reason: reason, err: err})
+}
+
+// manifest handles a manifest consumed from ps's partition at now.
+func (m *machine) manifest(ps *partitionState, now time.Time, mf schemas.Manifest, src *kgo.Record) {
+	m.delta.manifests++
+	r := ps.reqs[mf.CorrelationID]
+	if r != nil && r.phase != phaseOrphan {
+		// The scatterer wrote it twice (at-least-once), or it was replayed.
+		m.delta.duplicates++
+		return
+	}
+	pl, err := m.newPlan(mf)
+	if err != nil {
+		m.deadLetter(src, "bad-manifest", fmt.Errorf("manifest %s: %w", mf.CorrelationID, err))
+		return
+	}
+	nowNs := now.UnixNano()
+	var held []heldResult
+	if r == nil {
+		r = m.create(ps, mf.CorrelationID)
+	} else {
+		m.touch(ps, r)
+		held = r.held
+		ps.g.held -= int64(len(held))
+	}
+	// Mutation "open": the request gathers from now on.
+	r.phase = phaseOpen
+	r.plan = pl
+	r.slots = make([]slot, len(mf.Parts))
+	r.got, r.ok = 0, 0
+	r.held = nil
+	r.due = nanos(mf.Deadline)
+	ps.timers.push(r.due, r.id)
+	ps.g.open++
+	// Results that came first are used as if they came now, in the order
+	// they came.
+	for _, h := range held {
+		m.apply(ps, r, h.res, h.src, h.arrived, nowNs)
+	}
+}
+
+// newPlan checks mf and builds its plan.
+func (m *machine) newPlan(mf schemas.Manifest) (*plan, error) {
+	var errs []error
+	pol, err := ParsePolicy(mf.Policy)
+	if err != nil {
+		errs = append(errs, err)
+	} else if err := pol.check(len(mf.Parts)); err != nil {
+		errs = append(errs, err)
+	}
+	if len(mf.Parts) == 0 {
+		errs = append(errs, errors.New("no parts"))
+	}
+	pl := &plan{mf: mf, policy: pol, merge: m.mergeFor(mf.Route)}
+	if len(mf.Parts) > indexAbove {
+		pl.index = make(map[schemas.PartID]int, len(mf.Parts))
+	}
+	for i, id := range mf.Parts {
+		switch {
+		case id == "":
+			errs = append(errs, fmt.Errorf("part %d has an empty id", i))
+		case pl.index != nil:
+			if _, dup := pl.index[id]; dup {
+				errs = append(errs, fmt.Errorf("part %q is listed twice", id))
+			}
+			pl.index[id] = i
+		default:
+			for _, prev := range mf.Parts[:i] {
+				if prev == id {
+					errs = append(errs, fmt.Errorf("part %q is listed twice", id))
+					break
+				}
+			}
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return pl, nil
+}
+
+// result handles a result consumed from ps's partition at now.
+func (m *machine) result(ps *partitionState, now time.Time, res schemas.Result, src *kgo.Record) {
+	m.delta.results++
+	nowNs := now.UnixNano()
+	r := ps.reqs[res.CorrelationID]
+	if r == nil {
+		r = m.create(ps, res.CorrelationID)
+		r.phase = phaseOrphan
+	}
+	m.apply(ps, r, res, src, nowNs, nowNs)
+}
+
+// apply adds a result that arrived at arrived to r.
+//
+// Duplicates (a part that already has a result) are counted and dropped,
+// with one exception: an OK replaces an ERROR or EXPIRED result, since a
+// retry or a hedged attempt that succeeded answers the part. So the first
+// OK wins, and among failures the first one stays.
+func (m *machine) apply(ps *partitionState, r *request, res schemas.Result, src *kgo.Record, arrived, now int64) {
+	switch r.phase {
+	case phaseDone:
+		m.delta.late++
+		return
+	case phaseOrphan:
+		m.hold(ps, r, res, src, arrived)
+		return
+	}
+	i := r.plan.find(res.PartID)
+	if i < 0 {
+		m.deadLetter(src, "unknown-part", fmt.Errorf("result for part %q of %s, which its manifest does not list", res.PartID, r.id))
+		return
+	}
+	cur := r.slots[i].status
+	switch {
+	case cur == "":
+	case cur != schemas.ResultOK && res.Status == schemas.ResultOK:
+		m.delta.duplicates++
+	default:
+		m.delta.duplicates++
+		return
+	}
+	// Mutation "record": part i has a result.
+	m.touch(ps, r)
+	m.setSlot(r, i, slot{
+		status:    res.Status,
+		payload:   res.Payload,
+		err:       res.Error,
+		processor: res.ProcessorID,
+		attempt:   res.Attempt,
+		arrived:   arrived,
+	})
+	if cur == "" {
+		r.got++
+	}
+	if res.Status == schemas.ResultOK {
+		r.ok++
+	}
+	if r.plan.policy.satisfied(len(r.slots), r.got, r.ok) {
+		m.complete(ps, r, now, false)
+	}
+}
+
+// hold keeps a result that came before its manifest until its task's
+// deadline plus orphanGrace.
+func (m *machine) hold(ps *partitionState, r *request, res schemas.Result, src *kgo.Record, arrived int64) {
+	// Mutation "hold".
+	m.touch(ps, r)
+	r.held = append(r.held, heldResult{res: res, src: src, arrived: arrived})
+	ps.g.held++
+	if due := max(nanos(res.Deadline), arrived) + int64(orphanGrace); due > r.due {
+		r.due = due
+		ps.timers.push(due, r.id)
+	}
+}
+
+// complete replies to r and remembers it as done until the late window
+// passes. atDeadline says whether the deadline (rather than the policy)
+// completes it.
+func (m *machine) complete(ps *partitionState, r *request, now int64, atDeadline bool) {
+	reply := buildReply(r, now, atDeadline)
+	switch reply.Status {
+	case schemas.ReplyComplete:
+		m.delta.complete++
+	case schemas.ReplyPartial:
+		m.delta.partial++
+	default:
+		m.delta.failed++
+	}
+	m.out = append(m.out, output{reply: reply, replyTo: r.plan.mf.ReplyTo})
+	// Mutation "complete": only the id and the end of the late window stay.
+	m.touch(ps, r)
+	r.phase = phaseDone
+	r.plan, r.slots, r.got, r.ok = nil, nil, 0, 0
+	r.due = now + m.lateWindow
+	ps.timers.push(r.due, r.id)
+	ps.g.open--
+}
+
+// tick fires every timer due at now, on every partition.
+func (m *machine) tick(now time.Time) {
+	for _, ps := range m.parts {
+		m.fire(ps, now)
+	}
+}
+
+func (m *machine) fire(ps *partitionState, now time.Time) {
+	nowNs := now.UnixNano()
+	for ps.timers.Len() > 0 && ps.timers.peek().at <= nowNs {
+		t := ps.timers.pop()
+		r := ps.reqs[t.id]
+		if r == nil || r.due != t.at {
+			continue // stale
+		}
+		switch r.phase {
+		case phaseOpen:
+			m.complete(ps, r, nowNs, true)
+		case phaseOrphan:
+			// Mutation "expire": the manifest never came.
+			m.touch(ps, r)
+			for _, h := range r.held {
+				m.delta.orphansExpired++
+				m.deadLetter(h.src, "orphan-result", fmt.Errorf("no manifest for %s came by %s, %s after the task's deadline",
+					r.id, time.Unix(0, r.due).UTC().Format(time.RFC3339Nano), orphanGrace))
+			}
+			ps.g.held -= int64(len(r.held))
+			delete(ps.reqs, r.id)
+		case phaseDone:
+			// Mutation "forget": the late window passed.
+			m.touch(ps, r)
+			delete(ps.reqs, r.id)
+		}
+	}
+}
+
+// nanos returns t in Unix nanoseconds, 0 for the zero time.
+func nanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
