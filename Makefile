@@ -1,0 +1,45 @@
+# scattergather. `make test` runs every package's tests on the in-process
+# kfake broker; `make test-kafka` runs them on a real Apache Kafka.
+
+.PHONY: test
+
+test: ## unit tests + integration suite on kfake
+	$(GO) test -count=1 -timeout 20m $(PKGS)
+
+# --- a real Apache Kafka for the integration suite (docs/testing.md) -------
+# scripts/kafka-local.sh runs Kafka 4.x from Maven Central jars on
+# 127.0.0.1:19092 (19092-19094 with KAFKA_NODES=3); Java 17 and Maven needed.
+KAFKA_NODES ?= 1
+GO          ?= go
+PKGS        ?= ./...
+
+.PHONY: test-kafka kafka-start kafka-stop
+
+kafka-start: ## start a real Apache Kafka on 127.0.0.1 (KAFKA_NODES=3 for three nodes)
+	scripts/kafka-local.sh start --brokers $(KAFKA_NODES)
+
+kafka-stop: ## stop the real Apache Kafka and delete its data
+	scripts/kafka-local.sh stop
+
+# test-kafka runs the whole suite with KAFKA_BROKERS set. It starts a broker
+# and stops it afterwards, even on failure; one that was already running
+# (make kafka-start) is used and left running.
+test-kafka: ## go test ./... against a real Apache Kafka started for the run
+	@report="$(CURDIR)/.kafka/test-kafka-report.txt"; \
+	if scripts/kafka-local.sh status >/dev/null 2>&1; then \
+		echo "test-kafka: using the broker that is already running (left running)"; \
+	else \
+		trap 'scripts/kafka-local.sh stop' EXIT; trap 'exit 130' INT TERM; \
+		scripts/kafka-local.sh start --brokers $(KAFKA_NODES) || exit 1; \
+	fi; \
+	brokers=$$(scripts/kafka-local.sh env | sed -n 's/^KAFKA_BROKERS=//p'); \
+	mkdir -p .kafka; : > "$$report"; \
+	echo "test-kafka: KAFKA_BROKERS=$$brokers $(GO) test -count=1 $(PKGS)"; \
+	rc=0; KAFKA_BROKERS=$$brokers SG_TESTKAFKA_REPORT="$$report" \
+		$(GO) test -count=1 -timeout 20m $(PKGS) || rc=$$?; \
+	echo "test-kafka: which broker each suite ran against:"; sort "$$report"; \
+	if [ $$rc -ne 0 ]; then \
+		echo "test-kafka: go test failed (exit $$rc); the broker's log:"; \
+		scripts/kafka-local.sh logs 60; \
+	fi; \
+	exit $$rc

@@ -1,0 +1,416 @@
+#!/usr/bin/env bash
+# kafka-local.sh runs a real Apache Kafka (KRaft, broker+controller per node)
+# on 127.0.0.1 for the integration tests, from Maven Central jars.
+#
+#   scripts/kafka-local.sh start [--brokers 1|3]   start, wait until ready, print KAFKA_BROKERS
+#   scripts/kafka-local.sh stop                    stop our nodes, delete their data
+#   scripts/kafka-local.sh status                  what runs, and whether it answers
+#   scripts/kafka-local.sh env                     print KAFKA_BROKERS=... of the running cluster
+#   scripts/kafka-local.sh logs [N]                last N (default 80) lines of each node's log
+#
+# Everything lives under .kafka/ at the repo root (git-ignored):
+#   .kafka/lib/        the broker's jars (kept between runs; deleted jars are fetched again)
+#   .kafka/conf/       generated node-N.properties
+#   .kafka/data/       log dirs (deleted by stop)
+#   .kafka/logs/       node-N/server.log (log4j2) and node-N/stdout.log (JVM)
+#   .kafka/run/        node-N.pid, nodes (how many), brokers (the seed list)
+#
+# Ports: node N (1..3) listens for clients on 19091+N and for the
+# controller quorum on 19191+N; SG_KAFKA_PORT moves the client base.
+#
+# Environment: SG_KAFKA_HOME (default <repo>/.kafka), SG_KAFKA_START_TIMEOUT
+# (seconds, default 120), SG_KAFKA_HEAP (JVM heap flags per node),
+# JAVA (java binary), MVN (mvn binary).
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+home=${SG_KAFKA_HOME:-$repo/.kafka}
+lib=$home/lib
+run=$home/run
+conf=$home/conf
+data=$home/data
+logs=$home/logs
+pom=$repo/scripts/kafka/pom.xml
+log4j=$repo/scripts/kafka/log4j2.xml
+java=${JAVA:-java}
+mvn=${MVN:-mvn}
+client_base=${SG_KAFKA_PORT:-19092}
+controller_base=$((client_base + 100))
+start_timeout=${SG_KAFKA_START_TIMEOUT:-120}
+stop_timeout=20
+
+say() { printf 'kafka-local: %s\n' "$*"; }
+die() { printf 'kafka-local: error: %s\n' "$*" >&2; exit 1; }
+
+usage() {
+	sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+	exit 2
+}
+
+client_port() { echo $((client_base + $1 - 1)); }
+controller_port() { echo $((controller_base + $1 - 1)); }
+
+brokers_for() {
+	local n=$1 i out=""
+	for ((i = 1; i <= n; i++)); do
+		out+="${out:+,}127.0.0.1:$(client_port "$i")"
+	done
+	echo "$out"
+}
+
+# pid_alive tells whether the pid file names a live kafka.Kafka process of
+# ours: pids are recycled, so a bare kill -0 could point at a stranger.
+pid_alive() {
+	local f=$1 pid
+	[[ -f $f ]] || return 1
+	pid=$(<"$f")
+	[[ $pid =~ ^[0-9]+$ ]] || return 1
+	kill -0 "$pid" 2>/dev/null || return 1
+	tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "kafka.Kafka $conf/" || return 1
+}
+
+running_nodes() {
+	local f
+	for f in "$run"/node-*.pid; do
+		[[ -e $f ]] || continue
+		if pid_alive "$f"; then basename "$f" .pid; fi
+	done
+}
+
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# fetch_jars copies the broker and its dependencies into $lib once. The
+# stamp holds the pom's checksum, so editing the pom refreshes the jars.
+fetch_jars() {
+	local sum
+	sum=$(sha256sum "$pom" | cut -d' ' -f1)
+	if [[ -f $lib/.stamp && $(<"$lib/.stamp") == "$sum" ]] && compgen -G "$lib/kafka_2.13-*.jar" >/dev/null; then
+		return 0
+	fi
+	command -v "$mvn" >/dev/null || die "mvn not found: install Maven 3 (and Java 17+) to fetch the Kafka jars"
+	say "fetching Kafka jars from Maven into $lib (first run only)"
+	rm -rf "$lib"
+	mkdir -p "$lib"
+	local t0=$SECONDS
+	if ! "$mvn" -q -B -Dstyle.color=never -f "$pom" dependency:copy-dependencies \
+		-DoutputDirectory="$lib" -DincludeScope=runtime >"$home/mvn.log" 2>&1; then
+		cat "$home/mvn.log" >&2
+		rm -rf "$lib"
+		die "maven could not resolve the Kafka jars (see above)"
+	fi
+	echo "$sum" >"$lib/.stamp"
+	say "fetched $(find "$lib" -name '*.jar' | wc -l) jars in $((SECONDS - t0))s"
+}
+
+kafka_version() {
+	local j
+	j=$(compgen -G "$lib/kafka_2.13-*.jar" | head -n1)
+	j=${j##*/kafka_2.13-}
+	echo "${j%.jar}"
+}
+
+# build_probe compiles scripts/kafka/kprobe, the readiness check. Without
+# Go we fall back to the broker's own "started" log line.
+probe=""
+build_probe() {
+	command -v go >/dev/null || { say "go not found: readiness falls back to the broker log"; return 0; }
+	mkdir -p "$home/bin"
+	if (cd "$repo" && go build -o "$home/bin/kprobe" ./scripts/kafka/kprobe) >"$home/kprobe-build.log" 2>&1; then
+		probe=$home/bin/kprobe
+	else
+		say "could not build scripts/kafka/kprobe (readiness falls back to the broker log):"
+		sed 's/^/  /' "$home/kprobe-build.log"
+	fi
+}
+
+# cluster_id makes a KRaft cluster id: 16 random bytes, URL-safe base64
+# without padding, like org.apache.kafka.common.Uuid. Kafka never hands out
+# one starting with '-' (it reads as a flag), nor do we.
+cluster_id() {
+	local id
+	while :; do
+		id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')
+		[[ $id == -* ]] || break
+	done
+	echo "$id"
+}
+
+write_config() {
+	local i=$1 n=$2 f=$conf/node-$1.properties voters="" j rf isr
+	for ((j = 1; j <= n; j++)); do
+		voters+="${voters:+,}$j@127.0.0.1:$(controller_port "$j")"
+	done
+	if ((n == 1)); then rf=1 isr=1; else rf=3 isr=2; fi
+	cat >"$f" <<EOF
+# Generated by scripts/kafka-local.sh: node $i of $n. Edits are lost on start.
+process.roles=broker,controller
+node.id=$i
+controller.quorum.voters=$voters
+listeners=PLAINTEXT://127.0.0.1:$(client_port "$i"),CONTROLLER://127.0.0.1:$(controller_port "$i")
+advertised.listeners=PLAINTEXT://127.0.0.1:$(client_port "$i")
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+log.dirs=$data/node-$i
+
+# Tests create their own topics, as production code must.
+auto.create.topics.enable=false
+num.partitions=1
+default.replication.factor=$rf
+min.insync.replicas=$isr
+
+# Internal topics fit the cluster size, so transactions and groups work on
+# one node; fewer partitions than the defaults keep a cold start fast.
+offsets.topic.replication.factor=$rf
+offsets.topic.num.partitions=10
+transaction.state.log.replication.factor=$rf
+transaction.state.log.min.isr=$isr
+transaction.state.log.num.partitions=10
+share.coordinator.state.topic.replication.factor=$rf
+share.coordinator.state.topic.min.isr=$isr
+
+# Fast groups: no initial join delay, and KIP-848 heartbeats every 500ms
+# instead of 5s (the same values internal/testkafka gives kfake).
+group.initial.rebalance.delay.ms=0
+group.consumer.min.heartbeat.interval.ms=500
+group.consumer.heartbeat.interval.ms=500
+group.consumer.min.session.timeout.ms=6000
+group.consumer.session.timeout.ms=10000
+group.share.min.heartbeat.interval.ms=500
+group.share.heartbeat.interval.ms=500
+
+# Retention and compaction act within seconds when a test sets
+# segment.ms / retention.ms / cleanup.policy=compact on its topic.
+log.retention.check.interval.ms=1000
+log.cleaner.enable=true
+log.cleaner.threads=1
+log.cleaner.backoff.ms=1000
+log.cleaner.dedupe.buffer.size=33554432
+log.segment.delete.delay.ms=1000
+file.delete.delay.ms=1000
+
+# Aborted transactions are timed out and cleaned up quickly.
+transaction.abort.timed.out.transaction.cleanup.interval.ms=5000
+
+# A small box: two cores, several nodes, parallel test packages.
+num.network.threads=2
+num.io.threads=4
+num.recovery.threads.per.data.dir=1
+background.threads=4
+log.flush.interval.messages=9223372036854775807
+EOF
+}
+
+start_node() {
+	local i=$1 pid
+	mkdir -p "$logs/node-$i"
+	: >"$logs/node-$i/stdout.log"
+	# shellcheck disable=SC2086 # heap flags are a list
+	nohup "$java" $heap -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemoryError \
+		-Djava.awt.headless=true \
+		-Dlog4j2.configurationFile="$log4j" -Dkafka.logs.dir="$logs/node-$i" \
+		-cp "$lib/*" kafka.Kafka "$conf/node-$i.properties" \
+		>"$logs/node-$i/stdout.log" 2>&1 </dev/null &
+	pid=$!
+	echo "$pid" >"$run/node-$i.pid"
+}
+
+tail_logs() {
+	local lines=${1:-80} d
+	for d in "$logs"/node-*; do
+		[[ -d $d ]] || continue
+		if grep -qE '^\[[^]]*\] (WARN|ERROR|FATAL) ' "$d/server.log" 2>/dev/null; then
+			echo "----- $d/server.log: last 20 WARN/ERROR lines -----"
+			grep -E '^\[[^]]*\] (WARN|ERROR|FATAL) ' "$d/server.log" | tail -n 20
+		fi
+		echo "----- $d/server.log: last $lines lines -----"
+		tail -n "$lines" "$d/server.log" 2>/dev/null || echo "(no server.log)"
+		if [[ -s $d/stdout.log ]]; then
+			echo "----- $d/stdout.log: last 20 lines -----"
+			tail -n 20 "$d/stdout.log"
+		fi
+	done
+}
+
+# ready tells whether all n nodes answer. With kprobe that means metadata
+# lists n brokers and a controller; without it, each node logged that it
+# started.
+ready() {
+	local n=$1 i
+	if [[ -n $probe ]]; then
+		"$probe" -brokers "$(brokers_for "$n")" -want "$n" -timeout 2s >"$run/probe.out" 2>&1
+		return
+	fi
+	for ((i = 1; i <= n; i++)); do
+		grep -q "Kafka Server started" "$logs/node-$i/server.log" 2>/dev/null || return 1
+	done
+}
+
+cmd_start() {
+	local n=1
+	while (($#)); do
+		case $1 in
+		--brokers) n=${2:-}; shift 2 || usage ;;
+		--brokers=*) n=${1#*=}; shift ;;
+		*) usage ;;
+		esac
+	done
+	[[ $n == 1 || $n == 3 ]] || die "--brokers must be 1 or 3, not $n"
+
+	local live
+	live=$(running_nodes)
+	if [[ -n $live ]]; then
+		local have
+		have=$(cat "$run/nodes" 2>/dev/null || echo "?")
+		if [[ $have == "$n" && $(wc -w <<<"$live") == "$n" ]]; then
+			say "already running ($n node(s), pids $(cat "$run"/node-*.pid | tr '\n' ' '))"
+			echo "KAFKA_BROKERS=$(cat "$run/brokers")"
+			return 0
+		fi
+		die "a cluster of $have node(s) is running ($(tr '\n' ' ' <<<"$live")); run '$0 stop' first"
+	fi
+
+	command -v "$java" >/dev/null || die "java not found: Kafka $(grep -o '<kafka.version>[^<]*' "$pom" | cut -d'>' -f2) needs Java 17+"
+	mkdir -p "$home" "$run" "$conf"
+	rm -f "$run"/*.pid "$run/nodes" "$run/brokers"
+	fetch_jars
+	build_probe
+
+	local i p
+	for ((i = 1; i <= n; i++)); do
+		for p in "$(client_port "$i")" "$(controller_port "$i")"; do
+			if port_busy "$p"; then die "port $p on 127.0.0.1 is taken by another process; set SG_KAFKA_PORT to move ours"; fi
+		done
+	done
+
+	if ((n == 1)); then heap=${SG_KAFKA_HEAP:--Xms256m -Xmx768m}; else heap=${SG_KAFKA_HEAP:--Xms192m -Xmx512m}; fi
+	rm -rf "$data" "$logs"
+	mkdir -p "$data" "$logs"
+
+	local id t0=$SECONDS
+	id=$(cluster_id)
+	say "starting Kafka $(kafka_version) in KRaft mode: $n node(s), cluster id $id"
+	for ((i = 1; i <= n; i++)); do
+		write_config "$i" "$n"
+	done
+	# Format every node's log dir with the one cluster id, in parallel: a
+	# JVM start is a couple of seconds on two cores.
+	local fpids=()
+	for ((i = 1; i <= n; i++)); do
+		"$java" -Xmx256m -Dlog4j2.configurationFile="$log4j" -Dkafka.logs.dir="$logs" \
+			-cp "$lib/*" kafka.tools.StorageTool format --cluster-id "$id" \
+			--config "$conf/node-$i.properties" >"$logs/format-node-$i.log" 2>&1 &
+		fpids+=($!)
+	done
+	for ((i = 1; i <= n; i++)); do
+		if ! wait "${fpids[i - 1]}"; then
+			cat "$logs/format-node-$i.log" >&2
+			die "formatting node $i's storage failed"
+		fi
+	done
+	echo "$n" >"$run/nodes"
+	brokers_for "$n" >"$run/brokers"
+	for ((i = 1; i <= n; i++)); do
+		start_node "$i"
+	done
+
+	local deadline=$((SECONDS + start_timeout)) f
+	while ! ready "$n"; do
+		for f in "$run"/node-*.pid; do
+			if ! pid_alive "$f"; then
+				tail_logs 80 >&2
+				cmd_stop >/dev/null 2>&1 || true
+				die "$(basename "$f" .pid) exited during start-up (its log is above)"
+			fi
+		done
+		if ((SECONDS >= deadline)); then
+			[[ -s $run/probe.out ]] && cat "$run/probe.out" >&2
+			tail_logs 80 >&2
+			cmd_stop >/dev/null 2>&1 || true
+			die "not ready after ${start_timeout}s (logs above)"
+		fi
+		sleep 0.5
+	done
+	[[ -s $run/probe.out ]] && say "$(cat "$run/probe.out")"
+	say "started $n node(s) in $((SECONDS - t0))s; logs in ${logs#"$repo"/}"
+	say "to use it: export KAFKA_BROKERS=$(cat "$run/brokers")"
+	echo "KAFKA_BROKERS=$(cat "$run/brokers")"
+}
+
+# cmd_stop sends TERM, then KILL after stop_timeout seconds, and deletes the
+# data dirs (logs stay for a post-mortem). Only pids from our pid files that
+# still run kafka.Kafka with our config are touched.
+cmd_stop() {
+	local f pid pids=() t
+	for f in "$run"/node-*.pid; do
+		[[ -e $f ]] || continue
+		if pid_alive "$f"; then pids+=("$(<"$f")"); fi
+	done
+	if ((${#pids[@]})); then
+		say "stopping pids ${pids[*]}"
+		kill -TERM "${pids[@]}" 2>/dev/null || true
+		t=$SECONDS
+		while ((SECONDS - t < stop_timeout)); do
+			local alive=()
+			for pid in "${pids[@]}"; do
+				kill -0 "$pid" 2>/dev/null && alive+=("$pid")
+			done
+			((${#alive[@]})) || break
+			sleep 0.5
+		done
+		for pid in "${pids[@]}"; do
+			if kill -0 "$pid" 2>/dev/null; then
+				say "pid $pid ignored TERM for ${stop_timeout}s; killing it"
+				kill -KILL "$pid" 2>/dev/null || true
+			fi
+		done
+		for pid in "${pids[@]}"; do
+			while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+		done
+		say "stopped"
+	else
+		say "not running"
+	fi
+	rm -f "$run"/node-*.pid "$run/nodes" "$run/brokers" "$run/probe.out"
+	rm -rf "$data"
+}
+
+cmd_status() {
+	local live f n
+	live=$(running_nodes)
+	if [[ -z $live ]]; then
+		say "not running"
+		return 3
+	fi
+	n=$(cat "$run/nodes" 2>/dev/null || echo "?")
+	for f in "$run"/node-*.pid; do
+		if pid_alive "$f"; then
+			say "$(basename "$f" .pid): running, pid $(<"$f")"
+		else
+			say "$(basename "$f" .pid): NOT running"
+		fi
+	done
+	if [[ -x $home/bin/kprobe ]]; then
+		if "$home/bin/kprobe" -brokers "$(cat "$run/brokers")" -want "$n" -timeout 5s >"$run/probe.out" 2>&1; then
+			say "$(cat "$run/probe.out")"
+		else
+			say "does not answer: $(cat "$run/probe.out")"
+			return 1
+		fi
+	fi
+	echo "KAFKA_BROKERS=$(cat "$run/brokers")"
+}
+
+cmd_env() {
+	[[ -n $(running_nodes) && -f $run/brokers ]] || die "not running; run '$0 start' first"
+	echo "KAFKA_BROKERS=$(cat "$run/brokers")"
+}
+
+case ${1:-} in
+start) shift; cmd_start "$@" ;;
+stop) cmd_stop ;;
+status) cmd_status ;;
+env) cmd_env ;;
+logs) tail_logs "${2:-80}" ;;
+*) usage ;;
+esac
