@@ -47,7 +47,15 @@ func (e *DecodeError) Error() string {
 func (e *DecodeError) Unwrap() error { return e.Err }
 
 type registry struct {
-	byKind        map[Kind]*goavro.Codec
+	byKind map[Kind]*goavro.Codec
+	// header is each kind's single-object header: the magic and the
+	// fingerprint of the Parsing Canonical Form (see canonical.go).
+	header map[Kind][]byte
+	// byFingerprint maps every fingerprint we read to its kind: the one we
+	// write, and the ones goavro and hamba/avro compute for the same
+	// schema, so that records from Go services using those libraries'
+	// single-object encoders are read too. The schema, and so the body,
+	// is the same; only the libraries' canonical forms differ.
 	byFingerprint map[uint64]Kind
 	// shapes holds each kind's schema as the binary walks in walk.go need
 	// it: the guard run before goavro decodes, and the map sort after it
@@ -56,7 +64,12 @@ type registry struct {
 }
 
 var loadRegistry = sync.OnceValues(func() (*registry, error) {
-	r := &registry{byKind: map[Kind]*goavro.Codec{}, byFingerprint: map[uint64]Kind{}, shapes: map[Kind]*shape{}}
+	r := &registry{
+		byKind:        map[Kind]*goavro.Codec{},
+		header:        map[Kind][]byte{},
+		byFingerprint: map[uint64]Kind{},
+		shapes:        map[Kind]*shape{},
+	}
 	for _, k := range Kinds {
 		src, err := Schema(k)
 		if err != nil {
@@ -70,8 +83,23 @@ var loadRegistry = sync.OnceValues(func() (*registry, error) {
 		if err != nil {
 			return nil, fmt.Errorf("schema %s: %w", k, err)
 		}
+		pcf, err := canonicalForm(src, canonicalSpec)
+		if err != nil {
+			return nil, fmt.Errorf("schema %s: %w", k, err)
+		}
+		keepLogical, err := canonicalForm(src, canonicalKeepLogical)
+		if err != nil {
+			return nil, fmt.Errorf("schema %s: %w", k, err)
+		}
+		fp := crc64Avro([]byte(pcf))
+		for _, f := range []uint64{fp, uint64(c.Rabin), crc64Avro([]byte(keepLogical))} {
+			if other, ok := r.byFingerprint[f]; ok && other != k {
+				return nil, fmt.Errorf("schemas %s and %s share fingerprint %016x", other, k, f)
+			}
+			r.byFingerprint[f] = k
+		}
 		r.byKind[k] = c
-		r.byFingerprint[uint64(c.Rabin)] = k
+		r.header[k] = binary.LittleEndian.AppendUint64([]byte{singleObjectMagic[0], singleObjectMagic[1]}, fp)
 		r.shapes[k] = sh
 	}
 	return r, nil
@@ -86,18 +114,20 @@ func Schema(k Kind) (string, error) {
 	return string(b), nil
 }
 
-// Fingerprint returns the CRC-64-AVRO fingerprint of kind k's schema, as it
-// stands in the header of every single-object encoded record of that kind.
+// Fingerprint returns the CRC-64-AVRO fingerprint of the Parsing Canonical
+// Form of kind k's schema, as the Avro specification defines it (and Java's
+// SchemaNormalization.parsingFingerprint64 computes it). It stands, little
+// endian, in the header of every record of that kind that we write.
 func Fingerprint(k Kind) (uint64, error) {
 	r, err := loadRegistry()
 	if err != nil {
 		return 0, err
 	}
-	c, ok := r.byKind[k]
+	h, ok := r.header[k]
 	if !ok {
 		return 0, fmt.Errorf("schema %s: %w", k, ErrUnknownSchema)
 	}
-	return uint64(c.Rabin), nil
+	return binary.LittleEndian.Uint64(h[2:]), nil
 }
 
 // singleObjectMagic starts every single-object encoded Avro record.
@@ -130,7 +160,9 @@ func encode(k Kind, native map[string]any, sortMaps bool) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	b, err := r.byKind[k].SingleFromNative(nil, native)
+	b := make([]byte, singleObjectHeaderLen, 256)
+	copy(b, r.header[k])
+	b, err = r.byKind[k].BinaryFromNative(b, native)
 	if err != nil {
 		return nil, fmt.Errorf("encode %s: %w", k, err)
 	}
@@ -175,7 +207,7 @@ func decode[T any](k Kind, b []byte, convert func(map[string]any) (T, error)) (v
 	if err := r.shapes[k].check(b[singleObjectHeaderLen:]); err != nil {
 		return v, &DecodeError{Kind: k, Reason: "malformed", Err: err}
 	}
-	native, rest, err := r.byKind[k].NativeFromSingle(b)
+	native, rest, err := r.byKind[k].NativeFromBinary(b[singleObjectHeaderLen:])
 	if err != nil {
 		return v, &DecodeError{Kind: k, Reason: "malformed", Err: err}
 	}
