@@ -1,0 +1,131 @@
+package processor
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/schemas"
+)
+
+// Defaults of [Config].
+const (
+	DefaultRetries    = 3
+	DefaultBackoff    = 100 * time.Millisecond
+	DefaultMaxBackoff = 2 * time.Second
+)
+
+// Config configures a [Processor]. Validate fills in the defaults.
+type Config struct {
+	// Client is how to reach Kafka.
+	Client kafka.ClientConfig
+	// Topics names the topics; an empty Prefix takes kafka.DefaultPrefix.
+	// The processor consumes Topics.Tasks(Route), writes results to
+	// Topics.Results() and undecodable tasks to Topics.DLQ().
+	Topics kafka.Topics
+	// Route whose tasks to handle; required.
+	Route schemas.Route
+	// Recipient is the part id this processor answers broadcast tasks (tasks
+	// without a PartID) as: on a broadcast route each recipient runs its own
+	// group. Leave it empty on split routes. A broadcast task reaching a
+	// processor without a Recipient is dead-lettered ("no-part-id").
+	Recipient schemas.PartID
+	// Group is the consumer group; default Topics.Prefix + "processor." +
+	// Route, plus "." + Recipient when Recipient is set.
+	Group string
+	// InstanceID names this instance; default "<hostname>-<pid>". It goes
+	// into every Result.ProcessorID and into the transactional id
+	// (Group + "-" + InstanceID), so keep it stable across restarts of one
+	// instance and unique among the instances of a group.
+	InstanceID string
+	// Guarantee defaults to kafka.ExactlyOnce.
+	Guarantee kafka.Guarantee
+	// Retries is how many times a failed handler is tried again after the
+	// first try. nil takes DefaultRetries (3); new(0) means no retries.
+	Retries *int
+	// Backoff is the delay before the first retry, default 100ms. It doubles
+	// with each retry up to MaxBackoff (default 2s); each delay is drawn
+	// uniformly from its upper half, [d/2, d], so that tasks failing together
+	// do not retry together.
+	Backoff    time.Duration
+	MaxBackoff time.Duration
+	// DrainTimeout bounds how long the handlers of the batch in flight may
+	// run after Run's context is done; default 10s. Tasks still running then
+	// are not answered: the batch is aborted and consumed again.
+	DrainTimeout time.Duration
+	// Logger; nil discards logs.
+	Logger *slog.Logger
+}
+
+// Validate fills in the defaults and reports every problem with c at once.
+func (c *Config) Validate() error {
+	var errs []error
+	if err := c.Client.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("client: %w", err))
+	}
+	if c.Topics.Prefix == "" {
+		c.Topics.Prefix = kafka.DefaultPrefix
+	}
+	if err := kafka.ValidRouteName(string(c.Route)); err != nil {
+		errs = append(errs, fmt.Errorf("route: %w", err))
+	}
+	if c.Group == "" {
+		c.Group = c.Topics.Prefix + "processor." + string(c.Route)
+		if c.Recipient != "" {
+			c.Group += "." + string(c.Recipient)
+		}
+	}
+	if c.InstanceID == "" {
+		host, err := os.Hostname()
+		if err != nil || host == "" {
+			host = "processor"
+		}
+		c.InstanceID = host + "-" + strconv.Itoa(os.Getpid())
+	}
+	if c.Guarantee == "" {
+		c.Guarantee = kafka.ExactlyOnce
+	}
+	if _, err := kafka.ParseGuarantee(string(c.Guarantee)); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Retries == nil {
+		c.Retries = new(DefaultRetries)
+	} else if *c.Retries < 0 {
+		errs = append(errs, fmt.Errorf("retries: %d is negative", *c.Retries))
+	}
+	if c.Backoff < 0 {
+		errs = append(errs, fmt.Errorf("backoff: %s is negative", c.Backoff))
+	} else if c.Backoff == 0 {
+		c.Backoff = DefaultBackoff
+	}
+	if c.MaxBackoff < 0 {
+		errs = append(errs, fmt.Errorf("max backoff: %s is negative", c.MaxBackoff))
+	} else if c.MaxBackoff == 0 {
+		c.MaxBackoff = max(DefaultMaxBackoff, c.Backoff)
+	}
+	if c.Backoff > 0 && c.MaxBackoff > 0 && c.MaxBackoff < c.Backoff {
+		errs = append(errs, fmt.Errorf("max backoff: %s is below backoff %s", c.MaxBackoff, c.Backoff))
+	}
+	if c.DrainTimeout < 0 {
+		errs = append(errs, fmt.Errorf("drain timeout: %s is negative", c.DrainTimeout))
+	} else if c.DrainTimeout == 0 {
+		c.DrainTimeout = 10 * time.Second
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) hopConfig() kafka.HopConfig {
+	return kafka.HopConfig{
+		Client:          c.Client,
+		Group:           c.Group,
+		Topics:          []string{c.Topics.Tasks(string(c.Route))},
+		Guarantee:       c.Guarantee,
+		TransactionalID: c.Group + "-" + c.InstanceID,
+		DrainTimeout:    c.DrainTimeout,
+		Logger:          c.Logger,
+	}
+}

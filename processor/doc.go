@@ -1,0 +1,50 @@
+// Package processor is the middle of scatter-gather: it consumes the tasks of
+// one route, runs a [Handler] on each and writes one [schemas.Result] per
+// task to the results topic, keyed by correlation id, for the aggregator.
+//
+// Usage:
+//
+//	p, err := processor.New(processor.Config{
+//		Client: kafka.ClientConfig{Brokers: []string{"localhost:9092"}},
+//		Route:  "search",
+//	}, processor.Search(catalog.New(10_000, 1)))
+//	if err != nil {
+//		return err
+//	}
+//	return p.Run(ctx) // until ctx ends
+//
+// Every task gets an answer the aggregator sees, so that no failure goes
+// unnoticed (the seed's "not noticing an error in a processor"):
+//
+//   - OK: the handler returned a payload.
+//   - ERROR: the handler failed, after Retries retries with exponential
+//     backoff and jitter, at once for a [Permanent] error or a panic, or
+//     earlier when the next retry would start past the task's deadline.
+//   - EXPIRED: the task's deadline had passed when it was picked up (the
+//     handler is not called), or the handler failed because its context hit
+//     the deadline. A handler that ignores its context and succeeds late
+//     still answers OK; the aggregator, which owns the deadline, decides.
+//
+// A record that is not a task (garbage, an unknown schema, another record
+// kind) or a broadcast task reaching a processor without a Recipient is
+// copied to the dead-letter topic with its reason (kafka.HeaderDLQReason:
+// not-avro, unknown-schema, wrong-schema, malformed, no-part-id); the
+// pipeline goes on.
+//
+// Split and broadcast routes: on a split route all processors of the route
+// share one consumer group and each task names its part (the shard). On a
+// broadcast route each recipient runs its own group (Config.Recipient), all
+// of them get every task, and each answers as its recipient.
+//
+// Concurrency: Run handles each polled batch with one goroutine per
+// partition, records of a partition in order, and waits for them before it
+// commits the batch: results and consumed offsets in one transaction under
+// exactly-once, offsets after the results are acknowledged under
+// at-least-once. On shutdown the batch in flight gets Config.DrainTimeout;
+// tasks still running then are not answered but consumed again by the next
+// owner of their partition, so a stopping processor never reports a failure
+// it did not have.
+//
+// [Processor.Stats] exposes the counters (results by status, retries,
+// panics, dead letters, aborted batches) that metrics are built from.
+package processor

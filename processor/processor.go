@@ -1,0 +1,237 @@
+package processor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/schemas"
+)
+
+// Record header set on every result.
+const (
+	HeaderType = "sg-type"
+	typeResult = "result"
+)
+
+// reasonNoPartID is the dead-letter reason of a broadcast task that reached
+// a processor without a Recipient.
+const reasonNoPartID = "no-part-id"
+
+// Processor consumes the tasks of one route and answers each with a result.
+type Processor struct {
+	cfg Config
+	log *slog.Logger
+	run *runner
+
+	// Counted when a batch's output is committed.
+	nOK, nError, nExpired, nDLQ atomic.Uint64
+	// Batches whose output was thrown away to be consumed again.
+	nAborted atomic.Uint64
+}
+
+// Stats are a processor's counters so far.
+type Stats struct {
+	// OK, Error and Expired count committed results by status.
+	OK, Error, Expired uint64
+	// DeadLettered counts committed dead letters.
+	DeadLettered uint64
+	// Retries counts handler retries, and Panics recovered handler panics,
+	// as they happen, committed or not.
+	Retries, Panics uint64
+	// AbortedBatches counts batches that were not committed (shutdown,
+	// rebalance, produce failure); their tasks are consumed again.
+	AbortedBatches uint64
+}
+
+// Processed returns the number of committed results.
+func (s Stats) Processed() uint64 { return s.OK + s.Error + s.Expired }
+
+// New returns a processor that handles the tasks of cfg.Route with h. It
+// validates cfg but does not connect; Run does.
+func New(cfg Config, h Handler) (*Processor, error) {
+	var errs []error
+	if err := cfg.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if h == nil {
+		errs = append(errs, errors.New("handler: nil"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("processor config: %w", err)
+	}
+	hc := cfg.hopConfig()
+	if err := hc.Validate(); err != nil {
+		return nil, fmt.Errorf("processor config: %w", err)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("role", "processor", "route", cfg.Route, "group", cfg.Group, "instance", cfg.InstanceID)
+	return &Processor{cfg: cfg, log: log, run: newRunner(&cfg, h, log)}, nil
+}
+
+// Stats returns the counters so far. Safe for concurrent use.
+func (p *Processor) Stats() Stats {
+	return Stats{
+		OK:             p.nOK.Load(),
+		Error:          p.nError.Load(),
+		Expired:        p.nExpired.Load(),
+		DeadLettered:   p.nDLQ.Load(),
+		Retries:        p.run.nRetries.Load(),
+		Panics:         p.run.nPanics.Load(),
+		AbortedBatches: p.nAborted.Load(),
+	}
+}
+
+// Run joins the group and processes tasks until ctx is done. Each polled
+// batch is handled with one goroutine per partition (records of a partition
+// in order) and committed, results and offsets together, before the next
+// poll. When ctx is done, the batch in flight gets DrainTimeout to finish;
+// tasks still running then are not answered and the batch is aborted, to be
+// consumed again by the next owner of its partitions. Run returns nil after a
+// clean shutdown, otherwise the error that stopped it. Do not call Run
+// concurrently on one Processor; it may be called again after it returns.
+func (p *Processor) Run(ctx context.Context) error {
+	hop, err := kafka.NewHop(p.cfg.hopConfig())
+	if err != nil {
+		return fmt.Errorf("processor %s: %w", p.cfg.Group, err)
+	}
+	p.log.Info("processor starting", "topic", p.cfg.Topics.Tasks(string(p.cfg.Route)), "guarantee", p.cfg.Guarantee)
+	// pending is written by process and read by end; the hop calls both on
+	// its goroutine, one after the other.
+	var pending tally
+	process := func(ctx context.Context, b *kafka.Batch) error {
+		var err error
+		pending, err = p.processBatch(ctx, b)
+		return err
+	}
+	end := func(committed bool) {
+		if committed {
+			p.nOK.Add(pending.ok)
+			p.nError.Add(pending.error)
+			p.nExpired.Add(pending.expired)
+			p.nDLQ.Add(pending.dlq)
+		} else {
+			p.nAborted.Add(1)
+		}
+		pending = tally{}
+	}
+	if err := hop.Run(ctx, process, end); err != nil {
+		return fmt.Errorf("processor %s: %w", p.cfg.Group, err)
+	}
+	p.log.Info("processor stopped")
+	return nil
+}
+
+// tally counts what one batch produced.
+type tally struct{ ok, error, expired, dlq uint64 }
+
+func (t *tally) add(o tally) {
+	t.ok += o.ok
+	t.error += o.error
+	t.expired += o.expired
+	t.dlq += o.dlq
+}
+
+// processBatch handles the partitions of b concurrently and returns when all
+// of them are done. Any partition cut off by shutdown aborts the batch.
+func (p *Processor) processBatch(ctx context.Context, b *kafka.Batch) (tally, error) {
+	var parts []kgo.FetchTopicPartition
+	b.Fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
+		if len(fp.Records) > 0 {
+			parts = append(parts, fp)
+		}
+	})
+	tallies := make([]tally, len(parts))
+	errs := make([]error, len(parts))
+	var wg sync.WaitGroup
+	for i, fp := range parts {
+		// Exits when the partition's records are done or the batch is cut off.
+		wg.Go(func() { tallies[i], errs[i] = p.processPartition(ctx, b, fp.Records) })
+	}
+	wg.Wait()
+	var sum tally
+	for _, t := range tallies {
+		sum.add(t)
+	}
+	return sum, errors.Join(errs...)
+}
+
+// processPartition handles the records of one partition in order.
+func (p *Processor) processPartition(ctx context.Context, b *kafka.Batch, recs []*kgo.Record) (tally, error) {
+	var n tally
+	for _, rec := range recs {
+		if err := ctx.Err(); err != nil {
+			return n, fmt.Errorf("partition %s/%d cut off by shutdown at offset %d: %w", rec.Topic, rec.Partition, rec.Offset, kafka.ErrAbort)
+		}
+		t, err := schemas.DecodeTask(rec.Value)
+		if err != nil {
+			reason := "malformed"
+			if de, ok := errors.AsType[*schemas.DecodeError](err); ok {
+				reason = de.Reason
+			}
+			p.deadLetter(b, rec, reason, err)
+			n.dlq++
+			continue
+		}
+		if t.PartID == "" {
+			t.PartID = p.cfg.Recipient
+		}
+		if t.PartID == "" {
+			p.deadLetter(b, rec, reasonNoPartID, fmt.Errorf("task %s has no part id and processor group %s no recipient", t.CorrelationID, p.cfg.Group))
+			n.dlq++
+			continue
+		}
+		if t.Route == "" {
+			t.Route = p.cfg.Route
+		}
+		res, err := p.run.run(ctx, t)
+		if err != nil {
+			return n, err
+		}
+		out, err := resultRecord(p.cfg.Topics.Results(), res)
+		if err != nil {
+			// Our own record failed to encode: a bug, not a bad input.
+			// Stop rather than leave the aggregator waiting unawares.
+			return n, err
+		}
+		b.Produce(out)
+		switch res.Status {
+		case schemas.ResultOK:
+			n.ok++
+		case schemas.ResultError:
+			n.error++
+		case schemas.ResultExpired:
+			n.expired++
+		}
+	}
+	return n, nil
+}
+
+func (p *Processor) deadLetter(b *kafka.Batch, rec *kgo.Record, reason string, err error) {
+	p.log.Warn("task dead-lettered", "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset, "reason", reason, "err", err)
+	b.Produce(kafka.DeadLetter(p.cfg.Topics.DLQ(), rec, "processor", reason, err))
+}
+
+// resultRecord encodes res for the results topic, keyed by correlation id so
+// that a request's results and manifest share a partition.
+func resultRecord(topic string, res schemas.Result) (*kgo.Record, error) {
+	v, err := schemas.EncodeResult(res)
+	if err != nil {
+		return nil, fmt.Errorf("result %s part %s: %w", res.CorrelationID, res.PartID, err)
+	}
+	return &kgo.Record{
+		Topic:   topic,
+		Key:     []byte(res.CorrelationID),
+		Value:   v,
+		Headers: []kgo.RecordHeader{{Key: HeaderType, Value: []byte(typeResult)}},
+	}, nil
+}
