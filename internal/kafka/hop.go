@@ -122,6 +122,12 @@ type Hop struct {
 	log  *slog.Logger
 	cl   *kgo.Client
 	sess *kgo.GroupTransactSession // nil under at-least-once
+
+	// idle is held, under exactly-once, while a batch that consumed no
+	// records is processed and its transaction ends; a revocation waits for
+	// it, so that output computed for a partition is committed before the
+	// partition's next owner can take it over.
+	idle sync.Mutex
 }
 
 // NewHop builds the hop's client and joins nothing yet: the group is joined
@@ -147,10 +153,18 @@ func NewHop(cfg HopConfig) (*Hop, error) {
 	if cfg.OnAssigned != nil {
 		opts = append(opts, kgo.OnPartitionsAssigned(cfg.OnAssigned))
 	}
-	if cfg.OnRevoked != nil {
-		opts = append(opts, kgo.OnPartitionsRevoked(cfg.OnRevoked), kgo.OnPartitionsLost(cfg.OnRevoked))
-	}
 	h := &Hop{cfg: cfg, log: log}
+	if cfg.OnRevoked != nil {
+		revoked := cfg.OnRevoked
+		if cfg.Guarantee == ExactlyOnce {
+			revoked = func(ctx context.Context, cl *kgo.Client, rev map[string][]int32) {
+				h.idle.Lock()
+				defer h.idle.Unlock()
+				cfg.OnRevoked(ctx, cl, rev)
+			}
+		}
+		opts = append(opts, kgo.OnPartitionsRevoked(revoked), kgo.OnPartitionsLost(revoked))
+	}
 	var err error
 	switch cfg.Guarantee {
 	case ExactlyOnce:
@@ -219,6 +233,11 @@ func (h *Hop) runBatch(ctx context.Context, fetches kgo.Fetches, process Process
 	if h.sess == nil {
 		defer h.cl.AllowRebalance()
 	}
+	idle := h.sess != nil && fetches.NumRecords() == 0
+	if idle {
+		h.idle.Lock()
+		defer h.idle.Unlock()
+	}
 	bctx, cancel := drainContext(ctx, h.cfg.DrainTimeout)
 	defer cancel()
 
@@ -226,6 +245,9 @@ func (h *Hop) runBatch(ctx context.Context, fetches kgo.Fetches, process Process
 	perr := process(bctx, b)
 	if perr == nil && len(b.out) == 0 && fetches.NumRecords() == 0 {
 		return nil
+	}
+	if idle {
+		return h.endProduceOnly(ctx, bctx, b, perr, end)
 	}
 	if h.sess != nil {
 		return h.endTransaction(ctx, bctx, b, perr, end)
@@ -276,6 +298,40 @@ func (h *Hop) endTransaction(ctx, bctx context.Context, b *Batch, perr error, en
 		h.log.Warn("transaction aborted", "group", h.cfg.Group, "err", prodErr)
 	case !committed:
 		h.log.Info("transaction aborted by a rebalance; records will be consumed again", "group", h.cfg.Group)
+	}
+	return nil
+}
+
+// endProduceOnly runs the transaction of a batch that consumed nothing (a
+// tick's timers fired) with the client's own EndTransaction. With no offsets
+// to commit it needs no group generation check, and GroupTransactSession.End
+// would cost 500ms: without a TxnOffsetCommit response it cannot tell that
+// the broker supports KIP-447 and holds the session's lock that long
+// (franz-go v1.22.3). A revocation waits for it (see Hop.idle).
+func (h *Hop) endProduceOnly(ctx, bctx context.Context, b *Batch, perr error, end EndFunc) error {
+	if perr != nil {
+		end(false)
+		return h.batchError(ctx, perr)
+	}
+	if err := h.sess.Begin(); err != nil {
+		end(false)
+		return fmt.Errorf("begin transaction: %w", err)
+	}
+	prodErr := h.cl.ProduceSync(bctx, b.out...).FirstErr()
+	try := kgo.TryCommit
+	if prodErr != nil {
+		try = kgo.TryAbort
+		if err := h.cl.AbortBufferedRecords(bctx); err != nil {
+			prodErr = errors.Join(prodErr, err)
+		}
+	}
+	if err := h.cl.EndTransaction(bctx, try); err != nil {
+		end(false)
+		return fmt.Errorf("end transaction: %w", errors.Join(err, prodErr))
+	}
+	end(try == kgo.TryCommit)
+	if prodErr != nil {
+		h.log.Warn("transaction aborted", "group", h.cfg.Group, "err", prodErr)
 	}
 	return nil
 }
