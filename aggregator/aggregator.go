@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"strconv"
 	"strings"
@@ -186,6 +187,7 @@ func New(cfg Config) (*Aggregator, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("aggregator config: %w", err)
 	}
+	cfg.Merges = maps.Clone(cfg.Merges)
 	a := &Aggregator{cfg: cfg, log: cfg.Logger.With("role", role)}
 	a.m = newMachine(cfg.LateWindow, a.mergeFor)
 	hcfg := kafka.HopConfig{
