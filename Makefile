@@ -1,10 +1,43 @@
-# scattergather. `make test` runs every package's tests on the in-process
-# kfake broker; `make test-kafka` runs them on a real Apache Kafka.
+# scattergather: `make run` plays the demo on an embedded broker, `make test`
+# runs unit tests and the integration suite on the embedded broker. Nothing but
+# Go is needed for either.
 
-.PHONY: test
+GO        ?= go
+BIN       ?= bin/scattergather
+PKGS      ?= ./...
+GOFLAGS   ?=
+export GOFLAGS
 
-test: ## unit tests + integration suite on kfake
+.PHONY: all build run dev test test-unit lint vet fmt chaos bench clean help
+
+all: build
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
+
+build: ## build bin/scattergather
+	$(GO) build -o $(BIN) ./cmd/scattergather
+
+run: ## play the demo end to end on an embedded broker and exit
+	$(GO) run ./cmd/scattergather demo
+
+dev: ## run an embedded broker and every role until Ctrl-C
+	$(GO) run ./cmd/scattergather dev
+
+test: ## unit tests + integration suite on the embedded broker (kfake)
 	$(GO) test -count=1 -timeout 20m $(PKGS)
+
+lint: vet ## go vet and a gofmt check
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet $(PKGS)
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+clean:
+	rm -rf bin
 
 # --- a real Apache Kafka for the integration suite (docs/testing.md) -------
 # scripts/kafka-local.sh runs Kafka 4.x from Maven Central jars on

@@ -1,0 +1,130 @@
+package cli
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/internal/routes"
+)
+
+// common holds the flags every role shares.
+type common struct {
+	brokers          string
+	prefix           string
+	partitions       int
+	resultPartitions int
+	replication      int
+	routesFile       string
+	guarantee        string
+	instanceID       string
+	logLevel         string
+	logFormat        string
+	kafkaLogLevel    string
+	createTopics     bool
+}
+
+// register defines the shared flags; withBrokers is false for commands that
+// run their own embedded broker.
+func (c *common) register(fs *flag.FlagSet, withBrokers bool) {
+	if withBrokers {
+		fs.StringVar(&c.brokers, "brokers", "127.0.0.1:9092", "Kafka seed brokers, comma separated")
+		fs.BoolVar(&c.createTopics, "create-topics", true, "create missing topics at start (and check existing ones)")
+	}
+	fs.StringVar(&c.prefix, "topic-prefix", kafka.DefaultPrefix, "prefix of every topic name")
+	fs.IntVar(&c.partitions, "partitions", 6, "partitions of requests, tasks.<route>, replies and dlq when created")
+	fs.IntVar(&c.resultPartitions, "result-partitions", 6, "partitions of results and aggregator-state (co-partitioned) when created")
+	fs.IntVar(&c.replication, "replication-factor", -1, "replication factor of created topics; -1 takes the broker's default")
+	fs.StringVar(&c.routesFile, "routes-file", "", "JSON route table (see docs/routes.md); empty serves the demo routes search, quotes and echo")
+	fs.StringVar(&c.guarantee, "guarantee", string(kafka.ExactlyOnce), "exactly-once (Kafka transactions) or at-least-once")
+	fs.StringVar(&c.instanceID, "instance-id", "", "stable name of this instance, part of its transactional id; default hostname-pid")
+	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
+	fs.StringVar(&c.kafkaLogLevel, "kafka-log-level", "warn", "level of the Kafka client's own logs: debug, info, warn, error or none")
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("log level %q: want debug, info, warn or error", s)
+	}
+	return l, nil
+}
+
+// logger builds the process logger on stderr.
+func (c *common) logger() (*slog.Logger, error) {
+	return newLogger(os.Stderr, c.logLevel, c.logFormat)
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	l, err := parseLevel(level)
+	if err != nil {
+		return nil, err
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("log format %q: want text or json", format)
+}
+
+// clientConfig returns the Kafka client settings for brokers.
+func (c *common) clientConfig(brokers []string, clientID string) (kafka.ClientConfig, error) {
+	cc := kafka.ClientConfig{Brokers: brokers, ClientID: clientID}
+	if c.kafkaLogLevel != "none" {
+		l, err := parseLevel(c.kafkaLogLevel)
+		if err != nil {
+			return cc, fmt.Errorf("--kafka-log-level: %w", err)
+		}
+		cc.Logger, _ = newLogger(os.Stderr, l.String(), c.logFormat)
+		cc.Logger = cc.Logger.With("component", "kafka")
+	}
+	return cc, cc.Validate()
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func (c *common) brokerList() []string { return splitList(c.brokers) }
+
+func (c *common) topics() kafka.Topics { return kafka.Topics{Prefix: c.prefix} }
+
+func (c *common) layout() kafka.Layout {
+	return kafka.Layout{Partitions: int32(c.partitions), ResultPartitions: int32(c.resultPartitions), ReplicationFactor: int16(c.replication)}
+}
+
+func (c *common) routes() (*routes.Table, error) {
+	if c.routesFile == "" {
+		return routes.Demo(), nil
+	}
+	return routes.Load(c.routesFile)
+}
+
+func (c *common) parseGuarantee() (kafka.Guarantee, error) {
+	g, err := kafka.ParseGuarantee(c.guarantee)
+	if err != nil {
+		return "", fmt.Errorf("--guarantee: %w", err)
+	}
+	return g, nil
+}
+
+type setupResult struct {
+	log       *slog.Logger
+	guarantee kafka.Guarantee
+	client    kafka.ClientConfig
+	table     *routes.Table
+}

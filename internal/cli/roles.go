@@ -1,0 +1,230 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"time"
+
+	"github.com/scattergather/scattergather/aggregator"
+	"github.com/scattergather/scattergather/internal/catalog"
+	"github.com/scattergather/scattergather/internal/demo"
+	"github.com/scattergather/scattergather/internal/stack"
+	"github.com/scattergather/scattergather/processor"
+	"github.com/scattergather/scattergather/scatterer"
+	"github.com/scattergather/scattergather/schemas"
+)
+
+// Commands returns every subcommand of the binary.
+func Commands() []*Command {
+	return []*Command{
+		scattererCmd(), processorCmd(), aggregatorCmd(), topicsCmd(), devCmd(), demoCmd(), requestCmd(),
+	}
+}
+
+// setup is the start shared by the role commands: logger, client config,
+// routes and, unless disabled, the topics.
+func (c *common) setup(ctx context.Context, role string) (*setupResult, error) {
+	log, err := c.logger()
+	if err != nil {
+		return nil, err
+	}
+	g, err := c.parseGuarantee()
+	if err != nil {
+		return nil, err
+	}
+	cc, err := c.clientConfig(c.brokerList(), "scattergather-"+role)
+	if err != nil {
+		return nil, fmt.Errorf("--brokers: %w", err)
+	}
+	table, err := c.routes()
+	if err != nil {
+		return nil, fmt.Errorf("--routes-file: %w", err)
+	}
+	if c.createTopics {
+		if err := stack.EnsureTopics(ctx, cc, c.topics(), c.layout(), table.Names()); err != nil {
+			return nil, err
+		}
+	}
+	return &setupResult{log: log.With("role", role), guarantee: g, client: cc, table: table}, nil
+}
+
+func scattererCmd() *Command {
+	var (
+		c          common
+		maxPayload int
+	)
+	return &Command{
+		Name:    "scatterer",
+		Summary: "Consume requests and scatter each into the tasks of its route plus a manifest.",
+		Usage:   "scatterer [flags]",
+		Long: `Reads the requests topic in the consumer group <prefix>scatterer. Split routes
+get a different task per part (keyed by shard) on tasks.<route>; broadcast routes
+get one task that every recipient's processor group reads. Rejected requests go
+to the dlq topic with their reason and are answered FAILED.`,
+		Flags: func(fs *flag.FlagSet) {
+			c.register(fs, true)
+			fs.IntVar(&maxPayload, "max-payload-bytes", scatterer.DefaultMaxPayloadBytes, "largest request payload accepted")
+		},
+		Run: func(ctx context.Context, _ []string) error {
+			s, err := c.setup(ctx, "scatterer")
+			if err != nil {
+				return err
+			}
+			srs, err := s.table.ScattererRoutes()
+			if err != nil {
+				return err
+			}
+			sc, err := scatterer.New(scatterer.Config{Client: s.client, Topics: c.topics(), Routes: srs, Guarantee: s.guarantee,
+				InstanceID: c.instanceID, MaxPayloadBytes: maxPayload, Logger: s.log})
+			if err != nil {
+				return err
+			}
+			return sc.Run(ctx)
+		},
+	}
+}
+
+// handlerFlags are the processor's built-in handler settings.
+type handlerFlags struct {
+	name           string
+	delay          time.Duration
+	maxDelay       time.Duration
+	failureRate    float64
+	stragglerRate  float64
+	stragglerDelay time.Duration
+	catalogSize    int
+	quoteMargin    float64
+}
+
+func (h *handlerFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&h.name, "handler", "echo", "built-in handler: echo, sleep, search or quote (the demo's loan provider, named by --recipient, answering after --sleep-delay)")
+	fs.Float64Var(&h.quoteMargin, "quote-margin", 1.0, "quote handler: the provider's margin over the base rate, in percentage points")
+	fs.DurationVar(&h.delay, "sleep-delay", 10*time.Millisecond, "sleep handler: delay per task")
+	fs.DurationVar(&h.maxDelay, "sleep-max-delay", 0, "sleep handler: if above --sleep-delay, the delay is uniform in [sleep-delay, sleep-max-delay]")
+	fs.Float64Var(&h.failureRate, "failure-rate", 0, "sleep handler: fraction of tries that fail (0..1)")
+	fs.Float64Var(&h.stragglerRate, "straggler-rate", 0, "sleep handler: fraction of tasks that straggle (0..1)")
+	fs.DurationVar(&h.stragglerDelay, "straggler-delay", 0, "sleep handler: extra delay of a straggling task")
+	fs.IntVar(&h.catalogSize, "catalog-size", demo.CatalogSize, "search handler: products in the demo catalogue")
+}
+
+func (h *handlerFlags) build(recipient string) (processor.Handler, error) {
+	switch h.name {
+	case "quote":
+		if recipient == "" {
+			return nil, errors.New("--handler quote needs --recipient (the provider's name)")
+		}
+		return demo.Provider{Name: recipient, Latency: h.delay, Margin: h.quoteMargin}.Handler(), nil
+	case "echo":
+		return processor.Echo(), nil
+	case "sleep":
+		return processor.Sleep(processor.SleepConfig{Delay: h.delay, MaxDelay: h.maxDelay, FailureRate: h.failureRate,
+			StragglerRate: h.stragglerRate, StragglerDelay: h.stragglerDelay, Seed: time.Now().UnixNano()})
+	case "search":
+		if h.catalogSize < 1 {
+			return nil, fmt.Errorf("--catalog-size: %d, want at least 1", h.catalogSize)
+		}
+		return processor.Search(catalog.New(h.catalogSize, demo.CatalogSeed)), nil
+	}
+	return nil, fmt.Errorf("--handler %q: want echo, sleep, search or quote", h.name)
+}
+
+func processorCmd() *Command {
+	var (
+		c         common
+		h         handlerFlags
+		route     string
+		recipient string
+		group     string
+		retries   int
+		backoff   time.Duration
+	)
+	return &Command{
+		Name:    "processor",
+		Summary: "Handle the tasks of one route in a consumer group and write a result per task.",
+		Usage:   "processor --route R [--recipient NAME] [flags]",
+		Long: `Consumes tasks.<route> in a consumer group (default <prefix>processor.<route>, plus
+.<recipient> on a broadcast route) and writes one result per task to results,
+keyed by correlation id. Handler errors are retried with exponential backoff,
+then reported as ERROR; tasks past their deadline are answered EXPIRED without
+running the handler; undecodable tasks go to the dlq topic. Start more
+instances with the same flags to share the route's partitions.`,
+		Flags: func(fs *flag.FlagSet) {
+			c.register(fs, true)
+			h.register(fs)
+			fs.StringVar(&route, "route", "", "route whose tasks to handle (required)")
+			fs.StringVar(&recipient, "recipient", "", "broadcast routes: the recipient this processor answers as")
+			fs.StringVar(&group, "group", "", "consumer group; default <prefix>processor.<route>[.<recipient>]")
+			fs.IntVar(&retries, "retries", processor.DefaultRetries, "handler retries after the first try")
+			fs.DurationVar(&backoff, "backoff", processor.DefaultBackoff, "first retry delay, doubled per retry")
+		},
+		Run: func(ctx context.Context, _ []string) error {
+			if route == "" {
+				return errors.New("--route is required")
+			}
+			handler, err := h.build(recipient)
+			if err != nil {
+				return err
+			}
+			s, err := c.setup(ctx, "processor")
+			if err != nil {
+				return err
+			}
+			r, ok := s.table.Find(route)
+			if !ok {
+				return fmt.Errorf("--route %q: not in the route table (have %v)", route, s.table.Names())
+			}
+			if r.Mode == "broadcast" && recipient == "" {
+				return fmt.Errorf("--recipient is required: route %s broadcasts to %v", route, r.Recipients)
+			}
+			p, err := processor.New(processor.Config{Client: s.client, Topics: c.topics(), Route: schemas.Route(route),
+				Recipient: schemas.PartID(recipient), Group: group, InstanceID: c.instanceID, Guarantee: s.guarantee,
+				Retries: &retries, Backoff: backoff, Logger: s.log.With("route", route)}, handler)
+			if err != nil {
+				return err
+			}
+			return p.Run(ctx)
+		},
+	}
+}
+
+func aggregatorCmd() *Command {
+	var (
+		c          common
+		tick       time.Duration
+		lateWindow time.Duration
+	)
+	return &Command{
+		Name:    "aggregator",
+		Summary: "Gather results by correlation id and emit one reply per request.",
+		Usage:   "aggregator [flags]",
+		Long: `Consumes results (manifests and results) in the consumer group <prefix>aggregator.
+A request completes when every expected part has arrived, or at its deadline
+with what is there: the reply marks each part OK, ERROR, EXPIRED or MISSING, so
+a partial answer is never taken for a whole one. Deadlines fire on wall-clock
+time, also on idle partitions. Duplicates count once; late results are dropped
+and counted.`,
+		Flags: func(fs *flag.FlagSet) {
+			c.register(fs, true)
+			fs.DurationVar(&tick, "tick", 50*time.Millisecond, "how often deadlines are checked when no record arrives")
+			fs.DurationVar(&lateWindow, "late-window", 5*time.Minute, "how long completed requests are remembered to drop late results")
+		},
+		Run: func(ctx context.Context, _ []string) error {
+			s, err := c.setup(ctx, "aggregator")
+			if err != nil {
+				return err
+			}
+			merges, err := s.table.Merges()
+			if err != nil {
+				return err
+			}
+			a, err := aggregator.New(aggregator.Config{Client: s.client, Topics: c.topics(), Guarantee: s.guarantee,
+				InstanceID: c.instanceID, Merges: merges, Tick: tick, LateWindow: lateWindow, Logger: s.log})
+			if err != nil {
+				return err
+			}
+			return a.Run(ctx)
+		},
+	}
+}

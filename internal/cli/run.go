@@ -1,0 +1,311 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+
+	"github.com/scattergather/scattergather/client"
+	"github.com/scattergather/scattergather/internal/catalog"
+	"github.com/scattergather/scattergather/internal/demo"
+	"github.com/scattergather/scattergather/internal/embedded"
+	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/internal/routes"
+	"github.com/scattergather/scattergather/internal/stack"
+	"github.com/scattergather/scattergather/processor"
+	"github.com/scattergather/scattergather/schemas"
+)
+
+func topicsCmd() *Command {
+	var c common
+	return &Command{
+		Name:    "topics",
+		Summary: "Create the pipeline's missing topics and check the existing ones.",
+		Usage:   "topics [flags]",
+		Long: `Creates requests, tasks.<route> for every route, results, aggregator-state
+(compacted, co-partitioned with results), replies and dlq under the topic prefix,
+then lists them. An existing topic with the wrong partition count is an error.`,
+		Flags: func(fs *flag.FlagSet) { c.register(fs, true) },
+		Run: func(ctx context.Context, _ []string) error {
+			cc, err := c.clientConfig(c.brokerList(), "scattergather-topics")
+			if err != nil {
+				return fmt.Errorf("--brokers: %w", err)
+			}
+			table, err := c.routes()
+			if err != nil {
+				return fmt.Errorf("--routes-file: %w", err)
+			}
+			if err := c.layout().Validate(); err != nil {
+				return err
+			}
+			cl, err := kafka.NewClient(cc)
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			adm := kadm.NewClient(cl)
+			specs := c.topics().Specs(c.layout(), table.Names())
+			created, err := kafka.EnsureTopics(ctx, adm, specs)
+			if err != nil {
+				return err
+			}
+			names := make([]string, len(specs))
+			for i, s := range specs {
+				names[i] = s.Name
+			}
+			details, err := adm.ListTopics(ctx, names...)
+			if err != nil {
+				return err
+			}
+			isNew := map[string]bool{}
+			for _, n := range created {
+				isNew[n] = true
+			}
+			tw := tabwriter.NewWriter(os.Stdout, 0, 2, 2, ' ', 0)
+			fmt.Fprintln(tw, "TOPIC\tPARTITIONS\tREPLICAS\tSTATE")
+			sort.Strings(names)
+			for _, n := range names {
+				d := details[n]
+				state := "exists"
+				if isNew[n] {
+					state = "created"
+				}
+				fmt.Fprintf(tw, "%s\t%d\t%d\t%s\n", n, len(d.Partitions), d.Partitions.NumReplicas(), state)
+			}
+			return tw.Flush()
+		},
+	}
+}
+
+// devProcessors serves every route of table: the demo handlers for the demo
+// routes, echo for any other route (per recipient on broadcast routes).
+func devProcessors(table *routes.Table) []stack.ProcessorSpec {
+	cat := catalog.New(demo.CatalogSize, demo.CatalogSeed)
+	demoSpecs := map[string][]stack.ProcessorSpec{}
+	for _, s := range demo.Processors(cat) {
+		demoSpecs[string(s.Route)] = append(demoSpecs[string(s.Route)], s)
+	}
+	demoRoutes := routes.Demo()
+	var out []stack.ProcessorSpec
+	for _, r := range table.Routes {
+		if dr, ok := demoRoutes.Find(r.Name); ok && sameShape(dr, r) {
+			out = append(out, demoSpecs[r.Name]...)
+			continue
+		}
+		if r.Mode == "broadcast" {
+			for _, rc := range r.Recipients {
+				out = append(out, stack.ProcessorSpec{Route: schemas.Route(r.Name), Recipient: schemas.PartID(rc), Handler: processor.Echo()})
+			}
+			continue
+		}
+		out = append(out, stack.ProcessorSpec{Route: schemas.Route(r.Name), Handler: processor.Echo()})
+	}
+	return out
+}
+
+func sameShape(a, b routes.Route) bool {
+	return a.Mode == b.Mode && strings.Join(a.Recipients, ",") == strings.Join(b.Recipients, ",")
+}
+
+func devCmd() *Command {
+	var (
+		c          common
+		brokerAddr string
+		dataDir    string
+		fresh      bool
+	)
+	return &Command{
+		Name:    "dev",
+		Summary: "Run an embedded broker and every role in one process until Ctrl-C.",
+		Usage:   "dev [flags]",
+		Long: `Starts the embedded Kafka-protocol broker (franz-go's kfake) on --broker-addr, so
+any Kafka client can join it, creates the topics and runs a scatterer, the
+processors of every route and an aggregator. The demo routes (search, quotes,
+echo) get the demo handlers; other routes of --routes-file get echo.
+
+Try it from another shell:
+  scattergather request --route search --payload '{"query":"red running shoes","k":5}'
+  scattergather processor --route echo --handler sleep   # join the echo group`,
+		Flags: func(fs *flag.FlagSet) {
+			c.register(fs, false)
+			fs.StringVar(&brokerAddr, "broker-addr", "127.0.0.1:9092", "address of the embedded broker (127.0.0.1 only)")
+			fs.StringVar(&dataDir, "data-dir", defaultDataDir(), "where the embedded broker keeps its log; empty keeps it in memory")
+			fs.BoolVar(&fresh, "fresh", false, "delete --data-dir before starting")
+		},
+		Run: func(ctx context.Context, _ []string) error {
+			log, err := c.logger()
+			if err != nil {
+				return err
+			}
+			g, err := c.parseGuarantee()
+			if err != nil {
+				return err
+			}
+			table, err := c.routes()
+			if err != nil {
+				return fmt.Errorf("--routes-file: %w", err)
+			}
+			if fresh && dataDir != "" {
+				if err := os.RemoveAll(dataDir); err != nil {
+					return fmt.Errorf("--fresh: %w", err)
+				}
+			}
+			b, err := embedded.Start(embedded.Config{Addr: brokerAddr, DataDir: dataDir})
+			if err != nil {
+				if errors.Is(err, embedded.ErrAddrInUse) {
+					return fmt.Errorf("--broker-addr %s is taken (is another dev or a Kafka broker running?); pick another with --broker-addr 127.0.0.1:PORT: %w", brokerAddr, err)
+				}
+				return fmt.Errorf("--broker-addr: %w", err)
+			}
+			defer b.Close()
+			cc, err := c.clientConfig(b.Addrs(), "scattergather-dev")
+			if err != nil {
+				return err
+			}
+			st, err := stack.New(ctx, stack.Config{Client: cc, Topics: c.topics(), Layout: c.layout(), Routes: table,
+				Guarantee: g, Processors: devProcessors(table), Logger: log})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(os.Stderr, "scattergather dev: broker on %s (data dir %q), routes %v, guarantee %s\n", strings.Join(b.Addrs(), ","), dataDir, table.Names(), g)
+			fmt.Fprintf(os.Stderr, "  try: scattergather request --brokers %s --route search --payload '{\"query\":\"red running shoes\",\"k\":5}'\n", b.Addrs()[0])
+			fmt.Fprintf(os.Stderr, "  Ctrl-C stops.\n")
+			return st.Run(ctx)
+		},
+	}
+}
+
+func defaultDataDir() string {
+	d, err := os.UserCacheDir()
+	if err != nil {
+		return ""
+	}
+	return filepath.Join(d, "scattergather", "dev")
+}
+
+func demoCmd() *Command {
+	var (
+		c        common
+		searches int
+		quotes   int
+	)
+	return &Command{
+		Name:    "demo",
+		Summary: "Play the scatter-gather examples end to end on an embedded broker and exit.",
+		Usage:   "demo [flags]",
+		Long: `Starts an embedded broker with a temporary data dir, runs every role in this
+process and plays two examples:
+  split:     a product search sent to every shard of a partitioned index, the
+             shards' hits merged top-10 and checked against a direct search;
+  broadcast: a loan quote request sent to three providers, one too slow for the
+             timeout, answered PARTIAL with that provider marked MISSING.
+Prints the replies and a summary line, and exits non-zero if any reply is wrong.`,
+		Flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&c.guarantee, "guarantee", string(kafka.ExactlyOnce), "exactly-once or at-least-once")
+			fs.StringVar(&c.logLevel, "log-level", "warn", "debug, info, warn or error")
+			fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
+			fs.StringVar(&c.kafkaLogLevel, "kafka-log-level", "none", "level of the Kafka client's own logs, or none")
+			fs.IntVar(&searches, "searches", 2*len(demo.Queries), "search requests to send")
+			fs.IntVar(&quotes, "quotes", 3, "quote requests to send")
+		},
+		Run: func(ctx context.Context, _ []string) error {
+			log, err := c.logger()
+			if err != nil {
+				return err
+			}
+			g, err := c.parseGuarantee()
+			if err != nil {
+				return err
+			}
+			dir, err := os.MkdirTemp("", "scattergather-demo-")
+			if err != nil {
+				return err
+			}
+			defer os.RemoveAll(dir)
+			b, err := embedded.Start(embedded.Config{Addr: "127.0.0.1:0", DataDir: dir})
+			if err != nil {
+				return err
+			}
+			defer b.Close()
+			cc, err := c.clientConfig(b.Addrs(), "scattergather-demo")
+			if err != nil {
+				return err
+			}
+			fmt.Printf("scattergather demo: embedded broker on %s, guarantee %s\n\n", b.Addrs()[0], g)
+			_, err = demo.Run(ctx, demo.Config{Client: cc, Topics: kafka.Topics{Prefix: kafka.DefaultPrefix}, Guarantee: g,
+				Out: os.Stdout, Logger: log, Searches: searches, Quotes: quotes})
+			return err
+		},
+	}
+}
+
+func requestCmd() *Command {
+	var (
+		c       common
+		route   string
+		payload string
+		timeout time.Duration
+		fanout  int
+	)
+	return &Command{
+		Name:    "request",
+		Summary: "Send one request and print its reply as JSON.",
+		Usage:   "request --route R --payload JSON [flags]",
+		Long: `Produces a request to the requests topic and waits for its reply on replies.
+Exits 0 when the reply is COMPLETE, 3 when PARTIAL, 4 when FAILED.`,
+		Flags: func(fs *flag.FlagSet) {
+			fs.StringVar(&c.brokers, "brokers", "127.0.0.1:9092", "Kafka seed brokers, comma separated")
+			fs.StringVar(&c.prefix, "topic-prefix", kafka.DefaultPrefix, "prefix of every topic name")
+			fs.StringVar(&c.kafkaLogLevel, "kafka-log-level", "warn", "level of the Kafka client's own logs, or none")
+			fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
+			fs.StringVar(&route, "route", "", "route to send the request to (required)")
+			fs.StringVar(&payload, "payload", "{}", "request payload; @FILE reads a file")
+			fs.DurationVar(&timeout, "timeout", 5*time.Second, "request timeout, sent with the request")
+			fs.IntVar(&fanout, "fanout", 0, "parts wanted on a split route; 0 takes the route's default")
+		},
+		Run: func(ctx context.Context, _ []string) error {
+			if route == "" {
+				return errors.New("--route is required")
+			}
+			body := []byte(payload)
+			if name, ok := strings.CutPrefix(payload, "@"); ok {
+				var err error
+				if body, err = os.ReadFile(name); err != nil {
+					return fmt.Errorf("--payload: %w", err)
+				}
+			}
+			cc, err := c.clientConfig(c.brokerList(), "scattergather-request")
+			if err != nil {
+				return fmt.Errorf("--brokers: %w", err)
+			}
+			cl, err := client.New(ctx, client.Config{Client: cc, Topics: c.topics()})
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			reply, err := cl.Do(ctx, schemas.Route(route), body, client.Options{Timeout: timeout, Fanout: fanout})
+			if err != nil {
+				return err
+			}
+			out, _ := json.MarshalIndent(client.View(reply), "", "  ")
+			fmt.Println(string(out))
+			switch reply.Status {
+			case schemas.ReplyPartial:
+				return ExitError{Code: 3}
+			case schemas.ReplyFailed:
+				return ExitError{Code: 4}
+			}
+			return nil
+		},
+	}
+}

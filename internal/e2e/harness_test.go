@@ -1,0 +1,143 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/scattergather/scattergather/client"
+	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/internal/routes"
+	"github.com/scattergather/scattergather/internal/stack"
+	"github.com/scattergather/scattergather/internal/testkafka"
+	"github.com/scattergather/scattergather/schemas"
+)
+
+func TestMain(m *testing.M) { testkafka.Main(m) }
+
+// pipeline is a running stack on its own topic prefix.
+type pipeline struct {
+	cluster *testkafka.Cluster
+	cc      kafka.ClientConfig
+	topics  kafka.Topics
+	stack   *stack.Stack
+	client  *client.Client
+	stop    context.CancelFunc
+	done    chan error
+}
+
+func testLogger(t testing.TB) *slog.Logger {
+	if os.Getenv("SG_TEST_LOG") == "" {
+		return slog.New(slog.DiscardHandler)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name())
+}
+
+// startPipeline builds the stack of cfg on c (Client, Topics, Logger and
+// Layout are filled in) and runs it until the test ends.
+func startPipeline(t *testing.T, c *testkafka.Cluster, cfg stack.Config) *pipeline {
+	t.Helper()
+	cc := kafka.ClientConfig{Brokers: c.Brokers, ClientID: "e2e"}
+	cfg.Client = cc
+	cfg.Topics = kafka.Topics{Prefix: c.Prefix}
+	if cfg.Layout.Partitions == 0 {
+		cfg.Layout = kafka.Layout{Partitions: 4, ResultPartitions: 4, ReplicationFactor: -1}
+	}
+	if cfg.Guarantee == "" {
+		cfg.Guarantee = kafka.ExactlyOnce
+	}
+	cfg.Logger = testLogger(t)
+	ctx := t.Context()
+	st, err := stack.New(ctx, cfg)
+	if err != nil {
+		t.Fatalf("build stack: %v", err)
+	}
+	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	p := &pipeline{cluster: c, cc: cc, topics: cfg.Topics, stack: st, stop: stop, done: make(chan error, 1)}
+	go func() { p.done <- st.Run(runCtx) }()
+	t.Cleanup(func() {
+		stop()
+		select {
+		case err := <-p.done:
+			if err != nil {
+				t.Errorf("stack: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Errorf("stack did not stop within 30s")
+		}
+	})
+	cl, err := client.New(ctx, client.Config{Client: cc, Topics: cfg.Topics, DefaultTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatalf("client: %v", err)
+	}
+	t.Cleanup(cl.Close)
+	p.client = cl
+	return p
+}
+
+// table parses a route table literal.
+func table(t testing.TB, js string) *routes.Table {
+	t.Helper()
+	tb, err := routes.Parse([]byte(js))
+	if err != nil {
+		t.Fatalf("routes: %v", err)
+	}
+	return tb
+}
+
+// readAll reads every record of topic (read_committed) from the start until
+// it has seen want records or the timeout passes.
+func readAll(t testing.TB, c *testkafka.Cluster, topic string, want int, timeout time.Duration) []*kgo.Record {
+	t.Helper()
+	cl := c.Client(t, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var out []*kgo.Record
+	for len(out) < want {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			break
+		}
+		fs.EachRecord(func(r *kgo.Record) { out = append(out, r) })
+	}
+	return out
+}
+
+// replies decodes every reply on the pipeline's replies topic, waiting for
+// at least want of them, then a settle period for any extra.
+func (p *pipeline) replies(t testing.TB, want int, settle time.Duration) map[schemas.CorrelationID][]schemas.Reply {
+	t.Helper()
+	recs := readAll(t, p.cluster, p.topics.Replies(), want, 30*time.Second)
+	if settle > 0 {
+		recs = readAll(t, p.cluster, p.topics.Replies(), len(recs)+1, settle)
+	}
+	out := map[schemas.CorrelationID][]schemas.Reply{}
+	for _, r := range recs {
+		reply, err := schemas.DecodeReply(r.Value)
+		if err != nil {
+			t.Fatalf("decode reply: %v", err)
+		}
+		out[reply.CorrelationID] = append(out[reply.CorrelationID], reply)
+	}
+	return out
+}
+
+func isTimeout(err error) bool { return errors.Is(err, client.ErrTimeout) }
+
+// waitFor polls cond until it holds or 10s pass.
+func waitFor(t testing.TB, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return // the caller's assertion reports what is wrong
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
