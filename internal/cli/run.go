@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/scattergather/scattergather/client"
 	"github.com/scattergather/scattergather/internal/catalog"
@@ -48,7 +49,7 @@ then lists them. An existing topic with the wrong partition count is an error.`,
 			if err := c.layout().Validate(); err != nil {
 				return err
 			}
-			cl, err := kafka.NewClient(cc)
+			cl, err := kafka.NewClient(cc, kgo.MetadataMinAge(100*time.Millisecond))
 			if err != nil {
 				return err
 			}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -116,19 +117,14 @@ func EnsureTopics(ctx context.Context, adm *kadm.Client, specs []TopicSpec) (cre
 	if err != nil {
 		return nil, fmt.Errorf("list topics: %w", err)
 	}
-	var errs []error
+	var (
+		errs  []error
+		raced []TopicSpec // created by someone else between our list and create
+	)
 	for _, s := range specs {
 		d, ok := existing[s.Name]
 		if ok && d.Err == nil {
-			have := len(d.Partitions)
-			switch {
-			case s.CoPartitioned != "" && have != int(s.Partitions):
-				errs = append(errs, &PartitionMismatchError{Topic: s.Name, Have: have, Want: s.Partitions,
-					Reason: fmt.Sprintf("the %s topics must be co-partitioned; recreate it or set the result partitions to %d", s.CoPartitioned, have)})
-			case have < int(s.Partitions):
-				errs = append(errs, &PartitionMismatchError{Topic: s.Name, Have: have, Want: s.Partitions,
-					Reason: "fewer partitions than configured; add partitions or lower the setting"})
-			}
+			errs = append(errs, s.check(d)...)
 			continue
 		}
 		if ok && d.Err != nil && !errors.Is(d.Err, kerr.UnknownTopicOrPartition) {
@@ -144,7 +140,9 @@ func EnsureTopics(ctx context.Context, adm *kadm.Client, specs []TopicSpec) (cre
 		case cerr == nil && resp.Err == nil:
 			created = append(created, s.Name)
 		case errors.Is(cerr, kerr.TopicAlreadyExists) || errors.Is(resp.Err, kerr.TopicAlreadyExists):
-			// Another instance created it between our list and create.
+			// Listed as unknown, yet it exists: another instance created it
+			// meanwhile. Check it below.
+			raced = append(raced, s)
 		case cerr != nil:
 			errs = append(errs, fmt.Errorf("create topic %s: %w", s.Name, cerr))
 		default:
@@ -155,8 +153,60 @@ func EnsureTopics(ctx context.Context, adm *kadm.Client, specs []TopicSpec) (cre
 			errs = append(errs, fmt.Errorf("create topic %s (%d partitions, replication %d): %w%s", s.Name, s.Partitions, s.ReplicationFactor, resp.Err, msg))
 		}
 	}
+	errs = append(errs, checkRaced(ctx, adm, raced)...)
 	sort.Strings(created)
 	return created, errors.Join(errs...)
+}
+
+// check compares an existing topic's partition count with s.
+func (s TopicSpec) check(d kadm.TopicDetail) []error {
+	have := len(d.Partitions)
+	switch {
+	case s.CoPartitioned != "" && have != int(s.Partitions):
+		return []error{&PartitionMismatchError{Topic: s.Name, Have: have, Want: s.Partitions,
+			Reason: fmt.Sprintf("the %s topics must be co-partitioned; recreate it or set the result partitions to %d", s.CoPartitioned, have)}}
+	case have < int(s.Partitions):
+		return []error{&PartitionMismatchError{Topic: s.Name, Have: have, Want: s.Partitions,
+			Reason: "fewer partitions than configured; add partitions or lower the setting"}}
+	}
+	return nil
+}
+
+// checkRaced checks topics that another client created while we were
+// creating them. The client serves metadata requests from a cache for a few
+// seconds, so the "unknown topic" we saw may be repeated for a while: ask
+// again until it clears or ten seconds pass.
+func checkRaced(ctx context.Context, adm *kadm.Client, specs []TopicSpec) []error {
+	var errs []error
+	for attempt := 0; len(specs) > 0; attempt++ {
+		names := make([]string, len(specs))
+		for i, s := range specs {
+			names[i] = s.Name
+		}
+		details, err := adm.ListTopics(ctx, names...)
+		if err != nil {
+			return append(errs, fmt.Errorf("list topics: %w", err))
+		}
+		var again []TopicSpec
+		for _, s := range specs {
+			switch d := details[s.Name]; {
+			case d.Err == nil:
+				errs = append(errs, s.check(d)...)
+			case errors.Is(d.Err, kerr.UnknownTopicOrPartition) && attempt < 50:
+				again = append(again, s)
+			default:
+				errs = append(errs, fmt.Errorf("describe topic %s: %w", s.Name, d.Err))
+			}
+		}
+		if specs = again; len(specs) > 0 {
+			select {
+			case <-ctx.Done():
+				return append(errs, ctx.Err())
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}
+	return errs
 }
 
 // ValidRouteName reports whether name can be part of a topic name.

@@ -10,8 +10,10 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/scattergather/scattergather/aggregator"
 	"github.com/scattergather/scattergather/internal/kafka"
@@ -163,7 +165,9 @@ func EnsureTopics(ctx context.Context, cc kafka.ClientConfig, topics kafka.Topic
 	if err := layout.Validate(); err != nil {
 		return fmt.Errorf("topic layout: %w", err)
 	}
-	cl, err := kafka.NewClient(cc)
+	// A short metadata cache: instances starting together race to create
+	// the topics, and the loser must see the winner's topics quickly.
+	cl, err := kafka.NewClient(cc, kgo.MetadataMinAge(100*time.Millisecond))
 	if err != nil {
 		return err
 	}
