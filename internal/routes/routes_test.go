@@ -1,0 +1,84 @@
+package routes
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParse(t *testing.T) {
+	tests := []struct {
+		name    string
+		in      string
+		wantErr string // substring; empty for success
+	}{
+		{"demo-like", `{"routes":[{"name":"search","mode":"split","fanout":8,"timeout":"2s","merge":{"kind":"topk","field":"score","k":10,"tiebreak":"id"}},
+			{"name":"quotes","mode":"broadcast","recipients":["a","b"],"timeout":1500,"merge":{"kind":"best","field":"rate","order":"max"}}]}`, ""},
+		{"json-array split", `{"routes":[{"name":"items","mode":"split","split":"json-array"}]}`, ""},
+		{"unknown field", `{"routes":[{"name":"x","mode":"split","fanout":1,"fanuot":2}]}`, "unknown field"},
+		{"no routes", `{"routes":[]}`, "no routes"},
+		{"duplicate", `{"routes":[{"name":"x","mode":"split","fanout":1},{"name":"x","mode":"split","fanout":1}]}`, "listed twice"},
+		{"bad duration", `{"routes":[{"name":"x","mode":"split","fanout":1,"timeout":"soon"}]}`, "duration"},
+		{"bad mode", `{"routes":[{"name":"x","mode":"gather"}]}`, "mode"},
+		{"bad merge", `{"routes":[{"name":"x","mode":"split","fanout":1,"merge":{"kind":"avg"}}]}`, "merge kind"},
+		{"topk without field", `{"routes":[{"name":"x","mode":"split","fanout":1,"merge":{"kind":"topk"}}]}`, "field is required"},
+		{"bad split", `{"routes":[{"name":"x","mode":"split","fanout":1,"split":"halves"}]}`, "split"},
+		{"bad policy", `{"routes":[{"name":"x","mode":"split","fanout":2,"policy":"quorum:9"}]}`, "quorum"},
+		{"trailing", `{"routes":[{"name":"x","mode":"split","fanout":1}]} {}`, "trailing"},
+		{"not json", `routes: []`, "route table"},
+		{"every problem at once", `{"routes":[{"name":"a b","mode":"split","fanout":0}]}`, "fanout 0"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tb, err := Parse([]byte(tt.in))
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("Parse: %v", err)
+				}
+				if _, err := tb.ScattererRoutes(); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := tb.Merges(); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("Parse error %v, want one containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestDemoRoutesValid(t *testing.T) {
+	d := Demo()
+	if err := d.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	r, ok := d.Find("quotes")
+	if !ok || r.Mode != "broadcast" || len(r.Recipients) != 3 || time.Duration(r.Timeout) != time.Second {
+		t.Fatalf("quotes route %+v", r)
+	}
+	if got := strings.Join(d.Names(), ","); got != "search,quotes,echo" {
+		t.Errorf("names %s", got)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(`{"routes":[{"name":"search","mode":"split","fanout":8,"timeout":"2s","merge":{"kind":"topk","field":"score","k":10}}]}`))
+	f.Add([]byte(`{"routes":[{"name":"q","mode":"broadcast","recipients":["a"],"merge":{"kind":"best","field":"rate"}}]}`))
+	f.Add([]byte(`{}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		tb, err := Parse(b)
+		if err != nil {
+			return
+		}
+		// A table that parses must build for every role.
+		if _, err := tb.ScattererRoutes(); err != nil {
+			t.Fatalf("parsed table does not build scatterer routes: %v", err)
+		}
+		if _, err := tb.Merges(); err != nil {
+			t.Fatalf("parsed table does not build merges: %v", err)
+		}
+	})
+}
