@@ -162,7 +162,15 @@ func (p *Processor) processBatch(ctx context.Context, b *kafka.Batch) (tally, er
 	for _, t := range tallies {
 		sum.add(t)
 	}
-	return sum, errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		return sum, err
+	}
+	if ctx.Err() != nil {
+		// Handlers that ignore their context finished after the drain
+		// timeout: there is no context left to commit the batch with.
+		return sum, fmt.Errorf("batch finished after the drain timeout: %w", kafka.ErrAbort)
+	}
+	return sum, nil
 }
 
 // processPartition handles the records of one partition in order.

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -669,39 +670,75 @@ func TestProcessorShutdown(t *testing.T) {
 				t.Fatalf("results after a drained shutdown: %+v", rs)
 			}
 		})
-		t.Run(string(g)+"/aborts past the drain timeout", func(t *testing.T) {
-			e := newEnv(t, 1)
-			started := make(chan struct{}, 1)
-			blocking := HandlerFunc(func(ctx context.Context, tk schemas.Task) ([]byte, error) {
-				started <- struct{}{}
-				<-ctx.Done()
-				return nil, ctx.Err()
-			})
-			cfg := e.config("first")
-			cfg.Guarantee = g
-			cfg.DrainTimeout = 100 * time.Millisecond
-			first := start(t, cfg, blocking)
-			e.produce(t, onPartition(0), encodeTasks(t, task("req-1", "shard-0", "x"))...)
-			<-started
-			if err := first.stop(); err != nil {
-				t.Fatalf("first run: %v", err)
-			}
-			if s := first.p.Stats(); s.Processed() != 0 || s.AbortedBatches == 0 {
-				t.Fatalf("first instance stats %+v, want no result and an aborted batch", s)
-			}
+		for _, tc := range []struct {
+			name string
+			// late: the handler ignores the cancellation and answers OK
+			// after the drain timeout; else it returns ctx.Err().
+			late  bool
+			tasks int
+		}{
+			{"handler cut off", false, 2},
+			{"late answer, more tasks", true, 2},
+			{"late answer to the last task", true, 1},
+		} {
+			t.Run(string(g)+"/aborts past the drain timeout/"+tc.name, func(t *testing.T) {
+				e := newEnv(t, 1)
+				started := make(chan struct{}, 1)
+				var calls atomic.Int32
+				blocking := HandlerFunc(func(ctx context.Context, tk schemas.Task) ([]byte, error) {
+					calls.Add(1)
+					select {
+					case started <- struct{}{}:
+					default:
+					}
+					<-ctx.Done()
+					if tc.late {
+						return []byte("too late"), nil
+					}
+					return nil, ctx.Err()
+				})
+				cfg := e.config("first")
+				cfg.Guarantee = g
+				cfg.DrainTimeout = 100 * time.Millisecond
+				cfg.Retries = new(0) // no backoff wait to notice the shutdown for the handler
+				first := start(t, cfg, blocking)
+				var tasks []schemas.Task
+				for i := range tc.tasks {
+					tasks = append(tasks, task(fmt.Sprintf("req-%d", i), "shard-0", "x"))
+				}
+				e.produce(t, onPartition(0), encodeTasks(t, tasks...)...)
+				<-started
+				if err := first.stop(); err != nil {
+					t.Fatalf("first run: %v", err)
+				}
+				// The batch is cut off at its first task: any answer is
+				// thrown away with the batch, and no further task is
+				// started with a dead context.
+				if n := calls.Load(); n != 1 {
+					t.Fatalf("blocking handler called %d times, want 1", n)
+				}
+				if s := first.p.Stats(); s.Processed() != 0 || s.AbortedBatches == 0 {
+					t.Fatalf("first instance stats %+v, want no result and an aborted batch", s)
+				}
 
-			cfg.InstanceID = "second"
-			second := start(t, cfg, Echo())
-			rd := e.reader(t, e.topics.Results())
-			waitResults(t, rd, 1)
-			if err := second.stop(); err != nil {
-				t.Fatalf("second run: %v", err)
-			}
-			rs := results(t, rd.drain(t, e.layout.ResultPartitions))
-			if len(rs) != 1 || rs[0].Status != schemas.ResultOK || rs[0].ProcessorID != "second" {
-				t.Fatalf("results: %+v; want one OK result from the second instance", rs)
-			}
-		})
+				cfg.InstanceID = "second"
+				second := start(t, cfg, Echo())
+				rd := e.reader(t, e.topics.Results())
+				waitResults(t, rd, tc.tasks)
+				if err := second.stop(); err != nil {
+					t.Fatalf("second run: %v", err)
+				}
+				rs := results(t, rd.drain(t, e.layout.ResultPartitions))
+				if len(rs) != tc.tasks {
+					t.Fatalf("%d results, want %d: %+v", len(rs), tc.tasks, rs)
+				}
+				for _, r := range rs {
+					if r.Status != schemas.ResultOK || r.ProcessorID != "second" {
+						t.Fatalf("result %+v; want OK from the second instance", r)
+					}
+				}
+			})
+		}
 	}
 }
 

@@ -78,7 +78,7 @@ func (r *runner) run(ctx context.Context, t schemas.Task) (schemas.Result, error
 		switch {
 		case err == nil:
 			return finish(schemas.ResultOK, payload, "")
-		case cutByDeadline || expired(t.Deadline):
+		case cutByDeadline:
 			// Past the deadline the answer is no longer awaited: that the
 			// handler gave up is the deadline's doing, not a failure.
 			return finish(schemas.ResultExpired, nil, fmt.Sprintf("deadline passed on try %d: %v", try, err))
@@ -112,8 +112,13 @@ func (r *runner) cutOff(t schemas.Task, try int, err error) error {
 // reports whether that deadline is what ended it. A panic becomes a
 // permanent error: it is a bug that a retry would hit again.
 func (r *runner) try(ctx context.Context, t schemas.Task) (payload []byte, cutByDeadline bool, err error) {
-	hctx, cancel := context.WithCancel(ctx)
-	if !t.Deadline.IsZero() {
+	var (
+		hctx   context.Context
+		cancel context.CancelFunc
+	)
+	if t.Deadline.IsZero() {
+		hctx, cancel = context.WithCancel(ctx)
+	} else {
 		hctx, cancel = context.WithDeadline(ctx, t.Deadline)
 	}
 	defer cancel()

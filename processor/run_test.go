@@ -235,21 +235,27 @@ func TestRunPanicIsAnError(t *testing.T) {
 
 func TestRunShutdownAborts(t *testing.T) {
 	boom := errors.New("boom")
-	for _, tc := range []struct {
-		name string
-		h    Handler
-	}{
-		{"cut off in the handler", HandlerFunc(func(ctx context.Context, _ schemas.Task) ([]byte, error) {
+	blocking := func(wrap func(error) error) Handler {
+		return HandlerFunc(func(ctx context.Context, _ schemas.Task) ([]byte, error) {
 			<-ctx.Done()
-			return nil, ctx.Err()
-		})},
-		{"cut off in the backoff", &recorder{fail: -1, err: boom}},
+			return nil, wrap(ctx.Err())
+		})
+	}
+	for _, tc := range []struct {
+		name    string
+		h       Handler
+		retries int
+	}{
+		{"cut off in the handler", blocking(func(err error) error { return err }), 3},
+		{"cut off in the handler without retries", blocking(func(err error) error { return err }), 0},
+		{"cut off in a handler that calls every error permanent", blocking(Permanent), 3},
+		{"cut off in the backoff", &recorder{fail: -1, err: boom}, 3},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				ctx, cancel := context.WithCancel(t.Context())
 				time.AfterFunc(50*time.Millisecond, cancel)
-				res, err := testRunner(tc.h, 3).run(ctx, testTask(time.Now().Add(time.Minute)))
+				res, err := testRunner(tc.h, tc.retries).run(ctx, testTask(time.Now().Add(time.Minute)))
 				if !errors.Is(err, kafka.ErrAbort) {
 					t.Fatalf("err %v, want ErrAbort", err)
 				}
