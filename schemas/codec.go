@@ -23,10 +23,13 @@ const (
 	KindManifest Kind = "manifest"
 	KindResult   Kind = "result"
 	KindReply    Kind = "reply"
+	// KindAggregationState is an entry of the aggregator's changelog
+	// (state.go).
+	KindAggregationState Kind = "aggregation_state"
 )
 
 // Kinds lists every record kind.
-var Kinds = []Kind{KindRequest, KindTask, KindManifest, KindResult, KindReply}
+var Kinds = []Kind{KindRequest, KindTask, KindManifest, KindResult, KindReply, KindAggregationState}
 
 // ErrUnknownSchema is returned when a record's fingerprint names no schema we
 // know, or a record is not in single-object encoding at all.

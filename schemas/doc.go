@@ -9,6 +9,11 @@
 //	Result   -> results           (processor → aggregator)
 //	Reply    -> replies           (aggregator → client)
 //
+// A sixth, AggregationState, is the aggregator's own: its changelog on the
+// compacted aggregator-state topic, so that a partition's open requests
+// survive a move to another instance. Its codec (state.go) is written by
+// hand for speed and checked against goavro.
+//
 // Records are written in Avro single-object encoding: the two bytes 0xC3 0x01,
 // the little-endian CRC-64-AVRO fingerprint of the writer's schema, then the
 // Avro binary body. Any Avro library can read them from the .avsc files in this

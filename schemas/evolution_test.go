@@ -174,6 +174,9 @@ func TestSchemaEvolutionDetectsBreaks(t *testing.T) {
 		for _, k := range tc.kinds {
 			t.Run(tc.name+"/"+string(k), func(t *testing.T) {
 				release, err := os.ReadFile(filepath.Join("history", "v1", string(k)+".avsc"))
+				if errors.Is(err, os.ErrNotExist) {
+					t.Skipf("v1 has no %s: the kind is newer", k)
+				}
 				if err != nil {
 					t.Fatal(err)
 				}
