@@ -1,14 +1,6 @@
 // Package client is the request-reply side of scattergather for Go services:
 // it produces a Request and waits for its one Reply.
 //
-// Each Client reads the replies topic without a consumer group, from the end
-// of every partition as it was when New returned, and hands each reply to the
-// waiter with its correlation id; replies for other clients are skipped. The
-// reply consumer is assigned and positioned before New returns, so no reply
-// can be missed to an "auto.offset.reset=latest" race. Every client reads
-// every reply, which is fine for many clients at moderate rates; at high
-// rates give each client its own reply topic (Config.ReplyTopic).
-//
 // Usage:
 //
 //	c, err := client.New(ctx, client.Config{
@@ -18,6 +10,43 @@
 //	if err != nil { ... }
 //	defer c.Close()
 //	reply, err := c.Do(ctx, "search", []byte(`{"query":"red shoes"}`), client.Options{})
+//	if errors.Is(err, client.ErrTimeout) { ... } // no reply by timeout + grace
+//
+// # How replies find their caller
+//
+// Each Client reads its reply topic without a consumer group: a group would
+// split the reply partitions between the instances of a service, and a reply
+// would reach an instance that is not waiting for it. Instead every Client
+// is assigned every partition of the reply topic, positioned before New
+// returns at the end each partition had then, and hands each reply to the
+// waiter registered under its correlation id (the record key); replies for
+// other clients are skipped without being decoded. Because the positions are
+// fixed before the first request can be sent, no reply is lost to the
+// "auto.offset.reset=latest" race of a consumer that resolves its position
+// lazily (a known failure of Spring Kafka's ReplyingKafkaTemplate). Partitions
+// added to the reply topic after New are not read.
+//
+// Any number of Clients may run at once, in one process or many. Each reads
+// every reply on its topic, so the reply traffic a service reads grows with
+// its instance count; that is fine at moderate rates. At high rates give each
+// instance its own reply topic (Config.ReplyTopic, e.g. "sg.replies.<pod>",
+// created with Config.CreateReplyTopic): the request carries it as reply-to
+// and the aggregator answers there, so an instance reads only its own
+// replies. Use a stable name per instance so that a restarted instance
+// reuses its topic rather than leaving one behind.
+//
+// # Deadlines, cancellation and resources
+//
+// Await returns when the reply comes, when its ctx ends (ctx.Err()
+// wrapped), or when the request's timeout plus Config.Grace has passed
+// ([ErrTimeout] wrapped): a request whose reply never comes is an error, not
+// a hang. A request costs one map entry and one buffered channel, no
+// goroutine; the entry is removed when the reply is handed over, when Await
+// gives up, and, for a Pending that is never awaited, by the reply loop once
+// its deadline has passed. [Client.InFlight] counts the entries.
+//
+// A Client is safe for concurrent use. It owns one goroutine, the reply
+// loop, started by New and stopped by Close.
 package client
 
 import (
@@ -27,18 +56,21 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/schemas"
 )
 
-// ErrTimeout is returned (wrapped) when no reply came within the request's
-// timeout plus the grace period.
+// ErrTimeout is returned (wrapped) by Await and Do when no reply came within
+// the request's timeout plus Config.Grace. The pipeline answers every request
+// by its timeout, so this means a role is down or far behind.
 var ErrTimeout = errors.New("no reply in time")
 
 // ErrClosed is returned by calls on a closed Client.
@@ -48,9 +80,14 @@ var ErrClosed = errors.New("client closed")
 type Config struct {
 	Client kafka.ClientConfig
 	Topics kafka.Topics
-	// ReplyTopic is where this client's replies go; default Topics.Replies().
-	// Another topic must start with Topics.Replies() and exist.
+	// ReplyTopic is where this client's replies go; default
+	// Topics.Replies(). Another topic must start with Topics.Replies() (the
+	// aggregator answers only there), e.g. "sg.replies.orders-7", and exist,
+	// unless CreateReplyTopic is set.
 	ReplyTopic string
+	// CreateReplyTopic creates ReplyTopic with one partition (and the
+	// broker's default replication) when it does not exist.
+	CreateReplyTopic bool
 	// DefaultTimeout is used when Options.Timeout is zero; default 5s. It
 	// is sent with the request so the pipeline answers by then.
 	DefaultTimeout time.Duration
@@ -66,8 +103,14 @@ func (c *Config) Validate() error {
 	if err := c.Client.Validate(); err != nil {
 		errs = append(errs, err)
 	}
+	if c.Topics.Prefix == "" {
+		c.Topics.Prefix = kafka.DefaultPrefix
+	}
 	if c.ReplyTopic == "" {
 		c.ReplyTopic = c.Topics.Replies()
+	}
+	if !strings.HasPrefix(c.ReplyTopic, c.Topics.Replies()) {
+		errs = append(errs, fmt.Errorf("reply topic %q must start with %q", c.ReplyTopic, c.Topics.Replies()))
 	}
 	if c.DefaultTimeout == 0 {
 		c.DefaultTimeout = 5 * time.Second
@@ -78,6 +121,9 @@ func (c *Config) Validate() error {
 	if c.Grace == 0 {
 		c.Grace = 2 * time.Second
 	}
+	if c.Grace < 0 {
+		errs = append(errs, fmt.Errorf("grace %s is negative", c.Grace))
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -86,13 +132,17 @@ func (c *Config) Validate() error {
 
 // Options are per request.
 type Options struct {
-	// Timeout of the request; zero takes Config.DefaultTimeout.
+	// Timeout of the request; zero takes Config.DefaultTimeout. The
+	// pipeline answers by then (PARTIAL or FAILED if parts are missing).
 	Timeout time.Duration
 	// Fanout asks a split route for this many parts; zero takes the route's.
-	Fanout      int
+	Fanout int
+	// ContentType of the payload; default application/json.
 	ContentType string
-	Headers     map[string]string
-	// CorrelationID to use; empty generates one.
+	// Headers travel with the request into every task.
+	Headers map[string]string
+	// CorrelationID to use; empty generates one. It must not be in flight
+	// on this client already.
 	CorrelationID schemas.CorrelationID
 }
 
@@ -111,12 +161,17 @@ type Client struct {
 }
 
 type waiter struct {
-	ch       chan schemas.Reply // buffered 1
+	ch       chan schemas.Reply // buffered 1: the reply loop never blocks on it
 	deadline time.Time
 }
 
+// sweepEvery is how often the reply loop drops waiters past their deadline
+// (a Pending that nobody awaits).
+const sweepEvery = time.Second
+
 // New connects, positions the reply consumer at the end of the reply topic,
-// and starts reading replies. The reply loop runs until Close.
+// and starts reading replies. The reply loop runs until Close. ctx bounds
+// only the setup.
 func New(ctx context.Context, cfg Config) (*Client, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("client config: %w", err)
@@ -125,7 +180,14 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	ends, err := kadm.NewClient(producer).ListEndOffsets(ctx, cfg.ReplyTopic)
+	adm := kadm.NewClient(producer)
+	if cfg.CreateReplyTopic {
+		if err := createTopic(ctx, adm, cfg.ReplyTopic); err != nil {
+			producer.Close()
+			return nil, err
+		}
+	}
+	ends, err := adm.ListEndOffsets(ctx, cfg.ReplyTopic)
 	if err == nil {
 		err = ends.Error()
 	}
@@ -141,6 +203,8 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 		producer.Close()
 		return nil, fmt.Errorf("client: reply topic %s has no partitions (does it exist?)", cfg.ReplyTopic)
 	}
+	// Explicit partitions at explicit offsets: nothing is resolved lazily,
+	// so a reply written the instant after New returns is read.
 	replies, err := kafka.NewClient(cfg.Client,
 		kgo.ConsumePartitions(start),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
@@ -163,14 +227,32 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	return c, nil
 }
 
-// readReplies hands each reply to its waiter; it exits when Close cancels ctx.
+// createTopic creates topic with one partition unless it exists.
+func createTopic(ctx context.Context, adm *kadm.Client, topic string) error {
+	resp, err := adm.CreateTopic(ctx, 1, -1, nil, topic)
+	if err == nil {
+		err = resp.Err
+	}
+	if err != nil && !errors.Is(err, kerr.TopicAlreadyExists) {
+		return fmt.Errorf("client: create reply topic %s: %w", topic, err)
+	}
+	return nil
+}
+
+// readReplies hands each reply to its waiter and drops waiters nobody
+// awaits; it exits when Close cancels ctx.
 func (c *Client) readReplies(ctx context.Context) {
 	defer close(c.done)
+	lastSweep := time.Now()
 	for {
-		fetches := c.replies.PollFetches(ctx)
+		// Bounded, so that the sweep runs also when no reply comes.
+		pctx, cancel := context.WithTimeout(ctx, sweepEvery)
+		fetches := c.replies.PollFetches(pctx)
+		cancel()
 		if ctx.Err() != nil || fetches.IsClientClosed() {
 			return
 		}
+		fetches = dropDeadlineErrors(fetches)
 		fetches.EachError(func(t string, p int32, err error) {
 			c.cfg.Logger.Warn("reply fetch error", "topic", t, "partition", p, "err", err)
 		})
@@ -192,22 +274,59 @@ func (c *Client) readReplies(ctx context.Context) {
 			}
 			w.ch <- reply
 		})
+		if now := time.Now(); now.Sub(lastSweep) >= sweepEvery {
+			lastSweep = now
+			c.sweep(now)
+		}
+	}
+}
+
+// dropDeadlineErrors removes the error a poll reports when its bounded
+// context ends without records.
+func dropDeadlineErrors(fs kgo.Fetches) kgo.Fetches {
+	if len(fs) == 1 && len(fs[0].Topics) == 1 && len(fs[0].Topics[0].Partitions) == 1 {
+		if err := fs[0].Topics[0].Partitions[0].Err; errors.Is(err, context.DeadlineExceeded) {
+			return nil
+		}
+	}
+	return fs
+}
+
+// sweep drops the waiters whose deadline has passed. An Await still
+// running on one of them times out on its own timer.
+func (c *Client) sweep(now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for id, w := range c.waiters {
+		if now.After(w.deadline) {
+			delete(c.waiters, id)
+		}
 	}
 }
 
 // Pending is a submitted request whose reply has not been awaited yet.
 type Pending struct {
 	ID      schemas.CorrelationID
+	Route   schemas.Route
+	Timeout time.Duration // the request's timeout, as sent
 	c       *Client
 	w       *waiter
-	timeout time.Duration
+
+	mu    sync.Mutex // guards reply, got
+	reply schemas.Reply
+	got   bool
 }
 
-// Submit produces a request and returns without waiting for the reply.
+// Submit produces a request and returns without waiting for the reply. ctx
+// bounds the produce only. The reply is registered for before the request
+// is produced, so it cannot arrive unseen.
 func (c *Client) Submit(ctx context.Context, route schemas.Route, payload []byte, opts Options) (*Pending, error) {
 	timeout := opts.Timeout
 	if timeout == 0 {
 		timeout = c.cfg.DefaultTimeout
+	}
+	if timeout < 0 {
+		return nil, fmt.Errorf("submit to %s: timeout %s is negative", route, timeout)
 	}
 	id := opts.CorrelationID
 	if id == "" {
@@ -253,32 +372,42 @@ func (c *Client) Submit(ctx context.Context, route schemas.Route, payload []byte
 
 	rec := &kgo.Record{Topic: c.cfg.Topics.Requests(), Key: []byte(id), Value: v}
 	if err := c.producer.ProduceSync(ctx, rec).FirstErr(); err != nil {
-		c.forget(id)
+		c.forget(id, w)
 		return nil, fmt.Errorf("submit %s: %w", id, err)
 	}
-	return &Pending{ID: id, c: c, w: w, timeout: timeout}, nil
+	return &Pending{ID: id, Route: route, Timeout: timeout, c: c, w: w}, nil
 }
 
-// Await waits for the reply of p until ctx is done or the request's timeout
-// plus the grace period passes.
+// Deadline is when Await gives up: the request's timeout plus the grace.
+func (p *Pending) Deadline() time.Time { return p.w.deadline }
+
+// Await waits for the reply of p until ctx is done, the request's timeout
+// plus the grace period passes (ErrTimeout), or the Client is closed
+// (ErrClosed). Once it has returned the reply, later calls return it again.
 func (p *Pending) Await(ctx context.Context) (schemas.Reply, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.got {
+		return p.reply, nil
+	}
 	t := time.NewTimer(time.Until(p.w.deadline))
 	defer t.Stop()
 	select {
 	case r := <-p.w.ch:
+		p.reply, p.got = r, true
 		return r, nil
 	case <-ctx.Done():
-		p.c.forget(p.ID)
+		p.c.forget(p.ID, p.w)
 		return schemas.Reply{}, fmt.Errorf("await %s: %w", p.ID, ctx.Err())
 	case <-t.C:
-		p.c.forget(p.ID)
-		return schemas.Reply{}, fmt.Errorf("await %s: %w after %s", p.ID, ErrTimeout, p.timeout+p.c.cfg.Grace)
+		p.c.forget(p.ID, p.w)
+		return schemas.Reply{}, fmt.Errorf("await %s on route %s: %w: timeout %s plus grace %s passed", p.ID, p.Route, ErrTimeout, p.Timeout, p.c.cfg.Grace)
 	case <-p.c.done:
 		return schemas.Reply{}, fmt.Errorf("await %s: %w", p.ID, ErrClosed)
 	}
 }
 
-// Do submits a request and waits for its reply.
+// Do submits a request and waits for its reply; see Submit and Await.
 func (c *Client) Do(ctx context.Context, route schemas.Route, payload []byte, opts Options) (schemas.Reply, error) {
 	p, err := c.Submit(ctx, route, payload, opts)
 	if err != nil {
@@ -287,9 +416,13 @@ func (c *Client) Do(ctx context.Context, route schemas.Route, payload []byte, op
 	return p.Await(ctx)
 }
 
-func (c *Client) forget(id schemas.CorrelationID) {
+// forget drops the waiter of id if it is still w (the id may have been
+// reused by a later Submit once w was gone).
+func (c *Client) forget(id schemas.CorrelationID, w *waiter) {
 	c.mu.Lock()
-	delete(c.waiters, id)
+	if c.waiters[id] == w {
+		delete(c.waiters, id)
+	}
 	c.mu.Unlock()
 }
 
@@ -301,7 +434,7 @@ func (c *Client) InFlight() int {
 }
 
 // Close stops the reply loop and closes both Kafka clients. Pending Awaits
-// return ErrClosed.
+// return ErrClosed. Close is idempotent.
 func (c *Client) Close() {
 	c.mu.Lock()
 	if c.closed {
@@ -309,6 +442,7 @@ func (c *Client) Close() {
 		return
 	}
 	c.closed = true
+	c.waiters = map[schemas.CorrelationID]*waiter{}
 	c.mu.Unlock()
 	c.stop()
 	<-c.done

@@ -1,0 +1,484 @@
+package client_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/scattergather/scattergather/client"
+	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/internal/routes"
+	"github.com/scattergather/scattergather/internal/stack"
+	"github.com/scattergather/scattergather/internal/testkafka"
+	"github.com/scattergather/scattergather/processor"
+	"github.com/scattergather/scattergather/schemas"
+)
+
+func TestMain(m *testing.M) { testkafka.Main(m) }
+
+// env is a broker with the pipeline's topics under the test's prefix.
+type env struct {
+	cluster *testkafka.Cluster
+	cc      kafka.ClientConfig
+	topics  kafka.Topics
+}
+
+const echoRoutes = `{"routes":[{"name":"echo","mode":"split","fanout":1,"timeout":"30s","merge":{"kind":"collect"}}]}`
+
+func newEnv(t *testing.T) env {
+	t.Helper()
+	c := testkafka.New(t)
+	e := env{cluster: c, cc: kafka.ClientConfig{Brokers: c.Brokers, ClientID: "client-test"}, topics: kafka.Topics{Prefix: c.Prefix}}
+	layout := kafka.Layout{Partitions: 4, ResultPartitions: 4, ReplicationFactor: -1}
+	if err := stack.EnsureTopics(t.Context(), e.cc, e.topics, layout, []string{"echo"}); err != nil {
+		t.Fatalf("topics: %v", err)
+	}
+	return e
+}
+
+// startEcho runs the whole pipeline with one echo route (one part per
+// request, so the reply's payload is [<request payload>]) until the test
+// ends.
+func (e env) startEcho(t *testing.T) {
+	t.Helper()
+	table, err := routes.Parse([]byte(echoRoutes))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := stack.New(t.Context(), stack.Config{
+		Client: e.cc, Topics: e.topics, Routes: table, Guarantee: kafka.ExactlyOnce,
+		Layout:     kafka.Layout{Partitions: 4, ResultPartitions: 4, ReplicationFactor: -1},
+		Processors: []stack.ProcessorSpec{{Route: "echo", Handler: processor.Echo()}},
+	})
+	if err != nil {
+		t.Fatalf("stack: %v", err)
+	}
+	ctx, stop := context.WithCancel(context.WithoutCancel(t.Context()))
+	done := make(chan error, 1)
+	go func() { done <- st.Run(ctx) }()
+	t.Cleanup(func() {
+		stop()
+		if err := <-done; err != nil {
+			t.Errorf("stack: %v", err)
+		}
+	})
+}
+
+func (e env) newClient(t *testing.T, mod func(*client.Config)) *client.Client {
+	t.Helper()
+	cfg := client.Config{Client: e.cc, Topics: e.topics}
+	if mod != nil {
+		mod(&cfg)
+	}
+	cl, err := client.New(t.Context(), cfg)
+	if err != nil {
+		t.Fatalf("client: %v", err)
+	}
+	t.Cleanup(cl.Close)
+	return cl
+}
+
+// waitFor polls cond until it holds or d passes, and reports whether it held.
+func waitFor(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return true
+}
+
+// goroutines returns the live goroutines grouped by where they were
+// created and what they run: "created by X | top frame".
+func goroutines() map[string]int {
+	buf := make([]byte, 8<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	out := map[string]int{}
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		lines := strings.Split(strings.TrimSpace(g), "\n")
+		if len(lines) < 2 {
+			continue
+		}
+		top, created := lines[1], ""
+		for _, l := range lines {
+			if strings.HasPrefix(l, "created by ") {
+				created, _, _ = strings.Cut(strings.TrimPrefix(l, "created by "), " in goroutine")
+			}
+		}
+		top, _, _ = strings.Cut(top, "(")
+		out[created+" | "+top]++
+	}
+	return out
+}
+
+// kafkaSlack is how many more franz-go goroutines (kgo's fetch loops and
+// connection readers, kfake's per-connection goroutines) may be alive after
+// the requests than before: they come and go with fetch sessions and
+// connections, whatever the client does. A leak per request would show as
+// hundreds.
+const kafkaSlack = 10
+
+// settleGoroutines waits until the goroutines are back to baseline: no more
+// of any kind outside franz-go, at most kafkaSlack more inside it. It fails
+// the test naming the kinds that grew.
+func settleGoroutines(t *testing.T, baseline map[string]int) {
+	t.Helper()
+	count := func(m map[string]int) (ours, kafka int) {
+		for k, v := range m {
+			if strings.Contains(k, "github.com/twmb/franz-go/") {
+				kafka += v
+			} else {
+				ours += v
+			}
+		}
+		return ours, kafka
+	}
+	bOurs, bKafka := count(baseline)
+	var now map[string]int
+	settled := waitFor(10*time.Second, func() bool {
+		now = goroutines()
+		ours, kafka := count(now)
+		return ours <= bOurs && kafka <= bKafka+kafkaSlack
+	})
+	if settled {
+		return
+	}
+	var grew []string
+	for k, v := range now {
+		if v > baseline[k] {
+			grew = append(grew, fmt.Sprintf("%+d %s", v-baseline[k], k))
+		}
+	}
+	ours, kafka := count(now)
+	t.Fatalf("goroutines: %d outside franz-go (baseline %d), %d in it (baseline %d + %d); grown:\n%s",
+		ours, bOurs, kafka, bKafka, kafkaSlack, strings.Join(grew, "\n"))
+}
+
+func echoPayload(tb testing.TB, r schemas.Reply) map[string]any {
+	tb.Helper()
+	var parts []map[string]any
+	if err := json.Unmarshal(r.Payload, &parts); err != nil || len(parts) != 1 {
+		tb.Fatalf("reply %s: payload %q is not a one-element array (%v)", r.CorrelationID, r.Payload, err)
+	}
+	return parts[0]
+}
+
+// TestConcurrentRequests: 1,000 callers at once, through one client and
+// through four, each get their own reply; afterwards no waiter is left and
+// the goroutine count is back to where it was before the requests.
+func TestConcurrentRequests(t *testing.T) {
+	for _, clients := range []int{1, 4} {
+		t.Run(fmt.Sprintf("%d clients", clients), func(t *testing.T) {
+			e := newEnv(t)
+			e.startEcho(t)
+			cls := make([]*client.Client, clients)
+			for i := range cls {
+				cls[i] = e.newClient(t, func(c *client.Config) { c.DefaultTimeout = 30 * time.Second })
+			}
+			// Warm up: connections, metadata and the roles' batches exist
+			// before the baseline is taken, so that what remains after is
+			// what the requests left behind.
+			run := func(n int) []error {
+				var wg sync.WaitGroup
+				errs := make(chan error, n)
+				for i := range n {
+					wg.Go(func() {
+						cl := cls[i%clients]
+						nonce := client.NewCorrelationID()
+						payload := fmt.Appendf(nil, `{"i":%d,"nonce":%q}`, i, nonce)
+						reply, err := cl.Do(t.Context(), "echo", payload, client.Options{})
+						if err != nil {
+							errs <- fmt.Errorf("caller %d: %w", i, err)
+							return
+						}
+						got := echoPayload(t, reply)
+						if reply.Status != schemas.ReplyComplete || got["i"] != float64(i) || got["nonce"] != string(nonce) {
+							errs <- fmt.Errorf("caller %d got someone else's or a bad reply: %s %s", i, reply.Status, reply.Payload)
+						}
+					})
+				}
+				wg.Wait()
+				close(errs)
+				var out []error
+				for err := range errs {
+					out = append(out, err)
+				}
+				return out
+			}
+			for _, err := range run(200) {
+				t.Fatalf("warm-up: %v", err)
+			}
+			for _, cl := range cls {
+				waitFor(5*time.Second, func() bool { return cl.InFlight() == 0 })
+			}
+			baseline := goroutines()
+
+			const n = 1000
+			start := time.Now()
+			for _, err := range run(n) {
+				t.Error(err)
+			}
+			t.Logf("%d requests through %d client(s) in %s (%s broker)", n, clients, time.Since(start).Round(time.Millisecond), e.cluster.Kind)
+			for i, cl := range cls {
+				if got := cl.InFlight(); got != 0 {
+					t.Errorf("client %d: %d waiters left", i, got)
+				}
+			}
+			settleGoroutines(t, baseline)
+		})
+	}
+}
+
+// TestReplyWrittenImmediately: the reply consumer is positioned before New
+// returns, so a reply written the instant a request is submitted (before
+// the reply consumer can have fetched anything) is still read. A consumer
+// that resolved "latest" lazily would miss it.
+func TestReplyWrittenImmediately(t *testing.T) {
+	e := newEnv(t)
+	responder := e.cluster.Client(t, kgo.DefaultProduceTopic(e.topics.Replies()))
+	for i := range 20 {
+		cl := e.newClient(t, func(c *client.Config) { c.DefaultTimeout = 5 * time.Second; c.Grace = time.Second })
+		p, err := cl.Submit(t.Context(), "echo", []byte(`{}`), client.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := schemas.EncodeReply(schemas.Reply{CorrelationID: p.ID, Route: "echo", Status: schemas.ReplyComplete,
+			Payload: fmt.Appendf(nil, "[%d]", i), SubmittedAt: time.Now(), CompletedAt: time.Now()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := responder.ProduceSync(t.Context(), &kgo.Record{Key: []byte(p.ID), Value: v}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+		reply, err := p.Await(t.Context())
+		if err != nil {
+			t.Fatalf("round %d: %v", i, err)
+		}
+		if string(reply.Payload) != fmt.Sprintf("[%d]", i) {
+			t.Fatalf("round %d: payload %s", i, reply.Payload)
+		}
+		cl.Close()
+	}
+}
+
+// TestNoReply covers the ways a wait ends without a reply: the request's
+// timeout plus grace (ErrTimeout), the caller's context (its error, not
+// ErrTimeout), and Close (ErrClosed). No waiter outlives its wait.
+func TestNoReply(t *testing.T) {
+	e := newEnv(t) // topics only: nothing answers
+	short := func(c *client.Config) { c.DefaultTimeout = 100 * time.Millisecond; c.Grace = 100 * time.Millisecond }
+
+	t.Run("1000 timeouts", func(t *testing.T) {
+		cl := e.newClient(t, short)
+		if _, err := cl.Do(t.Context(), "echo", nil, client.Options{}); !errors.Is(err, client.ErrTimeout) {
+			t.Fatalf("warm-up: %v, want ErrTimeout", err)
+		}
+		baseline := goroutines()
+		var wg sync.WaitGroup
+		errs := make(chan error, 1000)
+		start := time.Now()
+		for range 1000 {
+			wg.Go(func() {
+				_, err := cl.Do(t.Context(), "echo", nil, client.Options{})
+				errs <- err
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			if !errors.Is(err, client.ErrTimeout) {
+				t.Fatalf("got %v, want ErrTimeout", err)
+			}
+			if !strings.Contains(err.Error(), "timeout 100ms plus grace 100ms passed") || !strings.Contains(err.Error(), "route echo") {
+				t.Fatalf("timeout error does not say what passed: %v", err)
+			}
+		}
+		if took := time.Since(start); took > 20*time.Second {
+			t.Errorf("1000 timeouts of 200ms took %s", took)
+		}
+		if n := cl.InFlight(); n != 0 {
+			t.Errorf("%d waiters left after timeouts", n)
+		}
+		settleGoroutines(t, baseline)
+	})
+
+	t.Run("context cancelled", func(t *testing.T) {
+		cl := e.newClient(t, nil)
+		ctx, cancel := context.WithCancel(t.Context())
+		p, err := cl.Submit(ctx, "echo", nil, client.Options{Timeout: time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.AfterFunc(50*time.Millisecond, cancel)
+		_, err = p.Await(ctx)
+		if !errors.Is(err, context.Canceled) || errors.Is(err, client.ErrTimeout) {
+			t.Fatalf("got %v, want context.Canceled", err)
+		}
+		if n := cl.InFlight(); n != 0 {
+			t.Errorf("%d waiters left after cancel", n)
+		}
+	})
+
+	t.Run("context deadline before the request's", func(t *testing.T) {
+		cl := e.newClient(t, nil)
+		ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		_, err := cl.Do(ctx, "echo", nil, client.Options{Timeout: time.Minute})
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("got %v, want context.DeadlineExceeded", err)
+		}
+		if took := time.Since(start); took > 5*time.Second {
+			t.Errorf("returned after %s", took)
+		}
+		if n := cl.InFlight(); n != 0 {
+			t.Errorf("%d waiters left", n)
+		}
+	})
+
+	t.Run("never awaited", func(t *testing.T) {
+		cl := e.newClient(t, short)
+		p, err := cl.Submit(t.Context(), "echo", nil, client.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !waitFor(10*time.Second, func() bool { return cl.InFlight() == 0 }) {
+			t.Fatalf("an abandoned request's waiter was not dropped after its deadline")
+		}
+		if _, err := p.Await(t.Context()); !errors.Is(err, client.ErrTimeout) {
+			t.Fatalf("late Await: %v, want ErrTimeout", err)
+		}
+	})
+
+	t.Run("closed", func(t *testing.T) {
+		cl := e.newClient(t, nil)
+		p, err := cl.Submit(t.Context(), "echo", nil, client.Options{Timeout: time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.AfterFunc(50*time.Millisecond, cl.Close)
+		if _, err := p.Await(t.Context()); !errors.Is(err, client.ErrClosed) {
+			t.Fatalf("Await on close: %v, want ErrClosed", err)
+		}
+		if _, err := cl.Submit(t.Context(), "echo", nil, client.Options{}); !errors.Is(err, client.ErrClosed) {
+			t.Fatalf("Submit after close: %v, want ErrClosed", err)
+		}
+	})
+
+	t.Run("duplicate correlation id", func(t *testing.T) {
+		cl := e.newClient(t, nil)
+		opts := client.Options{CorrelationID: "dup-1", Timeout: time.Minute}
+		if _, err := cl.Submit(t.Context(), "echo", nil, opts); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cl.Submit(t.Context(), "echo", nil, opts); err == nil || !strings.Contains(err.Error(), "already in flight") {
+			t.Fatalf("second submit: %v, want an in-flight error", err)
+		}
+	})
+}
+
+// TestAwaitTwice: a reply once received is returned by every later Await.
+func TestAwaitTwice(t *testing.T) {
+	e := newEnv(t)
+	e.startEcho(t)
+	cl := e.newClient(t, nil)
+	p, err := cl.Submit(t.Context(), "echo", []byte(`{"x":1}`), client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := p.Await(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := p.Await(t.Context())
+	if err != nil || b.CorrelationID != a.CorrelationID || string(b.Payload) != string(a.Payload) {
+		t.Fatalf("second Await: %v %+v", err, b)
+	}
+}
+
+// TestOwnReplyTopic: a client with its own reply topic gets its replies
+// there and none on the shared replies topic, next to a client on the
+// shared topic.
+func TestOwnReplyTopic(t *testing.T) {
+	e := newEnv(t)
+	e.startEcho(t)
+	own := e.topics.Replies() + ".instance-a"
+	a := e.newClient(t, func(c *client.Config) { c.ReplyTopic = own; c.CreateReplyTopic = true })
+	b := e.newClient(t, nil)
+	var ids []schemas.CorrelationID
+	for i := range 5 {
+		ra, err := a.Do(t.Context(), "echo", fmt.Appendf(nil, `{"a":%d}`, i), client.Options{})
+		if err != nil {
+			t.Fatalf("own topic: %v", err)
+		}
+		if got := echoPayload(t, ra); got["a"] != float64(i) {
+			t.Fatalf("own topic: got %v", got)
+		}
+		ids = append(ids, ra.CorrelationID)
+		if _, err := b.Do(t.Context(), "echo", fmt.Appendf(nil, `{"b":%d}`, i), client.Options{}); err != nil {
+			t.Fatalf("shared topic: %v", err)
+		}
+	}
+	// The shared topic holds b's 5 replies and none of a's.
+	cl := e.cluster.Client(t, kgo.ConsumeTopics(e.topics.Replies()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	seen := 0
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+	defer cancel()
+	for ctx.Err() == nil {
+		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
+			seen++
+			for _, id := range ids {
+				if string(r.Key) == string(id) {
+					t.Errorf("reply %s for the own-topic client is on the shared topic", id)
+				}
+			}
+		})
+	}
+	if seen != 5 {
+		t.Errorf("shared replies topic has %d records, want 5", seen)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		cfg  client.Config
+		want []string
+	}{
+		{"defaults", client.Config{Client: kafka.ClientConfig{Brokers: []string{"b:9092"}}}, nil},
+		{"everything wrong", client.Config{Topics: kafka.Topics{Prefix: "p."}, ReplyTopic: "other", DefaultTimeout: -1, Grace: -1},
+			[]string{"brokers", `reply topic "other" must start with "p.replies"`, "default timeout -1ns is negative", "grace -1ns is negative"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.cfg.Validate()
+			if len(tc.want) == 0 {
+				if err != nil {
+					t.Fatalf("Validate: %v", err)
+				}
+				if tc.cfg.ReplyTopic != "sg.replies" || tc.cfg.DefaultTimeout != 5*time.Second || tc.cfg.Grace != 2*time.Second {
+					t.Fatalf("defaults not filled: %+v", tc.cfg)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("Validate: nil error")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
+}
