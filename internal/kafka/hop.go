@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -46,6 +47,11 @@ type HopConfig struct {
 	OnRevoked func(ctx context.Context, cl *kgo.Client, revoked map[string][]int32)
 	// Logger for the hop's own events; nil discards them.
 	Logger *slog.Logger
+	// ManualPartitionTopics are topics whose records go to the partition
+	// their Record.Partition names, e.g. a changelog co-partitioned with a
+	// consumed topic. Records to other topics are partitioned by key as
+	// usual. Setting it replaces a partitioner given in Client.Opts.
+	ManualPartitionTopics []string
 	// Opts are passed to the client after the hop's options.
 	Opts []kgo.Opt
 }
@@ -84,8 +90,9 @@ func (c *HopConfig) Validate() error {
 type Batch struct {
 	Fetches kgo.Fetches
 
-	mu  sync.Mutex
-	out []*kgo.Record
+	mu    sync.Mutex
+	out   []*kgo.Record
+	state []*kgo.Record
 }
 
 // Produce adds r to the records to write with this batch: in one transaction
@@ -97,11 +104,24 @@ func (b *Batch) Produce(r *kgo.Record) {
 	b.mu.Unlock()
 }
 
-// Len returns the number of records produced so far.
+// ProduceState adds r, a record of the role's state (a changelog), to the
+// records to write with this batch. Under exactly-once it is in the batch's
+// transaction like any other. Under at-least-once it is written only after
+// every record added with Produce is acknowledged, and before the offsets
+// are committed: a crash may lose the state record of output that was
+// written, never keep one whose output was lost. Safe for concurrent use.
+func (b *Batch) ProduceState(r *kgo.Record) {
+	b.mu.Lock()
+	b.state = append(b.state, r)
+	b.mu.Unlock()
+}
+
+// Len returns the number of records produced so far, state records
+// included.
 func (b *Batch) Len() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return len(b.out)
+	return len(b.out) + len(b.state)
 }
 
 // ProcessFunc handles one batch. It is called on Run's goroutine; it may fan
@@ -150,6 +170,9 @@ func NewHop(cfg HopConfig) (*Hop, error) {
 		kgo.RebalanceTimeout(30*time.Second),
 		kgo.FetchMaxWait(500*time.Millisecond),
 	)
+	if len(cfg.ManualPartitionTopics) > 0 {
+		opts = append(opts, kgo.RecordPartitioner(manualFor(cfg.ManualPartitionTopics, kgo.StickyKeyPartitioner(nil))))
+	}
 	if cfg.OnAssigned != nil {
 		opts = append(opts, kgo.OnPartitionsAssigned(cfg.OnAssigned))
 	}
@@ -243,7 +266,7 @@ func (h *Hop) runBatch(ctx context.Context, fetches kgo.Fetches, process Process
 
 	b := &Batch{Fetches: fetches}
 	perr := process(bctx, b)
-	if perr == nil && len(b.out) == 0 && fetches.NumRecords() == 0 {
+	if perr == nil && len(b.out) == 0 && len(b.state) == 0 && fetches.NumRecords() == 0 {
 		return nil
 	}
 	if idle {
@@ -271,7 +294,7 @@ func (h *Hop) endTransaction(ctx, bctx context.Context, b *Batch, perr error, en
 		mu      sync.Mutex
 		prodErr error
 	)
-	for _, r := range b.out {
+	for _, r := range slices.Concat(b.out, b.state) {
 		h.sess.Produce(bctx, r, func(r *kgo.Record, err error) {
 			if err != nil {
 				mu.Lock()
@@ -317,7 +340,7 @@ func (h *Hop) endProduceOnly(ctx, bctx context.Context, b *Batch, perr error, en
 		end(false)
 		return fmt.Errorf("begin transaction: %w", err)
 	}
-	prodErr := h.cl.ProduceSync(bctx, b.out...).FirstErr()
+	prodErr := h.cl.ProduceSync(bctx, slices.Concat(b.out, b.state)...).FirstErr()
 	try := kgo.TryCommit
 	if prodErr != nil {
 		try = kgo.TryAbort
@@ -342,8 +365,12 @@ func (h *Hop) commitAfterProduce(ctx, bctx context.Context, b *Batch, perr error
 		end(false)
 		return h.batchError(ctx, perr)
 	}
-	if len(b.out) > 0 {
-		if err := h.cl.ProduceSync(bctx, b.out...).FirstErr(); err != nil {
+	// Output first, then state: see Batch.ProduceState.
+	for _, out := range [][]*kgo.Record{b.out, b.state} {
+		if len(out) == 0 {
+			continue
+		}
+		if err := h.cl.ProduceSync(bctx, out...).FirstErr(); err != nil {
 			// Some records may have been written: they will be written again
 			// when the batch is consumed again, which is what at-least-once
 			// allows.
@@ -396,6 +423,24 @@ func (h *Hop) close() {
 		return
 	}
 	h.cl.Close()
+}
+
+// manualFor returns a partitioner that sends records of topics to the
+// partition they name and those of other topics through def.
+func manualFor(topics []string, def kgo.Partitioner) kgo.Partitioner {
+	return manualPartitioner{topics: slices.Clone(topics), def: def}
+}
+
+type manualPartitioner struct {
+	topics []string
+	def    kgo.Partitioner
+}
+
+func (p manualPartitioner) ForTopic(topic string) kgo.TopicPartitioner {
+	if slices.Contains(p.topics, topic) {
+		return kgo.ManualPartitioner().ForTopic(topic)
+	}
+	return p.def.ForTopic(topic)
 }
 
 // drainContext returns a context that is cancelled d after parent is done.
