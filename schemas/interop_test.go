@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"strings"
@@ -372,5 +373,35 @@ func TestInteropWeReadHambas(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestInteropJavaWritten reads records that Apache Avro for Java wrote with
+// BinaryMessageEncoder (testdata/interop/Check.java writes them to /tmp).
+// It needs Java and the Avro jar, so it runs only when
+// SG_AVRO_JAVA_WRITTEN names the directory holding <kind>.java.bin.
+func TestInteropJavaWritten(t *testing.T) {
+	dir := os.Getenv("SG_AVRO_JAVA_WRITTEN")
+	if dir == "" {
+		t.Skip("SG_AVRO_JAVA_WRITTEN is not set; see schemas/README.md, Interop")
+	}
+	for _, c := range codecs() {
+		t.Run(string(c.kind), func(t *testing.T) {
+			b, err := os.ReadFile(filepath.Join(dir, string(c.kind)+".java.bin"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := c.decode(b)
+			if err != nil {
+				t.Fatalf("we cannot read Java's %s: %v", c.kind, err)
+			}
+			want, err := c.decode(mustEncode(t, c, c.sample))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := diff(want, got); d != "" {
+				t.Fatalf("Java's %s differs from the golden sample:\n%s", c.kind, d)
+			}
+		})
 	}
 }
