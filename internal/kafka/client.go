@@ -42,6 +42,10 @@ type ClientConfig struct {
 	Logger *slog.Logger
 	// Opts are passed to kgo.NewClient after ours, so they win.
 	Opts []kgo.Opt
+	// NewHooks, when set, is called once for every client built from this
+	// config, and its hooks are attached to that client alone: for hooks
+	// that must not be shared, such as kprom's per-client metrics.
+	NewHooks func() []kgo.Hook
 }
 
 // Validate reports every problem with c at once.
@@ -72,6 +76,11 @@ func (c ClientConfig) Options() []kgo.Opt {
 	}
 	if c.Logger != nil {
 		opts = append(opts, kgo.WithLogger(kslog.New(c.Logger)))
+	}
+	if c.NewHooks != nil {
+		if hooks := c.NewHooks(); len(hooks) > 0 {
+			opts = append(opts, kgo.WithHooks(hooks...))
+		}
 	}
 	return append(opts, c.Opts...)
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -148,6 +149,27 @@ type Hop struct {
 	// it, so that output computed for a partition is committed before the
 	// partition's next owner can take it over.
 	idle sync.Mutex
+
+	// Group membership, kept by the rebalance callbacks for Membership.
+	joined     atomic.Bool
+	partitions atomic.Int64
+}
+
+// Membership reports whether the hop's client is a member of its group
+// with an assignment (possibly empty: a group may have more members than
+// partitions), and how many partitions it holds. It is false before the
+// first assignment, after the session is lost and after Run returns. Safe
+// for concurrent use.
+func (h *Hop) Membership() (joined bool, partitions int) {
+	return h.joined.Load(), int(h.partitions.Load())
+}
+
+func countPartitions(m map[string][]int32) int64 {
+	n := 0
+	for _, ps := range m {
+		n += len(ps)
+	}
+	return int64(n)
 }
 
 // NewHop builds the hop's client and joins nothing yet: the group is joined
@@ -173,21 +195,33 @@ func NewHop(cfg HopConfig) (*Hop, error) {
 	if len(cfg.ManualPartitionTopics) > 0 {
 		opts = append(opts, kgo.RecordPartitioner(manualFor(cfg.ManualPartitionTopics, kgo.StickyKeyPartitioner(nil))))
 	}
-	if cfg.OnAssigned != nil {
-		opts = append(opts, kgo.OnPartitionsAssigned(cfg.OnAssigned))
-	}
 	h := &Hop{cfg: cfg, log: log}
-	if cfg.OnRevoked != nil {
-		revoked := cfg.OnRevoked
-		if cfg.Guarantee == ExactlyOnce {
-			revoked = func(ctx context.Context, cl *kgo.Client, rev map[string][]int32) {
-				h.idle.Lock()
-				defer h.idle.Unlock()
+	// The callbacks also track the membership for readiness (Membership);
+	// kgo calls OnPartitionsAssigned after every join, even with nothing
+	// assigned.
+	opts = append(opts, kgo.OnPartitionsAssigned(func(ctx context.Context, cl *kgo.Client, as map[string][]int32) {
+		if cfg.OnAssigned != nil {
+			cfg.OnAssigned(ctx, cl, as)
+		}
+		h.partitions.Add(countPartitions(as))
+		h.joined.Store(true)
+	}))
+	revoked := func(lost bool) func(context.Context, *kgo.Client, map[string][]int32) {
+		return func(ctx context.Context, cl *kgo.Client, rev map[string][]int32) {
+			if cfg.OnRevoked != nil {
+				if cfg.Guarantee == ExactlyOnce {
+					h.idle.Lock()
+					defer h.idle.Unlock()
+				}
 				cfg.OnRevoked(ctx, cl, rev)
 			}
+			h.partitions.Add(-countPartitions(rev))
+			if lost {
+				h.joined.Store(false)
+			}
 		}
-		opts = append(opts, kgo.OnPartitionsRevoked(revoked), kgo.OnPartitionsLost(revoked))
 	}
+	opts = append(opts, kgo.OnPartitionsRevoked(revoked(false)), kgo.OnPartitionsLost(revoked(true)))
 	var err error
 	switch cfg.Guarantee {
 	case ExactlyOnce:
@@ -416,6 +450,7 @@ func (h *Hop) batchError(ctx context.Context, perr error) error {
 }
 
 func (h *Hop) close() {
+	defer h.joined.Store(false)
 	// Close leaves the group; with autocommit disabled (at-least-once) and in
 	// a transact session nothing is committed on the way out.
 	if h.sess != nil {
