@@ -55,10 +55,11 @@ type registry struct {
 	// fingerprint of the Parsing Canonical Form (see canonical.go).
 	header map[Kind][]byte
 	// byFingerprint maps every fingerprint we read to its kind: the one we
-	// write, and the ones goavro and hamba/avro compute for the same
-	// schema, so that records from Go services using those libraries'
-	// single-object encoders are read too. The schema, and so the body,
-	// is the same; only the libraries' canonical forms differ.
+	// write, and the ones goavro (and Apache Avro's Python library) and
+	// hamba/avro compute for the same schema, so that records from
+	// services using those libraries' single-object encoders are read too.
+	// The schema, and so the body, is the same; only the libraries'
+	// canonical forms differ.
 	byFingerprint map[uint64]Kind
 	// shapes holds each kind's schema as the binary walks in walk.go need
 	// it: the guard run before goavro decodes, and the map sort after it
@@ -223,7 +224,8 @@ func decode[T any](k Kind, b []byte, convert func(map[string]any) (T, error)) (v
 	}
 	v, err = convert(m)
 	if err != nil {
-		return v, &DecodeError{Kind: k, Reason: "malformed", Err: err}
+		var zero T
+		return zero, &DecodeError{Kind: k, Reason: "malformed", Err: err}
 	}
 	return v, nil
 }
