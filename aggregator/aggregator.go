@@ -13,7 +13,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/internal/tracing"
 	"github.com/scattergather/scattergather/schemas"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -65,6 +68,12 @@ type Config struct {
 	Now func() time.Time
 	// Logger defaults to discarding.
 	Logger *slog.Logger
+	// Metrics registers the aggregator's metrics (see internal/metrics);
+	// nil: none.
+	Metrics prometheus.Registerer
+	// Tracer starts the aggregate span of each reply and carries its
+	// traceparent on the reply; nil still carries the trace.
+	Tracer *tracing.Tracer
 }
 
 // Validate fills in defaults and reports every problem with c at once.
@@ -180,6 +189,7 @@ type Aggregator struct {
 	m  *machine
 
 	stats stats
+	obs   *observer // metrics and spans; guarded by mu
 }
 
 // New returns an aggregator for cfg. It connects to nothing until Run.
@@ -189,6 +199,11 @@ func New(cfg Config) (*Aggregator, error) {
 	}
 	cfg.Merges = maps.Clone(cfg.Merges)
 	a := &Aggregator{cfg: cfg, log: cfg.Logger.With("role", role)}
+	obs, err := newObserver(&cfg)
+	if err != nil {
+		return nil, fmt.Errorf("aggregator metrics: %w", err)
+	}
+	a.obs = obs
 	a.m = newMachine(cfg.LateWindow, a.mergeFor)
 	hcfg := kafka.HopConfig{
 		Client:          cfg.Client,
@@ -284,6 +299,7 @@ func (a *Aggregator) process(_ context.Context, b *kafka.Batch) error {
 			m.out = m.out[:0]
 			return err
 		}
+		a.obs.output(o, rec, now)
 		b.Produce(rec)
 	}
 	clear(m.out)
@@ -313,6 +329,7 @@ func (a *Aggregator) handle(m *machine, ps *partitionState, now time.Time, rec *
 			m.deadLetter(rec, "key-mismatch", fmt.Errorf("manifest %s keyed %q: records of a request must be keyed by its correlation id", mf.CorrelationID, rec.Key))
 			return
 		}
+		a.obs.manifest(mf, rec)
 		m.manifest(ps, now, mf, rec)
 	case schemas.KindResult:
 		res, err := schemas.DecodeResult(rec.Value)
@@ -372,6 +389,7 @@ func (a *Aggregator) end(committed bool) {
 		return
 	}
 	a.m.abort()
+	a.obs.abort()
 	a.publishGauges()
 }
 
@@ -379,12 +397,14 @@ func (a *Aggregator) end(committed bool) {
 func (a *Aggregator) committed(c counters) {
 	a.stats.add(c)
 	a.publishGauges()
+	a.obs.commit(a.Stats())
 }
 
 func (a *Aggregator) publishGauges() {
 	g := a.m.gauges()
 	a.stats.open.Store(g.open)
 	a.stats.orphansHeld.Store(g.held)
+	a.obs.gauges(g)
 }
 
 func (a *Aggregator) assigned(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
@@ -394,9 +414,11 @@ func (a *Aggregator) assigned(_ context.Context, _ *kgo.Client, assigned map[str
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	start := time.Now()
 	for _, p := range ps {
 		a.m.assign(p)
 	}
+	a.obs.restored(time.Since(start))
 	a.publishGauges()
 	a.log.Info("partitions assigned", "topic", a.cfg.Topics.Results(), "partitions", ps)
 }
