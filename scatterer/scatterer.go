@@ -37,9 +37,11 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/internal/tracing"
 	"github.com/scattergather/scattergather/schemas"
 )
 
@@ -63,6 +65,13 @@ type Config struct {
 	// Now is the clock; default time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger
+	// Metrics registers the scatterer's metrics (see internal/metrics);
+	// nil: none.
+	Metrics prometheus.Registerer
+	// Tracer starts the scatter span of each request and carries its
+	// traceparent on the tasks and the manifest; nil still carries the
+	// trace.
+	Tracer *tracing.Tracer
 }
 
 // Validate fills defaults and reports every problem with c at once.
@@ -137,6 +146,7 @@ type Scatterer struct {
 	routes map[schemas.Route]Route
 	hop    *kafka.Hop
 	n      counters
+	obs    *observer // metrics and spans; used on Run's goroutine
 }
 
 // New validates cfg and builds the Scatterer's client; Run joins the group.
@@ -160,6 +170,9 @@ func New(cfg Config) (*Scatterer, error) {
 		return nil, fmt.Errorf("scatterer: %w", err)
 	}
 	s.hop = hop
+	if s.obs, err = newObserver(&s.cfg, s.routes); err != nil {
+		return nil, fmt.Errorf("scatterer metrics: %w", err)
+	}
 	return s, nil
 }
 
@@ -180,7 +193,7 @@ func (s *Scatterer) Client() *kgo.Client { return s.hop.Client() }
 // and leaves the group.
 func (s *Scatterer) Run(ctx context.Context) error {
 	s.cfg.Logger.Info("scatterer running", "group", s.cfg.Group, "topic", s.cfg.Topics.Requests(), "routes", len(s.routes), "guarantee", s.cfg.Guarantee)
-	err := s.hop.Run(ctx, s.process, func(bool) {})
+	err := s.hop.Run(ctx, s.process, s.obs.end)
 	s.cfg.Logger.Info("scatterer stopped", "group", s.cfg.Group)
 	return err
 }
@@ -193,6 +206,7 @@ func (s *Scatterer) process(_ context.Context, b *kafka.Batch) error {
 			errs = append(errs, err)
 			return
 		}
+		s.obs.scattered(rec, out)
 		for _, r := range out {
 			b.Produce(r)
 		}
