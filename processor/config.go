@@ -8,7 +8,10 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/internal/tracing"
 	"github.com/scattergather/scattergather/schemas"
 )
 
@@ -59,6 +62,12 @@ type Config struct {
 	DrainTimeout time.Duration
 	// Logger; nil discards logs.
 	Logger *slog.Logger
+	// Metrics registers the processor's metrics (see internal/metrics);
+	// nil: none.
+	Metrics prometheus.Registerer
+	// Tracer starts the process span of each task and carries its
+	// traceparent on the result; nil still carries the trace.
+	Tracer *tracing.Tracer
 }
 
 // Validate fills in the defaults and reports every problem with c at once.

@@ -34,6 +34,9 @@ type Processor struct {
 	nOK, nError, nExpired, nDLQ atomic.Uint64
 	// Batches whose output was thrown away to be consumed again.
 	nAborted atomic.Uint64
+
+	obs *observer                 // metrics and spans
+	hop atomic.Pointer[kafka.Hop] // of the Run in progress, for readiness
 }
 
 // Stats are a processor's counters so far.
@@ -75,7 +78,13 @@ func New(cfg Config, h Handler) (*Processor, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("role", "processor", "route", cfg.Route, "group", cfg.Group, "instance", cfg.InstanceID)
-	return &Processor{cfg: cfg, log: log, run: newRunner(&cfg, h, log)}, nil
+	p := &Processor{cfg: cfg, log: log, run: newRunner(&cfg, h, log)}
+	obs, err := newObserver(&cfg, p.run)
+	if err != nil {
+		return nil, fmt.Errorf("processor metrics: %w", err)
+	}
+	p.obs = obs
+	return p, nil
 }
 
 // Stats returns the counters so far. Safe for concurrent use.
@@ -104,6 +113,7 @@ func (p *Processor) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("processor %s: %w", p.cfg.Group, err)
 	}
+	p.hop.Store(hop)
 	p.log.Info("processor starting", "topic", p.cfg.Topics.Tasks(string(p.cfg.Route)), "guarantee", p.cfg.Guarantee)
 	// pending is written by process and read by end; the hop calls both on
 	// its goroutine, one after the other.
@@ -122,6 +132,7 @@ func (p *Processor) Run(ctx context.Context) error {
 		} else {
 			p.nAborted.Add(1)
 		}
+		p.obs.end(committed)
 		pending = tally{}
 	}
 	if err := hop.Run(ctx, process, end); err != nil {
@@ -211,6 +222,7 @@ func (p *Processor) processPartition(ctx context.Context, b *kafka.Batch, recs [
 			// Stop rather than leave the aggregator waiting unawares.
 			return n, err
 		}
+		p.obs.result(rec, res, out)
 		b.Produce(out)
 		switch res.Status {
 		case schemas.ResultOK:
@@ -226,6 +238,7 @@ func (p *Processor) processPartition(ctx context.Context, b *kafka.Batch, recs [
 
 func (p *Processor) deadLetter(b *kafka.Batch, rec *kgo.Record, reason string, err error) {
 	p.log.Warn("task dead-lettered", "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset, "reason", reason, "err", err)
+	p.obs.deadLetter(reason)
 	b.Produce(kafka.DeadLetter(p.cfg.Topics.DLQ(), rec, "processor", reason, err))
 }
 
