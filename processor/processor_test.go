@@ -161,17 +161,13 @@ func task(id string, part schemas.PartID, payload string) schemas.Task {
 // partition(i).
 func (e *env) produce(t *testing.T, partition func(i int) int32, values ...[]byte) {
 	t.Helper()
-	if err := e.produceErr(t.Context(), partition, values...); err != nil {
-		t.Fatalf("produce: %v", err)
-	}
-}
-
-func (e *env) produceErr(ctx context.Context, partition func(i int) int32, values ...[]byte) error {
 	recs := make([]*kgo.Record, len(values))
 	for i, v := range values {
 		recs[i] = &kgo.Record{Topic: e.topics.Tasks(string(testRoute)), Partition: partition(i), Value: v}
 	}
-	return e.prod.ProduceSync(ctx, recs...).FirstErr()
+	if err := e.prod.ProduceSync(t.Context(), recs...).FirstErr(); err != nil {
+		t.Fatalf("produce: %v", err)
+	}
 }
 
 func encodeTasks(t *testing.T, tasks ...schemas.Task) [][]byte {
@@ -513,19 +509,28 @@ func TestProcessorBroadcast(t *testing.T) {
 }
 
 // TestProcessorGroupFailover runs two instances in one group over a
-// 4-partition task topic while tasks keep coming, and stops one in the
-// middle: both do work, the survivor takes over the partitions of the one
-// that left, and every task is answered, exactly once under exactly-once.
+// 4-partition task topic and stops one while its handler is busy: both do
+// work, the survivor takes over the partitions of the one that left, and
+// every task is answered, exactly once under exactly-once.
 func TestProcessorGroupFailover(t *testing.T) {
 	for _, g := range []kafka.Guarantee{kafka.ExactlyOnce, kafka.AtLeastOnce} {
 		t.Run(string(g), func(t *testing.T) {
 			e := newEnv(t, 4)
-			h, err := Sleep(SleepConfig{Delay: 2 * time.Millisecond})
+			sleep, err := Sleep(SleepConfig{Delay: 2 * time.Millisecond})
 			if err != nil {
 				t.Fatal(err)
 			}
+			// aBusy is closed when "a" starts a task of the second phase.
+			aBusy := make(chan struct{})
+			var once sync.Once
 			runs := map[string]*running{}
 			for _, name := range []string{"a", "b"} {
+				h := HandlerFunc(func(ctx context.Context, tk schemas.Task) ([]byte, error) {
+					if name == "a" && strings.HasPrefix(string(tk.CorrelationID), "p2-") {
+						once.Do(func() { close(aBusy) })
+					}
+					return sleep.Handle(ctx, tk)
+				})
 				cfg := e.config(name)
 				cfg.Guarantee = g
 				cfg.DrainTimeout = 100 * time.Millisecond
@@ -533,82 +538,85 @@ func TestProcessorGroupFailover(t *testing.T) {
 			}
 			waitGroupShared(t, e, e.config("a").groupName(), 2)
 
-			// Tasks trickle in, 8 at a time (2 per partition), so that
-			// there is work in flight and work to come when "a" stops.
-			const n, wave = 400, 8
-			var tasks []schemas.Task
-			for i := range n {
-				tasks = append(tasks, task(fmt.Sprintf("req-%03d", i), ShardID(i%4), "x"))
-			}
-			values := encodeTasks(t, tasks...)
-			var wg sync.WaitGroup
-			// Exits when every wave is written or a produce fails.
-			wg.Go(func() {
-				for i := 0; i < n; i += wave {
-					if err := e.produceErr(t.Context(), func(j int) int32 { return int32((i + j) % 4) }, values[i:i+wave]...); err != nil {
-						t.Errorf("produce wave %d: %v", i/wave, err)
-						return
-					}
-					time.Sleep(10 * time.Millisecond) // the pace of arrivals, not a wait for a result
+			var all []schemas.Task
+			phase := func(name string, n int) {
+				var tasks []schemas.Task
+				for i := range n {
+					tasks = append(tasks, task(fmt.Sprintf("%s-%03d", name, i), ShardID(i%4), "x"))
 				}
-			})
-			defer wg.Wait()
-
+				e.produce(t, func(i int) int32 { return int32(i % 4) }, encodeTasks(t, tasks...)...)
+				all = append(all, tasks...)
+			}
 			rd := e.reader(t, e.topics.Results())
-			count := func(rs []*kgo.Record) map[string]int {
-				c := map[string]int{}
-				for _, r := range results(t, rs) {
-					c[r.ProcessorID]++
+			answered := func(prefix string, n int) func([]*kgo.Record) bool {
+				return func(rs []*kgo.Record) bool {
+					c := 0
+					for id := range byID(results(t, rs)) {
+						if strings.HasPrefix(string(id), prefix) {
+							c++
+						}
+					}
+					return c == n
 				}
-				return c
 			}
-			rd.until(t, "both instances answer", func(rs []*kgo.Record) bool { c := count(rs); return c["a"] >= 20 && c["b"] >= 20 })
+
+			// Phase 1: each instance answers the tasks of its partitions.
+			phase("p1", 40)
+			rd.until(t, "phase 1 answered", answered("p1-", 40))
+			// Phase 2: "a" stops while its handler is running.
+			phase("p2", 400)
+			select {
+			case <-aBusy:
+			case <-time.After(waitFor):
+				t.Fatal("a got no task of phase 2")
+			}
 			if err := runs["a"].stop(); err != nil {
 				t.Fatalf("stop a: %v", err)
 			}
-			stoppedAt := len(byID(results(t, rd.recs)))
-			rd.until(t, "every task answered", func(rs []*kgo.Record) bool { return len(byID(results(t, rs))) == n })
-			wg.Wait()
+			// Phase 3: only "b" is left to answer, on every partition.
+			phase("p3", 40)
+			rd.until(t, "every task answered", func(rs []*kgo.Record) bool { return len(byID(results(t, rs))) == len(all) })
 			if err := runs["b"].stop(); err != nil {
 				t.Fatalf("stop b: %v", err)
 			}
 
-			all := results(t, rd.drain(t, e.layout.ResultPartitions))
-			got := byID(all)
+			got := byID(results(t, rd.drain(t, e.layout.ResultPartitions)))
 			dups := 0
-			for _, tk := range tasks {
+			answeredBy := map[string]map[string]bool{} // phase -> processor ids
+			bParts := map[schemas.PartID]bool{}        // parts b answered in phase 3
+			for _, tk := range all {
 				rs := got[tk.CorrelationID]
 				if len(rs) == 0 {
 					t.Fatalf("task %s lost", tk.CorrelationID)
 				}
+				dups += len(rs) - 1
+				ph := string(tk.CorrelationID[:2])
 				for _, r := range rs {
 					if r.Status != schemas.ResultOK {
 						t.Fatalf("task %s answered %s: %s", tk.CorrelationID, r.Status, r.Error)
 					}
-				}
-				dups += len(rs) - 1
-			}
-			// The survivor answered tasks of every partition, so it took
-			// over the ones "a" had.
-			bParts := map[schemas.PartID]bool{}
-			for _, r := range all {
-				if r.ProcessorID == "b" {
-					bParts[r.PartID] = true
+					if answeredBy[ph] == nil {
+						answeredBy[ph] = map[string]bool{}
+					}
+					answeredBy[ph][r.ProcessorID] = true
+					if ph == "p3" && r.ProcessorID == "b" {
+						bParts[r.PartID] = true
+					}
 				}
 			}
 			sa, sb := runs["a"].p.Stats(), runs["b"].p.Stats()
-			t.Logf("a stopped with %d of %d tasks answered; %d results; a: %+v; b: %+v", stoppedAt, n, len(all), sa, sb)
-			if stoppedAt >= n {
-				t.Fatalf("every task was answered before a stopped: the test stopped nothing in the middle")
+			t.Logf("%d tasks, %d duplicate results; answered by %v; a: %+v; b: %+v", len(all), dups, answeredBy, sa, sb)
+			if !answeredBy["p1"]["a"] || !answeredBy["p1"]["b"] {
+				t.Fatalf("phase 1 answered by %v, want both", answeredBy["p1"])
 			}
-			if len(bParts) != 4 {
-				t.Fatalf("b answered parts %v only, want all 4 after a left", slices.Sorted(maps.Keys(bParts)))
+			if answeredBy["p3"]["a"] || len(bParts) != 4 {
+				t.Fatalf("phase 3 answered by %v, b on parts %v; want b alone on all 4", answeredBy["p3"], slices.Sorted(maps.Keys(bParts)))
 			}
 			if g == kafka.ExactlyOnce && dups > 0 {
 				t.Fatalf("%d duplicate results under exactly-once", dups)
 			}
-			if g == kafka.ExactlyOnce && sa.OK+sb.OK != n {
-				t.Fatalf("committed OK counts %d + %d, want %d", sa.OK, sb.OK, n)
+			if g == kafka.ExactlyOnce && sa.OK+sb.OK != uint64(len(all)) {
+				t.Fatalf("committed OK counts %d + %d, want %d", sa.OK, sb.OK, len(all))
 			}
 		})
 	}
