@@ -12,12 +12,15 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/scattergather/scattergather/aggregator"
 	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/internal/metrics"
 	"github.com/scattergather/scattergather/internal/routes"
+	"github.com/scattergather/scattergather/internal/tracing"
 	"github.com/scattergather/scattergather/processor"
 	"github.com/scattergather/scattergather/scatterer"
 	"github.com/scattergather/scattergather/schemas"
@@ -51,6 +54,16 @@ type Config struct {
 	// TuneScatterer adjusts the scatterer's config before New.
 	TuneScatterer func(*scatterer.Config)
 	Logger        *slog.Logger
+	// Metrics registers every role's metrics on one registerer (roles
+	// share vectors); nil: none. See Checks and Groups for /readyz and
+	// the lag sampler.
+	Metrics prometheus.Registerer
+	// KafkaMetrics, when set, gives every role's Kafka client its kprom
+	// metrics, labelled by role.
+	KafkaMetrics *metrics.KafkaMetrics
+	// Exporter, when set, receives every role's spans; the trace context
+	// is carried either way.
+	Exporter *tracing.Exporter
 }
 
 // Stack is a built pipeline, ready to Run.
@@ -80,8 +93,9 @@ func New(ctx context.Context, cfg Config) (*Stack, error) {
 	if err != nil {
 		return nil, err
 	}
-	scfg := scatterer.Config{Client: cfg.Client, Topics: cfg.Topics, Routes: srs, Guarantee: cfg.Guarantee,
-		InstanceID: "stack", Logger: cfg.Logger.With("role", "scatterer")}
+	scfg := scatterer.Config{Client: cfg.observedClient("scatterer"), Topics: cfg.Topics, Routes: srs, Guarantee: cfg.Guarantee,
+		InstanceID: "stack", Logger: cfg.Logger.With("role", "scatterer"),
+		Metrics: cfg.Metrics, Tracer: tracing.New(cfg.Exporter, "scattergather-scatterer")}
 	if cfg.TuneScatterer != nil {
 		cfg.TuneScatterer(&scfg)
 	}
@@ -92,9 +106,10 @@ func New(ctx context.Context, cfg Config) (*Stack, error) {
 		n := max(ps.Instances, 1)
 		for i := range n {
 			pcfg := processor.Config{
-				Client: cfg.Client, Topics: cfg.Topics, Route: ps.Route, Recipient: ps.Recipient,
+				Client: cfg.observedClient("processor"), Topics: cfg.Topics, Route: ps.Route, Recipient: ps.Recipient,
 				Guarantee: cfg.Guarantee, InstanceID: fmt.Sprintf("stack-%d", i),
-				Logger: cfg.Logger.With("role", "processor", "route", ps.Route, "recipient", ps.Recipient),
+				Logger:  cfg.Logger.With("role", "processor", "route", ps.Route, "recipient", ps.Recipient),
+				Metrics: cfg.Metrics, Tracer: tracing.New(cfg.Exporter, "scattergather-processor"),
 			}
 			if ps.Tune != nil {
 				ps.Tune(&pcfg)
@@ -111,8 +126,9 @@ func New(ctx context.Context, cfg Config) (*Stack, error) {
 		return nil, err
 	}
 	for i := range max(cfg.Aggregators, 0) {
-		acfg := aggregator.Config{Client: cfg.Client, Topics: cfg.Topics, Guarantee: cfg.Guarantee, Merges: merges,
-			InstanceID: fmt.Sprintf("stack-%d", i), Logger: cfg.Logger.With("role", "aggregator")}
+		acfg := aggregator.Config{Client: cfg.observedClient("aggregator"), Topics: cfg.Topics, Guarantee: cfg.Guarantee, Merges: merges,
+			InstanceID: fmt.Sprintf("stack-%d", i), Logger: cfg.Logger.With("role", "aggregator"),
+			Metrics: cfg.Metrics, Tracer: tracing.New(cfg.Exporter, "scattergather-aggregator")}
 		if cfg.TuneAggregator != nil {
 			cfg.TuneAggregator(&acfg)
 		}
