@@ -39,8 +39,9 @@ type Config struct {
 	Client kafka.ClientConfig
 	// Topics names the topics: the aggregator consumes Topics.Results(),
 	// replies to the manifest's ReplyTo (when it starts with
-	// Topics.Replies(), else to Topics.Replies()) and dead-letters to
-	// Topics.DLQ().
+	// Topics.Replies(), else to Topics.Replies()), dead-letters to
+	// Topics.DLQ() and keeps its state in Topics.State(), a compacted
+	// topic with as many partitions as Topics.Results().
 	Topics kafka.Topics
 	// Group is the consumer group; default Topics.Prefix + "aggregator".
 	Group string
@@ -155,13 +156,27 @@ type Stats struct {
 	Open int64
 	// DeadLettered counts records written to the DLQ.
 	DeadLettered int64
+	// ChangelogRecords counts records written to the changelog (the state
+	// topic), tombstones included.
+	ChangelogRecords int64
+	// Restored counts what assigned partitions brought back from the
+	// changelog: open requests, requests replied to and still in their late
+	// window, and results held before their manifest.
+	RestoredOpen int64
+	RestoredDone int64
+	RestoredHeld int64
+	// RestoreSkipped counts changelog entries a restore could not use:
+	// undecodable, or left over from a request that had moved on.
+	RestoreSkipped int64
 }
 
 type stats struct {
 	manifests, results, duplicates, late atomic.Int64
 	orphansHeld, orphansExpired          atomic.Int64
 	complete, partial, failed            atomic.Int64
-	open, deadLettered                   atomic.Int64
+	open, deadLettered, changelog        atomic.Int64
+	restoredOpen, restoredDone           atomic.Int64
+	restoredHeld, restoreSkipped         atomic.Int64
 }
 
 func (s *stats) add(c counters) {
@@ -174,19 +189,43 @@ func (s *stats) add(c counters) {
 	s.partial.Add(c.partial)
 	s.failed.Add(c.failed)
 	s.deadLettered.Add(c.deadLettered)
+	s.changelog.Add(c.changelog)
+}
+
+func (s *stats) addRestored(n restored) {
+	s.restoredOpen.Add(int64(n.open))
+	s.restoredDone.Add(int64(n.done))
+	s.restoredHeld.Add(int64(n.held))
+	s.restoreSkipped.Add(int64(n.skipped))
 }
 
 // Aggregator gathers results by correlation id and replies once per
-// request. Run it with Run; Stats is safe to call at any time.
+// request. Run it with Run; Stats and Ready are safe to call at any time.
 type Aggregator struct {
 	cfg Config
 	log *slog.Logger
 	hop *kafka.Hop
 
-	// mu guards m: batches run on Run's goroutine, partition assignments
-	// on the client's rebalance goroutine.
+	// mu guards m, fatal and recs: batches run on Run's goroutine,
+	// partition assignments on the client's rebalance goroutine.
 	mu sync.Mutex
 	m  *machine
+	// fatal is why a partition could not be restored; the next batch
+	// returns it and Run fails.
+	fatal error
+	// recs holds the changelog records of the batch in flight, reused
+	// from batch to batch.
+	recs []kgo.Record
+
+	// quit is closed when Run is stopping, to cancel a restore in
+	// progress: the client's callbacks get the client's context, which
+	// ends only after the group was left, which waits for them.
+	quit     chan struct{}
+	quitOnce sync.Once
+	// joined is set once the group has assigned partitions (perhaps none);
+	// restoring counts partitions assigned and not restored yet.
+	joined    atomic.Bool
+	restoring atomic.Int32
 
 	stats stats
 	obs   *observer // metrics and spans; guarded by mu
@@ -198,7 +237,7 @@ func New(cfg Config) (*Aggregator, error) {
 		return nil, fmt.Errorf("aggregator config: %w", err)
 	}
 	cfg.Merges = maps.Clone(cfg.Merges)
-	a := &Aggregator{cfg: cfg, log: cfg.Logger.With("role", role)}
+	a := &Aggregator{cfg: cfg, log: cfg.Logger.With("role", role), quit: make(chan struct{})}
 	obs, err := newObserver(&cfg)
 	if err != nil {
 		return nil, fmt.Errorf("aggregator metrics: %w", err)
@@ -215,6 +254,9 @@ func New(cfg Config) (*Aggregator, error) {
 		OnAssigned:      a.assigned,
 		OnRevoked:       a.revoked,
 		Logger:          a.log,
+		// Changelog records go to the partition of the results they
+		// describe.
+		ManualPartitionTopics: []string{cfg.Topics.State()},
 	}
 	if cfg.Guarantee != kafka.ExactlyOnce {
 		hcfg.TransactionalID = ""
@@ -237,12 +279,37 @@ func (a *Aggregator) mergeFor(route schemas.Route) Merge {
 // Run consumes results and replies until ctx is done or a batch fails. On
 // return the batch in flight has been committed or aborted, the group has
 // been left and the client closed; the in-memory state of every partition is
-// dropped. Run may be called once.
+// dropped (it lives on in the changelog). Run fails if a partition's state
+// cannot be restored. Run may be called once.
 func (a *Aggregator) Run(ctx context.Context) error {
-	if err := a.hop.Run(ctx, a.process, a.end); err != nil {
+	stop := context.AfterFunc(ctx, a.stopRestores)
+	defer stop()
+	process := func(ctx context.Context, b *kafka.Batch) error {
+		err := a.process(ctx, b)
+		if err != nil && !errors.Is(err, kafka.ErrAbort) {
+			a.stopRestores() // Run is about to leave the group
+		}
+		return err
+	}
+	if err := a.hop.Run(ctx, process, a.end); err != nil {
 		return fmt.Errorf("aggregator: %w", err)
 	}
 	return nil
+}
+
+func (a *Aggregator) stopRestores() { a.quitOnce.Do(func() { close(a.quit) }) }
+
+// Ready reports whether the aggregator serves every partition it was
+// assigned: it has joined its group and restored the state of each of its
+// partitions from the changelog. An instance with no partitions (more
+// instances than partitions) is ready. Safe to call at any time.
+func (a *Aggregator) Ready() bool {
+	if !a.joined.Load() || a.restoring.Load() > 0 {
+		return false
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.fatal == nil
 }
 
 // Stats returns the current counts.
@@ -260,6 +327,12 @@ func (a *Aggregator) Stats() Stats {
 		RepliesFailed:   s.failed.Load(),
 		Open:            s.open.Load(),
 		DeadLettered:    s.deadLettered.Load(),
+
+		ChangelogRecords: s.changelog.Load(),
+		RestoredOpen:     s.restoredOpen.Load(),
+		RestoredDone:     s.restoredDone.Load(),
+		RestoredHeld:     s.restoredHeld.Load(),
+		RestoreSkipped:   s.restoreSkipped.Load(),
 	}
 }
 
@@ -268,6 +341,9 @@ func (a *Aggregator) Stats() Stats {
 func (a *Aggregator) process(_ context.Context, b *kafka.Batch) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if a.fatal != nil {
+		return a.fatal
+	}
 	m := a.m
 	if m.dirty() {
 		// The previous batch neither consumed nor produced anything, so the
@@ -276,17 +352,25 @@ func (a *Aggregator) process(_ context.Context, b *kafka.Batch) error {
 	}
 	now := a.cfg.Now()
 	results := a.cfg.Topics.Results()
+	var unowned []int32
+	b.Fetches.EachPartition(func(p kgo.FetchTopicPartition) {
+		if p.Topic == results && len(p.Records) > 0 && m.parts[p.Partition] == nil {
+			unowned = append(unowned, p.Partition)
+		}
+	})
+	if len(unowned) > 0 {
+		// Revoked after the poll, or assigned and not restored (a shutdown
+		// interrupted the restore): these records must not be committed
+		// without their state. Consume them again; the next poll has none
+		// of a revoked partition.
+		a.log.Debug("records of partitions without state; batch consumed again", "partitions", unowned)
+		return kafka.ErrAbort
+	}
 	b.Fetches.EachPartition(func(p kgo.FetchTopicPartition) {
 		if p.Topic != results || len(p.Records) == 0 {
 			return
 		}
 		ps := m.parts[p.Partition]
-		if ps == nil {
-			// Revoked after the poll: the transaction will abort and the
-			// partition's next owner consumes these records.
-			a.log.Debug("records of a partition not assigned", "partition", p.Partition, "records", len(p.Records))
-			return
-		}
 		for _, rec := range p.Records {
 			a.handle(m, ps, now, rec)
 		}
@@ -304,6 +388,10 @@ func (a *Aggregator) process(_ context.Context, b *kafka.Batch) error {
 	}
 	clear(m.out)
 	m.out = m.out[:0]
+	if err := m.changelog(); err != nil {
+		return err
+	}
+	a.produceChangelog(b)
 	if b.Len() == 0 && b.Fetches.NumRecords() == 0 {
 		// The hop ends only batches that consumed or produced something.
 		a.committed(m.commit())
@@ -380,6 +468,25 @@ func (a *Aggregator) record(o output) (*kgo.Record, error) {
 	}, nil
 }
 
+// produceChangelog adds the batch's changelog records to b, as state
+// records: they are in the batch's transaction, or written after its
+// replies under at-least-once (a crash between the two may repeat a reply,
+// never lose one). a.mu must be held.
+func (a *Aggregator) produceChangelog(b *kafka.Batch) {
+	recs := a.m.log.recs
+	a.m.delta.changelog = int64(len(recs))
+	if cap(a.recs) < len(recs) {
+		a.recs = make([]kgo.Record, len(recs), 2*len(recs))
+	}
+	// The previous batch's records are done with: the hop ended it.
+	a.recs = a.recs[:len(recs)]
+	topic := a.cfg.Topics.State()
+	for i, s := range recs {
+		a.recs[i] = kgo.Record{Topic: topic, Partition: s.partition, Key: s.key, Value: s.value}
+		b.ProduceState(&a.recs[i])
+	}
+}
+
 // end learns whether the batch committed; it runs on Run's goroutine.
 func (a *Aggregator) end(committed bool) {
 	a.mu.Lock()
@@ -407,20 +514,43 @@ func (a *Aggregator) publishGauges() {
 	a.obs.gauges(g)
 }
 
-func (a *Aggregator) assigned(_ context.Context, _ *kgo.Client, assigned map[string][]int32) {
-	ps := assigned[a.cfg.Topics.Results()]
-	if len(ps) == 0 {
+// assigned restores the state of newly assigned partitions from the
+// changelog. It runs on the client's rebalance goroutine, and the client
+// starts fetching the partitions only once it returns (kgo calls
+// OnPartitionsAssigned before it fetches their offsets), so no result of a
+// partition is processed before its state is back. It does not hold a.mu
+// while it reads: batches of the other partitions go on meanwhile.
+func (a *Aggregator) assigned(ctx context.Context, _ *kgo.Client, assigned map[string][]int32) {
+	defer a.joined.Store(true)
+	parts := assigned[a.cfg.Topics.Results()]
+	if len(parts) == 0 {
 		return
 	}
+	a.restoring.Add(int32(len(parts)))
+	defer a.restoring.Add(-int32(len(parts)))
+	ctx, stop := a.restoreContext(ctx)
+	defer stop()
+	start := time.Now()
+	states, n, err := a.restore(ctx, parts)
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	start := time.Now()
-	for _, p := range ps {
-		a.m.assign(p)
+	if err != nil {
+		if ctx.Err() != nil {
+			a.log.Info("restore interrupted: stopping", "partitions", parts)
+			return
+		}
+		a.fatal = fmt.Errorf("restore partitions %v from %s: %w", parts, a.cfg.Topics.State(), err)
+		a.log.Error("restore failed; stopping", "partitions", parts, "err", err)
+		return
+	}
+	for _, ps := range states {
+		a.m.install(ps)
 	}
 	a.obs.restored(time.Since(start))
+	a.stats.addRestored(n)
 	a.publishGauges()
-	a.log.Info("partitions assigned", "topic", a.cfg.Topics.Results(), "partitions", ps)
+	a.log.Info("partitions assigned and restored", "topic", a.cfg.Topics.Results(), "partitions", parts,
+		"open", n.open, "done", n.done, "orphans", n.orphans, "held", n.held, "skipped", n.skipped, "took", time.Since(start))
 }
 
 func (a *Aggregator) revoked(_ context.Context, _ *kgo.Client, revoked map[string][]int32) {
@@ -434,5 +564,5 @@ func (a *Aggregator) revoked(_ context.Context, _ *kgo.Client, revoked map[strin
 		a.m.revoke(p)
 	}
 	a.publishGauges()
-	a.log.Info("partitions revoked; their state is dropped", "topic", a.cfg.Topics.Results(), "partitions", ps)
+	a.log.Info("partitions revoked; their state is dropped (the changelog keeps it)", "topic", a.cfg.Topics.Results(), "partitions", ps)
 }

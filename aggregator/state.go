@@ -21,8 +21,12 @@ const indexAbove = 8
 type phase uint8
 
 const (
+	// phaseGone: the request was removed from its partition (expired or
+	// forgotten); a request object in this phase is only referred to by
+	// the undo log.
+	phaseGone phase = iota
 	// phaseOrphan: results came, the manifest did not yet.
-	phaseOrphan phase = iota + 1
+	phaseOrphan
 	// phaseOpen: the manifest came; gathering until the policy is met or
 	// the deadline passes.
 	phaseOpen
@@ -125,6 +129,7 @@ type counters struct {
 	complete       int64
 	partial        int64
 	failed         int64
+	changelog      int64 // records written to the changelog
 }
 
 // output is a record to produce: a reply, or a dead letter when src is set.
@@ -141,15 +146,18 @@ type output struct {
 // by one. Aborting restores the copies in reverse order.
 type (
 	reqUndo struct {
-		ps    *partitionState
-		id    schemas.CorrelationID
-		ptr   *request // nil: the request did not exist before the batch
-		saved request
+		ps      *partitionState
+		id      schemas.CorrelationID
+		r       *request // the request the batch changed
+		existed bool     // false: the batch created r
+		saved   request  // r before the batch, when it existed
 	}
 	slotUndo struct {
-		slots []slot
+		r     *request
+		slots []slot // r.slots when the slot changed
 		i     int
 		old   slot
+		p     int32 // r's partition
 	}
 	partUndo struct {
 		ps *partitionState
@@ -173,6 +181,9 @@ type machine struct {
 	delta    counters
 
 	out []output
+	// log is the changelog of the batch in flight, written by changelog
+	// once the batch's records and timers have been applied.
+	log changelog
 }
 
 func newMachine(lateWindow time.Duration, mergeFor func(schemas.Route) Merge) *machine {
@@ -215,12 +226,12 @@ func (m *machine) abort() {
 	}
 	for i := len(m.reqUndo) - 1; i >= 0; i-- {
 		u := &m.reqUndo[i]
-		if u.ptr == nil {
+		if !u.existed {
 			delete(u.ps.reqs, u.id)
 			continue
 		}
-		*u.ptr = u.saved
-		u.ps.reqs[u.id] = u.ptr
+		*u.r = u.saved
+		u.ps.reqs[u.id] = u.r
 		// The batch may have popped the timer of the restored due time.
 		u.ps.timers.push(u.saved.due, u.id)
 	}
@@ -237,6 +248,7 @@ func (m *machine) endBatch() {
 	m.reqUndo, m.slotUndo, m.partUndo = m.reqUndo[:0], m.slotUndo[:0], m.partUndo[:0]
 	m.delta = counters{}
 	m.seq++
+	m.log.reset()
 }
 
 // dirty reports whether the batch in flight changed anything.
@@ -263,7 +275,7 @@ func (m *machine) touch(ps *partitionState, r *request) {
 	if r.seq == m.seq {
 		return
 	}
-	m.reqUndo = append(m.reqUndo, reqUndo{ps: ps, id: r.id, ptr: r, saved: *r})
+	m.reqUndo = append(m.reqUndo, reqUndo{ps: ps, id: r.id, r: r, existed: true, saved: *r})
 	r.seq = m.seq
 }
 
@@ -279,15 +291,21 @@ func (m *machine) touchPartition(ps *partitionState) {
 func (m *machine) create(ps *partitionState, id schemas.CorrelationID) *request {
 	m.touchPartition(ps)
 	r := &request{id: id, seq: m.seq}
-	m.reqUndo = append(m.reqUndo, reqUndo{ps: ps, id: id})
+	m.reqUndo = append(m.reqUndo, reqUndo{ps: ps, id: id, r: r})
 	ps.reqs[id] = r
 	return r
 }
 
 // setSlot changes slot i of r, saving the old value.
-func (m *machine) setSlot(r *request, i int, s slot) {
-	m.slotUndo = append(m.slotUndo, slotUndo{slots: r.slots, i: i, old: r.slots[i]})
+func (m *machine) setSlot(ps *partitionState, r *request, i int, s slot) {
+	m.slotUndo = append(m.slotUndo, slotUndo{r: r, slots: r.slots, i: i, old: r.slots[i], p: ps.partition})
 	r.slots[i] = s
+}
+
+// remove drops r from ps; r must have been touched in this batch.
+func (m *machine) remove(ps *partitionState, r *request) {
+	r.phase = phaseGone
+	delete(ps.reqs, r.id)
 }
 
 func (m *machine) deadLetter(src *kgo.Record, reason string, err error) {
@@ -417,7 +435,7 @@ func (m *machine) apply(ps *partitionState, r *request, res schemas.Result, src 
 	}
 	// Mutation "record": part i has a result.
 	m.touch(ps, r)
-	m.setSlot(r, i, slot{
+	m.setSlot(ps, r, i, slot{
 		status:    res.Status,
 		payload:   res.Payload,
 		err:       res.Error,
@@ -439,6 +457,16 @@ func (m *machine) apply(ps *partitionState, r *request, res schemas.Result, src 
 // hold keeps a result that came before its manifest until its task's
 // deadline plus orphanGrace.
 func (m *machine) hold(ps *partitionState, r *request, res schemas.Result, src *kgo.Record, arrived int64) {
+	if src != nil {
+		for _, h := range r.held {
+			if h.src != nil && h.src.Offset == src.Offset {
+				// The same record again: a batch consumed again after a
+				// restart (at-least-once) whose results were already held.
+				m.delta.duplicates++
+				return
+			}
+		}
+	}
 	// Mutation "hold".
 	m.touch(ps, r)
 	r.held = append(r.held, heldResult{res: res, src: src, arrived: arrived})
@@ -499,11 +527,11 @@ func (m *machine) fire(ps *partitionState, now time.Time) {
 					r.id, time.Unix(0, r.due).UTC().Format(time.RFC3339Nano), orphanGrace))
 			}
 			ps.g.held -= int64(len(r.held))
-			delete(ps.reqs, r.id)
+			m.remove(ps, r)
 		case phaseDone:
 			// Mutation "forget": the late window passed.
 			m.touch(ps, r)
-			delete(ps.reqs, r.id)
+			m.remove(ps, r)
 		}
 	}
 }

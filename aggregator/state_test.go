@@ -27,10 +27,13 @@ type harness struct {
 	total  counters
 	offset int64
 	out    []output
+	// log is the changelog as a compacted topic would keep it: the latest
+	// value of each key, per partition.
+	log map[int32]map[string][]byte
 }
 
 func newHarness(t *testing.T) *harness {
-	h := &harness{t: t, now: epoch, merges: map[schemas.Route]Merge{}}
+	h := &harness{t: t, now: epoch, merges: map[schemas.Route]Merge{}, log: map[int32]map[string][]byte{}}
 	h.m = newMachine(testLateWindow, func(r schemas.Route) Merge {
 		if m, ok := h.merges[r]; ok {
 			return m
@@ -94,8 +97,25 @@ func (h *harness) manifest(m schemas.Manifest) {
 }
 
 func (h *harness) result(r schemas.Result) {
-	h.m.result(h.ps, h.now, r, h.src(string(r.CorrelationID)))
+	h.feed(r)
 	h.commit()
+}
+
+// feed applies result r, consumed now, to the batch in flight.
+func (h *harness) feed(r schemas.Result) {
+	h.m.result(h.ps, h.now, r, h.resultSrc(r))
+}
+
+// resultSrc is the record r was consumed from.
+func (h *harness) resultSrc(r schemas.Result) *kgo.Record {
+	src := h.src(string(r.CorrelationID))
+	v, err := schemas.EncodeResult(r)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	src.Value = v
+	src.Headers = []kgo.RecordHeader{{Key: "sg-type", Value: []byte("result")}}
+	return src
 }
 
 // advance moves the clock and fires what is due, as a tick does.
@@ -106,10 +126,12 @@ func (h *harness) advance(d time.Duration) {
 }
 
 func (h *harness) commit() {
+	h.writeChangelog()
 	c := h.m.commit()
 	h.total.add(c)
 	h.out = append(h.out, h.m.out...)
 	h.m.out = h.m.out[:0]
+	h.checkChangelog()
 }
 
 func (c *counters) add(d counters) {
@@ -122,6 +144,7 @@ func (c *counters) add(d counters) {
 	c.complete += d.complete
 	c.partial += d.partial
 	c.failed += d.failed
+	c.changelog += d.changelog
 }
 
 // replies takes the replies produced so far.
@@ -672,8 +695,8 @@ func TestMachineAbortRestoresState(t *testing.T) {
 			name:  "results that complete a request",
 			setup: func(h *harness) { h.manifest(h.mf("x", time.Second, ab)); h.result(ok("x", "a", `1`)) },
 			batch: func(h *harness) {
-				h.m.result(h.ps, h.now, ok("x", "b", `2`), h.src("x"))
-				h.m.result(h.ps, h.now, ok("x", "b", `3`), h.src("x")) // late, counted
+				h.feed(ok("x", "b", `2`))
+				h.feed(ok("x", "b", `3`)) // late, counted
 			},
 		},
 		{
@@ -683,17 +706,17 @@ func TestMachineAbortRestoresState(t *testing.T) {
 				h.result(res("x", "a", schemas.ResultError, "", "e"))
 			},
 			batch: func(h *harness) {
-				h.m.result(h.ps, h.now, ok("x", "a", `1`), h.src("x"))
-				h.m.result(h.ps, h.now, ok("x", "b", `2`), h.src("x"))
+				h.feed(ok("x", "a", `1`))
+				h.feed(ok("x", "b", `2`))
 			},
 		},
 		{
 			name:  "a held result and its manifest",
 			setup: func(h *harness) { h.result(ok("x", "a", `1`)) },
 			batch: func(h *harness) {
-				h.m.result(h.ps, h.now, ok("x", "b", `2`), h.src("x"))
+				h.feed(ok("x", "b", `2`))
 				h.m.manifest(h.ps, h.now, h.mf("x", time.Second, []string{"a", "b", "c"}), h.src("x"))
-				h.m.result(h.ps, h.now, ok("x", "z", `2`), h.src("x")) // unknown part
+				h.feed(ok("x", "z", `2`)) // unknown part
 			},
 		},
 		{
@@ -718,12 +741,12 @@ func TestMachineAbortRestoresState(t *testing.T) {
 				h.result(ok("z", "a", `1`))
 			},
 			batch: func(h *harness) {
-				h.m.result(h.ps, h.now, ok("x", "a", `1`), h.src("x"))
-				h.m.result(h.ps, h.now, ok("y", "a", `1`), h.src("y"))
-				h.m.result(h.ps, h.now, ok("x", "b", `1`), h.src("x"))
-				h.m.result(h.ps, h.now, ok("z", "b", `2`), h.src("z"))
+				h.feed(ok("x", "a", `1`))
+				h.feed(ok("y", "a", `1`))
+				h.feed(ok("x", "b", `1`))
+				h.feed(ok("z", "b", `2`))
 				h.m.manifest(h.ps, h.now, h.mf("z", time.Second, ab), h.src("z"))
-				h.m.result(h.ps, h.now, ok("w", "a", `2`), h.src("w"))
+				h.feed(ok("w", "a", `2`))
 				h.now = h.now.Add(time.Second)
 				h.m.tick(h.now)
 			},
@@ -755,7 +778,9 @@ func TestMachineAbortRestoresState(t *testing.T) {
 			tt.batch(h)
 			second := slices.Clone(h.m.out)
 			h.m.out = h.m.out[:0]
+			h.writeChangelog()
 			c := h.m.commit()
+			h.checkChangelog()
 			if !reflect.DeepEqual(describe(first), describe(second)) {
 				t.Errorf("records differ after abort and retry:\n first  %v\n second %v", describe(first), describe(second))
 			}
@@ -772,7 +797,7 @@ func TestMachineAbortRestoresState(t *testing.T) {
 func TestMachineAbortRestoresCounts(t *testing.T) {
 	h := newHarness(t)
 	h.m.manifest(h.ps, h.now, h.mf("x", time.Second, []string{"a"}), h.src("x"))
-	h.m.result(h.ps, h.now, ok("x", "a", `1`), h.src("x"))
+	h.feed(ok("x", "a", `1`))
 	h.m.abort()
 	if c := h.m.commit(); c != (counters{}) {
 		t.Errorf("counts after abort: %+v", c)
