@@ -10,6 +10,7 @@ import (
 	"github.com/scattergather/scattergather/aggregator"
 	"github.com/scattergather/scattergather/internal/catalog"
 	"github.com/scattergather/scattergather/internal/demo"
+	"github.com/scattergather/scattergather/internal/metrics"
 	"github.com/scattergather/scattergather/internal/stack"
 	"github.com/scattergather/scattergather/processor"
 	"github.com/scattergather/scattergather/scatterer"
@@ -53,6 +54,7 @@ func (c *common) setup(ctx context.Context, role string) (*setupResult, error) {
 func scattererCmd() *Command {
 	var (
 		c          common
+		o          observeFlags
 		maxPayload int
 	)
 	return &Command{
@@ -65,6 +67,7 @@ get one task that every recipient's processor group reads. Rejected requests go
 to the dlq topic with their reason and are answered FAILED.`,
 		Flags: func(fs *flag.FlagSet) {
 			c.register(fs, true)
+			o.register(fs, DefaultScattererMetricsAddr)
 			fs.IntVar(&maxPayload, "max-payload-bytes", scatterer.DefaultMaxPayloadBytes, "largest request payload accepted")
 		},
 		Run: func(ctx context.Context, _ []string) error {
@@ -72,16 +75,21 @@ to the dlq topic with their reason and are answered FAILED.`,
 			if err != nil {
 				return err
 			}
+			ob, err := o.build(s.log)
+			if err != nil {
+				return err
+			}
 			srs, err := s.table.ScattererRoutes()
 			if err != nil {
 				return err
 			}
-			sc, err := scatterer.New(scatterer.Config{Client: s.client, Topics: c.topics(), Routes: srs, Guarantee: s.guarantee,
-				InstanceID: c.instanceID, MaxPayloadBytes: maxPayload, Logger: s.log})
+			sc, err := scatterer.New(scatterer.Config{Client: ob.client(s.client, "scatterer"), Topics: c.topics(), Routes: srs, Guarantee: s.guarantee,
+				InstanceID: c.instanceID, MaxPayloadBytes: maxPayload, Logger: s.log, Metrics: ob.registerer(), Tracer: ob.tracer("scatterer")})
 			if err != nil {
 				return err
 			}
-			return sc.Run(ctx)
+			return ob.run(ctx, s.client, []string{sc.Group()},
+				[]metrics.Check{{Name: "scatterer", Ready: stack.GroupReady(sc.GroupAssignment)}}, sc.Run)
 		},
 	}
 }
@@ -133,6 +141,7 @@ func (h *handlerFlags) build(recipient string) (processor.Handler, error) {
 func processorCmd() *Command {
 	var (
 		c         common
+		o         observeFlags
 		h         handlerFlags
 		route     string
 		recipient string
@@ -152,6 +161,7 @@ running the handler; undecodable tasks go to the dlq topic. Start more
 instances with the same flags to share the route's partitions.`,
 		Flags: func(fs *flag.FlagSet) {
 			c.register(fs, true)
+			o.register(fs, DefaultProcessorMetricsAddr)
 			h.register(fs)
 			fs.StringVar(&route, "route", "", "route whose tasks to handle (required)")
 			fs.StringVar(&recipient, "recipient", "", "broadcast routes: the recipient this processor answers as")
@@ -178,13 +188,19 @@ instances with the same flags to share the route's partitions.`,
 			if r.Mode == "broadcast" && recipient == "" {
 				return fmt.Errorf("--recipient is required: route %s broadcasts to %v", route, r.Recipients)
 			}
-			p, err := processor.New(processor.Config{Client: s.client, Topics: c.topics(), Route: schemas.Route(route),
-				Recipient: schemas.PartID(recipient), Group: group, InstanceID: c.instanceID, Guarantee: s.guarantee,
-				Retries: &retries, Backoff: backoff, Logger: s.log.With("route", route)}, handler)
+			ob, err := o.build(s.log)
 			if err != nil {
 				return err
 			}
-			return p.Run(ctx)
+			p, err := processor.New(processor.Config{Client: ob.client(s.client, "processor"), Topics: c.topics(), Route: schemas.Route(route),
+				Recipient: schemas.PartID(recipient), Group: group, InstanceID: c.instanceID, Guarantee: s.guarantee,
+				Retries: &retries, Backoff: backoff, Logger: s.log.With("route", route),
+				Metrics: ob.registerer(), Tracer: ob.tracer("processor")}, handler)
+			if err != nil {
+				return err
+			}
+			return ob.run(ctx, s.client, []string{p.Group()},
+				[]metrics.Check{{Name: "processor", Ready: stack.GroupReady(p.GroupAssignment)}}, p.Run)
 		},
 	}
 }
@@ -192,6 +208,7 @@ instances with the same flags to share the route's partitions.`,
 func aggregatorCmd() *Command {
 	var (
 		c          common
+		o          observeFlags
 		tick       time.Duration
 		lateWindow time.Duration
 	)
@@ -207,6 +224,7 @@ time, also on idle partitions. Duplicates count once; late results are dropped
 and counted.`,
 		Flags: func(fs *flag.FlagSet) {
 			c.register(fs, true)
+			o.register(fs, DefaultAggregatorMetricsAddr)
 			fs.DurationVar(&tick, "tick", 50*time.Millisecond, "how often deadlines are checked when no record arrives")
 			fs.DurationVar(&lateWindow, "late-window", 5*time.Minute, "how long completed requests are remembered to drop late results")
 		},
@@ -219,12 +237,18 @@ and counted.`,
 			if err != nil {
 				return err
 			}
-			a, err := aggregator.New(aggregator.Config{Client: s.client, Topics: c.topics(), Guarantee: s.guarantee,
-				InstanceID: c.instanceID, Merges: merges, Tick: tick, LateWindow: lateWindow, Logger: s.log})
+			ob, err := o.build(s.log)
 			if err != nil {
 				return err
 			}
-			return a.Run(ctx)
+			a, err := aggregator.New(aggregator.Config{Client: ob.client(s.client, "aggregator"), Topics: c.topics(), Guarantee: s.guarantee,
+				InstanceID: c.instanceID, Merges: merges, Tick: tick, LateWindow: lateWindow, Logger: s.log,
+				Metrics: ob.registerer(), Tracer: ob.tracer("aggregator")})
+			if err != nil {
+				return err
+			}
+			return ob.run(ctx, s.client, []string{a.Group()},
+				[]metrics.Check{{Name: "aggregator", Ready: stack.GroupReady(a.GroupAssignment)}}, a.Run)
 		},
 	}
 }

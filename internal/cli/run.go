@@ -121,6 +121,7 @@ func sameShape(a, b routes.Route) bool {
 func devCmd() *Command {
 	var (
 		c          common
+		o          observeFlags
 		brokerAddr string
 		dataDir    string
 		fresh      bool
@@ -139,6 +140,7 @@ Try it from another shell:
   scattergather processor --route echo --handler sleep   # join the echo group`,
 		Flags: func(fs *flag.FlagSet) {
 			c.register(fs, false)
+			o.register(fs, DefaultDevMetricsAddr)
 			fs.StringVar(&brokerAddr, "broker-addr", "127.0.0.1:9092", "address of the embedded broker (127.0.0.1 only)")
 			fs.StringVar(&dataDir, "data-dir", defaultDataDir(), "where the embedded broker keeps its log; empty keeps it in memory")
 			fs.BoolVar(&fresh, "fresh", false, "delete --data-dir before starting")
@@ -173,15 +175,23 @@ Try it from another shell:
 			if err != nil {
 				return err
 			}
+			ob, err := o.build(log)
+			if err != nil {
+				return err
+			}
 			st, err := stack.New(ctx, stack.Config{Client: cc, Topics: c.topics(), Layout: c.layout(), Routes: table,
-				Guarantee: g, Processors: devProcessors(table), Logger: log})
+				Guarantee: g, Processors: devProcessors(table), Logger: log,
+				Metrics: ob.registerer(), KafkaMetrics: ob.kafka, Exporter: ob.exporter})
 			if err != nil {
 				return err
 			}
 			fmt.Fprintf(os.Stderr, "scattergather dev: broker on %s (data dir %q), routes %v, guarantee %s\n", strings.Join(b.Addrs(), ","), dataDir, table.Names(), g)
 			fmt.Fprintf(os.Stderr, "  try: scattergather request --brokers %s --route search --payload '{\"query\":\"red running shoes\",\"k\":5}'\n", b.Addrs()[0])
+			if o.metricsAddr != "" {
+				fmt.Fprintf(os.Stderr, "  metrics: http://%s/metrics (also /healthz, /readyz)\n", o.metricsAddr)
+			}
 			fmt.Fprintf(os.Stderr, "  Ctrl-C stops.\n")
-			return st.Run(ctx)
+			return ob.run(ctx, cc, st.Groups(), st.Checks(), st.Run)
 		},
 	}
 }

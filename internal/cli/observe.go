@@ -1,0 +1,150 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/internal/metrics"
+	"github.com/scattergather/scattergather/internal/tracing"
+)
+
+// Default metrics addresses of the long-running commands. Each role has
+// its own port so that one of each can run on a host; more instances of a
+// role on one host need their own --metrics-addr.
+const (
+	DefaultDevMetricsAddr        = "127.0.0.1:9090"
+	DefaultScattererMetricsAddr  = "127.0.0.1:9191"
+	DefaultProcessorMetricsAddr  = "127.0.0.1:9192"
+	DefaultAggregatorMetricsAddr = "127.0.0.1:9193"
+	DefaultGatewayMetricsAddr    = "127.0.0.1:9194"
+)
+
+// observeFlags are the observability flags of a long-running command.
+type observeFlags struct {
+	metricsAddr  string
+	otlpEndpoint string
+	lagInterval  time.Duration
+}
+
+// register defines --metrics-addr (default addr), --otlp-endpoint and
+// --lag-interval.
+func (o *observeFlags) register(fs *flag.FlagSet, addr string) {
+	fs.StringVar(&o.metricsAddr, "metrics-addr", addr, "address of the /metrics, /healthz and /readyz endpoints (host:port; 0.0.0.0:PORT for every interface); empty disables them")
+	fs.StringVar(&o.otlpEndpoint, "otlp-endpoint", "", "OTLP/HTTP endpoint that receives the trace spans, e.g. http://127.0.0.1:4318; empty exports none (the traceparent header is carried either way)")
+	fs.DurationVar(&o.lagInterval, "lag-interval", metrics.DefaultLagInterval, "how often the consumer lag of the command's groups is sampled for /metrics")
+}
+
+// observability is what a command exposes: a registry (nil when
+// --metrics-addr is empty), the Kafka client metrics and the span exporter.
+type observability struct {
+	flags    observeFlags
+	reg      *prometheus.Registry
+	kafka    *metrics.KafkaMetrics
+	exporter *tracing.Exporter
+	log      *slog.Logger
+}
+
+func (o *observeFlags) build(log *slog.Logger) (*observability, error) {
+	ob := &observability{flags: *o, log: log}
+	if o.lagInterval <= 0 {
+		return nil, fmt.Errorf("--lag-interval: %s, want a positive duration", o.lagInterval)
+	}
+	if o.metricsAddr != "" {
+		ob.reg = metrics.NewRegistry()
+		ob.kafka = metrics.NewKafkaMetrics(ob.reg)
+	}
+	if o.otlpEndpoint != "" {
+		exp, err := tracing.NewExporter(tracing.ExporterConfig{Endpoint: o.otlpEndpoint, Logger: log.With("component", "otlp")})
+		if err != nil {
+			return nil, fmt.Errorf("--otlp-endpoint: %w", err)
+		}
+		ob.exporter = exp
+	}
+	return ob, nil
+}
+
+// registerer returns the registry, or nil when metrics are off.
+func (ob *observability) registerer() prometheus.Registerer {
+	if ob.reg == nil {
+		return nil
+	}
+	return ob.reg
+}
+
+// tracer returns the tracer of a service (scattergather-<role>).
+func (ob *observability) tracer(role string) *tracing.Tracer {
+	return tracing.New(ob.exporter, "scattergather-"+role)
+}
+
+// client returns cc with the kprom hooks of role.
+func (ob *observability) client(cc kafka.ClientConfig, role string) kafka.ClientConfig {
+	if hooks := ob.kafka.Hooks(role); hooks != nil {
+		cc.NewHooks = hooks
+	}
+	return cc
+}
+
+// run runs main alongside the metrics server (serving checks), the lag
+// sampler of groups and the span exporter, until ctx ends or main returns;
+// then it stops the others and waits for them. The server binds before main
+// starts, so a taken port is an error at once.
+func (ob *observability) run(ctx context.Context, cc kafka.ClientConfig, groups []string, checks []metrics.Check, main func(context.Context) error) error {
+	var side []func(context.Context) error
+	if ob.reg != nil {
+		srv, err := metrics.NewServer(metrics.ServerConfig{Addr: ob.flags.metricsAddr, Gatherer: ob.reg, Registerer: ob.reg,
+			Checks: checks, Logger: ob.log})
+		if err != nil {
+			return fmt.Errorf("--metrics-addr: %w (set another address, or an empty one to disable metrics)", err)
+		}
+		side = append(side, srv.Run)
+		lag, err := metrics.NewLagSampler(metrics.LagConfig{Client: cc, Groups: groups, Interval: ob.flags.lagInterval,
+			Registerer: ob.reg, Logger: ob.log})
+		if err != nil {
+			srv.Close()
+			return err
+		}
+		side = append(side, lag.Run)
+		ob.log.Info("serving metrics", "addr", srv.Addr(), "groups", strings.Join(groups, ","))
+	}
+	if ob.exporter != nil {
+		side = append(side, ob.exporter.Run)
+	}
+	return runTogether(ctx, main, side...)
+}
+
+// runTogether runs main and side by side. When main returns, or any of them
+// fails, the others' context is cancelled; it returns after all have
+// returned, with their errors joined.
+func runTogether(ctx context.Context, main func(context.Context) error, side ...func(context.Context) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
+	for _, fn := range side {
+		// Each exits when ctx is cancelled: by main's return or a failure.
+		wg.Go(func() {
+			if err := fn(ctx); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
+				cancel()
+			}
+		})
+	}
+	err := main(ctx)
+	cancel()
+	wg.Wait()
+	return errors.Join(append([]error{err}, errs...)...)
+}
