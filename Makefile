@@ -66,6 +66,7 @@ test-kafka: ## go test ./... against a real Apache Kafka started for the run
 		scripts/kafka-local.sh start --brokers $(KAFKA_NODES) || exit 1; \
 	fi; \
 	brokers=$$(scripts/kafka-local.sh env | sed -n 's/^KAFKA_BROKERS=//p'); \
+	eval "$$(scripts/kafka-local.sh env | grep '^KAFKA_SASL_' | sed 's/^/export /')"; \
 	mkdir -p .kafka; : > "$$report"; \
 	echo "test-kafka: KAFKA_BROKERS=$$brokers $(GO) test -count=1 $(PKGS)"; \
 	rc=0; KAFKA_BROKERS=$$brokers SG_TESTKAFKA_REPORT="$$report" \

@@ -15,8 +15,12 @@
 #   .kafka/logs/       node-N/server.log (log4j2) and node-N/stdout.log (JVM)
 #   .kafka/run/        node-N.pid, nodes (how many), brokers (the seed list)
 #
-# Ports: node N (1..3) listens for clients on 19091+N and for the
-# controller quorum on 19191+N; SG_KAFKA_PORT moves the client base.
+# Ports: node N (1..3) listens for clients on 19091+N (PLAINTEXT), on
+# 19141+N (SASL_PLAINTEXT: SCRAM-SHA-256, SCRAM-SHA-512 and PLAIN for the
+# user sgtest, password sgtest-secret) and for the controller quorum on
+# 19191+N; SG_KAFKA_PORT moves the client base. `env` also prints
+# KAFKA_SASL_BROKERS, KAFKA_SASL_USER and KAFKA_SASL_PASSWORD for the
+# security tests.
 #
 # Environment: SG_KAFKA_HOME (default <repo>/.kafka), SG_KAFKA_START_TIMEOUT
 # (seconds, default 120), SG_KAFKA_HEAP (JVM heap flags per node),
@@ -49,6 +53,17 @@ usage() {
 
 client_port() { echo $((client_base + $1 - 1)); }
 controller_port() { echo $((controller_base + $1 - 1)); }
+sasl_port() { echo $((client_base + 50 + $1 - 1)); }
+sasl_user=sgtest
+sasl_password=sgtest-secret
+
+sasl_brokers_for() {
+	local n=$1 i out=""
+	for ((i = 1; i <= n; i++)); do
+		out+="${out:+,}127.0.0.1:$(sasl_port "$i")"
+	done
+	echo "$out"
+}
 
 brokers_for() {
 	local n=$1 i out=""
@@ -146,9 +161,17 @@ write_config() {
 process.roles=broker,controller
 node.id=$i
 controller.quorum.voters=$voters
-listeners=PLAINTEXT://127.0.0.1:$(client_port "$i"),CONTROLLER://127.0.0.1:$(controller_port "$i")
-advertised.listeners=PLAINTEXT://127.0.0.1:$(client_port "$i")
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listeners=PLAINTEXT://127.0.0.1:$(client_port "$i"),SASL_PLAINTEXT://127.0.0.1:$(sasl_port "$i"),CONTROLLER://127.0.0.1:$(controller_port "$i")
+advertised.listeners=PLAINTEXT://127.0.0.1:$(client_port "$i"),SASL_PLAINTEXT://127.0.0.1:$(sasl_port "$i")
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT
+
+# The SASL listener for the security tests: SCRAM users are created by
+# the storage format (--add-scram), the PLAIN user is listed here. No
+# authorizer: an authenticated user may do anything.
+sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512,PLAIN
+listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$sasl_user="$sasl_password";
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 log.dirs=$data/node-$i
@@ -278,7 +301,7 @@ cmd_start() {
 
 	local i p
 	for ((i = 1; i <= n; i++)); do
-		for p in "$(client_port "$i")" "$(controller_port "$i")"; do
+		for p in "$(client_port "$i")" "$(sasl_port "$i")" "$(controller_port "$i")"; do
 			if port_busy "$p"; then die "port $p on 127.0.0.1 is taken by another process; set SG_KAFKA_PORT to move ours"; fi
 		done
 	done
@@ -299,7 +322,10 @@ cmd_start() {
 	for ((i = 1; i <= n; i++)); do
 		"$java" -Xmx256m -Dlog4j2.configurationFile="$log4j" -Dkafka.logs.dir="$logs" \
 			-cp "$lib/*" kafka.tools.StorageTool format --cluster-id "$id" \
-			--config "$conf/node-$i.properties" >"$logs/format-node-$i.log" 2>&1 &
+			--config "$conf/node-$i.properties" \
+			--add-scram "SCRAM-SHA-256=[name=$sasl_user,password=$sasl_password]" \
+			--add-scram "SCRAM-SHA-512=[name=$sasl_user,password=$sasl_password]" \
+			>"$logs/format-node-$i.log" 2>&1 &
 		fpids+=($!)
 	done
 	for ((i = 1; i <= n; i++)); do
@@ -335,6 +361,9 @@ cmd_start() {
 	say "started $n node(s) in $((SECONDS - t0))s; logs in ${logs#"$repo"/}"
 	say "to use it: export KAFKA_BROKERS=$(cat "$run/brokers")"
 	echo "KAFKA_BROKERS=$(cat "$run/brokers")"
+	echo "KAFKA_SASL_BROKERS=$(sasl_brokers_for "$(cat "$run/nodes")")"
+	echo "KAFKA_SASL_USER=$sasl_user"
+	echo "KAFKA_SASL_PASSWORD=$sasl_password"
 }
 
 # cmd_stop sends TERM, then KILL after stop_timeout seconds, and deletes the
@@ -399,11 +428,17 @@ cmd_status() {
 		fi
 	fi
 	echo "KAFKA_BROKERS=$(cat "$run/brokers")"
+	echo "KAFKA_SASL_BROKERS=$(sasl_brokers_for "$(cat "$run/nodes")")"
+	echo "KAFKA_SASL_USER=$sasl_user"
+	echo "KAFKA_SASL_PASSWORD=$sasl_password"
 }
 
 cmd_env() {
 	[[ -n $(running_nodes) && -f $run/brokers ]] || die "not running; run '$0 start' first"
 	echo "KAFKA_BROKERS=$(cat "$run/brokers")"
+	echo "KAFKA_SASL_BROKERS=$(sasl_brokers_for "$(cat "$run/nodes")")"
+	echo "KAFKA_SASL_USER=$sasl_user"
+	echo "KAFKA_SASL_PASSWORD=$sasl_password"
 }
 
 case ${1:-} in

@@ -26,6 +26,7 @@ type common struct {
 	logFormat        string
 	kafkaLogLevel    string
 	createTopics     bool
+	security         kafka.Security
 }
 
 // register defines the shared flags; withBrokers is false for commands that
@@ -34,6 +35,7 @@ func (c *common) register(fs *flag.FlagSet, withBrokers bool) {
 	if withBrokers {
 		fs.StringVar(&c.brokers, "brokers", "127.0.0.1:9092", "Kafka seed brokers, comma separated")
 		fs.BoolVar(&c.createTopics, "create-topics", true, "create missing topics at start (and check existing ones)")
+		registerSecurity(fs, &c.security)
 	}
 	fs.StringVar(&c.prefix, "topic-prefix", kafka.DefaultPrefix, "prefix of every topic name")
 	fs.IntVar(&c.partitions, "partitions", 6, "partitions of requests, tasks.<route>, replies and dlq when created")
@@ -77,7 +79,7 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 
 // clientConfig returns the Kafka client settings for brokers.
 func (c *common) clientConfig(brokers []string, clientID string) (kafka.ClientConfig, error) {
-	cc := kafka.ClientConfig{Brokers: brokers, ClientID: clientID}
+	cc := kafka.ClientConfig{Brokers: brokers, ClientID: clientID, Security: c.security}
 	if c.kafkaLogLevel != "none" {
 		l, err := parseLevel(c.kafkaLogLevel)
 		if err != nil {

@@ -276,6 +276,7 @@ func requestCmd() *Command {
 Exits 0 when the reply is COMPLETE, 3 when PARTIAL, 4 when FAILED.`,
 		Flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&c.brokers, "brokers", "127.0.0.1:9092", "Kafka seed brokers, comma separated")
+			registerSecurity(fs, &c.security)
 			fs.StringVar(&c.prefix, "topic-prefix", kafka.DefaultPrefix, "prefix of every topic name")
 			fs.StringVar(&c.kafkaLogLevel, "kafka-log-level", "warn", "level of the Kafka client's own logs, or none")
 			fs.StringVar(&c.logFormat, "log-format", "text", "text or json")

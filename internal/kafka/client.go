@@ -1,8 +1,10 @@
 package kafka
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -40,6 +42,8 @@ type ClientConfig struct {
 	ClientID string
 	// Logger receives franz-go's logs at warn level and above; nil discards them.
 	Logger *slog.Logger
+	// Security is TLS and SASL; the zero value is plaintext.
+	Security Security
 	// Opts are passed to kgo.NewClient after ours, so they win.
 	Opts []kgo.Opt
 	// NewHooks, when set, is called once for every client built from this
@@ -58,7 +62,7 @@ func (c ClientConfig) Validate() error {
 			return fmt.Errorf("brokers: empty address in %q", strings.Join(c.Brokers, ","))
 		}
 	}
-	return nil
+	return c.Security.Validate()
 }
 
 // Options returns the kgo options for c, before any role-specific ones.
@@ -73,6 +77,14 @@ func (c ClientConfig) Options() []kgo.Opt {
 	}
 	if c.ClientID != "" {
 		opts = append(opts, kgo.ClientID(c.ClientID))
+	}
+	// Validate has read the files and checked the mechanism; an error here
+	// means a file changed since, and the client then fails to connect with
+	// a clear authentication error rather than silently in plaintext.
+	if sec, err := c.Security.options(); err == nil {
+		opts = append(opts, sec...)
+	} else {
+		opts = append(opts, kgo.Dialer(func(context.Context, string, string) (net.Conn, error) { return nil, err }))
 	}
 	if c.Logger != nil {
 		opts = append(opts, kgo.WithLogger(kslog.New(c.Logger)))

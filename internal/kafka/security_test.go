@@ -1,0 +1,217 @@
+package kafka_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/internal/testkafka"
+)
+
+// roundTrip creates a topic, produces a record and reads it back with cc.
+func roundTrip(ctx context.Context, cc kafka.ClientConfig, topic string) error {
+	cl, err := kafka.NewClient(cc, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.RequestTimeoutOverhead(2*time.Second), kgo.RetryTimeout(3*time.Second))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := kadm.NewClient(cl).CreateTopic(ctx, 1, -1, nil, topic); err != nil {
+		return fmt.Errorf("create topic: %w", err)
+	}
+	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: topic, Value: []byte("secret-ok")}).FirstErr(); err != nil {
+		return fmt.Errorf("produce: %w", err)
+	}
+	fs := cl.PollFetches(ctx)
+	if err := fs.Err0(); err != nil {
+		return fmt.Errorf("fetch: %w", err)
+	}
+	if fs.NumRecords() != 1 || string(fs.Records()[0].Value) != "secret-ok" {
+		return fmt.Errorf("read %d records back", fs.NumRecords())
+	}
+	return nil
+}
+
+func TestSASL(t *testing.T) {
+	for _, mech := range []string{kafka.SASLPlain, kafka.SASLScramSHA256, kafka.SASLScramSHA512} {
+		t.Run(mech, func(t *testing.T) {
+			t.Parallel()
+			c := testkafka.NewKfake(t, kfake.EnableSASL(), kfake.Superuser(mech, "pipeline", "s3cret-pw"))
+			good := kafka.ClientConfig{Brokers: c.Brokers, Security: kafka.Security{SASLMechanism: mech, SASLUser: "pipeline", SASLPassword: "s3cret-pw"}}
+			if err := roundTrip(t.Context(), good, c.Name("ok")); err != nil {
+				t.Fatalf("right credentials: %v", err)
+			}
+			// The password from a file, as a mounted secret gives it.
+			file := filepath.Join(t.TempDir(), "pw")
+			if err := os.WriteFile(file, []byte("s3cret-pw\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			fromFile := good
+			fromFile.Security.SASLPassword, fromFile.Security.SASLPasswordFile = "", file
+			if err := roundTrip(t.Context(), fromFile, c.Name("file")); err != nil {
+				t.Fatalf("password file: %v", err)
+			}
+			bad := good
+			bad.Security.SASLPassword = "wrong"
+			if err := roundTrip(t.Context(), bad, c.Name("bad")); err == nil {
+				t.Fatal("wrong password accepted")
+			}
+			none := kafka.ClientConfig{Brokers: c.Brokers}
+			if err := roundTrip(t.Context(), none, c.Name("none")); err == nil {
+				t.Fatal("no credentials accepted by a SASL broker")
+			}
+		})
+	}
+}
+
+func TestTLS(t *testing.T) {
+	dir := t.TempDir()
+	caFile, serverCert := selfSigned(t, dir)
+	c := testkafka.NewKfake(t, kfake.TLS(&tls.Config{Certificates: []tls.Certificate{serverCert}, MinVersion: tls.VersionTLS12}))
+	good := kafka.ClientConfig{Brokers: c.Brokers, Security: kafka.Security{CAFile: caFile, ServerName: "localhost"}}
+	if err := roundTrip(t.Context(), good, c.Name("tls")); err != nil {
+		t.Fatalf("tls with the CA: %v", err)
+	}
+	untrusted := kafka.ClientConfig{Brokers: c.Brokers, Security: kafka.Security{TLS: true, ServerName: "localhost"}}
+	if err := roundTrip(t.Context(), untrusted, c.Name("untrusted")); err == nil {
+		t.Fatal("a certificate from an unknown CA was accepted")
+	}
+}
+
+func TestSecurityValidate(t *testing.T) {
+	dir := t.TempDir()
+	caFile, _ := selfSigned(t, dir)
+	empty := filepath.Join(dir, "empty")
+	os.WriteFile(empty, nil, 0o600)
+	tests := []struct {
+		name string
+		s    kafka.Security
+		want string
+	}{
+		{"plaintext", kafka.Security{}, ""},
+		{"tls ca", kafka.Security{CAFile: caFile}, ""},
+		{"missing ca", kafka.Security{CAFile: filepath.Join(dir, "nope.pem")}, "tls ca file"},
+		{"not pem", kafka.Security{CAFile: empty}, "no PEM"},
+		{"cert without key", kafka.Security{CertFile: caFile}, "both a cert file and a key file"},
+		{"unknown mechanism", kafka.Security{SASLMechanism: "GSSAPI", SASLUser: "u", SASLPassword: "p"}, "want PLAIN"},
+		{"no user", kafka.Security{SASLMechanism: "PLAIN", SASLPassword: "p"}, "user is empty"},
+		{"no password", kafka.Security{SASLMechanism: "PLAIN", SASLUser: "u"}, "password is empty"},
+		{"empty password file", kafka.Security{SASLMechanism: "PLAIN", SASLUser: "u", SASLPasswordFile: empty}, "is empty"},
+		{"user without mechanism", kafka.Security{SASLUser: "u"}, "no mechanism"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.s.Validate()
+			if tt.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Validate() = %v, want an error containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestSecretsNeverPrinted: the password appears in no string form of the
+// config, whichever way it is printed or logged.
+func TestSecretsNeverPrinted(t *testing.T) {
+	cc := kafka.ClientConfig{Brokers: []string{"b:9092"}, Security: kafka.Security{SASLMechanism: "SCRAM-SHA-512", SASLUser: "svc", SASLPassword: "hunter2-pw"}}
+	var logged strings.Builder
+	slog.New(slog.NewTextHandler(&logged, nil)).Info("connecting", "security", cc.Security)
+	slog.New(slog.NewJSONHandler(&logged, nil)).Info("connecting", "security", cc.Security)
+	for _, s := range []string{fmt.Sprint(cc.Security), fmt.Sprintf("%v %+v %#v %s", cc.Security, cc.Security, cc.Security, cc.Security), logged.String()} {
+		if strings.Contains(s, "hunter2") {
+			t.Fatalf("password printed: %s", s)
+		}
+	}
+	if !strings.Contains(logged.String(), "svc") {
+		t.Errorf("the user should be visible: %s", logged.String())
+	}
+}
+
+// selfSigned writes a CA certificate to dir and returns its path and a
+// server certificate for localhost/127.0.0.1 signed by it.
+func selfSigned(t *testing.T, dir string) (string, tls.Certificate) {
+	t.Helper()
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test ca"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true,
+		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCert, _ := x509.ParseCertificate(caDER)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "localhost"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), DNSNames: []string{"localhost"},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return caFile, tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// TestSASLRealKafka runs the SASL round trip against the real broker's
+// SASL_PLAINTEXT listener that scripts/kafka-local.sh starts. It runs
+// whenever the suite runs against real Kafka (KAFKA_BROKERS), and then a
+// missing KAFKA_SASL_BROKERS fails it rather than skipping it.
+func TestSASLRealKafka(t *testing.T) {
+	brokers := os.Getenv("KAFKA_SASL_BROKERS")
+	if brokers == "" {
+		if os.Getenv("KAFKA_BROKERS") != "" {
+			t.Fatal("KAFKA_BROKERS is set but KAFKA_SASL_BROKERS is not: start the broker with scripts/kafka-local.sh (it has a SCRAM listener) and export what `scripts/kafka-local.sh env` prints")
+		}
+		t.Skip("no real broker: SASL is covered on kfake by TestSASL; set KAFKA_SASL_BROKERS to run it on Kafka")
+	}
+	user, pass := os.Getenv("KAFKA_SASL_USER"), os.Getenv("KAFKA_SASL_PASSWORD")
+	prefix := testkafka.New(t).Prefix
+	for _, mech := range []string{kafka.SASLScramSHA256, kafka.SASLScramSHA512, kafka.SASLPlain} {
+		t.Run(mech, func(t *testing.T) {
+			cc := kafka.ClientConfig{Brokers: strings.Split(brokers, ","), Security: kafka.Security{SASLMechanism: mech, SASLUser: user, SASLPassword: pass}}
+			topic := prefix + "sasl." + strings.ToLower(mech)
+			if err := roundTrip(t.Context(), cc, topic); err != nil {
+				t.Fatalf("right credentials: %v", err)
+			}
+			t.Cleanup(func() {
+				cl, err := kafka.NewClient(cc)
+				if err == nil {
+					kadm.NewClient(cl).DeleteTopics(context.Background(), topic)
+					cl.Close()
+				}
+			})
+			cc.Security.SASLPassword = "wrong"
+			if err := roundTrip(t.Context(), cc, topic+".bad"); err == nil {
+				t.Fatal("wrong password accepted")
+			}
+		})
+	}
+}
