@@ -21,6 +21,7 @@ import (
 	"github.com/scattergather/scattergather/internal/routes"
 	"github.com/scattergather/scattergather/internal/stack"
 	"github.com/scattergather/scattergather/internal/testkafka"
+	"github.com/scattergather/scattergather/internal/tracing"
 	"github.com/scattergather/scattergather/processor"
 	"github.com/scattergather/scattergather/schemas"
 )
@@ -51,12 +52,13 @@ func failOnce() processor.Handler {
 type pipeline struct {
 	stack   *stack.Stack
 	srv     *metrics.Server
+	cluster *testkafka.Cluster
 	client  *client.Client
 	run     func()
 	release func() // lets the slow recipient answer
 }
 
-func startPipeline(t *testing.T) *pipeline {
+func startPipeline(t *testing.T, exp *tracing.Exporter) *pipeline {
 	t.Helper()
 	c := testkafka.New(t)
 	tbl, err := routes.Parse([]byte(testRoutes))
@@ -85,7 +87,7 @@ func startPipeline(t *testing.T) *pipeline {
 			{Route: "bc", Recipient: "fast", Handler: processor.Echo()},
 			{Route: "bc", Recipient: "slow", Handler: slow},
 		},
-		Metrics: reg, KafkaMetrics: metrics.NewKafkaMetrics(reg),
+		Metrics: reg, KafkaMetrics: metrics.NewKafkaMetrics(reg), Exporter: exp,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -98,7 +100,7 @@ func startPipeline(t *testing.T) *pipeline {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &pipeline{stack: st, srv: srv, release: func() { once.Do(func() { close(release) }) }}
+	p := &pipeline{stack: st, srv: srv, cluster: c, release: func() { once.Do(func() { close(release) }) }}
 	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	// The server runs from the start, so /readyz can be asked before the
@@ -201,7 +203,7 @@ func l(kv ...string) map[string]string {
 // TestMetricsOfARun runs a small load through a whole pipeline and checks
 // every metric of internal/metrics' list against what was sent.
 func TestMetricsOfARun(t *testing.T) {
-	p := startPipeline(t)
+	p := startPipeline(t, nil)
 	base := "http://" + p.srv.Addr()
 
 	if code, _ := get(t, base+"/healthz"); code != http.StatusOK {
