@@ -1,0 +1,174 @@
+package gateway
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/scatterer"
+)
+
+// Defaults of [Config].
+const (
+	DefaultAddr              = "127.0.0.1:8080"
+	DefaultMaxWait           = time.Minute
+	DefaultReplyRetention    = 15 * time.Minute
+	DefaultMaxCachedRequests = 100_000
+	DefaultMaxCacheBytes     = 256 << 20
+	DefaultMaxStreams        = 256
+	DefaultProduceTimeout    = 5 * time.Second
+	DefaultRetryAfter        = 5 * time.Second
+	DefaultReplyGrace        = 10 * time.Second
+	DefaultShutdownTimeout   = 10 * time.Second
+)
+
+// Config configures a [Gateway]. Validate fills in the defaults.
+type Config struct {
+	// Client is how to reach Kafka.
+	Client kafka.ClientConfig
+	// Topics names the topics; an empty Prefix takes kafka.DefaultPrefix.
+	// The gateway produces to Topics.Requests(), reads Topics.Requests()
+	// and Topics.Replies() back, and reads Topics.Results() per event
+	// stream.
+	Topics kafka.Topics
+	// Routes the gateway accepts, the same table the scatterer serves (for
+	// their fan-out and timeout limits); a request to another route is
+	// answered 404 without reaching Kafka. At least one.
+	Routes []scatterer.Route
+	// Addr is where the HTTP server listens; default 127.0.0.1:8080. Use
+	// ":8080" to listen on every interface.
+	Addr string
+	// Listener, when set, is served instead of listening on Addr (tests and
+	// callers that pick a free port). Run closes it.
+	Listener net.Listener
+	// MaxBodyBytes caps a request body; default
+	// scatterer.DefaultMaxPayloadBytes (1 MiB), what the scatterer accepts.
+	MaxBodyBytes int64
+	// MaxWait caps ?wait= on a POST or GET; default 1m.
+	MaxWait time.Duration
+	// ReplyRetention is how far back the gateway reads the requests and
+	// replies topics when it starts, and how long it keeps what it read:
+	// a restarted gateway still answers GET /v1/requests/{id} for replies
+	// this recent. Default 15m.
+	ReplyRetention time.Duration
+	// MaxCachedRequests and MaxCacheBytes bound what the gateway keeps in
+	// memory (requests seen and their replies); past either, the oldest
+	// go first. Defaults 100,000 and 256 MiB.
+	MaxCachedRequests int
+	MaxCacheBytes     int64
+	// MaxStreams caps concurrent /events streams, each of which reads one
+	// partition of the results topic with its own Kafka client; default 256.
+	MaxStreams int
+	// ProduceTimeout is how long a POST waits for Kafka to take the request
+	// before answering 503; default 5s.
+	ProduceTimeout time.Duration
+	// RetryAfter is sent with every 503; default 5s.
+	RetryAfter time.Duration
+	// ReplyGrace is how long past a request's deadline an event stream
+	// waits for the reply before it ends with an error event; default 10s.
+	ReplyGrace time.Duration
+	// ShutdownTimeout bounds the graceful HTTP shutdown when Run's context
+	// ends; default 10s.
+	ShutdownTimeout time.Duration
+	// Logger; nil discards logs.
+	Logger *slog.Logger
+}
+
+// Validate fills in the defaults and reports every problem with c at once.
+func (c *Config) Validate() error {
+	var errs []error
+	if err := c.Client.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("client: %w", err))
+	}
+	if c.Topics.Prefix == "" {
+		c.Topics.Prefix = kafka.DefaultPrefix
+	}
+	if len(c.Routes) == 0 {
+		errs = append(errs, errors.New("routes: none given"))
+	}
+	seen := map[string]bool{}
+	for i, r := range c.Routes {
+		r = withDefaults(r)
+		if err := r.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("routes: %w", err))
+		}
+		if seen[string(r.Name)] {
+			errs = append(errs, fmt.Errorf("routes: %s listed twice", r.Name))
+		}
+		seen[string(r.Name)] = true
+		c.Routes[i] = r
+	}
+	if c.Addr == "" && c.Listener == nil {
+		c.Addr = DefaultAddr
+	}
+	for _, d := range []struct {
+		name string
+		v    *time.Duration
+		def  time.Duration
+	}{
+		{"max wait", &c.MaxWait, DefaultMaxWait},
+		{"reply retention", &c.ReplyRetention, DefaultReplyRetention},
+		{"produce timeout", &c.ProduceTimeout, DefaultProduceTimeout},
+		{"retry after", &c.RetryAfter, DefaultRetryAfter},
+		{"reply grace", &c.ReplyGrace, DefaultReplyGrace},
+		{"shutdown timeout", &c.ShutdownTimeout, DefaultShutdownTimeout},
+	} {
+		switch {
+		case *d.v < 0:
+			errs = append(errs, fmt.Errorf("%s: %s is negative", d.name, *d.v))
+		case *d.v == 0:
+			*d.v = d.def
+		}
+	}
+	for _, n := range []struct {
+		name string
+		v    *int64
+		def  int64
+	}{
+		{"max body bytes", &c.MaxBodyBytes, scatterer.DefaultMaxPayloadBytes},
+		{"max cache bytes", &c.MaxCacheBytes, DefaultMaxCacheBytes},
+	} {
+		switch {
+		case *n.v < 0:
+			errs = append(errs, fmt.Errorf("%s: %d is negative", n.name, *n.v))
+		case *n.v == 0:
+			*n.v = n.def
+		}
+	}
+	for _, n := range []struct {
+		name string
+		v    *int
+		def  int
+	}{
+		{"max cached requests", &c.MaxCachedRequests, DefaultMaxCachedRequests},
+		{"max streams", &c.MaxStreams, DefaultMaxStreams},
+	} {
+		switch {
+		case *n.v < 0:
+			errs = append(errs, fmt.Errorf("%s: %d is negative", n.name, *n.v))
+		case *n.v == 0:
+			*n.v = n.def
+		}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return errors.Join(errs...)
+}
+
+// withDefaults fills r's zero limits as the scatterer does.
+func withDefaults(r scatterer.Route) scatterer.Route {
+	if r.MaxFanout == 0 {
+		r.MaxFanout = scatterer.DefaultMaxFanout
+	}
+	if r.Timeout == 0 {
+		r.Timeout = scatterer.DefaultTimeout
+	}
+	if r.MaxTimeout == 0 {
+		r.MaxTimeout = scatterer.DefaultMaxTimeout
+	}
+	return r
+}

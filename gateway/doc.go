@@ -1,0 +1,75 @@
+// Package gateway is the HTTP front of scattergather: any service that
+// speaks HTTP submits requests, waits for or polls their replies, and can
+// watch the parts of a request arrive one by one.
+//
+// Usage:
+//
+//	g, err := gateway.New(gateway.Config{
+//		Client: kafka.ClientConfig{Brokers: []string{"127.0.0.1:9092"}},
+//		Topics: kafka.Topics{Prefix: "sg."},
+//		Routes: routes, // []scatterer.Route, the scatterer's table
+//		Addr:   "127.0.0.1:8080",
+//	})
+//	if err != nil { ... }
+//	return g.Run(ctx) // serves until ctx ends, then shuts down gracefully
+//
+// # API
+//
+//	POST /v1/routes/{route}/requests[?timeout=2s][&fanout=N][&wait=5s]
+//	     body: the payload, with its Content-Type (JSON or any bytes).
+//	     With wait: 200 and the reply (below) if it comes in time, else
+//	     202. Without: 202 Accepted, Location: /v1/requests/{id}, and a
+//	     PendingBody. An X-Correlation-ID header sets the id (409 if known).
+//	GET  /v1/requests/{id}[?wait=5s]   200 reply | 202 pending | 404 unknown
+//	GET  /v1/requests/{id}/events      Server-Sent Events: manifest, part..., reply
+//	GET  /v1/routes, /v1/routes/{route}
+//	GET  /healthz (serving), /readyz (caught up with the replies topic)
+//
+// A reply is the JSON of [client.ReplyView]: status COMPLETE, PARTIAL or
+// FAILED, the merged payload, and one marker per expected part (OK, ERROR,
+// EXPIRED, MISSING, SKIPPED), so that a partial answer is never taken for a
+// whole one; the X-Reply-Status header repeats the status. HTTP status 200
+// means "here is the reply", whatever its status.
+//
+// Every error is JSON, {"error": "...", "code": "..."}, with the codes
+// listed as Code* constants: 400 for a bad timeout, fan-out, wait, id or
+// JSON body; 404 for an unknown route, request or path; 409 for a known
+// X-Correlation-ID; 413 for a body over MaxBodyBytes; 503 with Retry-After
+// when Kafka does not take the request within ProduceTimeout, while the
+// gateway is still reading back replies after a start, or when MaxStreams
+// event streams are open.
+//
+// # Where replies come from
+//
+// The gateway does not keep replies in process memory alone. It reads the
+// requests and replies topics, without a consumer group, from
+// ReplyRetention ago (found with ListOffsets by timestamp) and then as they
+// grow, into a bounded cache (MaxCachedRequests, MaxCacheBytes; the oldest
+// leave first). So any gateway instance, also one restarted a minute ago,
+// answers GET /v1/requests/{id} for any request of the last ReplyRetention,
+// whoever submitted it: 202 while it is pending, 200 once replied. Until it
+// has read up to where the topics ended at its start, it answers an id it
+// does not know with 503 "catching-up" rather than a wrong 404; /readyz
+// turns 200 then. Requests whose reply goes to another reply topic (a Go
+// client's own, see package client) are not tracked.
+//
+// # Event streams
+//
+// The results of a request are keyed by its correlation id, so they all sit
+// on one partition of the results topic. An event stream reads that one
+// partition, from the request's submission time on (ListOffsets by
+// timestamp again), with a Kafka client of its own, and sends the manifest
+// and each part as it arrives; then the reply, once it is in the cache and
+// every part it says arrived has been sent. A stream that opens after the
+// reply still gets the parts while the results topic retains them. At most
+// MaxStreams streams run at once.
+//
+// # Concurrency and shutdown
+//
+// Run owns two goroutines besides the HTTP server's: the serve loop and the
+// tail of the requests and replies topics. When its context ends it stops
+// accepting connections, ends long waits (answered 202 with a Location) and
+// event streams (an error event), gives running requests up to
+// ShutdownTimeout, waits for every handler and for the tail, and closes its
+// Kafka clients.
+package gateway

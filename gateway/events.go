@@ -1,0 +1,266 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/schemas"
+)
+
+// The events of GET /v1/requests/{id}/events, in the order they come:
+// one manifest (when the request was scattered), a part per result as it
+// arrives (duplicates dropped), then the reply, after which the stream
+// ends. A stream that gets no reply by the deadline plus ReplyGrace ends
+// with an error event.
+const (
+	EventManifest = "manifest"
+	EventPart     = "part"
+	EventReply    = "reply"
+	EventError    = "error"
+)
+
+// ManifestEvent is the data of a manifest event: the parts to expect.
+type ManifestEvent struct {
+	CorrelationID string    `json:"correlation_id"`
+	Route         string    `json:"route"`
+	Parts         []string  `json:"parts"`
+	Deadline      time.Time `json:"deadline"`
+	Policy        string    `json:"policy,omitempty"`
+}
+
+// PartEvent is the data of a part event: one processor's result. A JSON
+// payload is embedded as is, any other is base64 in payload_base64.
+type PartEvent struct {
+	CorrelationID string          `json:"correlation_id"`
+	PartID        string          `json:"part_id"`
+	Status        string          `json:"status"` // OK, ERROR, EXPIRED
+	Error         string          `json:"error,omitempty"`
+	ProcessorID   string          `json:"processor_id,omitempty"`
+	Attempt       int             `json:"attempt,omitempty"`
+	Tries         int             `json:"tries,omitempty"`
+	Payload       json.RawMessage `json:"payload,omitempty"`
+	PayloadBase64 []byte          `json:"payload_base64,omitempty"`
+	FinishedAt    time.Time       `json:"finished_at,omitzero"`
+}
+
+const (
+	// keepAliveEvery writes an SSE comment so proxies keep the stream open.
+	keepAliveEvery = 15 * time.Second
+	// partsAfterReply bounds how long a stream that has the reply keeps
+	// reading results for the parts the reply says arrived.
+	partsAfterReply = 2 * time.Second
+	// clockSkew is how far before a request's submission time its results
+	// partition is read, for clocks that disagree.
+	clockSkew = 5 * time.Second
+)
+
+// sse writes Server-Sent Events.
+type sse struct {
+	w http.ResponseWriter
+	f http.Flusher
+}
+
+func (s sse) event(name, id string, data any) error {
+	b, err := json.Marshal(data)
+	if err != nil {
+		return err
+	}
+	if id != "" {
+		_, err = fmt.Fprintf(s.w, "event: %s\nid: %s\ndata: %s\n\n", name, id, b)
+	} else {
+		_, err = fmt.Fprintf(s.w, "event: %s\ndata: %s\n\n", name, b)
+	}
+	s.f.Flush()
+	return err
+}
+
+func (s sse) comment(text string) error {
+	_, err := fmt.Fprintf(s.w, ": %s\n\n", text)
+	s.f.Flush()
+	return err
+}
+
+// streamEvents is GET /v1/requests/{id}/events: progressive scatter-gather.
+// It reads the one partition of the results topic that holds the request's
+// records, from its submission on, with a Kafka client of its own, and
+// takes the reply from the store.
+func (g *Gateway) streamEvents(w http.ResponseWriter, r *http.Request) {
+	id := schemas.CorrelationID(r.PathValue("id"))
+	snap, ok := g.store.get(id)
+	if !ok {
+		g.notKnown(w, id)
+		return
+	}
+	f, ok := w.(http.Flusher)
+	if !ok {
+		writeError(w, http.StatusInternalServerError, CodeInternal, "this connection cannot stream")
+		return
+	}
+	select {
+	case g.streams <- struct{}{}:
+		defer func() { <-g.streams }()
+	default:
+		g.unavailable(w, CodeTooManyStreams, "%d event streams are open, the maximum; poll /v1/requests/%s instead", g.cfg.MaxStreams, id)
+		return
+	}
+	n, err := g.resultsPartitions(r.Context())
+	if err != nil {
+		g.unavailable(w, CodeBrokerUnavailable, "Kafka is unavailable: cannot find the results of %s: %v", id, err)
+		return
+	}
+	from := snap.submittedAt
+	if from.IsZero() && snap.reply != nil {
+		from = snap.reply.SubmittedAt
+	}
+	start := kgo.NewOffset().AtStart()
+	if !from.IsZero() {
+		start = kgo.NewOffset().AfterMilli(from.Add(-clockSkew).UnixMilli())
+	}
+	topic := g.cfg.Topics.Results()
+	part := partitionOf(id, n)
+	cl, err := kafka.NewClient(g.cfg.Client,
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {part: start}}),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.FetchMaxWait(200*time.Millisecond),
+	)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, CodeInternal, "results reader: %v", err)
+		return
+	}
+	defer cl.Close()
+
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no") // nginx: do not buffer the stream
+	h.Set(HeaderCorrelationID, string(id))
+	w.WriteHeader(http.StatusOK)
+	out := sse{w: w, f: f}
+	if err := out.comment("events of request " + string(id)); err != nil {
+		return
+	}
+	g.follow(r.Context(), out, cl, id, snap)
+}
+
+// follow writes the events of id until the reply is written, the caller
+// goes, the gateway shuts down, or the reply is overdue.
+func (g *Gateway) follow(ctx context.Context, out sse, cl *kgo.Client, id schemas.CorrelationID, snap snapshot) {
+	var (
+		sentManifest bool
+		seen         = map[schemas.PartID]bool{}
+		replyAt      time.Time // when the stream first saw the reply
+		lastWrite    = time.Now()
+	)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-g.closing:
+			out.event(EventError, "", ErrorBody{Error: "the gateway is shutting down; poll /v1/requests/" + string(id), Code: CodeBrokerUnavailable})
+			return
+		default:
+		}
+		pctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		fetches := cl.PollFetches(pctx)
+		cancel()
+		var werr error
+		fetches.EachRecord(func(rec *kgo.Record) {
+			if werr != nil || string(rec.Key) != string(id) {
+				return
+			}
+			kind, err := schemas.KindOf(rec.Value)
+			if err != nil {
+				return
+			}
+			switch kind {
+			case schemas.KindManifest:
+				if sentManifest {
+					return
+				}
+				m, err := schemas.DecodeManifest(rec.Value)
+				if err != nil {
+					return
+				}
+				sentManifest = true
+				ev := ManifestEvent{CorrelationID: string(id), Route: string(m.Route), Deadline: m.Deadline, Policy: m.Policy, Parts: []string{}}
+				for _, p := range m.Parts {
+					ev.Parts = append(ev.Parts, string(p))
+				}
+				werr = out.event(EventManifest, "", ev)
+			case schemas.KindResult:
+				res, err := schemas.DecodeResult(rec.Value)
+				if err != nil || seen[res.PartID] {
+					return
+				}
+				seen[res.PartID] = true
+				werr = out.event(EventPart, string(res.PartID), partEvent(res))
+			}
+			lastWrite = time.Now()
+		})
+		if werr != nil {
+			return // the caller went away
+		}
+		if snap.reply == nil {
+			select {
+			case <-snap.done:
+				if s, ok := g.store.get(id); ok {
+					snap = s
+				}
+			default:
+			}
+		}
+		now := time.Now()
+		if snap.reply != nil {
+			if replyAt.IsZero() {
+				replyAt = now
+			}
+			if arrivedAll(snap.reply, seen) || now.Sub(replyAt) > partsAfterReply {
+				out.event(EventReply, string(id), json.RawMessage(snap.view))
+				return
+			}
+		} else if !snap.deadline.IsZero() && now.After(snap.deadline.Add(g.cfg.ReplyGrace)) {
+			out.event(EventError, "", ErrorBody{Code: "no-reply",
+				Error: fmt.Sprintf("no reply by the deadline %s plus %s; the pipeline may be down", snap.deadline.Format(time.RFC3339Nano), g.cfg.ReplyGrace)})
+			return
+		}
+		if now.Sub(lastWrite) > keepAliveEvery {
+			if out.comment("keep-alive") != nil {
+				return
+			}
+			lastWrite = now
+		}
+	}
+}
+
+// arrivedAll reports whether every part that reply says had a result has
+// been sent as a part event.
+func arrivedAll(reply *schemas.Reply, seen map[schemas.PartID]bool) bool {
+	for _, p := range reply.Parts {
+		switch p.Status {
+		case schemas.PartOK, schemas.PartError, schemas.PartExpired:
+			if !seen[p.PartID] {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func partEvent(r schemas.Result) PartEvent {
+	ev := PartEvent{CorrelationID: string(r.CorrelationID), PartID: string(r.PartID), Status: string(r.Status), Error: r.Error,
+		ProcessorID: r.ProcessorID, Attempt: r.Attempt, Tries: r.Tries, FinishedAt: r.FinishedAt}
+	if len(r.Payload) > 0 {
+		if json.Valid(r.Payload) {
+			ev.Payload = r.Payload
+		} else {
+			ev.PayloadBase64 = r.Payload
+		}
+	}
+	return ev
+}

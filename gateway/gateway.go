@@ -1,0 +1,176 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/scatterer"
+	"github.com/scattergather/scattergather/schemas"
+)
+
+// Gateway is the HTTP front of the pipeline. Build it with New and serve
+// with Run.
+type Gateway struct {
+	cfg    Config
+	log    *slog.Logger
+	routes map[schemas.Route]scatterer.Route
+	store  *store
+	state  atomic.Int32 // tailConnecting, tailCatchingUp, tailReady
+	mux    *http.ServeMux
+
+	// streams is a semaphore of MaxStreams slots for /events.
+	streams chan struct{}
+	// closing is closed when Run's context ends, before the HTTP shutdown,
+	// so that long waits and event streams end at once.
+	closing chan struct{}
+	// handlers counts the HTTP handlers running, so that Run returns only
+	// after the last one.
+	handlers sync.WaitGroup
+
+	producer *kgo.Client // set by Run before serving
+
+	mu               sync.Mutex // guards resultPartitions
+	resultPartitions int
+}
+
+// New checks cfg and builds a gateway; nothing touches the network until
+// Run.
+func New(cfg Config) (*Gateway, error) {
+	cfg.Routes = append([]scatterer.Route(nil), cfg.Routes...)
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("gateway config: %w", err)
+	}
+	g := &Gateway{
+		cfg:     cfg,
+		log:     cfg.Logger.With("role", "gateway"),
+		routes:  map[schemas.Route]scatterer.Route{},
+		store:   newStore(cfg.MaxCachedRequests, cfg.MaxCacheBytes, cfg.ReplyRetention),
+		streams: make(chan struct{}, cfg.MaxStreams),
+		closing: make(chan struct{}),
+	}
+	for _, r := range cfg.Routes {
+		g.routes[r.Name] = r
+	}
+	g.mux = g.routesMux()
+	return g, nil
+}
+
+// Run listens (on Config.Listener, else Config.Addr), connects to Kafka
+// and serves until ctx ends; then it stops accepting, ends waits and event
+// streams, lets running requests finish for up to ShutdownTimeout, and
+// closes its Kafka clients. A broker that is down does not stop Run: POSTs
+// are answered 503 and the reading of replies is retried until it answers.
+func (g *Gateway) Run(ctx context.Context) error {
+	ln := g.cfg.Listener
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", g.cfg.Addr); err != nil {
+			return fmt.Errorf("gateway: listen on %s: %w", g.cfg.Addr, err)
+		}
+	}
+	producer, err := kafka.NewClient(g.cfg.Client,
+		// A request Kafka has not taken by then is failed (once that is
+		// safe for the idempotent producer) rather than written long
+		// after its caller was told 503.
+		kgo.RecordDeliveryTimeout(g.cfg.ProduceTimeout))
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("gateway: %w", err)
+	}
+	g.producer = producer
+
+	srv := &http.Server{
+		Handler:           g,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelWarn),
+	}
+	tailCtx, stopTail := context.WithCancel(ctx)
+	defer stopTail()
+	var wg sync.WaitGroup
+	// The tail exits when tailCtx ends.
+	wg.Go(func() { g.tail(tailCtx) })
+
+	serveErr := make(chan error, 1)
+	// Serve returns http.ErrServerClosed once Shutdown or Close is called.
+	go func() { serveErr <- srv.Serve(ln) }()
+	g.log.Info("gateway serving", "addr", ln.Addr().String(), "routes", len(g.routes))
+
+	var errs []error
+	select {
+	case <-ctx.Done():
+	case err := <-serveErr:
+		errs = append(errs, fmt.Errorf("gateway: serve: %w", err))
+		serveErr = nil
+	}
+	close(g.closing)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		g.log.Warn("graceful shutdown timed out; closing connections", "err", err)
+		srv.Close()
+	}
+	if serveErr != nil {
+		if err := <-serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errs = append(errs, fmt.Errorf("gateway: serve: %w", err))
+		}
+	}
+	stopTail()
+	wg.Wait()
+	// Closing the producer fails what it still buffers, so a handler
+	// stuck on an unreachable broker returns.
+	producer.Close()
+	g.handlers.Wait()
+	return errors.Join(errs...)
+}
+
+// ServeHTTP serves the gateway's API; Run serves it, tests may call it.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	g.handlers.Add(1)
+	defer g.handlers.Done()
+	g.mux.ServeHTTP(w, r)
+}
+
+// partitionOf returns the partition of the results topic that holds the
+// records keyed id: the pipeline writes them with the Kafka-compatible
+// murmur2 key partitioner (internal/kafka.ClientConfig).
+func partitionOf(id schemas.CorrelationID, partitions int) int32 {
+	p := kgo.StickyKeyPartitioner(nil).ForTopic("")
+	return int32(p.Partition(&kgo.Record{Key: []byte(id)}, partitions))
+}
+
+// resultsPartitions returns the partition count of the results topic,
+// asking the broker once and then remembering it (a mismatch with the
+// aggregator's state topic is an error elsewhere, so it does not change
+// while the pipeline runs).
+func (g *Gateway) resultsPartitions(ctx context.Context) (int, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.resultPartitions > 0 {
+		return g.resultPartitions, nil
+	}
+	topic := g.cfg.Topics.Results()
+	td, err := kadm.NewClient(g.producer).ListTopics(ctx, topic)
+	if err != nil {
+		return 0, err
+	}
+	d, ok := td[topic]
+	if !ok || d.Err != nil || len(d.Partitions) == 0 {
+		if ok && d.Err != nil {
+			return 0, fmt.Errorf("topic %s: %w", topic, d.Err)
+		}
+		return 0, fmt.Errorf("topic %s: no partitions", topic)
+	}
+	g.resultPartitions = len(d.Partitions)
+	return g.resultPartitions, nil
+}

@@ -1,0 +1,420 @@
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"mime"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/scattergather/scattergather/client"
+	"github.com/scattergather/scattergather/scatterer"
+	"github.com/scattergather/scattergather/schemas"
+)
+
+// The error codes of the API, in the "code" field of every error body.
+const (
+	CodeBadRequest        = "bad-request"
+	CodeInvalidTimeout    = "invalid-timeout"
+	CodeInvalidFanout     = "invalid-fanout"
+	CodeInvalidWait       = "invalid-wait"
+	CodeInvalidJSON       = "invalid-json"
+	CodeInvalidID         = "invalid-correlation-id"
+	CodeUnknownRoute      = "unknown-route"
+	CodeUnknownRequest    = "unknown-request"
+	CodeNotFound          = "not-found"
+	CodeMethodNotAllowed  = "method-not-allowed"
+	CodeDuplicateID       = "duplicate-correlation-id"
+	CodeBodyTooLarge      = "body-too-large"
+	CodeBrokerUnavailable = "broker-unavailable"
+	CodeCatchingUp        = "catching-up"
+	CodeTooManyStreams    = "too-many-streams"
+	CodeInternal          = "internal"
+)
+
+// HeaderCorrelationID names the correlation id on a POST (optional: the
+// caller's own id) and on every answer about a request.
+const HeaderCorrelationID = "X-Correlation-ID"
+
+// HeaderReplyStatus carries a reply's status (COMPLETE, PARTIAL, FAILED)
+// on a 200 answer, so a caller can branch without parsing the body.
+const HeaderReplyStatus = "X-Reply-Status"
+
+// ErrorBody is the JSON body of every error answer.
+type ErrorBody struct {
+	Error string `json:"error"`
+	Code  string `json:"code"`
+}
+
+// PendingBody is the JSON body of a 202 answer: the request is accepted
+// and its reply has not come yet.
+type PendingBody struct {
+	CorrelationID string    `json:"correlation_id"`
+	Route         string    `json:"route,omitempty"`
+	Status        string    `json:"status"` // PENDING
+	SubmittedAt   time.Time `json:"submitted_at,omitzero"`
+	Deadline      time.Time `json:"deadline,omitzero"`
+	// Location polls for the reply; Events streams the parts and the reply.
+	Location string `json:"location"`
+	Events   string `json:"events"`
+}
+
+// RouteBody describes one route in GET /v1/routes.
+type RouteBody struct {
+	Name       string   `json:"name"`
+	Mode       string   `json:"mode"`
+	Fanout     int      `json:"fanout,omitempty"`
+	MaxFanout  int      `json:"max_fanout"`
+	Recipients []string `json:"recipients,omitempty"`
+	TimeoutMS  int64    `json:"timeout_ms"`
+	MaxTimeout int64    `json:"max_timeout_ms"`
+	Policy     string   `json:"policy,omitempty"`
+	Requests   string   `json:"requests"`
+}
+
+var validID = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
+
+func (g *Gateway) routesMux() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/routes/{route}/requests", g.postRequest)
+	mux.HandleFunc("GET /v1/routes", g.listRoutes)
+	mux.HandleFunc("GET /v1/routes/{route}", g.getRoute)
+	mux.HandleFunc("GET /v1/requests/{id}", g.getRequest)
+	mux.HandleFunc("GET /v1/requests/{id}/events", g.streamEvents)
+	mux.HandleFunc("GET /healthz", g.healthz)
+	mux.HandleFunc("GET /readyz", g.readyz)
+	// The same paths without a method match only the wrong methods.
+	for _, p := range []string{"/v1/routes/{route}/requests", "/v1/routes", "/v1/routes/{route}",
+		"/v1/requests/{id}", "/v1/requests/{id}/events", "/healthz", "/readyz"} {
+		mux.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) {
+			allow := http.MethodGet
+			if strings.HasSuffix(p, "/requests") {
+				allow = http.MethodPost
+			}
+			w.Header().Set("Allow", allow)
+			writeError(w, http.StatusMethodNotAllowed, CodeMethodNotAllowed, "method %s is not allowed on %s; use %s", r.Method, r.URL.Path, allow)
+		})
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, CodeNotFound, "no endpoint %s %s; see GET /v1/routes and POST /v1/routes/{route}/requests", r.Method, r.URL.Path)
+	})
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status, b = http.StatusInternalServerError, []byte(`{"error":"render the answer","code":"internal"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(append(b, '\n'))
+}
+
+func writeError(w http.ResponseWriter, status int, code, format string, args ...any) {
+	writeJSON(w, status, ErrorBody{Error: fmt.Sprintf(format, args...), Code: code})
+}
+
+// unavailable answers 503 with Retry-After.
+func (g *Gateway) unavailable(w http.ResponseWriter, code, format string, args ...any) {
+	w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(g.cfg.RetryAfter.Seconds()))))
+	writeError(w, http.StatusServiceUnavailable, code, format, args...)
+}
+
+func (g *Gateway) healthz(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// readyz is 200 once the requests and replies topics are read back over
+// the retention window, so that GET /v1/requests/{id} knows every recent id.
+func (g *Gateway) readyz(w http.ResponseWriter, _ *http.Request) {
+	s := g.state.Load()
+	status := http.StatusOK
+	if s != tailReady {
+		status = http.StatusServiceUnavailable
+	}
+	n, b, ev := g.store.stats()
+	writeJSON(w, status, map[string]any{"status": tailStateNames[s], "cached_requests": n, "cached_bytes": b, "evicted": ev})
+}
+
+func routeBody(r scatterer.Route) RouteBody {
+	b := RouteBody{Name: string(r.Name), Mode: string(r.Mode), MaxFanout: r.MaxFanout, TimeoutMS: r.Timeout.Milliseconds(),
+		MaxTimeout: r.MaxTimeout.Milliseconds(), Policy: r.Policy, Requests: "/v1/routes/" + url.PathEscape(string(r.Name)) + "/requests"}
+	if r.Mode == scatterer.Split {
+		b.Fanout = r.Fanout
+	}
+	for _, p := range r.Recipients {
+		b.Recipients = append(b.Recipients, string(p))
+	}
+	return b
+}
+
+func (g *Gateway) listRoutes(w http.ResponseWriter, _ *http.Request) {
+	out := struct {
+		Routes []RouteBody `json:"routes"`
+	}{Routes: []RouteBody{}}
+	for _, r := range g.cfg.Routes {
+		out.Routes = append(out.Routes, routeBody(r))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (g *Gateway) route(w http.ResponseWriter, r *http.Request) (scatterer.Route, bool) {
+	name := r.PathValue("route")
+	rt, ok := g.routes[schemas.Route(name)]
+	if !ok {
+		names := make([]string, 0, len(g.cfg.Routes))
+		for _, r := range g.cfg.Routes {
+			names = append(names, string(r.Name))
+		}
+		writeError(w, http.StatusNotFound, CodeUnknownRoute, "route %q is not configured; routes: %s", name, strings.Join(names, ", "))
+	}
+	return rt, ok
+}
+
+func (g *Gateway) getRoute(w http.ResponseWriter, r *http.Request) {
+	if rt, ok := g.route(w, r); ok {
+		writeJSON(w, http.StatusOK, routeBody(rt))
+	}
+}
+
+// parseWait reads ?wait=; zero when absent.
+func (g *Gateway) parseWait(w http.ResponseWriter, q url.Values) (time.Duration, bool) {
+	s := q.Get("wait")
+	if s == "" {
+		return 0, true
+	}
+	d, err := time.ParseDuration(s)
+	switch {
+	case err != nil:
+		writeError(w, http.StatusBadRequest, CodeInvalidWait, "wait %q is not a duration like 5s or 500ms", s)
+	case d < 0:
+		writeError(w, http.StatusBadRequest, CodeInvalidWait, "wait %s is negative", d)
+	case d > g.cfg.MaxWait:
+		writeError(w, http.StatusBadRequest, CodeInvalidWait, "wait %s exceeds the maximum of %s; poll the Location instead", d, g.cfg.MaxWait)
+	default:
+		return d, true
+	}
+	return 0, false
+}
+
+// postRequest is POST /v1/routes/{route}/requests.
+func (g *Gateway) postRequest(w http.ResponseWriter, r *http.Request) {
+	rt, ok := g.route(w, r)
+	if !ok {
+		return
+	}
+	q := r.URL.Query()
+	timeout := rt.Timeout
+	var explicitTimeout time.Duration
+	if s := q.Get("timeout"); s != "" {
+		d, err := time.ParseDuration(s)
+		switch {
+		case err != nil:
+			writeError(w, http.StatusBadRequest, CodeInvalidTimeout, "timeout %q is not a duration like 2s or 500ms", s)
+			return
+		case d <= 0:
+			writeError(w, http.StatusBadRequest, CodeInvalidTimeout, "timeout %s must be positive", d)
+			return
+		case d > rt.MaxTimeout:
+			writeError(w, http.StatusBadRequest, CodeInvalidTimeout, "timeout %s exceeds route %s's maximum of %s", d, rt.Name, rt.MaxTimeout)
+			return
+		}
+		timeout, explicitTimeout = d, d
+	}
+	var fanout *int
+	if s := q.Get("fanout"); s != "" {
+		n, err := strconv.Atoi(s)
+		switch {
+		case err != nil:
+			writeError(w, http.StatusBadRequest, CodeInvalidFanout, "fanout %q is not a whole number", s)
+			return
+		case rt.Mode == scatterer.Broadcast && n != len(rt.Recipients):
+			writeError(w, http.StatusBadRequest, CodeInvalidFanout, "fanout %d: broadcast route %s always has its %d recipients", n, rt.Name, len(rt.Recipients))
+			return
+		case n < 1 || n > rt.MaxFanout:
+			writeError(w, http.StatusBadRequest, CodeInvalidFanout, "fanout %d is outside 1..%d for route %s", n, rt.MaxFanout, rt.Name)
+			return
+		}
+		fanout = &n
+	}
+	wait, ok := g.parseWait(w, q)
+	if !ok {
+		return
+	}
+	id := schemas.CorrelationID(r.Header.Get(HeaderCorrelationID))
+	if id == "" {
+		id = client.NewCorrelationID()
+	} else if !validID.MatchString(string(id)) {
+		writeError(w, http.StatusBadRequest, CodeInvalidID, "%s %q: want 1 to 128 of A-Z a-z 0-9 . _ : -", HeaderCorrelationID, id)
+		return
+	}
+
+	if r.ContentLength > g.cfg.MaxBodyBytes {
+		writeError(w, http.StatusRequestEntityTooLarge, CodeBodyTooLarge, "body of %d bytes exceeds the limit of %d", r.ContentLength, g.cfg.MaxBodyBytes)
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, g.cfg.MaxBodyBytes))
+	if err != nil {
+		if _, tooBig := errors.AsType[*http.MaxBytesError](err); tooBig {
+			writeError(w, http.StatusRequestEntityTooLarge, CodeBodyTooLarge, "body exceeds the limit of %d bytes", g.cfg.MaxBodyBytes)
+			return
+		}
+		writeError(w, http.StatusBadRequest, CodeBadRequest, "read the body: %v", err)
+		return
+	}
+	ct, ok := contentType(w, r.Header.Get("Content-Type"), body)
+	if !ok {
+		return
+	}
+
+	now := time.Now()
+	if _, err := g.store.submit(id, rt.Name, now, now.Add(timeout)); err != nil {
+		writeError(w, http.StatusConflict, CodeDuplicateID, "%s %s is already known to this gateway; poll /v1/requests/%s", HeaderCorrelationID, id, id)
+		return
+	}
+	req := schemas.Request{CorrelationID: id, Route: rt.Name, Payload: body, ContentType: ct, Timeout: explicitTimeout,
+		Fanout: fanout, SubmittedAt: now}
+	v, err := schemas.EncodeRequest(req)
+	if err != nil {
+		g.store.forget(id)
+		writeError(w, http.StatusInternalServerError, CodeInternal, "encode the request: %v", err)
+		return
+	}
+	if err := g.produce(r.Context(), id, v); err != nil {
+		g.log.Warn("request not produced", "correlation_id", id, "route", rt.Name, "err", err)
+		if errors.Is(err, errNotAcked) {
+			// It may still be written: say where to look.
+			w.Header().Set(HeaderCorrelationID, string(id))
+			w.Header().Set("Location", "/v1/requests/"+url.PathEscape(string(id)))
+		}
+		g.unavailable(w, CodeBrokerUnavailable, "Kafka is unavailable: request %s: %v", id, err)
+		return
+	}
+	w.Header().Set(HeaderCorrelationID, string(id))
+	g.answer(w, r, id, wait, http.StatusAccepted)
+}
+
+// errNotAcked: the broker did not acknowledge a request in time.
+var errNotAcked = errors.New("not acknowledged in time")
+
+// produce writes a request record and waits up to ProduceTimeout for the
+// broker's acknowledgement. A request the broker refused is forgotten; one
+// still in flight at the timeout (errNotAcked) may yet be written, and is
+// forgotten only if it finally fails (the producer gives up on it after
+// ProduceTimeout too, when it safely can).
+func (g *Gateway) produce(ctx context.Context, id schemas.CorrelationID, value []byte) error {
+	ctx, cancel := context.WithTimeout(ctx, g.cfg.ProduceTimeout)
+	defer cancel()
+	acked := make(chan error, 1) // the promise never blocks
+	rec := &kgo.Record{Topic: g.cfg.Topics.Requests(), Key: []byte(id), Value: value}
+	g.producer.Produce(ctx, rec, func(_ *kgo.Record, err error) {
+		if err != nil {
+			g.store.forget(id)
+		}
+		acked <- err
+	})
+	select {
+	case err := <-acked:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("%w: no acknowledgement within %s; it may still be processed", errNotAcked, g.cfg.ProduceTimeout)
+	}
+}
+
+// contentType returns the payload's content type: the header's, with two
+// conveniences for curl users: no header, or curl's default form type, on
+// a body that is JSON means JSON (else bytes). A JSON type on a body that
+// is not JSON is a 400.
+func contentType(w http.ResponseWriter, header string, body []byte) (string, bool) {
+	mt, _, err := mime.ParseMediaType(header)
+	if header != "" && err != nil {
+		writeError(w, http.StatusBadRequest, CodeBadRequest, "Content-Type %q: %v", header, err)
+		return "", false
+	}
+	switch {
+	case header == "" || mt == "application/x-www-form-urlencoded":
+		if len(body) > 0 && json.Valid(body) {
+			return "application/json", true
+		}
+		if header == "" {
+			return "application/octet-stream", true
+		}
+	case mt == "application/json" || strings.HasSuffix(mt, "+json"):
+		if !json.Valid(body) {
+			writeError(w, http.StatusBadRequest, CodeInvalidJSON, "the body is not valid JSON but its Content-Type is %s", mt)
+			return "", false
+		}
+	}
+	return header, true
+}
+
+// answer writes the reply of id if it is there or comes within wait (200),
+// else the pending body with a Location (pendingStatus: 202). It stops
+// waiting when the caller goes or the gateway shuts down.
+func (g *Gateway) answer(w http.ResponseWriter, r *http.Request, id schemas.CorrelationID, wait time.Duration, pendingStatus int) {
+	s, ok := g.store.get(id)
+	if !ok {
+		g.notKnown(w, id)
+		return
+	}
+	if s.reply == nil && wait > 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		select {
+		case <-s.done:
+		case <-t.C:
+		case <-r.Context().Done():
+			return
+		case <-g.closing:
+		}
+		if s2, ok := g.store.get(id); ok {
+			s = s2
+		}
+	}
+	w.Header().Set(HeaderCorrelationID, string(id))
+	if s.reply != nil {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set(HeaderReplyStatus, string(s.reply.Status))
+		w.WriteHeader(http.StatusOK)
+		w.Write(append(s.view, '\n'))
+		return
+	}
+	loc := "/v1/requests/" + url.PathEscape(string(id))
+	w.Header().Set("Location", loc)
+	writeJSON(w, pendingStatus, PendingBody{CorrelationID: string(id), Route: string(s.route), Status: "PENDING",
+		SubmittedAt: s.submittedAt, Deadline: s.deadline, Location: loc, Events: loc + "/events"})
+}
+
+// notKnown answers for an id the store does not have: 404 once the
+// gateway has read back the retention window, 503 before.
+func (g *Gateway) notKnown(w http.ResponseWriter, id schemas.CorrelationID) {
+	switch g.state.Load() {
+	case tailConnecting:
+		g.unavailable(w, CodeBrokerUnavailable, "Kafka is unavailable: cannot look up request %s yet", id)
+	case tailCatchingUp:
+		g.unavailable(w, CodeCatchingUp, "the gateway is still reading back the last %s of replies; ask again shortly", g.cfg.ReplyRetention)
+	default:
+		writeError(w, http.StatusNotFound, CodeUnknownRequest, "request %s is unknown: not submitted in the last %s, or its reply has expired from this gateway", id, g.cfg.ReplyRetention)
+	}
+}
+
+// getRequest is GET /v1/requests/{id}[?wait=]: 200 with the reply, 202
+// while pending, 404 when unknown.
+func (g *Gateway) getRequest(w http.ResponseWriter, r *http.Request) {
+	wait, ok := g.parseWait(w, r.URL.Query())
+	if !ok {
+		return
+	}
+	g.answer(w, r, schemas.CorrelationID(r.PathValue("id")), wait, http.StatusAccepted)
+}
