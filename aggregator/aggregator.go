@@ -445,7 +445,7 @@ func decodeReason(err error) string {
 // record turns an output of the machine into a record to produce.
 func (a *Aggregator) record(o output) (*kgo.Record, error) {
 	if o.src != nil {
-		a.log.Debug("dead letter", "reason", o.reason, "partition", o.src.Partition, "offset", o.src.Offset, "err", o.err)
+		a.log.Warn("record dead-lettered", "correlation_id", string(o.src.Key), "reason", o.reason, "partition", o.src.Partition, "offset", o.src.Offset, "err", o.err)
 		return kafka.DeadLetter(a.cfg.Topics.DLQ(), o.src, role, o.reason, o.err), nil
 	}
 	v, err := schemas.EncodeReply(o.reply)

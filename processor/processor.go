@@ -237,7 +237,7 @@ func (p *Processor) processPartition(ctx context.Context, b *kafka.Batch, recs [
 }
 
 func (p *Processor) deadLetter(b *kafka.Batch, rec *kgo.Record, reason string, err error) {
-	p.log.Warn("task dead-lettered", "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset, "reason", reason, "err", err)
+	p.log.Warn("task dead-lettered", "key", string(rec.Key), "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset, "reason", reason, "err", err)
 	p.obs.deadLetter(reason)
 	b.Produce(kafka.DeadLetter(p.cfg.Topics.DLQ(), rec, "processor", reason, err))
 }
