@@ -85,8 +85,11 @@ func (c *common) clientConfig(brokers []string, clientID string) (kafka.ClientCo
 		if err != nil {
 			return cc, fmt.Errorf("--kafka-log-level: %w", err)
 		}
-		cc.Logger, _ = newLogger(os.Stderr, l.String(), c.logFormat)
-		cc.Logger = cc.Logger.With("component", "kafka")
+		log, err := newLogger(os.Stderr, l.String(), c.logFormat)
+		if err != nil {
+			return cc, fmt.Errorf("--log-format: %w", err)
+		}
+		cc.Logger = log.With("component", "kafka")
 	}
 	return cc, cc.Validate()
 }

@@ -38,6 +38,9 @@ func topicsCmd() *Command {
 then lists them. An existing topic with the wrong partition count is an error.`,
 		Flags: func(fs *flag.FlagSet) { c.register(fs, true) },
 		Run: func(ctx context.Context, _ []string) error {
+			if _, err := c.logger(); err != nil {
+				return err
+			}
 			cc, err := c.clientConfig(c.brokerList(), "scattergather-topics")
 			if err != nil {
 				return fmt.Errorf("--brokers: %w", err)
