@@ -94,7 +94,7 @@ func (ob *observability) client(cc kafka.ClientConfig, role string) kafka.Client
 }
 
 // run runs main alongside the metrics server (serving checks), the lag
-// sampler of groups and the span exporter, until ctx ends or main returns;
+// sampler of groups (none when groups is empty) and the span exporter, until ctx ends or main returns;
 // then it stops the others and waits for them. The server binds before main
 // starts, so a taken port is an error at once.
 func (ob *observability) run(ctx context.Context, cc kafka.ClientConfig, groups []string, checks []metrics.Check, main func(context.Context) error) error {
@@ -106,13 +106,15 @@ func (ob *observability) run(ctx context.Context, cc kafka.ClientConfig, groups 
 			return fmt.Errorf("--metrics-addr: %w (set another address, or an empty one to disable metrics)", err)
 		}
 		side = append(side, srv.Run)
-		lag, err := metrics.NewLagSampler(metrics.LagConfig{Client: cc, Groups: groups, Interval: ob.flags.lagInterval,
-			Registerer: ob.reg, Logger: ob.log})
-		if err != nil {
-			srv.Close()
-			return err
+		if len(groups) > 0 {
+			lag, err := metrics.NewLagSampler(metrics.LagConfig{Client: cc, Groups: groups, Interval: ob.flags.lagInterval,
+				Registerer: ob.reg, Logger: ob.log})
+			if err != nil {
+				srv.Close()
+				return err
+			}
+			side = append(side, lag.Run)
 		}
-		side = append(side, lag.Run)
 		ob.log.Info("serving metrics", "addr", srv.Addr(), "groups", strings.Join(groups, ","))
 	}
 	if ob.exporter != nil {
