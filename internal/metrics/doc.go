@@ -67,17 +67,19 @@
 // label set.
 //
 // Kafka clients (franz-go's plugin/kprom, one set per client, with the
-// labels role and client, the client's number within the process):
+// labels role and client, the client's number within the process; broker
+// metrics also by node_id, produce and fetch metrics by node_id and topic):
 // scattergather_kafka_connects_total, _connect_errors_total,
 // _disconnects_total, _write_bytes_total, _write_errors_total,
-// _read_bytes_total, _read_errors_total, _request_duration_e2e_seconds,
-// _request_throttled_seconds, _produce_bytes_total,
-// _produce_uncompressed_bytes_total, _produce_batches_total,
-// _produce_records_total, _fetch_bytes_total,
-// _fetch_uncompressed_bytes_total, _fetch_batches_total,
-// _fetch_records_total, _buffered_produce_records_total,
-// _buffered_produce_bytes_total, _buffered_fetch_records_total,
-// _buffered_fetch_bytes_total.
+// _read_bytes_total, _read_errors_total, _produce_bytes_total,
+// _produce_records_total, _produce_batches_total, _fetch_bytes_total,
+// _fetch_records_total, _fetch_batches_total (uncompressed bytes), the
+// histogram _request_duration_e2e_seconds, and the gauges
+// _buffered_produce_records_total, _buffered_produce_bytes,
+// _buffered_fetch_records_total, _buffered_fetch_bytes. kprom also
+// registers, and leaves empty, _produce_compressed_bytes_total,
+// _fetch_compressed_bytes_total, _read_wait_seconds, _read_time_seconds,
+// _write_wait_seconds, _write_time_seconds and _request_throttled_seconds.
 //
 // Process: the Go runtime (go_*), the process (process_*) and go_build_info.
 package metrics
