@@ -7,6 +7,8 @@ import (
 	"net"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/scatterer"
 )
@@ -75,6 +77,9 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// Logger; nil discards logs.
 	Logger *slog.Logger
+	// Metrics registers the gateway's metrics (see the package doc); nil:
+	// none.
+	Metrics prometheus.Registerer
 }
 
 // Validate fills in the defaults and reports every problem with c at once.

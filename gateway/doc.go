@@ -64,6 +64,16 @@
 // reply still gets the parts while the results topic retains them. At most
 // MaxStreams streams run at once.
 //
+// # Metrics
+//
+// With Config.Metrics set (see internal/metrics for the naming):
+//
+//	scattergather_gateway_http_requests_total{endpoint,code}      answers by route pattern ("other" for unknown paths) and status
+//	scattergather_gateway_http_request_duration_seconds{endpoint} time to answer, waits and streams included
+//	scattergather_gateway_cached_requests                         requests and replies in the cache
+//	scattergather_gateway_cache_evictions_total                   entries dropped for room before their retention ended
+//	scattergather_gateway_event_streams                           open /events streams
+//
 // # Concurrency and shutdown
 //
 // Run owns two goroutines besides the HTTP server's: the serve loop and the

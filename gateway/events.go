@@ -104,7 +104,11 @@ func (g *Gateway) streamEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	select {
 	case g.streams <- struct{}{}:
-		defer func() { <-g.streams }()
+		g.m.streams.Inc()
+		defer func() {
+			g.m.streams.Dec()
+			<-g.streams
+		}()
 	default:
 		g.unavailable(w, CodeTooManyStreams, "%d event streams are open, the maximum; poll /v1/requests/%s instead", g.cfg.MaxStreams, id)
 		return

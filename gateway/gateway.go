@@ -28,6 +28,7 @@ type Gateway struct {
 	store  *store
 	state  atomic.Int32 // tailConnecting, tailCatchingUp, tailReady
 	mux    *http.ServeMux
+	m      *gatewayMetrics
 
 	// streams is a semaphore of MaxStreams slots for /events.
 	streams chan struct{}
@@ -62,6 +63,11 @@ func New(cfg Config) (*Gateway, error) {
 	for _, r := range cfg.Routes {
 		g.routes[r.Name] = r
 	}
+	m, err := newMetrics(cfg.Metrics)
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	g.m = m
 	g.mux = g.routesMux()
 	return g, nil
 }
@@ -83,7 +89,10 @@ func (g *Gateway) Run(ctx context.Context) error {
 		// A request Kafka has not taken by then is failed (once that is
 		// safe for the idempotent producer) rather than written long
 		// after its caller was told 503.
-		kgo.RecordDeliveryTimeout(g.cfg.ProduceTimeout))
+		kgo.RecordDeliveryTimeout(g.cfg.ProduceTimeout),
+		// Topics created after the gateway started (dev, demo) are seen
+		// within a second rather than kgo's default 5s.
+		kgo.MetadataMinAge(time.Second))
 	if err != nil {
 		ln.Close()
 		return fmt.Errorf("gateway: %w", err)
@@ -138,7 +147,17 @@ func (g *Gateway) Run(ctx context.Context) error {
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	g.handlers.Add(1)
 	defer g.handlers.Done()
-	g.mux.ServeHTTP(w, r)
+	g.m.instrument(w, r, g.mux)
+}
+
+// Ready reports nil once the gateway has read the requests and replies
+// topics back over its retention window (then an unknown id is a 404), and
+// why not otherwise. It is /readyz's check; safe for concurrent use.
+func (g *Gateway) Ready() error {
+	if s := g.state.Load(); s != tailReady {
+		return fmt.Errorf("gateway: %s", tailStateNames[s])
+	}
+	return nil
 }
 
 // partitionOf returns the partition of the results topic that holds the

@@ -17,6 +17,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/scattergather/scattergather/client"
 	"github.com/scattergather/scattergather/gateway"
 	"github.com/scattergather/scattergather/internal/kafka"
@@ -709,4 +712,77 @@ func TestConcurrentPosts(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
+}
+
+// TestMetricsAndTrace: answers are counted by endpoint pattern and code,
+// and a caller's traceparent travels on the request record.
+func TestMetricsAndTrace(t *testing.T) {
+	e := newEnv(t)
+	e.startPipeline(t)
+	reg := prometheus.NewRegistry()
+	s := e.startGateway(t, func(c *gateway.Config) { c.Metrics = reg })
+	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	res := do(t, "POST", s.url+"/v1/routes/echo/requests?wait=20s", strings.NewReader(`{}`),
+		map[string]string{"Content-Type": "application/json", "traceparent": tp})
+	wantStatus(t, res, http.StatusOK)
+	wantStatus(t, post(t, s.url+"/v1/routes/nope/requests", `{}`), http.StatusNotFound)
+	wantStatus(t, do(t, "GET", s.url+"/nowhere", nil, nil), http.StatusNotFound)
+
+	for _, c := range []struct{ endpoint, code string }{
+		{"POST /v1/routes/{route}/requests", "200"},
+		{"POST /v1/routes/{route}/requests", "404"},
+		{"other", "404"},
+	} {
+		got := counter(t, reg, "scattergather_gateway_http_requests_total", c.endpoint, c.code)
+		if got != 1 {
+			t.Errorf("requests_total{%s,%s} = %v, want 1", c.endpoint, c.code, got)
+		}
+	}
+
+	// The request record carries the caller's traceparent.
+	id := res.header.Get(gateway.HeaderCorrelationID)
+	cl := e.cluster.Client(t, kgo.ConsumeTopics(e.topics.Requests()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	for ctx.Err() == nil {
+		var found *kgo.Record
+		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
+			if string(r.Key) == id {
+				found = r
+			}
+		})
+		if found != nil {
+			for _, h := range found.Headers {
+				if h.Key == "traceparent" && string(h.Value) == tp {
+					return
+				}
+			}
+			t.Fatalf("request record headers %v lack the caller's traceparent", found.Headers)
+		}
+	}
+	t.Fatal("request record not found")
+}
+
+// counter returns the value of name{endpoint,code} on reg, 0 if absent.
+func counter(t *testing.T, reg *prometheus.Registry, name, endpoint, code string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["endpoint"] == endpoint && labels["code"] == code {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
 }

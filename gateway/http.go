@@ -18,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/scattergather/scattergather/client"
+	"github.com/scattergather/scattergather/internal/tracing"
 	"github.com/scattergather/scattergather/scatterer"
 	"github.com/scattergather/scattergather/schemas"
 )
@@ -291,7 +292,16 @@ func (g *Gateway) postRequest(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, CodeInternal, "encode the request: %v", err)
 		return
 	}
-	if err := g.produce(r.Context(), id, v); err != nil {
+	var headers []kgo.RecordHeader
+	if tp := r.Header.Get(tracing.Header); tp != "" {
+		// The caller's trace goes on through the pipeline; a malformed
+		// traceparent is dropped, as W3C says, and the pipeline starts a
+		// trace of its own.
+		if _, err := tracing.Parse(tp); err == nil {
+			headers = append(headers, kgo.RecordHeader{Key: tracing.Header, Value: []byte(tp)})
+		}
+	}
+	if err := g.produce(r.Context(), id, v, headers); err != nil {
 		g.log.Warn("request not produced", "correlation_id", id, "route", rt.Name, "err", err)
 		if errors.Is(err, errNotAcked) {
 			// It may still be written: say where to look.
@@ -313,11 +323,11 @@ var errNotAcked = errors.New("not acknowledged in time")
 // still in flight at the timeout (errNotAcked) may yet be written, and is
 // forgotten only if it finally fails (the producer gives up on it after
 // ProduceTimeout too, when it safely can).
-func (g *Gateway) produce(ctx context.Context, id schemas.CorrelationID, value []byte) error {
+func (g *Gateway) produce(ctx context.Context, id schemas.CorrelationID, value []byte, headers []kgo.RecordHeader) error {
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.ProduceTimeout)
 	defer cancel()
 	acked := make(chan error, 1) // the promise never blocks
-	rec := &kgo.Record{Topic: g.cfg.Topics.Requests(), Key: []byte(id), Value: value}
+	rec := &kgo.Record{Topic: g.cfg.Topics.Requests(), Key: []byte(id), Value: value, Headers: headers}
 	g.producer.Produce(ctx, rec, func(_ *kgo.Record, err error) {
 		if err != nil {
 			g.store.forget(id)

@@ -2,10 +2,13 @@ package gateway
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/scattergather/scattergather/internal/kafka"
@@ -21,6 +24,8 @@ const (
 
 var tailStateNames = [...]string{"connecting", "catching-up", "ready"}
 
+var errNoTopics = errors.New("topics do not exist")
+
 // tail reads the requests and replies topics into the store: first back
 // over ReplyRetention, then as they grow. It retries its setup until the
 // broker answers, and returns when ctx ends.
@@ -32,7 +37,11 @@ func (g *Gateway) tail(ctx context.Context) {
 			return
 		}
 		g.state.Store(tailConnecting)
-		g.log.Warn("reading requests and replies failed; retrying", "err", err, "in", backoff)
+		level := slog.LevelWarn
+		if errors.Is(err, kerr.UnknownTopicOrPartition) || errors.Is(err, errNoTopics) {
+			level = slog.LevelInfo // not created yet: normal while a pipeline starts
+		}
+		g.log.Log(ctx, level, "cannot read requests and replies yet; retrying", "err", err, "in", backoff)
 		select {
 		case <-ctx.Done():
 			return
@@ -77,7 +86,7 @@ func (g *Gateway) tailOnce(ctx context.Context) error {
 		}
 	}
 	if len(missing) > 0 {
-		return fmt.Errorf("topics %v do not exist", missing)
+		return fmt.Errorf("%w: %v", errNoTopics, missing)
 	}
 	starts.Each(func(o kadm.ListedOffset) {
 		from[o.Topic][o.Partition] = kgo.NewOffset().At(o.Offset)
@@ -134,6 +143,7 @@ func (g *Gateway) tailOnce(ctx context.Context) error {
 		if now.Sub(lastExpire) > time.Second {
 			lastExpire = now
 			g.store.expire(now)
+			g.m.observeStore(g.store)
 		}
 	}
 }

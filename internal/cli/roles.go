@@ -21,6 +21,7 @@ import (
 func Commands() []*Command {
 	return []*Command{
 		scattererCmd(), processorCmd(), aggregatorCmd(), topicsCmd(), devCmd(), demoCmd(), requestCmd(),
+		gatewayCmd(),
 	}
 }
 
@@ -104,10 +105,14 @@ type handlerFlags struct {
 	stragglerDelay time.Duration
 	catalogSize    int
 	quoteMargin    float64
+	httpURL        string
+	httpTimeout    time.Duration
 }
 
 func (h *handlerFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&h.name, "handler", "echo", "built-in handler: echo, sleep, search or quote (the demo's loan provider, named by --recipient, answering after --sleep-delay)")
+	fs.StringVar(&h.name, "handler", "echo", "built-in handler: echo, sleep, search, quote (the demo's loan provider, named by --recipient, answering after --sleep-delay) or http (POST each task to --http-url)")
+	fs.StringVar(&h.httpURL, "http-url", "", "http handler: where each task's payload is POSTed; {part} and {route} are replaced by the task's part id and route, e.g. http://search-{part}:8080/search")
+	fs.DurationVar(&h.httpTimeout, "http-timeout", processor.DefaultHTTPTimeout, "http handler: cap on one try (the task's deadline caps it too); 5xx, 408, 429, connection errors and timeouts are retried per --retries/--backoff, other 4xx are not")
 	fs.Float64Var(&h.quoteMargin, "quote-margin", 1.0, "quote handler: the provider's margin over the base rate, in percentage points")
 	fs.DurationVar(&h.delay, "sleep-delay", 10*time.Millisecond, "sleep handler: delay per task")
 	fs.DurationVar(&h.maxDelay, "sleep-max-delay", 0, "sleep handler: if above --sleep-delay, the delay is uniform in [sleep-delay, sleep-max-delay]")
@@ -126,6 +131,11 @@ func (h *handlerFlags) build(recipient string) (processor.Handler, error) {
 		return demo.Provider{Name: recipient, Latency: h.delay, Margin: h.quoteMargin}.Handler(), nil
 	case "echo":
 		return processor.Echo(), nil
+	case "http":
+		if h.httpURL == "" {
+			return nil, errors.New("--handler http needs --http-url")
+		}
+		return processor.HTTP(processor.HTTPConfig{URL: h.httpURL, Timeout: h.httpTimeout})
 	case "sleep":
 		return processor.Sleep(processor.SleepConfig{Delay: h.delay, MaxDelay: h.maxDelay, FailureRate: h.failureRate,
 			StragglerRate: h.stragglerRate, StragglerDelay: h.stragglerDelay, Seed: time.Now().UnixNano()})
@@ -135,7 +145,7 @@ func (h *handlerFlags) build(recipient string) (processor.Handler, error) {
 		}
 		return processor.Search(catalog.New(h.catalogSize, demo.CatalogSeed)), nil
 	}
-	return nil, fmt.Errorf("--handler %q: want echo, sleep, search or quote", h.name)
+	return nil, fmt.Errorf("--handler %q: want echo, sleep, search, quote or http", h.name)
 }
 
 func processorCmd() *Command {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"sort"
@@ -17,10 +18,12 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/scattergather/scattergather/client"
+	"github.com/scattergather/scattergather/gateway"
 	"github.com/scattergather/scattergather/internal/catalog"
 	"github.com/scattergather/scattergather/internal/demo"
 	"github.com/scattergather/scattergather/internal/embedded"
 	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/internal/metrics"
 	"github.com/scattergather/scattergather/internal/routes"
 	"github.com/scattergather/scattergather/internal/stack"
 	"github.com/scattergather/scattergather/processor"
@@ -123,11 +126,12 @@ func sameShape(a, b routes.Route) bool {
 
 func devCmd() *Command {
 	var (
-		c          common
-		o          observeFlags
-		brokerAddr string
-		dataDir    string
-		fresh      bool
+		c           common
+		o           observeFlags
+		brokerAddr  string
+		dataDir     string
+		fresh       bool
+		gatewayAddr string
 	)
 	return &Command{
 		Name:    "dev",
@@ -135,10 +139,13 @@ func devCmd() *Command {
 		Usage:   "dev [flags]",
 		Long: `Starts the embedded Kafka-protocol broker (franz-go's kfake) on --broker-addr, so
 any Kafka client can join it, creates the topics and runs a scatterer, the
-processors of every route and an aggregator. The demo routes (search, quotes,
-echo) get the demo handlers; other routes of --routes-file get echo.
+processors of every route, an aggregator and the HTTP gateway on --gateway-addr.
+The demo routes (search, quotes, echo) get the demo handlers; other routes of
+--routes-file get echo.
 
 Try it from another shell:
+  curl -s -X POST 'http://127.0.0.1:8080/v1/routes/search/requests?wait=5s' \
+       -H 'Content-Type: application/json' -d '{"query":"red running shoes","k":5}'
   scattergather request --route search --payload '{"query":"red running shoes","k":5}'
   scattergather processor --route echo --handler sleep   # join the echo group`,
 		Flags: func(fs *flag.FlagSet) {
@@ -147,6 +154,7 @@ Try it from another shell:
 			fs.StringVar(&brokerAddr, "broker-addr", "127.0.0.1:9092", "address of the embedded broker (127.0.0.1 only)")
 			fs.StringVar(&dataDir, "data-dir", defaultDataDir(), "where the embedded broker keeps its log; empty keeps it in memory")
 			fs.BoolVar(&fresh, "fresh", false, "delete --data-dir before starting")
+			fs.StringVar(&gatewayAddr, "gateway-addr", gateway.DefaultAddr, "address of the HTTP gateway (see 'scattergather gateway --help'); empty runs none")
 		},
 		Run: func(ctx context.Context, _ []string) error {
 			log, err := c.logger()
@@ -165,6 +173,17 @@ Try it from another shell:
 				if err := os.RemoveAll(dataDir); err != nil {
 					return fmt.Errorf("--fresh: %w", err)
 				}
+			}
+			var ln net.Listener // the gateway's, bound first so a taken port fails at once
+			if gatewayAddr != "" {
+				if ln, err = listenGateway("--gateway-addr", gatewayAddr); err != nil {
+					return err
+				}
+				defer func() {
+					if ln != nil {
+						ln.Close()
+					}
+				}()
 			}
 			b, err := embedded.Start(embedded.Config{Addr: brokerAddr, DataDir: dataDir})
 			if err != nil {
@@ -188,13 +207,32 @@ Try it from another shell:
 			if err != nil {
 				return err
 			}
+			run, checks := st.Run, st.Checks()
+			var gatewayURL string
+			if ln != nil {
+				gcfg, err := (&gatewayFlags{}).config(table)
+				if err != nil {
+					return err
+				}
+				gcfg.Client, gcfg.Topics, gcfg.Listener, gcfg.Logger, gcfg.Metrics = ob.client(cc, "gateway"), c.topics(), ln, log, ob.registerer()
+				gw, err := gateway.New(gcfg)
+				if err != nil {
+					return err
+				}
+				ln, gatewayURL = nil, "http://"+gcfg.Listener.Addr().String() // gw.Run owns it now
+				run = func(ctx context.Context) error { return runTogether(ctx, st.Run, gw.Run) }
+				checks = append(checks, metrics.Check{Name: "gateway", Ready: gw.Ready})
+			}
 			fmt.Fprintf(os.Stderr, "scattergather dev: broker on %s (data dir %q), routes %v, guarantee %s\n", strings.Join(b.Addrs(), ","), dataDir, table.Names(), g)
+			if gatewayURL != "" {
+				fmt.Fprintf(os.Stderr, "  gateway: %s; try:\n%s", gatewayURL, curlExamples(gatewayURL, "search", `{"query":"red running shoes","k":5}`))
+			}
 			fmt.Fprintf(os.Stderr, "  try: scattergather request --brokers %s --route search --payload '{\"query\":\"red running shoes\",\"k\":5}'\n", b.Addrs()[0])
 			if o.metricsAddr != "" {
 				fmt.Fprintf(os.Stderr, "  metrics: http://%s/metrics (also /healthz, /readyz)\n", o.metricsAddr)
 			}
 			fmt.Fprintf(os.Stderr, "  Ctrl-C stops.\n")
-			return ob.run(ctx, cc, st.Groups(), st.Checks(), st.Run)
+			return ob.run(ctx, cc, st.Groups(), checks, run)
 		},
 	}
 }
@@ -209,9 +247,10 @@ func defaultDataDir() string {
 
 func demoCmd() *Command {
 	var (
-		c        common
-		searches int
-		quotes   int
+		c           common
+		searches    int
+		quotes      int
+		gatewayAddr string
 	)
 	return &Command{
 		Name:    "demo",
@@ -223,6 +262,8 @@ process and plays two examples:
              shards' hits merged top-10 and checked against a direct search;
   broadcast: a loan quote request sent to three providers, one too slow for the
              timeout, answered PARTIAL with that provider marked MISSING.
+Then it sends one search through the HTTP gateway (on --gateway-addr, a free
+port by default) and prints the curl command that does the same.
 Prints the replies and a summary line, and exits non-zero if any reply is wrong.`,
 		Flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&c.guarantee, "guarantee", string(kafka.ExactlyOnce), "exactly-once or at-least-once")
@@ -231,6 +272,7 @@ Prints the replies and a summary line, and exits non-zero if any reply is wrong.
 			fs.StringVar(&c.kafkaLogLevel, "kafka-log-level", "none", "level of the Kafka client's own logs, or none")
 			fs.IntVar(&searches, "searches", 2*len(demo.Queries), "search requests to send")
 			fs.IntVar(&quotes, "quotes", 3, "quote requests to send")
+			fs.StringVar(&gatewayAddr, "gateway-addr", "127.0.0.1:0", "address of the HTTP gateway during the demo (port 0: a free one); empty runs none")
 		},
 		Run: func(ctx context.Context, _ []string) error {
 			log, err := c.logger()
@@ -255,10 +297,36 @@ Prints the replies and a summary line, and exits non-zero if any reply is wrong.
 			if err != nil {
 				return err
 			}
+			topics := kafka.Topics{Prefix: kafka.DefaultPrefix}
+			dcfg := demo.Config{Client: cc, Topics: topics, Guarantee: g, Out: os.Stdout, Logger: log, Searches: searches, Quotes: quotes}
 			fmt.Printf("scattergather demo: embedded broker on %s, guarantee %s\n\n", b.Addrs()[0], g)
-			_, err = demo.Run(ctx, demo.Config{Client: cc, Topics: kafka.Topics{Prefix: kafka.DefaultPrefix}, Guarantee: g,
-				Out: os.Stdout, Logger: log, Searches: searches, Quotes: quotes})
-			return err
+			if gatewayAddr == "" {
+				_, err = demo.Run(ctx, dcfg)
+				return err
+			}
+			ln, err := listenGateway("--gateway-addr", gatewayAddr)
+			if err != nil {
+				return err
+			}
+			gcfg, err := (&gatewayFlags{}).config(routes.Demo())
+			if err != nil {
+				ln.Close()
+				return err
+			}
+			gcfg.Client, gcfg.Topics, gcfg.Listener, gcfg.Logger = cc, topics, ln, log
+			gw, err := gateway.New(gcfg)
+			if err != nil {
+				ln.Close()
+				return err
+			}
+			base := "http://" + ln.Addr().String()
+			dcfg.After = func(ctx context.Context) error { return runGatewayDemo(ctx, os.Stdout, base) }
+			// The gateway serves while the demo plays (its tail waits for the
+			// topics the demo creates) and stops when it is done.
+			return runTogether(ctx, func(ctx context.Context) error {
+				_, err := demo.Run(ctx, dcfg)
+				return err
+			}, gw.Run)
 		},
 	}
 }

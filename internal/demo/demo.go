@@ -63,6 +63,10 @@ type Config struct {
 	Searches int
 	// Quotes to send; default 3.
 	Quotes int
+	// After, if set, runs once the examples are played, while the pipeline
+	// still runs (the CLI sends a request through the HTTP gateway); its
+	// error fails the demo.
+	After func(ctx context.Context) error
 }
 
 // Summary is what a demo run saw.
@@ -198,6 +202,11 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	sum.P50 = percentile(latencies, 0.50)
 	sum.P99 = percentile(latencies, 0.99)
 	fmt.Fprintf(cfg.Out, "\n%s\n", sum)
+	if cfg.After != nil {
+		if err := cfg.After(ctx); err != nil {
+			all = append(all, err)
+		}
+	}
 	if err := errors.Join(all...); err != nil {
 		return sum, err
 	}
