@@ -60,6 +60,24 @@ type Config struct {
 	// run after Run's context is done; default 10s. Tasks still running then
 	// are not answered: the batch is aborted and consumed again.
 	DrainTimeout time.Duration
+	// Concurrency is how many tasks of one partition are handled at once;
+	// default 1. With 1, each polled batch is handled with one goroutine
+	// per partition, records in order, and committed as a whole. Above 1
+	// the processor pipelines (see the package doc): it keeps polling
+	// while tasks run, hands up to Concurrency tasks of each partition to
+	// handlers at once (per Ordering), writes each result as soon as it is
+	// ready, and commits each partition up to its first unfinished task,
+	// with the finished ones above it in the commit's metadata so that
+	// they are not handled again. Slow I/O handlers are then not capped
+	// by the partition count, and a slow task holds back no other.
+	Concurrency int
+	// Ordering says which tasks of a partition must wait for each other
+	// when Concurrency is above 1: OrderKey (default) handles the tasks of
+	// one record key one after the other and different keys in parallel;
+	// OrderNone handles any tasks in parallel. Split tasks are keyed by
+	// shard, so under OrderKey a processor works on one task per shard at
+	// a time; broadcast tasks are keyed by correlation id.
+	Ordering Ordering
 	// Logger; nil discards logs.
 	Logger *slog.Logger
 	// Metrics registers the processor's metrics (see internal/metrics);
@@ -69,6 +87,24 @@ type Config struct {
 	// traceparent on the result; nil still carries the trace.
 	Tracer *tracing.Tracer
 }
+
+// Ordering says which tasks of a partition are handled in order when
+// [Config.Concurrency] is above 1.
+type Ordering string
+
+// The orderings.
+const (
+	// OrderKey handles the tasks of one record key in offset order, one at
+	// a time; tasks of different keys run in parallel. Records without a
+	// key are ordered by nothing.
+	OrderKey Ordering = "key"
+	// OrderNone handles the tasks of a partition in parallel regardless
+	// of their keys.
+	OrderNone Ordering = "none"
+)
+
+// MaxConcurrency caps [Config.Concurrency].
+const MaxConcurrency = 1024
 
 // Validate fills in the defaults and reports every problem with c at once.
 func (c *Config) Validate() error {
@@ -118,6 +154,19 @@ func (c *Config) Validate() error {
 	}
 	if c.Backoff > 0 && c.MaxBackoff > 0 && c.MaxBackoff < c.Backoff {
 		errs = append(errs, fmt.Errorf("max backoff: %s is below backoff %s", c.MaxBackoff, c.Backoff))
+	}
+	switch {
+	case c.Concurrency == 0:
+		c.Concurrency = 1
+	case c.Concurrency < 0 || c.Concurrency > MaxConcurrency:
+		errs = append(errs, fmt.Errorf("concurrency: %d, want 1..%d", c.Concurrency, MaxConcurrency))
+	}
+	switch c.Ordering {
+	case "":
+		c.Ordering = OrderKey
+	case OrderKey, OrderNone:
+	default:
+		errs = append(errs, fmt.Errorf("ordering: %q, want %q or %q", c.Ordering, OrderKey, OrderNone))
 	}
 	if c.DrainTimeout < 0 {
 		errs = append(errs, fmt.Errorf("drain timeout: %s is negative", c.DrainTimeout))

@@ -36,14 +36,34 @@
 // broadcast route each recipient runs its own group (Config.Recipient), all
 // of them get every task, and each answers as its recipient.
 //
-// Concurrency: Run handles each polled batch with one goroutine per
-// partition, records of a partition in order, and waits for them before it
-// commits the batch: results and consumed offsets in one transaction under
-// exactly-once, offsets after the results are acknowledged under
-// at-least-once. On shutdown the batch in flight gets Config.DrainTimeout;
-// tasks still running then are not answered but consumed again by the next
-// owner of their partition, so a stopping processor never reports a failure
-// it did not have.
+// Concurrency: with Config.Concurrency 1 (the default), Run handles each
+// polled batch with one goroutine per partition, records of a partition in
+// order, and waits for them before it commits the batch: results and
+// consumed offsets in one transaction under exactly-once, offsets after the
+// results are acknowledged under at-least-once. A batch is then as slow as
+// its slowest task, and the parallelism is the number of partitions.
+//
+// With Concurrency N above 1 the processor pipelines, after Confluent's
+// Parallel Consumer: it keeps polling while tasks run and handles up to N
+// tasks of each partition at once. Config.Ordering decides which tasks wait
+// for each other: OrderKey (default) runs the tasks of one record key in
+// offset order, one at a time, and different keys in parallel; OrderNone
+// runs any. Each result is written as soon as its task is done (a finished
+// task wakes the poll), in a transaction that commits each partition up to
+// its first unfinished task and names the finished tasks above that offset
+// in the commit's metadata (the "done set"). An instance that takes a
+// partition over reads the done set back and skips those tasks, so a slow
+// task holds back its partition's committed offset but no other task's
+// result, and exactly-once still holds: no task's result is committed
+// twice. A partition whose uncommitted tasks reach 8 × N (at least 256) is
+// paused until they fall to half of that. The trade-off: more transactions
+// (one per wake-up rather than per batch), and after a crash the tasks in
+// flight are handled again, as with batches.
+//
+// On shutdown the tasks in flight get Config.DrainTimeout; tasks still
+// running then are not answered but consumed again by the next owner of
+// their partition, so a stopping processor never reports a failure it did
+// not have.
 //
 // [Processor.Stats] exposes the counters (results by status, retries,
 // panics, dead letters, aborted batches) that metrics are built from.

@@ -9,8 +9,9 @@ import (
 
 // Handler handles one task and returns the part's result payload.
 //
-// Handle is called concurrently for tasks of different partitions, so it must
-// be safe for concurrent use. Its ctx carries the task's deadline and is
+// Handle is called concurrently for tasks of different partitions, and of
+// one partition when Config.Concurrency is above 1, so it must be safe for
+// concurrent use. Its ctx carries the task's deadline and is
 // cancelled when the processor shuts down and its drain timeout has passed;
 // a handler that honours ctx lets the processor tell an expired task
 // (EXPIRED result) and a shutdown (the task is consumed again) from a failure.

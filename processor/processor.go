@@ -100,21 +100,30 @@ func (p *Processor) Stats() Stats {
 	}
 }
 
-// Run joins the group and processes tasks until ctx is done. Each polled
-// batch is handled with one goroutine per partition (records of a partition
-// in order) and committed, results and offsets together, before the next
-// poll. When ctx is done, the batch in flight gets DrainTimeout to finish;
+// Run joins the group and processes tasks until ctx is done. With
+// Concurrency 1, each polled batch is handled with one goroutine per
+// partition (records of a partition in order) and committed, results and
+// offsets together, before the next poll; above 1, tasks are pipelined
+// across polls (see the package doc). When ctx is done, the tasks in
+// flight get DrainTimeout to finish;
 // tasks still running then are not answered and the batch is aborted, to be
 // consumed again by the next owner of its partitions. Run returns nil after a
 // clean shutdown, otherwise the error that stopped it. Do not call Run
 // concurrently on one Processor; it may be called again after it returns.
 func (p *Processor) Run(ctx context.Context) error {
-	hop, err := kafka.NewHop(p.cfg.hopConfig())
+	hc := p.cfg.hopConfig()
+	var pl *pipeline
+	if p.cfg.Concurrency > 1 {
+		pl = newPipeline(p)
+		hc.Wake, hc.OnAssigned, hc.OnRevoked, hc.FinalBatch = pl.wake, pl.assigned, pl.revoked, true
+	}
+	hop, err := kafka.NewHop(hc)
 	if err != nil {
 		return fmt.Errorf("processor %s: %w", p.cfg.Group, err)
 	}
 	p.hop.Store(hop)
-	p.log.Info("processor starting", "topic", p.cfg.Topics.Tasks(string(p.cfg.Route)), "guarantee", p.cfg.Guarantee)
+	p.log.Info("processor starting", "topic", p.cfg.Topics.Tasks(string(p.cfg.Route)), "guarantee", p.cfg.Guarantee,
+		"concurrency", p.cfg.Concurrency, "ordering", p.cfg.Ordering)
 	// pending is written by process and read by end; the hop calls both on
 	// its goroutine, one after the other.
 	var pending tally
@@ -123,7 +132,19 @@ func (p *Processor) Run(ctx context.Context) error {
 		pending, err = p.processBatch(ctx, b)
 		return err
 	}
+	if pl != nil {
+		// Handlers outlive batches; a shutdown drains them (pipeline.drain)
+		// and pl.stop cancels what is left once the hop has returned.
+		base := context.WithoutCancel(ctx)
+		defer pl.stop()
+		process = func(bctx context.Context, b *kafka.Batch) error {
+			return pl.process(ctx, base, bctx, b)
+		}
+	}
 	end := func(committed bool) {
+		if pl != nil {
+			pending = pl.end(committed)
+		}
 		if committed {
 			p.nOK.Add(pending.ok)
 			p.nError.Add(pending.error)
@@ -191,55 +212,91 @@ func (p *Processor) processPartition(ctx context.Context, b *kafka.Batch, recs [
 		if err := ctx.Err(); err != nil {
 			return n, fmt.Errorf("partition %s/%d cut off by shutdown at offset %d: %w", rec.Topic, rec.Partition, rec.Offset, kafka.ErrAbort)
 		}
-		t, err := schemas.DecodeTask(rec.Value)
-		if err != nil {
-			reason := "malformed"
-			if de, ok := errors.AsType[*schemas.DecodeError](err); ok {
-				reason = de.Reason
-			}
-			p.deadLetter(b, rec, reason, err)
-			n.dlq++
-			continue
-		}
-		if t.PartID == "" {
-			t.PartID = p.cfg.Recipient
-		}
-		if t.PartID == "" {
-			p.deadLetter(b, rec, reasonNoPartID, fmt.Errorf("task %s has no part id and processor group %s no recipient", t.CorrelationID, p.cfg.Group))
-			n.dlq++
-			continue
-		}
-		if t.Route == "" {
-			t.Route = p.cfg.Route
-		}
-		res, err := p.run.run(ctx, t)
+		o, err := p.handleRecord(ctx, rec)
 		if err != nil {
 			return n, err
 		}
-		out, err := resultRecord(p.cfg.Topics.Results(), res)
-		if err != nil {
-			// Our own record failed to encode: a bug, not a bad input.
-			// Stop rather than leave the aggregator waiting unawares.
-			return n, err
-		}
-		p.obs.result(rec, res, out)
-		b.Produce(out)
-		switch res.Status {
-		case schemas.ResultOK:
-			n.ok++
-		case schemas.ResultError:
-			n.error++
-		case schemas.ResultExpired:
-			n.expired++
-		}
+		p.emit(b, o)
+		n.add(o.n)
 	}
 	return n, nil
 }
 
-func (p *Processor) deadLetter(b *kafka.Batch, rec *kgo.Record, reason string, err error) {
-	p.log.Warn("task dead-lettered", "key", string(rec.Key), "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset, "reason", reason, "err", err)
-	p.obs.deadLetter(reason)
-	b.Produce(kafka.DeadLetter(p.cfg.Topics.DLQ(), rec, "processor", reason, err))
+// outcome is what handling one task record gives: a result or a dead
+// letter, to produce with the batch.
+type outcome struct {
+	src *kgo.Record // the task record
+	out *kgo.Record // the result or the dead letter
+	res schemas.Result
+	// reason and err say why src is dead-lettered; reason is empty for a
+	// result.
+	reason string
+	err    error
+	n      tally
+}
+
+// handleRecord decodes a task record and runs the handler on it. It does
+// not produce anything: emit does, on the goroutine that owns the batch. An
+// error (a shutdown past the drain timeout, wrapping kafka.ErrAbort, or a
+// result that cannot be encoded) leaves the record unanswered.
+func (p *Processor) handleRecord(ctx context.Context, rec *kgo.Record) (outcome, error) {
+	o := outcome{src: rec}
+	t, err := schemas.DecodeTask(rec.Value)
+	if err != nil {
+		reason := "malformed"
+		if de, ok := errors.AsType[*schemas.DecodeError](err); ok {
+			reason = de.Reason
+		}
+		return p.deadLetterOutcome(o, reason, err), nil
+	}
+	if t.PartID == "" {
+		t.PartID = p.cfg.Recipient
+	}
+	if t.PartID == "" {
+		return p.deadLetterOutcome(o, reasonNoPartID, fmt.Errorf("task %s has no part id and processor group %s no recipient", t.CorrelationID, p.cfg.Group)), nil
+	}
+	if t.Route == "" {
+		t.Route = p.cfg.Route
+	}
+	res, err := p.run.run(ctx, t)
+	if err != nil {
+		return o, err
+	}
+	out, err := resultRecord(p.cfg.Topics.Results(), res)
+	if err != nil {
+		// Our own record failed to encode: a bug, not a bad input.
+		// Stop rather than leave the aggregator waiting unawares.
+		return o, err
+	}
+	o.out, o.res = out, res
+	switch res.Status {
+	case schemas.ResultOK:
+		o.n.ok++
+	case schemas.ResultError:
+		o.n.error++
+	case schemas.ResultExpired:
+		o.n.expired++
+	}
+	return o, nil
+}
+
+func (p *Processor) deadLetterOutcome(o outcome, reason string, err error) outcome {
+	o.reason, o.err = reason, err
+	o.out = kafka.DeadLetter(p.cfg.Topics.DLQ(), o.src, "processor", reason, err)
+	o.n.dlq++
+	return o
+}
+
+// emit adds o's record to b and tells the observer.
+func (p *Processor) emit(b *kafka.Batch, o outcome) {
+	if o.reason != "" {
+		rec := o.src
+		p.log.Warn("task dead-lettered", "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset, "reason", o.reason, "err", o.err)
+		p.obs.deadLetter(o.reason)
+	} else {
+		p.obs.result(o.src, o.res, o.out)
+	}
+	b.Produce(o.out)
 }
 
 // resultRecord encodes res for the results topic, keyed by correlation id so

@@ -293,12 +293,25 @@ func byID(rs []schemas.Result) map[schemas.CorrelationID][]schemas.Result {
 	return m
 }
 
+// modes are the guarantees crossed with batch-at-a-time processing
+// (concurrency 1) and the pipeline (concurrency 4).
+var modes = []struct {
+	g           kafka.Guarantee
+	concurrency int
+}{{kafka.ExactlyOnce, 1}, {kafka.AtLeastOnce, 1}, {kafka.ExactlyOnce, 4}, {kafka.AtLeastOnce, 4}}
+
+func modeName(g kafka.Guarantee, concurrency int) string {
+	return fmt.Sprintf("%s/concurrency-%d", g, concurrency)
+}
+
 func TestProcessorAnswersTasks(t *testing.T) {
-	for _, g := range []kafka.Guarantee{kafka.ExactlyOnce, kafka.AtLeastOnce} {
-		t.Run(string(g), func(t *testing.T) {
+	for _, m := range modes {
+		g := m.g
+		t.Run(modeName(g, m.concurrency), func(t *testing.T) {
 			e := newEnv(t, 4)
 			cfg := e.config("proc-" + string(g))
 			cfg.Guarantee = g
+			cfg.Concurrency = m.concurrency
 			run := start(t, cfg, Echo())
 
 			const n = 20
@@ -513,8 +526,9 @@ func TestProcessorBroadcast(t *testing.T) {
 // work, the survivor takes over the partitions of the one that left, and
 // every task is answered, exactly once under exactly-once.
 func TestProcessorGroupFailover(t *testing.T) {
-	for _, g := range []kafka.Guarantee{kafka.ExactlyOnce, kafka.AtLeastOnce} {
-		t.Run(string(g), func(t *testing.T) {
+	for _, m := range modes {
+		g := m.g
+		t.Run(modeName(g, m.concurrency), func(t *testing.T) {
 			e := newEnv(t, 4)
 			sleep, err := Sleep(SleepConfig{Delay: 2 * time.Millisecond})
 			if err != nil {
@@ -533,6 +547,7 @@ func TestProcessorGroupFailover(t *testing.T) {
 				})
 				cfg := e.config(name)
 				cfg.Guarantee = g
+				cfg.Concurrency = m.concurrency
 				cfg.DrainTimeout = 100 * time.Millisecond
 				runs[name] = start(t, cfg, h)
 			}
@@ -652,8 +667,8 @@ func waitGroupShared(t *testing.T, e *env, group string, members int) {
 }
 
 func TestProcessorShutdown(t *testing.T) {
-	for _, g := range []kafka.Guarantee{kafka.ExactlyOnce, kafka.AtLeastOnce} {
-		t.Run(string(g)+"/drains the batch in flight", func(t *testing.T) {
+	for _, m := range modes {
+		t.Run(modeName(m.g, m.concurrency)+"/drains the tasks in flight", func(t *testing.T) {
 			e := newEnv(t, 1)
 			started := make(chan struct{}, 1)
 			h := HandlerFunc(func(ctx context.Context, tk schemas.Task) ([]byte, error) {
@@ -666,7 +681,8 @@ func TestProcessorShutdown(t *testing.T) {
 				}
 			})
 			cfg := e.config("proc-1")
-			cfg.Guarantee = g
+			cfg.Guarantee = m.g
+			cfg.Concurrency = m.concurrency
 			run := start(t, cfg, h)
 			e.produce(t, onPartition(0), encodeTasks(t, task("req-1", "shard-0", "x"))...)
 			<-started
@@ -678,6 +694,8 @@ func TestProcessorShutdown(t *testing.T) {
 				t.Fatalf("results after a drained shutdown: %+v", rs)
 			}
 		})
+	}
+	for _, g := range []kafka.Guarantee{kafka.ExactlyOnce, kafka.AtLeastOnce} {
 		for _, tc := range []struct {
 			name string
 			// late: the handler ignores the cancellation and answers OK

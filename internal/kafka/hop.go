@@ -5,12 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // ErrAbort may be returned by a [ProcessFunc] to abort the batch: nothing it
@@ -53,6 +56,18 @@ type HopConfig struct {
 	// consumed topic. Records to other topics are partitioned by key as
 	// usual. Setting it replaces a partitioner given in Client.Opts.
 	ManualPartitionTopics []string
+	// Wake, when set, ends Run's wait for records early: a receive on it
+	// makes the poll in progress return, so that a role that works between
+	// polls (the processor's pipeline) can commit what it finished without
+	// waiting for new records. Send without blocking on a channel with a
+	// buffer of one.
+	Wake <-chan struct{}
+	// FinalBatch makes Run, once its context is done, call the ProcessFunc
+	// once more with no records (unless the last batch already started
+	// after it was done) and commit what it produced, before it leaves the
+	// group: a role that keeps work in flight across batches finishes it
+	// there, within DrainTimeout.
+	FinalBatch bool
 	// Opts are passed to the client after the hop's options.
 	Opts []kgo.Opt
 }
@@ -91,9 +106,51 @@ func (c *HopConfig) Validate() error {
 type Batch struct {
 	Fetches kgo.Fetches
 
-	mu    sync.Mutex
-	out   []*kgo.Record
-	state []*kgo.Record
+	mu      sync.Mutex
+	out     []*kgo.Record
+	state   []*kgo.Record
+	commits map[string]map[int32]CommitOffset
+}
+
+// CommitOffset is where a batch commits one partition when the role does
+// not commit everything it polled: the role keeps records in flight across
+// batches and commits only up to the first one it has not finished (see
+// [Batch.Commit]).
+type CommitOffset struct {
+	// Offset is the next record to consume from the partition.
+	Offset int64
+	// Epoch is the leader epoch of the record at Offset, or -1.
+	Epoch int32
+	// Metadata is stored with the committed offset, and read back with
+	// kadm's FetchOffsets. Kafka caps it (offset.metadata.max.bytes,
+	// default 4096 bytes).
+	Metadata string
+}
+
+// Commit makes the batch commit topic/partition at o instead of after the
+// last record polled from it. It applies only to a partition the hop's
+// group consumes and has polled; other partitions commit as usual. Offsets
+// must not move backwards from a batch to the next. Under exactly-once the
+// offset and metadata are in the batch's transaction; when it aborts, the
+// client goes back to the last committed offsets, so every record polled
+// since is consumed again. Safe for concurrent use.
+func (b *Batch) Commit(topic string, partition int32, o CommitOffset) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.commits == nil {
+		b.commits = map[string]map[int32]CommitOffset{}
+	}
+	if b.commits[topic] == nil {
+		b.commits[topic] = map[int32]CommitOffset{}
+	}
+	b.commits[topic][partition] = o
+}
+
+// committing reports whether Commit was called.
+func (b *Batch) committing() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.commits) > 0
 }
 
 // Produce adds r to the records to write with this batch: in one transaction
@@ -251,6 +308,11 @@ func (h *Hop) Run(ctx context.Context, process ProcessFunc, end EndFunc) (err er
 	defer h.close()
 	for {
 		if ctx.Err() != nil {
+			if h.cfg.FinalBatch {
+				if err := h.runBatch(ctx, kgo.Fetches{}, process, end); err != nil && !errors.Is(err, ErrAbort) {
+					return err
+				}
+			}
 			return nil
 		}
 		fetches := h.poll(ctx)
@@ -262,11 +324,15 @@ func (h *Hop) Run(ctx context.Context, process ProcessFunc, end EndFunc) (err er
 				h.log.Warn("fetch error", "group", h.cfg.Group, "topic", topic, "partition", p, "err", ferr)
 			}
 		})
+		final := ctx.Err() != nil // this batch is the final one
 		if err := h.runBatch(ctx, fetches, process, end); err != nil {
 			if errors.Is(err, ErrAbort) {
 				continue
 			}
 			return err
+		}
+		if final {
+			return nil
 		}
 	}
 }
@@ -276,6 +342,25 @@ func (h *Hop) poll(ctx context.Context) kgo.Fetches {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, h.cfg.Tick)
 		defer cancel()
+	}
+	if h.cfg.Wake != nil {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		exited := make(chan struct{})
+		// Exits when the poll returns (or a wake ends it). The poll waits
+		// for it, so that it cannot take a wake meant for the next poll.
+		go func() {
+			defer close(exited)
+			select {
+			case <-h.cfg.Wake:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		defer func() {
+			cancel()
+			<-exited
+		}()
 	}
 	if h.sess != nil {
 		return h.sess.PollFetches(ctx)
@@ -291,20 +376,29 @@ func (h *Hop) runBatch(ctx context.Context, fetches kgo.Fetches, process Process
 		defer h.cl.AllowRebalance()
 	}
 	idle := h.sess != nil && fetches.NumRecords() == 0
+	unlockIdle := func() {}
 	if idle {
 		h.idle.Lock()
-		defer h.idle.Unlock()
+		unlockIdle = sync.OnceFunc(h.idle.Unlock)
+		defer unlockIdle()
 	}
 	bctx, cancel := drainContext(ctx, h.cfg.DrainTimeout)
 	defer cancel()
 
 	b := &Batch{Fetches: fetches}
 	perr := process(bctx, b)
-	if perr == nil && len(b.out) == 0 && len(b.state) == 0 && fetches.NumRecords() == 0 {
+	if perr == nil && len(b.out) == 0 && len(b.state) == 0 && fetches.NumRecords() == 0 && !b.committing() {
 		return nil
 	}
-	if idle {
+	if idle && !b.committing() {
 		return h.endProduceOnly(ctx, bctx, b, perr, end)
+	}
+	if idle {
+		// A transaction that commits offsets is aborted by a revocation
+		// (the session sees it); it must not hold the lock a revocation
+		// waits for, since the session's callbacks hold the lock End
+		// needs while they call ours.
+		unlockIdle()
 	}
 	if h.sess != nil {
 		return h.endTransaction(ctx, bctx, b, perr, end)
@@ -316,7 +410,7 @@ func (h *Hop) endTransaction(ctx, bctx context.Context, b *Batch, perr error, en
 	if perr != nil {
 		// Nothing was produced yet: there is no transaction to abort, but the
 		// polled records must be consumed again.
-		h.rewind(b.Fetches)
+		h.rewind(b)
 		end(false)
 		return h.batchError(ctx, perr)
 	}
@@ -346,7 +440,7 @@ func (h *Hop) endTransaction(ctx, bctx context.Context, b *Batch, perr error, en
 	if prodErr != nil {
 		try = kgo.TryAbort
 	}
-	committed, err := h.sess.End(bctx, try)
+	committed, err := h.sess.End(b.commitContext(bctx), try)
 	end(committed)
 	switch {
 	case err != nil:
@@ -395,7 +489,7 @@ func (h *Hop) endProduceOnly(ctx, bctx context.Context, b *Batch, perr error, en
 
 func (h *Hop) commitAfterProduce(ctx, bctx context.Context, b *Batch, perr error, end EndFunc) error {
 	if perr != nil {
-		h.rewind(b.Fetches)
+		h.rewind(b)
 		end(false)
 		return h.batchError(ctx, perr)
 	}
@@ -412,7 +506,7 @@ func (h *Hop) commitAfterProduce(ctx, bctx context.Context, b *Batch, perr error
 			return fmt.Errorf("produce: %w", err)
 		}
 	}
-	if err := h.cl.CommitUncommittedOffsets(bctx); err != nil {
+	if err := h.commitOffsets(bctx, b); err != nil {
 		end(false)
 		return fmt.Errorf("commit offsets: %w", err)
 	}
@@ -420,9 +514,93 @@ func (h *Hop) commitAfterProduce(ctx, bctx context.Context, b *Batch, perr error
 	return nil
 }
 
+// commitOffsets commits what b consumed (at-least-once): the polled
+// position of every partition, except where b set its own (Batch.Commit).
+func (h *Hop) commitOffsets(ctx context.Context, b *Batch) error {
+	if !b.committing() {
+		return h.cl.CommitUncommittedOffsets(ctx)
+	}
+	offsets := h.cl.UncommittedOffsets()
+	b.mu.Lock()
+	for t, ps := range b.commits {
+		for p, o := range ps {
+			if _, ok := offsets[t][p]; ok {
+				offsets[t][p] = kgo.EpochOffset{Epoch: o.Epoch, Offset: o.Offset}
+			}
+		}
+	}
+	b.mu.Unlock()
+	var err error
+	h.cl.CommitOffsetsSync(b.commitContext(ctx), offsets, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, cerr error) {
+		if cerr != nil {
+			err = cerr
+			return
+		}
+		for _, t := range resp.Topics {
+			for _, p := range t.Partitions {
+				if perr := kerr.ErrorForCode(p.ErrorCode); perr != nil && err == nil {
+					err = fmt.Errorf("%s/%d: %w", t.Topic, p.Partition, perr)
+				}
+			}
+		}
+	})
+	return err
+}
+
+// commitContext returns ctx with the hooks that put b's own commit offsets
+// (Batch.Commit) into the offset commit request, transactional or not.
+func (b *Batch) commitContext(ctx context.Context) context.Context {
+	b.mu.Lock()
+	commits := b.commits
+	b.mu.Unlock()
+	if len(commits) == 0 {
+		return ctx
+	}
+	ctx = kgo.PreTxnCommitFnContext(ctx, func(req *kmsg.TxnOffsetCommitRequest) error {
+		for i := range req.Topics {
+			t := &req.Topics[i]
+			for j := range t.Partitions {
+				p := &t.Partitions[j]
+				if o, ok := commits[t.Topic][p.Partition]; ok {
+					p.Offset, p.LeaderEpoch, p.Metadata = o.Offset, o.Epoch, &o.Metadata
+				}
+			}
+		}
+		return nil
+	})
+	return kgo.PreCommitFnContext(ctx, func(req *kmsg.OffsetCommitRequest) error {
+		for i := range req.Topics {
+			t := &req.Topics[i]
+			for j := range t.Partitions {
+				p := &t.Partitions[j]
+				if o, ok := commits[t.Topic][p.Partition]; ok {
+					p.Offset, p.LeaderEpoch, p.Metadata = o.Offset, o.Epoch, &o.Metadata
+				}
+			}
+		}
+		return nil
+	})
+}
+
 // rewind sets each partition of fetches back to its first polled record, so
-// that an aborted batch is consumed again.
-func (h *Hop) rewind(fetches kgo.Fetches) {
+// that an aborted batch is consumed again. A batch that set its own commit
+// offsets (Batch.Commit) may have records in flight from earlier polls:
+// every partition goes back to its committed offset instead.
+func (h *Hop) rewind(b *Batch) {
+	if b.committing() {
+		to := map[string]map[int32]kgo.EpochOffset{}
+		for t, ps := range h.cl.CommittedOffsets() {
+			to[t] = maps.Clone(ps)
+		}
+		if len(to) > 0 {
+			h.cl.SetOffsets(to)
+		}
+		return
+	}
+	h.rewindFetches(b.Fetches)
+}
+
+func (h *Hop) rewindFetches(fetches kgo.Fetches) {
 	to := map[string]map[int32]kgo.EpochOffset{}
 	fetches.EachPartition(func(p kgo.FetchTopicPartition) {
 		if len(p.Records) == 0 {

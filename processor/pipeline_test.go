@@ -1,0 +1,340 @@
+package processor
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/schemas"
+)
+
+func TestDoneSetEncoding(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		base int64
+		done []int64
+		md   string
+	}{
+		{"empty", 100, nil, "sg-done1:"},
+		{"one", 100, []int64{101}, "sg-done1:1"},
+		{"at the base", 100, []int64{100}, "sg-done1:0"},
+		{"runs", 100, []int64{101, 102, 103, 110}, "sg-done1:1+3,6"},
+		{"base 36", 0, []int64{36, 37, 100}, "sg-done1:10+2,1q"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			md := encodeDone(tc.base, tc.done)
+			if md != tc.md {
+				t.Fatalf("encodeDone = %q, want %q", md, tc.md)
+			}
+			got, ok := decodeDone(tc.base, md)
+			if !ok || !slices.Equal(got, tc.done) {
+				t.Fatalf("decodeDone(%q) = %v, %v; want %v", md, got, ok, tc.done)
+			}
+		})
+	}
+	t.Run("not ours or malformed", func(t *testing.T) {
+		for _, md := range []string{"", "consumer-1-abc", "sg-done1:x!", "sg-done1:1+0", "sg-done1:-1", "sg-done1:1,,2"} {
+			if done, ok := decodeDone(5, md); ok {
+				t.Errorf("decodeDone(%q) = %v, want not ok", md, done)
+			}
+		}
+	})
+	t.Run("random round trips", func(t *testing.T) {
+		rng := rand.New(rand.NewPCG(1, 2))
+		for range 200 {
+			base := rng.Int64N(1 << 40)
+			var done []int64
+			for o := base + rng.Int64N(3); len(done) < 50; o += 1 + rng.Int64N(4) {
+				done = append(done, o)
+			}
+			got, ok := decodeDone(base, encodeDone(base, done))
+			if !ok || !slices.Equal(got, done) {
+				t.Fatalf("base %d done %v: round trip gave %v, %v", base, done, got, ok)
+			}
+		}
+	})
+	t.Run("fit", func(t *testing.T) {
+		var done []int64
+		for o := int64(1); o < 20_000; o += 2 { // no runs: the longest encoding
+			done = append(done, o)
+		}
+		fit := fitDone(0, done)
+		if n := len(encodeDone(0, fit)); n > maxDoneMetadata || len(fit) == 0 {
+			t.Fatalf("fitted %d offsets into %d bytes", len(fit), n)
+		}
+		if n := len(encodeDone(0, done[:len(fit)+1])); n <= maxDoneMetadata {
+			t.Fatalf("one more offset still fits (%d bytes): the cut is too short", n)
+		}
+	})
+}
+
+// keyedTask is a task record with a key, for the ordering tests.
+func (e *env) produceKeyed(t *testing.T, recs ...*kgo.Record) {
+	t.Helper()
+	for _, r := range recs {
+		r.Topic = e.topics.Tasks(string(testRoute))
+	}
+	if err := e.prod.ProduceSync(t.Context(), recs...).FirstErr(); err != nil {
+		t.Fatalf("produce: %v", err)
+	}
+}
+
+// orderRecorder records, per key, the order in which tasks are handled,
+// and how many tasks of one key and in all ran at once.
+type orderRecorder struct {
+	mu        sync.Mutex
+	order     map[string][]int
+	inKey     map[string]int
+	maxInKey  int
+	inAll     int
+	maxInAll  int
+	calls     map[schemas.CorrelationID]int
+	sleepUpTo time.Duration
+	rng       *rand.Rand
+}
+
+func newOrderRecorder(sleepUpTo time.Duration) *orderRecorder {
+	return &orderRecorder{order: map[string][]int{}, inKey: map[string]int{}, calls: map[schemas.CorrelationID]int{},
+		sleepUpTo: sleepUpTo, rng: rand.New(rand.NewPCG(7, 7))}
+}
+
+// Handle expects payloads "<key>/<seq>".
+func (h *orderRecorder) Handle(ctx context.Context, t schemas.Task) ([]byte, error) {
+	key, seqS, _ := strings.Cut(string(t.Payload), "/")
+	seq, err := strconv.Atoi(seqS)
+	if err != nil {
+		return nil, Permanent(err)
+	}
+	h.mu.Lock()
+	h.order[key] = append(h.order[key], seq)
+	h.calls[t.CorrelationID]++
+	h.inKey[key]++
+	h.maxInKey = max(h.maxInKey, h.inKey[key])
+	h.inAll++
+	h.maxInAll = max(h.maxInAll, h.inAll)
+	d := time.Duration(h.rng.Int64N(int64(h.sleepUpTo) + 1))
+	h.mu.Unlock()
+	select {
+	case <-time.After(d):
+	case <-ctx.Done():
+	}
+	h.mu.Lock()
+	h.inKey[key]--
+	h.inAll--
+	h.mu.Unlock()
+	return t.Payload, ctx.Err()
+}
+
+// TestPipelineKeepsKeyOrder handles interleaved tasks of 12 keys on two
+// partitions with 8 tasks of a partition at once, and records the order in
+// which each key's tasks are handled: in offset order, one at a time per
+// key, while different keys run in parallel. Every task is answered once.
+func TestPipelineKeepsKeyOrder(t *testing.T) {
+	for _, g := range []kafka.Guarantee{kafka.ExactlyOnce, kafka.AtLeastOnce} {
+		t.Run(string(g), func(t *testing.T) {
+			e := newEnv(t, 2)
+			h := newOrderRecorder(3 * time.Millisecond)
+			cfg := e.config("proc-" + string(g))
+			cfg.Guarantee = g
+			cfg.Concurrency = 8
+			run := start(t, cfg, h)
+
+			const keys, perKey = 12, 15
+			var recs []*kgo.Record
+			for seq := range perKey {
+				for k := range keys {
+					key := fmt.Sprintf("k%02d", k)
+					tk := task(fmt.Sprintf("%s-%02d", key, seq), ShardID(k), fmt.Sprintf("%s/%d", key, seq))
+					recs = append(recs, &kgo.Record{Key: []byte(key), Partition: int32(k % 2), Value: encodeTasks(t, tk)[0]})
+				}
+			}
+			// Two halves, so that a key's tasks span polls.
+			e.produceKeyed(t, recs[:len(recs)/2]...)
+			rd := e.reader(t, e.topics.Results())
+			waitResults(t, rd, 1)
+			e.produceKeyed(t, recs[len(recs)/2:]...)
+			waitResults(t, rd, keys*perKey)
+			if err := run.stop(); err != nil {
+				t.Fatal(err)
+			}
+
+			got := byID(results(t, rd.drain(t, e.layout.ResultPartitions)))
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			for k := range keys {
+				key := fmt.Sprintf("k%02d", k)
+				want := make([]int, perKey)
+				for i := range want {
+					want[i] = i
+				}
+				if !slices.Equal(h.order[key], want) {
+					t.Errorf("key %s handled in order %v, want %v", key, h.order[key], want)
+				}
+			}
+			if h.maxInKey != 1 {
+				t.Errorf("%d tasks of one key ran at once, want 1", h.maxInKey)
+			}
+			if h.maxInAll < 4 {
+				t.Errorf("at most %d tasks ran at once: the keys were not handled in parallel", h.maxInAll)
+			}
+			for id, rs := range got {
+				if len(rs) != 1 || rs[0].Status != schemas.ResultOK || h.calls[id] != 1 {
+					t.Errorf("task %s: %d results (%+v), %d calls; want one OK after one call", id, len(rs), rs, h.calls[id])
+				}
+			}
+			if len(got) != keys*perKey {
+				t.Errorf("%d tasks answered, want %d", len(got), keys*perKey)
+			}
+			t.Logf("at most %d tasks at once", h.maxInAll)
+		})
+	}
+}
+
+// TestPipelineConcurrencyScales handles 240 tasks of 20ms each, with
+// distinct keys, on 6 partitions: one at a time per partition they take at
+// least 800ms; with 8 at a time they take a fraction of that.
+func TestPipelineConcurrencyScales(t *testing.T) {
+	e := newEnv(t, 6)
+	elapsed := map[int]time.Duration{}
+	for _, c := range []int{1, 8} {
+		cfg := e.config(fmt.Sprintf("proc-c%d", c))
+		cfg.Group = fmt.Sprintf("%sscale-%d", e.topics.Prefix, c) // each reads every task
+		cfg.Concurrency = c
+		sleep, err := Sleep(SleepConfig{Delay: 20 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		run := start(t, cfg, sleep)
+		eventually(t, "assignment", func() bool { _, n := run.p.GroupAssignment(); return n == 6 })
+		const n = 240
+		var recs []*kgo.Record
+		for i := range n {
+			tk := task(fmt.Sprintf("c%d-%03d", c, i), ShardID(i), "x")
+			recs = append(recs, &kgo.Record{Key: []byte(tk.CorrelationID), Partition: int32(i % 6), Value: encodeTasks(t, tk)[0]})
+		}
+		began := time.Now()
+		e.produceKeyed(t, recs...)
+		rd := e.reader(t, e.topics.Results())
+		prefix := fmt.Sprintf("c%d-", c)
+		rd.until(t, fmt.Sprintf("concurrency %d answers", c), func(rs []*kgo.Record) bool {
+			k := 0
+			for _, r := range results(t, rs) {
+				if strings.HasPrefix(string(r.CorrelationID), prefix) {
+					k++
+				}
+			}
+			return k >= n
+		})
+		elapsed[c] = time.Since(began)
+		if err := run.stop(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("240 tasks of 20ms on 6 partitions: concurrency 1 %s, concurrency 8 %s", elapsed[1], elapsed[8])
+	if elapsed[1] < 800*time.Millisecond {
+		t.Fatalf("concurrency 1 took %s, less than the 800ms its handlers need", elapsed[1])
+	}
+	if elapsed[8]*3 > elapsed[1] {
+		t.Fatalf("concurrency 8 took %s, not under a third of concurrency 1's %s", elapsed[8], elapsed[1])
+	}
+}
+
+// TestPipelineSlowTaskHoldsBackNoOther blocks the first task of a
+// partition: the tasks after it are answered (and committed) meanwhile, the
+// committed offset stays at the blocked task with the others in its done
+// set, and an instance that takes over after a crash-like stop handles the
+// blocked task only, not the finished ones again.
+func TestPipelineSlowTaskHoldsBackNoOther(t *testing.T) {
+	for _, g := range []kafka.Guarantee{kafka.ExactlyOnce, kafka.AtLeastOnce} {
+		t.Run(string(g), func(t *testing.T) {
+			e := newEnv(t, 1)
+			release := make(chan struct{})
+			var mu sync.Mutex
+			calls := map[string]map[schemas.CorrelationID]int{}
+			handler := func(name string) Handler {
+				return HandlerFunc(func(ctx context.Context, tk schemas.Task) ([]byte, error) {
+					mu.Lock()
+					if calls[name] == nil {
+						calls[name] = map[schemas.CorrelationID]int{}
+					}
+					calls[name][tk.CorrelationID]++
+					mu.Unlock()
+					if string(tk.Payload) == "block" && name == "first" {
+						select {
+						case <-release:
+						case <-ctx.Done():
+							return nil, ctx.Err()
+						}
+					}
+					return []byte(name), nil
+				})
+			}
+			cfg := e.config("first")
+			cfg.Guarantee = g
+			cfg.Concurrency = 4
+			cfg.Ordering = OrderNone
+			cfg.DrainTimeout = 100 * time.Millisecond
+			cfg.Retries = new(0)
+			first := start(t, cfg, handler("first"))
+			tasks := []schemas.Task{task("slow", "shard-0", "block")}
+			for i := range 6 {
+				tasks = append(tasks, task(fmt.Sprintf("fast-%d", i), "shard-0", "x"))
+			}
+			e.produce(t, onPartition(0), encodeTasks(t, tasks...)...)
+
+			rd := e.reader(t, e.topics.Results())
+			got := waitResults(t, rd, 6)
+			for _, r := range got {
+				if r.CorrelationID == "slow" {
+					t.Fatalf("the blocked task was answered: %+v", r)
+				}
+			}
+			adm := e.c.Admin(t)
+			var md string
+			eventually(t, "committed at the blocked task with the others done", func() bool {
+				os, err := adm.FetchOffsets(t.Context(), cfg.groupName())
+				if err != nil {
+					return false
+				}
+				o, ok := os.Lookup(e.topics.Tasks(string(testRoute)), 0)
+				md = o.Metadata
+				return ok && o.At == 0 && md == "sg-done1:1+6"
+			})
+			// Stopping cuts the blocked task off: its next owner answers it.
+			if err := first.stop(); err != nil {
+				t.Fatal(err)
+			}
+			cfg.InstanceID = "second"
+			second := start(t, cfg, handler("second"))
+			waitResults(t, rd, 7)
+			if err := second.stop(); err != nil {
+				t.Fatal(err)
+			}
+			all := byID(results(t, rd.drain(t, e.layout.ResultPartitions)))
+			for _, tk := range tasks {
+				rs := all[tk.CorrelationID]
+				want := "first"
+				if tk.CorrelationID == "slow" {
+					want = "second"
+				}
+				if len(rs) != 1 || string(rs[0].Payload) != want {
+					t.Errorf("task %s: results %+v, want one from %s", tk.CorrelationID, rs, want)
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(calls["second"]) != 1 || calls["second"]["slow"] != 1 {
+				t.Errorf("the second instance handled %v, want the blocked task only", calls["second"])
+			}
+		})
+	}
+}
