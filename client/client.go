@@ -176,32 +176,13 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("client config: %w", err)
 	}
-	producer, err := kafka.NewClient(cfg.Client)
+	start, err := replyOffsets(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
-	adm := kadm.NewClient(producer)
-	if cfg.CreateReplyTopic {
-		if err := createTopic(ctx, adm, cfg.ReplyTopic); err != nil {
-			producer.Close()
-			return nil, err
-		}
-	}
-	ends, err := adm.ListEndOffsets(ctx, cfg.ReplyTopic)
-	if err == nil {
-		err = ends.Error()
-	}
+	producer, err := kafka.NewClient(cfg.Client)
 	if err != nil {
-		producer.Close()
-		return nil, fmt.Errorf("client: find the end of %s: %w", cfg.ReplyTopic, err)
-	}
-	start := map[string]map[int32]kgo.Offset{cfg.ReplyTopic: {}}
-	ends.Each(func(o kadm.ListedOffset) {
-		start[o.Topic][o.Partition] = kgo.NewOffset().At(o.Offset)
-	})
-	if len(start[cfg.ReplyTopic]) == 0 {
-		producer.Close()
-		return nil, fmt.Errorf("client: reply topic %s has no partitions (does it exist?)", cfg.ReplyTopic)
+		return nil, err
 	}
 	// Explicit partitions at explicit offsets: nothing is resolved lazily,
 	// so a reply written the instant after New returns is read.
@@ -225,6 +206,60 @@ func New(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	go c.readReplies(loopCtx)
 	return c, nil
+}
+
+// setupWait bounds how long New waits for a reply topic that was just
+// created to be served: a broker creates topics asynchronously.
+const setupWait = 10 * time.Second
+
+var errNoPartitions = errors.New("no partitions")
+
+// replyOffsets creates the reply topic if asked to and returns the end
+// offset of each of its partitions. It retries "unknown topic" and "no
+// leader" answers for up to setupWait (or until ctx ends).
+func replyOffsets(ctx context.Context, cfg Config) (map[string]map[int32]kgo.Offset, error) {
+	// A client of its own, whose metadata is not cached for the default
+	// 5s, so a retry sees a topic that appeared meanwhile.
+	cl, err := kafka.NewClient(cfg.Client, kgo.MetadataMinAge(100*time.Millisecond))
+	if err != nil {
+		return nil, err
+	}
+	defer cl.Close()
+	adm := kadm.NewClient(cl)
+	if cfg.CreateReplyTopic {
+		if err := createTopic(ctx, adm, cfg.ReplyTopic); err != nil {
+			return nil, err
+		}
+	}
+	wait := 100 * time.Millisecond
+	giveUp := time.Now().Add(setupWait)
+	for {
+		ends, err := adm.ListEndOffsets(ctx, cfg.ReplyTopic)
+		if err == nil {
+			err = ends.Error()
+		}
+		if err == nil {
+			start := map[string]map[int32]kgo.Offset{cfg.ReplyTopic: {}}
+			ends.Each(func(o kadm.ListedOffset) {
+				start[o.Topic][o.Partition] = kgo.NewOffset().At(o.Offset)
+			})
+			if len(start[cfg.ReplyTopic]) > 0 {
+				return start, nil
+			}
+			err = errNoPartitions
+		}
+		retriable := errors.Is(err, kerr.UnknownTopicOrPartition) || errors.Is(err, kerr.LeaderNotAvailable) ||
+			errors.Is(err, kerr.NotLeaderForPartition) || errors.Is(err, errNoPartitions)
+		if !retriable || time.Now().Add(wait).After(giveUp) {
+			return nil, fmt.Errorf("client: find the end of reply topic %s (does it exist?): %w", cfg.ReplyTopic, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("client: find the end of reply topic %s: %w (last: %v)", cfg.ReplyTopic, ctx.Err(), err)
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Second)
+	}
 }
 
 // createTopic creates topic with one partition unless it exists.

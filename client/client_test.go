@@ -482,3 +482,15 @@ func TestConfigValidate(t *testing.T) {
 		})
 	}
 }
+
+// TestNewWithoutReplyTopic: a reply topic that does not exist is waited
+// for (a broker creates topics asynchronously), then a clear error.
+func TestNewWithoutReplyTopic(t *testing.T) {
+	c := testkafka.New(t)
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+	defer cancel()
+	_, err := client.New(ctx, client.Config{Client: kafka.ClientConfig{Brokers: c.Brokers}, Topics: kafka.Topics{Prefix: c.Prefix}})
+	if err == nil || !strings.Contains(err.Error(), c.Prefix+"replies") || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("New without the topic: %v", err)
+	}
+}

@@ -22,6 +22,8 @@ func Commands() []*Command {
 	return []*Command{
 		scattererCmd(), processorCmd(), aggregatorCmd(), topicsCmd(), devCmd(), demoCmd(), requestCmd(),
 		gatewayCmd(),
+		brokerCmd(),
+		chaosCmd(),
 	}
 }
 
