@@ -2,9 +2,13 @@ package cli
 
 import (
 	"bytes"
+	"context"
+	"io"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestLogFlagsOnEveryRole: every command that logs takes --log-level and
@@ -65,6 +69,86 @@ func TestParseOnly(t *testing.T) {
 		}
 		if tt.ok && tt.env["SG_METRICS_ADDR"] != "" && fs.Lookup("metrics-addr").Value.String() != tt.env["SG_METRICS_ADDR"] {
 			t.Errorf("env not applied: %s", fs.Lookup("metrics-addr").Value)
+		}
+	}
+}
+
+// freeAddr returns a loopback address with a port free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// TestDevServesMetrics runs the dev command as a user would and checks its
+// one /metrics endpoint: not ready, then ready once every role joined, with
+// the metrics of every role; Ctrl-C (the context) stops it cleanly.
+func TestDevServesMetrics(t *testing.T) {
+	metricsAddr := freeAddr(t)
+	args := []string{"dev", "--broker-addr", "127.0.0.1:0", "--data-dir", "", "--metrics-addr", metricsAddr,
+		"--lag-interval", "100ms", "--log-level", "warn", "--kafka-log-level", "none"}
+	if _, fs, err := ParseOnly([]string{"dev"}, nil); err == nil && fs.Lookup("gateway-addr") != nil {
+		args = append(args, "--gateway-addr", "")
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan int, 1)
+	var out, errOut bytes.Buffer
+	go func() { done <- Main(ctx, args, Commands(), &out, &errOut) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case code := <-done:
+			if code != 0 {
+				t.Errorf("dev exited %d: %s", code, errOut.String())
+			}
+		case <-time.After(30 * time.Second):
+			t.Error("dev did not stop within 30s of its context")
+		}
+	})
+	get := func(path string) (int, string) {
+		resp, err := http.Get("http://" + metricsAddr + path)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		code, body := get("/readyz")
+		if code == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("dev /readyz not ready within 60s: %d %s", code, body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	var body string
+	for {
+		_, body = get("/metrics")
+		if strings.Contains(body, `scattergather_consumer_lag{group="sg.aggregator"`) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for _, want := range []string{
+		`scattergather_requests_scattered_total{route="search"} 0`,
+		`scattergather_tasks_processed_total{recipient="initech",route="quotes",status="OK"} 0`,
+		`scattergather_open_requests 0`,
+		`scattergather_ready{check="scatterer"} 1`,
+		`scattergather_ready{check="aggregator 0"} 1`,
+		`scattergather_consumer_lag{group="sg.aggregator"`,
+		`scattergather_kafka_connects_total{client="1",node_id="seed_0",role="aggregator"}`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("dev /metrics lacks %s", want)
 		}
 	}
 }

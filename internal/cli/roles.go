@@ -24,6 +24,7 @@ func Commands() []*Command {
 		gatewayCmd(),
 		brokerCmd(),
 		chaosCmd(),
+		replayCmd(), groupsCmd(),
 	}
 }
 

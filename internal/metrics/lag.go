@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/scattergather/scattergather/internal/kafka"
@@ -131,6 +132,11 @@ func (l *LagSampler) Sample(ctx context.Context, adm *kadm.Client) {
 	}
 	for _, g := range l.cfg.Groups {
 		dl, ok := lags[g]
+		if ok && errors.Is(dl.Error(), kerr.GroupIDNotFound) {
+			// Not created yet: no member has joined or committed.
+			l.lag.DeletePartialMatch(prometheus.Labels{"group": g})
+			continue
+		}
 		if !ok || dl.Error() != nil {
 			if ok && ctx.Err() == nil {
 				l.cfg.Logger.Warn("lag sample failed", "group", g, "err", dl.Error())

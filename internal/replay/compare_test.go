@@ -1,0 +1,160 @@
+package replay
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/scattergather/scattergather/client"
+	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/internal/stack"
+	"github.com/scattergather/scattergather/internal/testkafka"
+	"github.com/scattergather/scattergather/processor"
+	"github.com/scattergather/scattergather/schemas"
+)
+
+// versioned is a handler that answers {"n": n, "v": version, "at": now},
+// keys in the order given, for a task whose payload is {"n": n}.
+func versioned(answer func(n int, t schemas.Task) (string, error)) processor.Handler {
+	return processor.HandlerFunc(func(_ context.Context, t schemas.Task) ([]byte, error) {
+		var in struct{ N int }
+		if err := json.Unmarshal(t.Payload, &in); err != nil {
+			return nil, processor.Permanent(err)
+		}
+		s, err := answer(in.N, t)
+		if err != nil {
+			return nil, err
+		}
+		return []byte(s), nil
+	})
+}
+
+// TestCompareChangedHandler runs requests through a pipeline, replays them
+// through a shadow pipeline whose handler changed for some of them, and
+// checks that compare reports exactly those: a changed payload for every
+// tenth request, a part failing (COMPLETE→PARTIAL) for every 25th; the
+// rest the same once a timestamp field is ignored and key order is not
+// held against the new version.
+func TestCompareChangedHandler(t *testing.T) {
+	c := testkafka.New(t)
+	source := kafka.Topics{Prefix: c.Prefix}
+	shadow := kafka.Topics{Prefix: c.Prefix + "shadow."}
+	routes := `{"routes":[{"name":"echo","mode":"split","fanout":2,"timeout":"10s"}]}`
+	v1 := versioned(func(n int, _ schemas.Task) (string, error) {
+		return fmt.Sprintf(`{"n":%d,"v":1,"at":%d}`, n, time.Now().UnixNano()), nil
+	})
+	changed := func(n int) bool { return n%10 == 3 }
+	failing := func(n int) bool { return n%25 == 7 }
+	v2 := versioned(func(n int, t schemas.Task) (string, error) {
+		switch {
+		case failing(n) && t.PartID == "shard-1":
+			return "", processor.Permanent(errors.New("v2 cannot answer this shard"))
+		case changed(n):
+			return fmt.Sprintf(`{"at":%d,"n":%d,"v":2}`, time.Now().UnixNano(), n), nil
+		}
+		return fmt.Sprintf(`{"at":%d, "v":1.0, "n":%d}`, time.Now().UnixNano(), n), nil
+	})
+	startStack(t, c, source, stack.Config{Routes: table(t, routes), Processors: []stack.ProcessorSpec{{Route: "echo", Handler: v1}}})
+	shadowStack := startStack(t, c, shadow, stack.Config{Routes: table(t, routes), Processors: []stack.ProcessorSpec{{Route: "echo", Handler: v2}}})
+
+	cl, err := client.New(t.Context(), client.Config{Client: clientConfig(c), Topics: source, DefaultTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	const n = 300
+	idOf := map[schemas.CorrelationID]int{}
+	var pending []*client.Pending
+	for i := range n {
+		p, err := cl.Submit(t.Context(), "echo", fmt.Appendf(nil, `{"n":%d}`, i), client.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		idOf[p.ID] = i
+		pending = append(pending, p)
+	}
+	for _, p := range pending {
+		if r, err := p.Await(t.Context()); err != nil || r.Status != schemas.ReplyComplete {
+			t.Fatalf("original %s: %v %s %s", p.ID, err, r.Status, r.Error)
+		}
+	}
+
+	r, err := New(Config{Client: clientConfig(c), Source: source, Target: shadow, From: mustBound(t, "1h"), Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Run(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	agg := shadowStack.Aggregators[0]
+	waitFor(30*time.Second, func() bool {
+		s := agg.Stats()
+		return s.RepliesComplete+s.RepliesPartial+s.RepliesFailed >= n
+	})
+
+	var wantChanged, wantStatus []int
+	for i := range n {
+		switch {
+		case failing(i):
+			wantStatus = append(wantStatus, i)
+		case changed(i):
+			wantChanged = append(wantChanged, i)
+		}
+	}
+	for _, tc := range []struct {
+		name        string
+		cfg         CompareConfig
+		wantChanged int
+		exact       bool
+	}{
+		{"bytes", CompareConfig{}, n - len(wantStatus), false},
+		{"json ignoring at", CompareConfig{JSON: true, IgnoreFields: []FieldPath{{"at"}}}, len(wantChanged), true},
+		{"ignore implies json", CompareConfig{IgnoreFields: []FieldPath{{"at"}}, Wait: time.Second}, len(wantChanged), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := tc.cfg
+			cfg.Client, cfg.Source, cfg.Target, cfg.RunID = clientConfig(c), source, shadow, r.RunID()
+			rep, err := Compare(t.Context(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.Requests != n || rep.Missing() != 0 || rep.DuplicateReplies != 0 || !rep.RunComplete {
+				t.Fatalf("report: %d requests, counts %v, %d duplicates", rep.Requests, rep.Counts, rep.DuplicateReplies)
+			}
+			if rep.Counts[StatusChanged] != len(wantStatus) || rep.Transitions["COMPLETE→PARTIAL"] != len(wantStatus) {
+				t.Errorf("status changed %d %v, want %d COMPLETE→PARTIAL", rep.Counts[StatusChanged], rep.Transitions, len(wantStatus))
+			}
+			if rep.Counts[Changed] != tc.wantChanged || rep.Counts[Same] != n-tc.wantChanged-len(wantStatus) {
+				t.Errorf("changed %d, same %d; want %d, %d", rep.Counts[Changed], rep.Counts[Same], tc.wantChanged, n-tc.wantChanged-len(wantStatus))
+			}
+			if len(rep.Examples[Changed]) != DefaultExamples || rep.Examples[Changed][0].ReplayPayload == "" {
+				t.Errorf("examples of changed: %s", asJSON(rep.Examples[Changed]))
+			}
+			if !tc.exact {
+				return
+			}
+			var gotChanged, gotStatus []int
+			for _, d := range rep.Differences {
+				i := idOf[schemas.CorrelationID(d.OriginalID)]
+				switch d.Category {
+				case Changed:
+					gotChanged = append(gotChanged, i)
+					if !slices.Equal(d.Paths, []string{"$[0].v", "$[1].v"}) {
+						t.Errorf("%d changed at %v, want $[0].v and $[1].v", i, d.Paths)
+					}
+				case StatusChanged:
+					gotStatus = append(gotStatus, i)
+				}
+			}
+			slices.Sort(gotChanged)
+			slices.Sort(gotStatus)
+			if !slices.Equal(gotChanged, wantChanged) || !slices.Equal(gotStatus, wantStatus) {
+				t.Errorf("changed %v\nwant    %v\nstatus changed %v\nwant           %v", gotChanged, wantChanged, gotStatus, wantStatus)
+			}
+		})
+	}
+}
