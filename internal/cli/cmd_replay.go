@@ -93,7 +93,7 @@ More in docs/replay.md. Exit status 130 when interrupted before the end.`,
 		Flags: func(fs *flag.FlagSet) {
 			c.registerConnection(fs)
 			fs.StringVar(&from, "from", "", "start of the range (inclusive): RFC3339 time, duration ago (2h), offset:N, earliest; required for a new run")
-			fs.StringVar(&to, "to", "latest", "end of the range (exclusive): RFC3339 time, duration ago, offset:N or latest (the end when the run starts)")
+			fs.StringVar(&to, "to", "", "end of the range (exclusive): RFC3339 time, duration ago, offset:N or latest; empty: latest (the end when the run is created)")
 			fs.StringVar(&routeList, "route", "", "replay only these routes (comma separated); empty replays all")
 			fs.Var(&rate, "rate", "most requests per second, e.g. 500 or 500/s; 0 is unlimited")
 			fs.IntVar(&batch, "batch-size", replay.DefaultBatchSize, "most requests per transaction")
@@ -103,7 +103,7 @@ More in docs/replay.md. Exit status 130 when interrupted before the end.`,
 			fs.BoolVar(&includeReplays, "include-replays", false, "also replay requests that are themselves replays (skipped by default)")
 			fs.DurationVar(&txTimeout, "transaction-timeout", replay.DefaultTransactionTimeout, "transaction timeout of the replay's producer: how long a crashed replay can hold back readers of the target")
 			fs.IntVar(&c.replication, "replication-factor", -1, "replication factor of the checkpoint topic when created; -1 takes the broker's default")
-			fs.StringVar(&progress, "progress", "auto", "progress bar on stderr: auto (redrawn on a terminal, a line every 5s otherwise), always or never")
+			fs.StringVar(&progress, "progress", "auto", "progress on stderr: auto (a bar redrawn on a terminal, else a line every 5s), lines (a line every 5s) or never")
 		},
 		Run: func(ctx context.Context, args []string) error {
 			if len(args) > 0 && args[0] == "compare" {
@@ -135,11 +135,13 @@ More in docs/replay.md. Exit status 130 when interrupted before the end.`,
 				}
 				cfg.From = &b
 			}
-			b, err := replay.ParseBound(to)
-			if err != nil {
-				return fmt.Errorf("--to: %w", err)
+			if to != "" {
+				b, err := replay.ParseBound(to)
+				if err != nil {
+					return fmt.Errorf("--to: %w", err)
+				}
+				cfg.To = &b
 			}
-			cfg.To = &b
 			for _, r := range splitList(routeList) {
 				cfg.Routes = append(cfg.Routes, schemas.Route(r))
 			}
@@ -148,12 +150,12 @@ More in docs/replay.md. Exit status 130 when interrupted before the end.`,
 			}
 			var bar *replay.Bar
 			switch progress {
-			case "auto", "always":
-				bar = &replay.Bar{W: os.Stderr, TTY: isTerminal(os.Stderr)}
+			case "auto", "lines":
+				bar = &replay.Bar{W: os.Stderr, TTY: progress == "auto" && isTerminal(os.Stderr)}
 				cfg.Progress = bar.Update
 			case "never":
 			default:
-				return fmt.Errorf("--progress %q: want auto, always or never", progress)
+				return fmt.Errorf("--progress %q: want auto, lines or never", progress)
 			}
 			r, err := replay.New(cfg)
 			if err != nil {

@@ -109,6 +109,9 @@ type Pair struct {
 	ReplayStatus   string `json:"replay_status,omitempty"`
 	// Paths says where JSON payloads differ (at most 10).
 	Paths []string `json:"paths,omitempty"`
+	// Latencies (completed_at − submitted_at of each reply), when it came.
+	OriginalLatencyMs int64 `json:"original_latency_ms,omitempty"`
+	ReplayLatencyMs   int64 `json:"replay_latency_ms,omitempty"`
 	// Payloads, truncated to 300 bytes, in examples only.
 	OriginalPayload string `json:"original_payload,omitempty"`
 	ReplayPayload   string `json:"replay_payload,omitempty"`
@@ -136,6 +139,30 @@ type Report struct {
 	// DuplicateReplies counts second replies found for one correlation id
 	// (there should be none).
 	DuplicateReplies int `json:"duplicate_replies"`
+	// Latency compares the originals' and the replays' latencies.
+	Latency Latency `json:"latency"`
+}
+
+// Latency compares how long the originals and their replays took, from
+// submitted-at to completed-at of each reply (the original's timings come
+// from the original's own reply), over the pairs where both replied.
+type Latency struct {
+	Pairs         int     `json:"pairs"`
+	OriginalP50Ms float64 `json:"original_p50_ms"`
+	OriginalP99Ms float64 `json:"original_p99_ms"`
+	ReplayP50Ms   float64 `json:"replay_p50_ms"`
+	ReplayP99Ms   float64 `json:"replay_p99_ms"`
+}
+
+func latencyMs(r schemas.Reply) int64 { return r.CompletedAt.Sub(r.SubmittedAt).Milliseconds() }
+
+// quantile returns the q quantile (nearest rank) of sorted, 0 for none.
+func quantile(sorted []int64, q float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(float64(len(sorted))*q+0.5) - 1
+	return float64(sorted[min(max(i, 0), len(sorted)-1)])
 }
 
 // Changes is the number of pairs that changed: payload or status.
@@ -238,16 +265,20 @@ func Compare(ctx context.Context, cfg CompareConfig) (*Report, error) {
 			rep.Ignored = append(rep.Ignored, f.String())
 		}
 	}
+	var origLat, replayLat []int64
 	for _, rid := range slices.Sorted(maps.Keys(origOf)) {
 		oid := origOf[rid]
 		o, oOK := replies[oid]
 		r, rOK := replies[rid]
 		p := Pair{ReplayID: string(rid), OriginalID: string(oid)}
 		if oOK {
-			p.OriginalStatus = string(o.Status)
+			p.OriginalStatus, p.OriginalLatencyMs = string(o.Status), latencyMs(o)
 		}
 		if rOK {
-			p.ReplayStatus = string(r.Status)
+			p.ReplayStatus, p.ReplayLatencyMs = string(r.Status), latencyMs(r)
+		}
+		if oOK && rOK {
+			origLat, replayLat = append(origLat, p.OriginalLatencyMs), append(replayLat, p.ReplayLatencyMs)
 		}
 		switch {
 		case !rOK:
@@ -279,6 +310,11 @@ func Compare(ctx context.Context, cfg CompareConfig) (*Report, error) {
 			rep.Examples[p.Category] = append(rep.Examples[p.Category], ex)
 		}
 	}
+	slices.Sort(origLat)
+	slices.Sort(replayLat)
+	rep.Latency = Latency{Pairs: len(origLat),
+		OriginalP50Ms: quantile(origLat, 0.5), OriginalP99Ms: quantile(origLat, 0.99),
+		ReplayP50Ms: quantile(replayLat, 0.5), ReplayP99Ms: quantile(replayLat, 0.99)}
 	return rep, nil
 }
 
@@ -425,6 +461,10 @@ func (r *Report) Print(w io.Writer) error {
 	}
 	fmt.Fprintln(w)
 	fmt.Fprintf(w, "  %-16s %d  (no replay reply %d, no original reply %d)\n", "missing", r.Missing(), r.Counts[MissingReplay], r.Counts[MissingOriginal])
+	if l := r.Latency; l.Pairs > 0 {
+		fmt.Fprintf(w, "  %-16s original p50 %.0fms p99 %.0fms, replay p50 %.0fms p99 %.0fms (%d pairs)\n", "latency",
+			l.OriginalP50Ms, l.OriginalP99Ms, l.ReplayP50Ms, l.ReplayP99Ms, l.Pairs)
+	}
 	if r.DuplicateReplies > 0 {
 		fmt.Fprintf(w, "  %-16s %d  (second replies for one correlation id: a pipeline bug)\n", "duplicate", r.DuplicateReplies)
 	}

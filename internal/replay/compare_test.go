@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -133,6 +134,13 @@ func TestCompareChangedHandler(t *testing.T) {
 			}
 			if len(rep.Examples[Changed]) != DefaultExamples || rep.Examples[Changed][0].ReplayPayload == "" {
 				t.Errorf("examples of changed: %s", asJSON(rep.Examples[Changed]))
+			}
+			if l := rep.Latency; l.Pairs != n || l.OriginalP99Ms < l.OriginalP50Ms || l.ReplayP99Ms < l.ReplayP50Ms || l.ReplayP99Ms > 10_000 {
+				t.Errorf("latency: %+v", l)
+			}
+			var text strings.Builder
+			if err := rep.Print(&text); err != nil || !strings.Contains(text.String(), "COMPLETE→PARTIAL") || !strings.Contains(text.String(), "latency") {
+				t.Errorf("printed report:\n%s", text.String())
 			}
 			if !tc.exact {
 				return

@@ -63,9 +63,6 @@ func newRangeReader(cc kafka.ClientConfig, topic string, ranges []PartitionRange
 // done reports whether every range was read to its end.
 func (r *rangeReader) done() bool { return r.open == 0 }
 
-// position returns the next offset to read of every partition.
-func (r *rangeReader) position(p int32) int64 { return r.next[p] }
-
 // poll returns the next records in the ranges, in offset order per
 // partition, control records included. It returns ctx.Err() when ctx ends
 // first.

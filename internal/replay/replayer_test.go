@@ -155,3 +155,36 @@ func TestNewRunNeedsFrom(t *testing.T) {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+// TestRate: a replay at 1,000 requests per second takes as long as that
+// pace says, in batches of a tenth of a second's worth.
+func TestRate(t *testing.T) {
+	c := testkafka.New(t)
+	source := kafka.Topics{Prefix: c.Prefix}
+	ensureTopics(t, c, source, "echo")
+	const n = 500
+	produceOriginals(t, c, source.Requests(), n, time.Now().Add(-time.Hour), time.Millisecond, func(int) schemas.Route { return "echo" })
+	var updates []Progress
+	r, err := New(Config{Client: clientConfig(c), Source: source, Target: kafka.Topics{Prefix: c.Prefix + "shadow."},
+		From: mustBound(t, "earliest"), Rate: 1000, Progress: func(p Progress) { updates = append(updates, p) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ensureTopics(t, c, kafka.Topics{Prefix: c.Prefix + "shadow."}, "echo")
+	start := time.Now()
+	if err := r.Run(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took < 450*time.Millisecond {
+		t.Errorf("%d requests at 1000/s took %s, want about 500ms", n, took)
+	}
+	last := updates[len(updates)-1]
+	if !last.Done || last.Submitted != n || last.Rate > 1100 || last.ETA != 0 {
+		t.Errorf("last progress: %+v", last)
+	}
+	for i := 1; i < len(updates); i++ {
+		if step := updates[i].Submitted - updates[i-1].Submitted; step > 100 {
+			t.Fatalf("a batch of %d requests at 1000/s, want at most 100", step)
+		}
+	}
+}
