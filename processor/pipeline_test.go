@@ -201,7 +201,7 @@ func TestPipelineKeepsKeyOrder(t *testing.T) {
 
 // TestPipelineConcurrencyScales handles 240 tasks of 20ms each, with
 // distinct keys, on 6 partitions: one at a time per partition they take at
-// least 800ms; with 8 at a time they take a fraction of that.
+// least 800ms; with 8 at a time they take well under half of that.
 func TestPipelineConcurrencyScales(t *testing.T) {
 	e := newEnv(t, 6)
 	elapsed := map[int]time.Duration{}
@@ -243,8 +243,9 @@ func TestPipelineConcurrencyScales(t *testing.T) {
 	if elapsed[1] < 800*time.Millisecond {
 		t.Fatalf("concurrency 1 took %s, less than the 800ms its handlers need", elapsed[1])
 	}
-	if elapsed[8]*3 > elapsed[1] {
-		t.Fatalf("concurrency 8 took %s, not under a third of concurrency 1's %s", elapsed[8], elapsed[1])
+	// Ideally an eighth; transactions and polling take their share.
+	if elapsed[8]*2 > elapsed[1] {
+		t.Fatalf("concurrency 8 took %s, not under half of concurrency 1's %s", elapsed[8], elapsed[1])
 	}
 }
 
