@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -56,6 +57,10 @@ type HopConfig struct {
 	// consumed topic. Records to other topics are partitioned by key as
 	// usual. Setting it replaces a partitioner given in Client.Opts.
 	ManualPartitionTopics []string
+	// ManualPartitionPrefixes does the same for every topic whose name
+	// starts with one of them, e.g. the tasks.<route> topics to which an
+	// aggregator sends hedged tasks.
+	ManualPartitionPrefixes []string
 	// Wake, when set, ends Run's wait for records early: a receive on it
 	// makes the poll in progress return, so that a role that works between
 	// polls (the processor's pipeline) can commit what it finished without
@@ -249,8 +254,8 @@ func NewHop(cfg HopConfig) (*Hop, error) {
 		kgo.RebalanceTimeout(30*time.Second),
 		kgo.FetchMaxWait(500*time.Millisecond),
 	)
-	if len(cfg.ManualPartitionTopics) > 0 {
-		opts = append(opts, kgo.RecordPartitioner(manualFor(cfg.ManualPartitionTopics, kgo.StickyKeyPartitioner(nil))))
+	if len(cfg.ManualPartitionTopics) > 0 || len(cfg.ManualPartitionPrefixes) > 0 {
+		opts = append(opts, kgo.RecordPartitioner(manualFor(cfg.ManualPartitionTopics, cfg.ManualPartitionPrefixes, kgo.StickyKeyPartitioner(nil))))
 	}
 	h := &Hop{cfg: cfg, log: log}
 	// The callbacks also track the membership for readiness (Membership);
@@ -638,19 +643,21 @@ func (h *Hop) close() {
 	h.cl.Close()
 }
 
-// manualFor returns a partitioner that sends records of topics to the
-// partition they name and those of other topics through def.
-func manualFor(topics []string, def kgo.Partitioner) kgo.Partitioner {
-	return manualPartitioner{topics: slices.Clone(topics), def: def}
+// manualFor returns a partitioner that sends records of topics, and of
+// topics starting with one of prefixes, to the partition they name and
+// those of other topics through def.
+func manualFor(topics, prefixes []string, def kgo.Partitioner) kgo.Partitioner {
+	return manualPartitioner{topics: slices.Clone(topics), prefixes: slices.Clone(prefixes), def: def}
 }
 
 type manualPartitioner struct {
-	topics []string
-	def    kgo.Partitioner
+	topics   []string
+	prefixes []string
+	def      kgo.Partitioner
 }
 
 func (p manualPartitioner) ForTopic(topic string) kgo.TopicPartitioner {
-	if slices.Contains(p.topics, topic) {
+	if slices.Contains(p.topics, topic) || slices.ContainsFunc(p.prefixes, func(pre string) bool { return strings.HasPrefix(topic, pre) }) {
 		return kgo.ManualPartitioner().ForTopic(topic)
 	}
 	return p.def.ForTopic(topic)
