@@ -1,0 +1,1011 @@
+package chaos
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	mrand "math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/scattergather/scattergather/client"
+	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/internal/stack"
+	"github.com/scattergather/scattergather/schemas"
+)
+
+// Route is the split route every chaos request goes to.
+const Route schemas.Route = "chaos"
+
+// Defaults of [Config].
+const (
+	DefaultRequests      = 2000
+	DefaultRate          = 50
+	DefaultFanout        = 4
+	DefaultTimeout       = 3 * time.Second
+	DefaultProcessors    = 2
+	DefaultAggregators   = 2
+	DefaultPartitions    = 6
+	DefaultKills         = 6
+	DefaultPauseMin      = 200 * time.Millisecond
+	DefaultPauseMax      = 2 * time.Second
+	DefaultStragglerRate = 0.002
+	DefaultSlack         = time.Second
+	DefaultDrainTimeout  = 2 * time.Minute
+	DefaultStopBound     = 20 * time.Second
+	DefaultSettle        = 3 * time.Second
+	DefaultProgress      = 5 * time.Second
+)
+
+// Config configures a chaos run. Zero fields take the defaults above;
+// Validate fills them in.
+type Config struct {
+	// Exe is the scattergather binary that every role (and the broker) is
+	// run as, one OS process each; default os.Executable().
+	Exe string
+	// Env is added to each child's environment.
+	Env []string
+	// Brokers of a running Kafka to use; empty starts `Exe broker` (kfake)
+	// as a child process on a free port with a temporary data dir. The
+	// broker is never killed: only roles are (see docs/guarantees.md).
+	Brokers []string
+	// Prefix of the run's topics and groups; default "chaos-<random>.", so
+	// runs never see each other's data.
+	Prefix string
+	// Requests to send, at Rate per second, each split into Fanout parts
+	// with Timeout.
+	Requests int
+	Rate     float64
+	Fanout   int
+	Timeout  time.Duration
+	// Processors (sleep handler, one consumer group) and Aggregators to run.
+	Processors  int
+	Aggregators int
+	// ProcessorConcurrency is the processors' --concurrency: 1 (the
+	// default) commits each polled batch whole, above 1 each result as soon
+	// as it is ready.
+	ProcessorConcurrency int
+	// Partitions of every topic.
+	Partitions int
+	// Kills is how many roles get SIGKILL during the load, at random
+	// moments; both aggregators are among the first victims picked, then
+	// the scatterer and a processor. Terms is how many get SIGTERM instead
+	// (a graceful stop that must exit 0 within StopBound). Each victim is
+	// restarted, with the same instance id, after a random pause in
+	// [PauseMin, PauseMax].
+	Kills, Terms       int
+	PauseMin, PauseMax time.Duration
+	// Victims limits the kinds of role that are killed or stopped:
+	// "scatterer", "processor", "aggregator"; empty means all three.
+	Victims []string
+	// StragglerRate is the fraction of tasks the sleep handler delays past
+	// their deadline, so that PARTIAL replies occur; default 0.002. Set it
+	// below zero for none.
+	StragglerRate float64
+	// Guarantee every role runs with.
+	Guarantee kafka.Guarantee
+	// Seed makes the schedule (victims, moments, pauses) repeatable; zero
+	// picks one, printed at the start.
+	Seed uint64
+	// Slack is the tolerance of the verdict's time comparisons.
+	Slack time.Duration
+	// DrainTimeout bounds the wait, after the last request, for every reply
+	// and every part's result.
+	DrainTimeout time.Duration
+	// StopBound is how long a role may take to exit after SIGTERM.
+	StopBound time.Duration
+	// Settle is how long to wait after draining for late duplicates.
+	Settle time.Duration
+	// LogDir receives one log file per role; empty uses a temporary
+	// directory, deleted after a run that passed.
+	LogDir string
+	// KeepTopics keeps the run's topics on an external broker; by default
+	// they are deleted after a run that passed.
+	KeepTopics bool
+	// Progress is the interval of progress lines.
+	Progress time.Duration
+	// Out receives progress, the summary and the final line; default
+	// os.Stdout.
+	Out io.Writer
+	// Logger receives the Kafka clients' warnings; default discards.
+	Logger *slog.Logger
+}
+
+// Validate fills in defaults and reports every problem with c at once.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Exe == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("exe: %w", err))
+		}
+		c.Exe = exe
+	}
+	intDefault := func(name string, v *int, def, lo int) {
+		if *v == 0 {
+			*v = def
+		}
+		if *v < lo {
+			errs = append(errs, fmt.Errorf("%s: %d, want at least %d", name, *v, lo))
+		}
+	}
+	intDefault("requests", &c.Requests, DefaultRequests, 1)
+	intDefault("fanout", &c.Fanout, DefaultFanout, 1)
+	intDefault("processors", &c.Processors, DefaultProcessors, 1)
+	intDefault("aggregators", &c.Aggregators, DefaultAggregators, 1)
+	intDefault("processor concurrency", &c.ProcessorConcurrency, 1, 1)
+	intDefault("partitions", &c.Partitions, DefaultPartitions, 1)
+	if c.Kills < 0 || c.Terms < 0 {
+		errs = append(errs, fmt.Errorf("kills %d, terms %d: want zero or more", c.Kills, c.Terms))
+	}
+	for _, v := range c.Victims {
+		if !slices.Contains(roleKinds, v) {
+			errs = append(errs, fmt.Errorf("victims: %q is not a role; want some of %v", v, roleKinds))
+		}
+	}
+	if len(c.Victims) == 0 {
+		c.Victims = roleKinds
+	}
+	if c.Rate == 0 {
+		c.Rate = DefaultRate
+	}
+	if !(c.Rate > 0) || math.IsInf(c.Rate, 0) {
+		errs = append(errs, fmt.Errorf("rate: %v, want a positive number of requests per second", c.Rate))
+	}
+	durDefault := func(name string, v *time.Duration, def time.Duration) {
+		if *v == 0 {
+			*v = def
+		}
+		if *v < 0 {
+			errs = append(errs, fmt.Errorf("%s: %s is negative", name, *v))
+		}
+	}
+	durDefault("timeout", &c.Timeout, DefaultTimeout)
+	durDefault("pause min", &c.PauseMin, DefaultPauseMin)
+	durDefault("pause max", &c.PauseMax, DefaultPauseMax)
+	durDefault("slack", &c.Slack, DefaultSlack)
+	durDefault("drain timeout", &c.DrainTimeout, DefaultDrainTimeout)
+	durDefault("stop bound", &c.StopBound, DefaultStopBound)
+	durDefault("settle", &c.Settle, DefaultSettle)
+	durDefault("progress", &c.Progress, DefaultProgress)
+	if c.PauseMax < c.PauseMin {
+		errs = append(errs, fmt.Errorf("pause max %s is below pause min %s", c.PauseMax, c.PauseMin))
+	}
+	switch {
+	case c.StragglerRate == 0:
+		c.StragglerRate = DefaultStragglerRate
+	case c.StragglerRate < 0:
+		c.StragglerRate = 0
+	case c.StragglerRate > 1 || math.IsNaN(c.StragglerRate):
+		errs = append(errs, fmt.Errorf("straggler rate: %v is not in [0, 1]", c.StragglerRate))
+	}
+	if c.Guarantee == "" {
+		c.Guarantee = kafka.ExactlyOnce
+	}
+	if _, err := kafka.ParseGuarantee(string(c.Guarantee)); err != nil {
+		errs = append(errs, err)
+	}
+	for _, b := range c.Brokers {
+		if strings.TrimSpace(b) == "" {
+			errs = append(errs, fmt.Errorf("brokers: empty address in %q", strings.Join(c.Brokers, ",")))
+			break
+		}
+	}
+	if c.Seed == 0 {
+		c.Seed = mrand.Uint64()
+	}
+	if c.Prefix == "" {
+		var b [4]byte
+		_, _ = rand.Read(b[:])
+		c.Prefix = "chaos-" + hex.EncodeToString(b[:]) + "."
+	}
+	if c.Out == nil {
+		c.Out = os.Stdout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return errors.Join(errs...)
+}
+
+// roleKinds are the kinds of role a run starts, in the order SIGTERMs go
+// to them.
+var roleKinds = []string{"aggregator", "processor", "scatterer"}
+
+// Stop is one SIGTERM sent to a role and how the role took it.
+type Stop struct {
+	Role  string
+	Final bool // at the end of the run rather than under load
+	Code  int  // exit status; 128+n when signal n ended it
+	Took  time.Duration
+	Err   error // e.g. it overran the bound and was killed
+}
+
+// Report is the verdict of a run.
+type Report struct {
+	// Requests sent; reply records read (duplicates included).
+	Requests, Replies int
+	// Lost: requests without a reply (LostReplies) plus parts of a
+	// scattered request that never got a task or a result (LostParts).
+	Lost, LostReplies, LostParts int
+	// Duplicated: replies beyond the first of a request; under
+	// exactly-once also manifests, tasks and results committed more than
+	// once (HopDuplicates), which at-least-once allows and only reports.
+	Duplicated, DuplicateReplies int
+	// ConflictingDuplicates counts requests whose duplicate replies differ.
+	ConflictingDuplicates int
+	HopDuplicates         struct{ Manifests, Tasks, Results int }
+	// Wrong counts replies that break a rule (see the package doc).
+	Wrong int
+	// Records read, duplicates included.
+	Manifests, Tasks, Results int
+	// First replies by status.
+	Complete, Partial, Failed int
+	// NotOK counts the parts that are not OK in first replies, by reason:
+	// verdict, late, outage, never.
+	NotOK map[string]int
+	// Kills and Terms delivered under load.
+	Kills, Terms int
+	// Stops lists every SIGTERM; BadStops those not exiting 0 in time.
+	Stops    []Stop
+	BadStops int
+	// UnexpectedExits counts roles that exited without being told to.
+	UnexpectedExits int
+	// Errors of the harness itself (a broker that died, a topic it could
+	// not read to the end); any fails the run.
+	Errors    []string
+	Guarantee kafka.Guarantee
+	Broker    string
+	Elapsed   time.Duration
+	// Problems lists examples of what was wrong.
+	Problems []string
+}
+
+// OK reports whether the run proved the guarantee: nothing lost, nothing
+// wrong, no duplicates under exactly-once, every stop clean.
+func (r Report) OK() bool {
+	return r.Lost == 0 && r.Wrong == 0 && r.BadStops == 0 && r.UnexpectedExits == 0 && len(r.Errors) == 0 &&
+		(r.Guarantee != kafka.ExactlyOnce || r.Duplicated == 0)
+}
+
+// Line is the one-line verdict:
+//
+//	chaos: requests=2000 replies=2000 lost=0 duplicated=0 wrong=0 kills=6 guarantee=exactly-once broker=kfake
+func (r Report) Line() string {
+	return fmt.Sprintf("chaos: requests=%d replies=%d lost=%d duplicated=%d wrong=%d kills=%d guarantee=%s broker=%s",
+		r.Requests, r.Replies, r.Lost, r.Duplicated, r.Wrong, r.Kills, r.Guarantee, r.Broker)
+}
+
+// Harness runs one chaos run.
+type Harness struct {
+	cfg Config
+	rng *mrand.Rand
+
+	outMu sync.Mutex
+	start time.Time
+}
+
+// New returns a harness for cfg. It starts nothing until Run.
+func New(cfg Config) (*Harness, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("chaos config: %w", err)
+	}
+	return &Harness{cfg: cfg, rng: mrand.New(mrand.NewPCG(cfg.Seed, 0xc4a05))}, nil
+}
+
+// say prints one progress line.
+func (h *Harness) say(format string, args ...any) {
+	h.outMu.Lock()
+	defer h.outMu.Unlock()
+	fmt.Fprintf(h.cfg.Out, "chaos: %5.1fs ", time.Since(h.start).Seconds())
+	fmt.Fprintf(h.cfg.Out, format, args...)
+	fmt.Fprintln(h.cfg.Out)
+}
+
+// Run runs the pipeline as child processes, loads it, kills roles, then
+// drains, stops everything and checks every reply. It prints progress and,
+// last, the report's Line. The error is for runs that could not be carried
+// out (no broker, ctx cancelled); a run that was carried out returns its
+// Report, whose OK says whether the guarantee held. Every child process
+// has exited when Run returns.
+func (h *Harness) Run(ctx context.Context) (Report, error) {
+	h.start = time.Now()
+	logDir, tempLogs := h.cfg.LogDir, h.cfg.LogDir == ""
+	var err error
+	if tempLogs {
+		if logDir, err = os.MkdirTemp("", "scattergather-chaos-"); err != nil {
+			return Report{}, err
+		}
+	} else if err := os.MkdirAll(logDir, 0o755); err != nil {
+		return Report{}, err
+	}
+	r := &run{logDir: logDir}
+	rep, err := h.run(ctx, r)
+	// Every child has exited and the broker is closed: what is printed
+	// now is the last word.
+	if err != nil || !rep.OK() {
+		for _, p := range r.procs {
+			h.outMu.Lock()
+			fmt.Fprintf(h.cfg.Out, "----- %s (%s), last lines:\n", p.name, p.logPath)
+			for _, l := range p.tail(25) {
+				fmt.Fprintln(h.cfg.Out, "  "+l)
+			}
+			h.outMu.Unlock()
+		}
+		h.say("logs kept in %s", logDir)
+	} else if tempLogs {
+		os.RemoveAll(logDir)
+	}
+	if err != nil {
+		return rep, err
+	}
+	h.summary(rep, r.clientTimeouts)
+	return rep, nil
+}
+
+// run is the state of one Run that outlives h.run.
+type run struct {
+	logDir         string
+	procs          []*proc
+	clientTimeouts int
+}
+
+// run does the work of Run; when it returns, every child has exited.
+func (h *Harness) run(ctx context.Context, r *run) (rep Report, err error) {
+	cfg := h.cfg
+	logDir := r.logDir
+	rep = Report{Guarantee: cfg.Guarantee, NotOK: map[string]int{}}
+	h.say("seed %d, guarantee %s, %d requests at %g/s, fan-out %d, timeout %s, %d kills, %d terms, processor concurrency %d, topic prefix %s, logs in %s",
+		cfg.Seed, cfg.Guarantee, cfg.Requests, cfg.Rate, cfg.Fanout, cfg.Timeout, cfg.Kills, cfg.Terms, cfg.ProcessorConcurrency, cfg.Prefix, logDir)
+
+	// The broker: the given one, or kfake in a child process of its own.
+	brokers, broker := cfg.Brokers, ""
+	if len(brokers) == 0 {
+		bp, addr, err := h.startBroker(logDir)
+		if err != nil {
+			return rep, err
+		}
+		r.procs = append(r.procs, bp)
+		defer func() {
+			if _, _, serr := bp.stop(syscall.SIGTERM, cfg.StopBound); serr != nil {
+				h.say("broker: %v", serr)
+			}
+			os.RemoveAll(filepath.Join(logDir, "broker-data"))
+		}()
+		brokers, broker = []string{addr}, "kfake"
+	}
+	cc := kafka.ClientConfig{Brokers: brokers, ClientID: "scattergather-chaos", Logger: cfg.Logger}
+	adminCl, err := kafka.NewClient(cc)
+	if err != nil {
+		return rep, err
+	}
+	defer adminCl.Close()
+	adm := kadm.NewClient(adminCl)
+	if broker == "" {
+		broker = identify(ctx, adm)
+	}
+	rep.Broker = broker
+	topics := kafka.Topics{Prefix: cfg.Prefix}
+	layout := kafka.Layout{Partitions: int32(cfg.Partitions), ResultPartitions: int32(cfg.Partitions), ReplicationFactor: -1}
+	if err := stack.EnsureTopics(ctx, cc, topics, layout, []string{string(Route)}); err != nil {
+		return rep, err
+	}
+	if len(cfg.Brokers) > 0 {
+		defer func() {
+			if rep.OK() && err == nil && !cfg.KeepTopics {
+				h.deleteTopics(adm, topics)
+			}
+		}()
+	}
+	routesFile := filepath.Join(logDir, "routes.json")
+	if err := os.WriteFile(routesFile, h.routeTable(), 0o644); err != nil {
+		return rep, err
+	}
+
+	// The observer starts before any role, so it sees every record appear.
+	obsCtx, stopObs := context.WithCancel(ctx)
+	defer stopObs()
+	var obsWG sync.WaitGroup
+	defer obsWG.Wait()
+	defer stopObs()
+	obs := newObserver(topics, cfg.Prefix+"aggregator")
+	obsCl, err := kafka.NewClient(cc, kgo.ConsumeTopics(topics.Results(), topics.Replies()),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.FetchMaxWait(100*time.Millisecond))
+	if err != nil {
+		return rep, err
+	}
+	defer obsCl.Close()
+	obsWG.Add(2)
+	go func() { defer obsWG.Done(); obs.run(obsCtx, obsCl) }()
+	go func() { defer obsWG.Done(); obs.sampleCommits(obsCtx, adm, 200*time.Millisecond) }()
+
+	// The roles, each kept running by a keeper until the end of the run.
+	roles := h.roles(brokers, routesFile, logDir)
+	r.procs = append(r.procs, roles...)
+	keepCtx, stopKeepers := context.WithCancel(ctx)
+	defer stopKeepers()
+	var keepWG sync.WaitGroup
+	defer keepWG.Wait()
+	defer stopKeepers()
+	var unexpected atomic.Int64
+	actions := map[string]chan action{}
+	for _, p := range roles {
+		if err := p.start(nil); err != nil {
+			return rep, err
+		}
+		ch := make(chan action)
+		actions[p.name] = ch
+		keepWG.Add(1)
+		go func() {
+			defer keepWG.Done()
+			p.keep(keepCtx, ch, func(p *proc, code int) {
+				unexpected.Add(1)
+				h.say("%s exited on its own with status %d; restarting it", p.name, code)
+			}, h.say)
+		}()
+	}
+
+	cl, err := client.New(ctx, client.Config{Client: cc, Topics: topics, DefaultTimeout: cfg.Timeout})
+	if err != nil {
+		return rep, err
+	}
+	defer cl.Close()
+	if err := h.warmUp(ctx, cl); err != nil {
+		return rep, err
+	}
+
+	// Load and chaos.
+	sched := h.schedule(roles)
+	loadStart := time.Now()
+	var (
+		subMu     sync.Mutex
+		submitted = map[schemas.CorrelationID]submission{}
+		ids       []schemas.CorrelationID
+		awaitWG   sync.WaitGroup
+		timeouts  int
+		subErrs   int
+	)
+	sendDone := make(chan struct{})
+	go func() {
+		// The sender; exits when every request is sent or ctx ends.
+		defer close(sendDone)
+		for i := range cfg.Requests {
+			at := loadStart.Add(time.Duration(float64(i) / cfg.Rate * float64(time.Second)))
+			if !sleepCtx(ctx, time.Until(at)) {
+				return
+			}
+			payload := fmt.Appendf(nil, `{"n":%d,"seed":%d}`, i, cfg.Seed)
+			t0 := time.Now()
+			pend, err := cl.Submit(ctx, Route, payload, client.Options{Timeout: cfg.Timeout, Fanout: cfg.Fanout})
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				subMu.Lock()
+				subErrs++
+				subMu.Unlock()
+				h.say("submit %d: %v", i, err)
+				continue
+			}
+			subMu.Lock()
+			submitted[pend.ID] = submission{at: t0, timeout: cfg.Timeout, fanout: cfg.Fanout}
+			ids = append(ids, pend.ID)
+			subMu.Unlock()
+			awaitWG.Add(1)
+			go func() {
+				// Exits when the reply comes or Await gives up.
+				defer awaitWG.Done()
+				if _, err := pend.Await(ctx); err != nil && errors.Is(err, client.ErrTimeout) {
+					subMu.Lock()
+					timeouts++
+					subMu.Unlock()
+				}
+			}()
+		}
+	}()
+	snapshotIDs := func() []schemas.CorrelationID {
+		subMu.Lock()
+		defer subMu.Unlock()
+		return append([]schemas.CorrelationID(nil), ids...)
+	}
+	progress := func(phase string) {
+		cur := snapshotIDs()
+		replied, by, pending := obs.progress(cur)
+		h.say("%s sent=%d/%d replied=%d complete=%d partial=%d failed=%d parts-pending=%d kills=%d/%d terms=%d/%d",
+			phase, len(cur), cfg.Requests, replied, by[schemas.ReplyComplete], by[schemas.ReplyPartial], by[schemas.ReplyFailed],
+			pending, rep.Kills, cfg.Kills, rep.Terms, cfg.Terms)
+	}
+
+	// The chaos schedule runs on this goroutine, with progress lines.
+	tick := time.NewTicker(cfg.Progress)
+	defer tick.Stop()
+	for _, ev := range sched {
+		for wait := time.Until(loadStart.Add(ev.at)); wait > 0; wait = time.Until(loadStart.Add(ev.at)) {
+			select {
+			case <-ctx.Done():
+				return rep, ctx.Err()
+			case <-tick.C:
+				progress("load")
+			case <-time.After(wait):
+			}
+		}
+		a := action{sig: ev.sig, bound: cfg.StopBound, pause: ev.pause, done: make(chan actionResult, 1)}
+		select {
+		case actions[ev.victim.name] <- a:
+		case <-ctx.Done():
+			return rep, ctx.Err()
+		}
+		var res actionResult
+		select {
+		case res = <-a.done:
+		case <-ctx.Done():
+			return rep, ctx.Err()
+		}
+		if ev.sig == syscall.SIGKILL {
+			rep.Kills++
+			h.say("SIGKILL %s (pid %d); restarted after %s as pid %d", ev.victim.name, res.pid, ev.pause.Round(time.Millisecond), res.restarted)
+		} else {
+			rep.Terms++
+			st := Stop{Role: ev.victim.name, Code: res.code, Took: res.took, Err: res.err}
+			rep.Stops = append(rep.Stops, st)
+			h.say("SIGTERM %s (pid %d): exit status %d after %s%s; restarted after %s as pid %d", ev.victim.name, res.pid,
+				res.code, res.took.Round(time.Millisecond), errSuffix(res.err), ev.pause.Round(time.Millisecond), res.restarted)
+		}
+		if res.err != nil && ev.sig == syscall.SIGKILL {
+			rep.Errors = append(rep.Errors, fmt.Sprintf("kill %s: %v", ev.victim.name, res.err))
+		}
+	}
+	for done := false; !done; {
+		select {
+		case <-sendDone:
+			done = true
+		case <-tick.C:
+			progress("load")
+		case <-ctx.Done():
+			return rep, ctx.Err()
+		}
+	}
+	if ctx.Err() != nil {
+		return rep, ctx.Err()
+	}
+	progress("sent")
+
+	// Drain: every reply, every part's result.
+	drainEnd := time.Now().Add(cfg.DrainTimeout)
+	for cur := snapshotIDs(); !obs.drained(cur); {
+		if time.Now().After(drainEnd) {
+			h.say("not drained after %s; checking what there is", cfg.DrainTimeout)
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return rep, ctx.Err()
+		case <-tick.C:
+			progress("drain")
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+	if !sleepCtx(ctx, cfg.Settle) {
+		return rep, ctx.Err()
+	}
+	awaitWG.Wait()
+	progress("drained")
+
+	// Stop every role with SIGTERM, all at once: a graceful stop must
+	// exit 0 in time.
+	final := make([]action, len(roles))
+	for i, p := range roles {
+		final[i] = action{sig: syscall.SIGTERM, bound: cfg.StopBound, final: true, done: make(chan actionResult, 1)}
+		select {
+		case actions[p.name] <- final[i]:
+		case <-ctx.Done():
+			return rep, ctx.Err()
+		}
+	}
+	for i, p := range roles {
+		res := <-final[i].done
+		rep.Stops = append(rep.Stops, Stop{Role: p.name, Final: true, Code: res.code, Took: res.took, Err: res.err})
+	}
+	rep.UnexpectedExits = int(unexpected.Load())
+	for _, s := range rep.Stops {
+		if s.Code != 0 || s.Err != nil {
+			rep.BadStops++
+		}
+	}
+	stopObs()
+	obsWG.Wait()
+
+	// The verdict, from the topics read from the start, read_committed.
+	f := newFacts(Route)
+	f.submitted = submitted
+	if err := h.readFacts(ctx, cc, topics, obs, f); err != nil {
+		rep.Errors = append(rep.Errors, err.Error())
+	}
+	v := check(f, checkOptions{guarantee: cfg.Guarantee, slack: cfg.Slack, maxExamples: 20})
+	v.Kills, v.Terms, v.Stops, v.BadStops, v.UnexpectedExits = rep.Kills, rep.Terms, rep.Stops, rep.BadStops, rep.UnexpectedExits
+	v.Errors, v.Broker = rep.Errors, rep.Broker
+	if subErrs > 0 {
+		v.Errors = append(v.Errors, fmt.Sprintf("%d requests could not be submitted", subErrs))
+	}
+	v.Elapsed = time.Since(h.start)
+	r.clientTimeouts = timeouts
+	return v, nil
+}
+
+func errSuffix(err error) string {
+	if err == nil {
+		return ""
+	}
+	return " (" + err.Error() + ")"
+}
+
+// startBroker starts `exe broker` on a free port and returns its address.
+func (h *Harness) startBroker(logDir string) (*proc, string, error) {
+	p := &proc{name: "broker", role: "broker", exe: h.cfg.Exe, env: h.cfg.Env, logPath: filepath.Join(logDir, "broker.log"),
+		args: []string{"broker", "--broker-addr", "127.0.0.1:0", "--data-dir", filepath.Join(logDir, "broker-data")}}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return nil, "", err
+	}
+	defer pr.Close()
+	if err := p.start(pw); err != nil {
+		pw.Close()
+		return nil, "", err
+	}
+	pw.Close()
+	lines := make(chan string, 1)
+	go func() {
+		// Exits at the first line, or when the broker closes stdout.
+		l, _ := bufio.NewReader(pr).ReadString('\n')
+		lines <- strings.TrimSpace(l)
+	}()
+	select {
+	case l := <-lines:
+		if l != "" {
+			h.say("broker (kfake, its own process, never killed) on %s", l)
+			return p, strings.Split(l, ",")[0], nil
+		}
+	case <-time.After(30 * time.Second):
+	}
+	_, _, _ = p.stop(syscall.SIGKILL, time.Second)
+	return nil, "", fmt.Errorf("the broker did not start; its log:\n%s", strings.Join(p.tail(20), "\n"))
+}
+
+// roles builds the role processes (not started).
+func (h *Harness) roles(brokers []string, routesFile, logDir string) []*proc {
+	cfg := h.cfg
+	common := func(instance string) []string {
+		return []string{
+			"--brokers", strings.Join(brokers, ","), "--topic-prefix", cfg.Prefix, "--routes-file", routesFile,
+			"--guarantee", string(cfg.Guarantee), "--instance-id", instance, "--create-topics=false",
+			"--log-level", "info", "--kafka-log-level", "warn",
+			// Many instances of a role on one host: no fixed metrics port.
+			"--metrics-addr=",
+		}
+	}
+	mk := func(role string, i int, extra ...string) *proc {
+		name := role + "-" + strconv.Itoa(i)
+		return &proc{name: name, role: role, exe: cfg.Exe, env: cfg.Env, logPath: filepath.Join(logDir, name+".log"),
+			args: append(append([]string{role}, common(name)...), extra...)}
+	}
+	out := []*proc{mk("scatterer", 0)}
+	for i := range cfg.Processors {
+		extra := []string{"--route", string(Route), "--handler", "sleep", "--sleep-delay", "1ms", "--sleep-max-delay", "5ms",
+			"--concurrency", strconv.Itoa(cfg.ProcessorConcurrency)}
+		if cfg.StragglerRate > 0 {
+			extra = append(extra, "--straggler-rate", strconv.FormatFloat(cfg.StragglerRate, 'g', -1, 64),
+				"--straggler-delay", (2 * cfg.Timeout).String())
+		}
+		out = append(out, mk("processor", i, extra...))
+	}
+	for i := range cfg.Aggregators {
+		out = append(out, mk("aggregator", i))
+	}
+	return out
+}
+
+// routeTable is the run's route file: one split route whose parts are
+// gathered by collect, so every part's payload is in the reply.
+func (h *Harness) routeTable() []byte {
+	type route struct {
+		Name      string            `json:"name"`
+		Mode      string            `json:"mode"`
+		Fanout    int               `json:"fanout"`
+		MaxFanout int               `json:"max_fanout"`
+		Timeout   string            `json:"timeout"`
+		Merge     map[string]string `json:"merge"`
+	}
+	b, _ := json.MarshalIndent(map[string][]route{"routes": {{
+		Name: string(Route), Mode: "split", Fanout: h.cfg.Fanout, MaxFanout: max(h.cfg.Fanout, 256),
+		Timeout: h.cfg.Timeout.String(), Merge: map[string]string{"kind": "collect"},
+	}}}, "", "  ")
+	return b
+}
+
+// warmUp waits until the pipeline answers: three COMPLETE replies in a row.
+// Warm-up requests are not part of the run.
+func (h *Harness) warmUp(ctx context.Context, cl *client.Client) error {
+	deadline := time.Now().Add(2 * time.Minute)
+	ok := 0
+	for ok < 3 {
+		if time.Now().After(deadline) {
+			return errors.New("the pipeline did not answer within 2m of starting")
+		}
+		rep, err := cl.Do(ctx, Route, []byte(`{"warmup":true}`), client.Options{Timeout: h.cfg.Timeout, Fanout: h.cfg.Fanout})
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err == nil && rep.Status == schemas.ReplyComplete {
+			ok++
+			continue
+		}
+		ok = 0
+	}
+	h.say("pipeline up: scatterer, %d processors, %d aggregators answer", h.cfg.Processors, h.cfg.Aggregators)
+	return nil
+}
+
+// event is one signal of the schedule.
+type event struct {
+	at     time.Duration // from the start of the load
+	victim *proc
+	sig    syscall.Signal
+	pause  time.Duration
+}
+
+// schedule picks the victims and moments: kills and terms spread over the
+// middle of the load (one per equal slot of [10%, 90%] of it, at a random
+// point of the slot). Every aggregator is among the kills first, then the
+// scatterer, then a processor (of the kinds in Config.Victims); the rest
+// are random. Terms go to a random role of each kind in turn (aggregator,
+// processor, scatterer).
+func (h *Harness) schedule(roles []*proc) []event {
+	cfg := h.cfg
+	byRole := map[string][]*proc{}
+	var pool []*proc
+	for _, p := range roles {
+		byRole[p.role] = append(byRole[p.role], p)
+		if slices.Contains(cfg.Victims, p.role) {
+			pool = append(pool, p)
+		}
+	}
+	var victims []*proc
+	if slices.Contains(cfg.Victims, "aggregator") {
+		victims = append(victims, byRole["aggregator"]...)
+	}
+	if slices.Contains(cfg.Victims, "scatterer") {
+		victims = append(victims, byRole["scatterer"][0])
+	}
+	if ps := byRole["processor"]; slices.Contains(cfg.Victims, "processor") {
+		victims = append(victims, ps[h.rng.IntN(len(ps))])
+	}
+	for len(victims) < cfg.Kills {
+		victims = append(victims, pool[h.rng.IntN(len(pool))])
+	}
+	victims = victims[:cfg.Kills]
+	var evs []event
+	for _, v := range victims {
+		evs = append(evs, event{victim: v, sig: syscall.SIGKILL})
+	}
+	var kinds []string
+	for _, k := range roleKinds {
+		if slices.Contains(cfg.Victims, k) {
+			kinds = append(kinds, k)
+		}
+	}
+	for i := range cfg.Terms {
+		ps := byRole[kinds[i%len(kinds)]]
+		evs = append(evs, event{victim: ps[h.rng.IntN(len(ps))], sig: syscall.SIGTERM})
+	}
+	h.rng.Shuffle(len(evs), func(i, j int) { evs[i], evs[j] = evs[j], evs[i] })
+	load := time.Duration(float64(cfg.Requests) / cfg.Rate * float64(time.Second))
+	lo, span := load/10, load*8/10
+	for i := range evs {
+		slot := span / time.Duration(len(evs))
+		evs[i].at = lo + slot*time.Duration(i) + time.Duration(h.rng.Int64N(int64(slot)+1))
+		evs[i].pause = cfg.PauseMin + time.Duration(h.rng.Int64N(int64(cfg.PauseMax-cfg.PauseMin)+1))
+	}
+	return evs
+}
+
+// readFacts reads the run's topics from the start, read_committed, into f.
+func (h *Harness) readFacts(ctx context.Context, cc kafka.ClientConfig, topics kafka.Topics, obs *observer, f *facts) error {
+	var errs []error
+	err := readTopic(ctx, cc, topics.Tasks(string(Route)), func(r *kgo.Record) {
+		t, err := schemas.DecodeTask(r.Value)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("task at %d@%d: %w", r.Partition, r.Offset, err))
+			return
+		}
+		if _, ok := f.submitted[t.CorrelationID]; ok {
+			f.tasks[partKey{t.CorrelationID, t.PartID}]++
+		}
+	})
+	errs = append(errs, err)
+	err = readTopic(ctx, cc, topics.Results(), func(r *kgo.Record) {
+		kind, err := schemas.KindOf(r.Value)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("results at %d@%d: %w", r.Partition, r.Offset, err))
+			return
+		}
+		switch kind {
+		case schemas.KindManifest:
+			mf, err := schemas.DecodeManifest(r.Value)
+			if err == nil {
+				if _, ok := f.submitted[mf.CorrelationID]; ok {
+					f.manifests[mf.CorrelationID] = append(f.manifests[mf.CorrelationID], mf)
+				}
+			}
+		case schemas.KindResult:
+			res, err := schemas.DecodeResult(r.Value)
+			if err == nil {
+				if _, ok := f.submitted[res.CorrelationID]; ok {
+					k := partKey{res.CorrelationID, res.PartID}
+					f.results[k] = append(f.results[k], resultFact{res: res, partition: r.Partition, offset: r.Offset,
+						visible: obs.visibleAt(tpo{r.Topic, r.Partition, r.Offset})})
+				}
+			}
+		}
+	})
+	errs = append(errs, err)
+	err = readTopic(ctx, cc, topics.Replies(), func(r *kgo.Record) {
+		id := schemas.CorrelationID(r.Key)
+		if _, ok := f.submitted[id]; !ok {
+			return
+		}
+		rep, err := schemas.DecodeReply(r.Value)
+		if err != nil {
+			rep = schemas.Reply{CorrelationID: id, Status: "UNDECODABLE", Error: err.Error()}
+		}
+		f.replies[id] = append(f.replies[id], replyFact{reply: rep, visible: obs.visibleAt(tpo{r.Topic, r.Partition, r.Offset})})
+	})
+	errs = append(errs, err)
+	f.commits = obs.commitSamples()
+	return errors.Join(errs...)
+}
+
+// readTopic reads every committed record of topic from the start up to its
+// end offsets as they are now. Control records are kept so that the reader
+// knows it reached the end even when the log ends with a transaction
+// marker.
+func readTopic(ctx context.Context, cc kafka.ClientConfig, topic string, each func(*kgo.Record)) error {
+	cl, err := kafka.NewClient(cc)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	ends, err := kadm.NewClient(cl).ListEndOffsets(ctx, topic)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		return fmt.Errorf("read %s: end offsets: %w", topic, err)
+	}
+	want := map[int32]int64{}
+	start := map[string]map[int32]kgo.Offset{topic: {}}
+	ends.Each(func(o kadm.ListedOffset) {
+		if o.Offset > 0 {
+			want[o.Partition] = o.Offset
+			start[topic][o.Partition] = kgo.NewOffset().AtStart()
+		}
+	})
+	if len(want) == 0 {
+		return nil
+	}
+	rd, err := kafka.NewClient(cc, kgo.ConsumePartitions(start), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.KeepControlRecords(), kgo.FetchMaxWait(200*time.Millisecond))
+	if err != nil {
+		return err
+	}
+	defer rd.Close()
+	rctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	next := map[int32]int64{}
+	for {
+		done := true
+		for p, end := range want {
+			if next[p] < end {
+				done = false
+			}
+		}
+		if done {
+			return nil
+		}
+		fs := rd.PollFetches(rctx)
+		if rctx.Err() != nil {
+			var stuck []string
+			for p, end := range want {
+				if next[p] < end {
+					stuck = append(stuck, fmt.Sprintf("partition %d at %d of %d", p, next[p], end))
+				}
+			}
+			sort.Strings(stuck)
+			return fmt.Errorf("read %s: not at the end after a minute (%s): a transaction left open?", topic, strings.Join(stuck, ", "))
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			next[r.Partition] = r.Offset + 1
+			if !r.Attrs.IsControl() {
+				each(r)
+			}
+		})
+	}
+}
+
+// identify names the broker: kfake (its cluster id) or Kafka and the
+// version its API versions match.
+func identify(ctx context.Context, adm *kadm.Client) string {
+	if md, err := adm.BrokerMetadata(ctx); err == nil && md.Cluster == "kfake" {
+		return "kfake"
+	}
+	vs, err := adm.ApiVersions(ctx)
+	if err != nil {
+		return "unknown"
+	}
+	for _, v := range vs.Sorted() {
+		if v.Err == nil {
+			g := v.VersionGuess()
+			g = strings.TrimPrefix(g, "unknown custom version ")
+			g = strings.TrimPrefix(g, "at least ")
+			return "kafka " + strings.TrimPrefix(g, "v")
+		}
+	}
+	return "unknown"
+}
+
+// deleteTopics removes the run's topics from an external broker.
+func (h *Harness) deleteTopics(adm *kadm.Client, topics kafka.Topics) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	names := []string{topics.Requests(), topics.Tasks(string(Route)), topics.Results(), topics.Replies(), topics.State(), topics.DLQ()}
+	if _, err := adm.DeleteTopics(ctx, names...); err != nil {
+		h.say("delete topics: %v", err)
+	}
+}
+
+// summary prints the breakdown, the problems and, last, the line.
+func (h *Harness) summary(r Report, clientTimeouts int) {
+	h.outMu.Lock()
+	defer h.outMu.Unlock()
+	w := h.cfg.Out
+	fmt.Fprintf(w, "chaos: replies complete=%d partial=%d failed=%d; parts not OK: verdict=%d late=%d outage=%d never=%d; client awaits that timed out=%d\n",
+		r.Complete, r.Partial, r.Failed, r.NotOK[whyVerdict], r.NotOK[whyLate], r.NotOK[whyOutage], r.NotOK[whyNever], clientTimeouts)
+	fmt.Fprintf(w, "chaos: hops manifests=%d tasks=%d results=%d; duplicates manifests=%d tasks=%d results=%d replies=%d (conflicting %d); lost replies=%d parts=%d\n",
+		r.Manifests, r.Tasks, r.Results, r.HopDuplicates.Manifests, r.HopDuplicates.Tasks, r.HopDuplicates.Results,
+		r.DuplicateReplies, r.ConflictingDuplicates, r.LostReplies, r.LostParts)
+	var stops []string
+	for _, s := range r.Stops {
+		when := "load"
+		if s.Final {
+			when = "end"
+		}
+		stops = append(stops, fmt.Sprintf("%s@%s=%d/%s%s", s.Role, when, s.Code, s.Took.Round(10*time.Millisecond), errSuffix(s.Err)))
+	}
+	fmt.Fprintf(w, "chaos: SIGTERM stops (status/time): %s; bad=%d; unexpected exits=%d; elapsed %s\n",
+		strings.Join(stops, " "), r.BadStops, r.UnexpectedExits, r.Elapsed.Round(time.Second))
+	for _, e := range r.Errors {
+		fmt.Fprintf(w, "chaos: error: %s\n", e)
+	}
+	for _, p := range r.Problems {
+		fmt.Fprintf(w, "chaos: problem: %s\n", p)
+	}
+	fmt.Fprintln(w, r.Line())
+}

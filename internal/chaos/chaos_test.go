@@ -1,0 +1,122 @@
+package chaos_test
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/scattergather/scattergather/internal/chaos"
+	"github.com/scattergather/scattergather/internal/cli"
+	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/internal/testkafka"
+)
+
+// envExec makes the test binary act as the scattergather binary, so that
+// the harness can run the roles as child processes of the code under test
+// without building cmd/scattergather first.
+const envExec = "SG_CHAOS_TEST_EXEC"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(envExec) == "1" {
+		os.Exit(runCLI())
+	}
+	testkafka.Main(m)
+}
+
+// runCLI is cmd/scattergather's main: the first SIGINT/SIGTERM cancels the
+// command's context, a second one exits at once.
+func runCLI() int {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-sigs
+		cancel()
+		<-sigs
+		os.Exit(130)
+	}()
+	return cli.Main(ctx, os.Args[1:], cli.Commands(), os.Stdout, os.Stderr)
+}
+
+// runChaos runs the harness with the roles re-executing this test binary,
+// against the test's broker and on its topic prefix.
+func runChaos(t *testing.T, cfg chaos.Config) chaos.Report {
+	t.Helper()
+	c := testkafka.New(t)
+	cfg.Exe = os.Args[0]
+	cfg.Env = []string{envExec + "=1"}
+	cfg.Brokers = c.Brokers
+	cfg.Prefix = c.Prefix
+	cfg.Out = t.Output()
+	h, err := chaos.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := h.Run(t.Context())
+	if err != nil {
+		t.Fatalf("chaos run: %v", err)
+	}
+	return rep
+}
+
+// TestSIGTERMUnderLoad stops a processor, the scatterer and a processor
+// again with SIGTERM in the middle of the load (each restarted after a
+// pause): each must exit 0 within the bound, and no request may lose its
+// reply, get two, or get a wrong one. Every role is stopped with SIGTERM at
+// the end as well, under the same rule. (Aggregators join the victims once
+// their state is durable: until then a revoked partition's open requests
+// are dropped, even on a graceful stop.)
+func TestSIGTERMUnderLoad(t *testing.T) {
+	for _, g := range []kafka.Guarantee{kafka.ExactlyOnce, kafka.AtLeastOnce} {
+		t.Run(string(g), func(t *testing.T) {
+			rep := runChaos(t, chaos.Config{
+				Guarantee: g, Requests: 240, Rate: 40, Kills: 0, Terms: 3, Victims: []string{"scatterer", "processor"},
+				StopBound: 15 * time.Second, StragglerRate: -1, Progress: 2 * time.Second,
+			})
+			if rep.Terms != 3 || len(rep.Stops) != 3+5 {
+				t.Errorf("%d SIGTERMs under load and %d stops in all, want 3 and 8", rep.Terms, len(rep.Stops))
+			}
+			for _, s := range rep.Stops {
+				if s.Code != 0 || s.Err != nil || s.Took > 15*time.Second {
+					t.Errorf("%s (final %v): exit status %d after %s, err %v", s.Role, s.Final, s.Code, s.Took, s.Err)
+				}
+			}
+			if rep.Lost != 0 || rep.Wrong != 0 || rep.DuplicateReplies != 0 {
+				t.Errorf("%s; problems: %s", rep.Line(), strings.Join(rep.Problems, "; "))
+			}
+			if g == kafka.ExactlyOnce && rep.Duplicated != 0 {
+				t.Errorf("exactly-once: %d records committed twice", rep.Duplicated)
+			}
+			if !rep.OK() {
+				t.Errorf("not OK: %s (errors %q)", rep.Line(), rep.Errors)
+			}
+			if rep.Requests != 240 || rep.Replies < 240 {
+				t.Errorf("%s: want 240 requests with a reply each", rep.Line())
+			}
+		})
+	}
+}
+
+// TestSIGKILLUnderLoad kills the scatterer and a processor with SIGKILL
+// under load, under exactly-once: nothing lost, duplicated or wrong.
+// (Aggregators join the victims once their state is durable.)
+func TestSIGKILLUnderLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("kills take a session timeout each to recover from")
+	}
+	rep := runChaos(t, chaos.Config{
+		Guarantee: kafka.ExactlyOnce, Requests: 400, Rate: 40, Kills: 2, Progress: 5 * time.Second,
+		Victims: []string{"scatterer", "processor"},
+	})
+	if rep.Kills != 2 {
+		t.Errorf("%d kills, want 2", rep.Kills)
+	}
+	if !rep.OK() {
+		t.Errorf("%s\nerrors: %q\nproblems:\n%s", rep.Line(), rep.Errors, strings.Join(rep.Problems, "\n"))
+	}
+}

@@ -1,0 +1,14 @@
+package chaos
+
+import "syscall"
+
+// sysProcAttr puts a child in a process group of its own, so that a signal
+// reaches everything it started and the terminal's Ctrl-C reaches only the
+// harness (which then kills the children), and kills the child if the
+// harness dies without cleaning up.
+func sysProcAttr() *syscall.SysProcAttr {
+	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+}
+
+// killGroup sends sig to the process group led by pid.
+func killGroup(pid int, sig syscall.Signal) error { return syscall.Kill(-pid, sig) }

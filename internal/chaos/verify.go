@@ -1,0 +1,396 @@
+package chaos
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sort"
+	"time"
+
+	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/processor"
+	"github.com/scattergather/scattergather/scatterer"
+	"github.com/scattergather/scattergather/schemas"
+)
+
+// partKey names one part of one request.
+type partKey struct {
+	id   schemas.CorrelationID
+	part schemas.PartID
+}
+
+// submission is what the harness sent.
+type submission struct {
+	at      time.Time
+	timeout time.Duration
+	fanout  int
+}
+
+// resultFact is one committed record of the results topic that is a Result.
+type resultFact struct {
+	res       schemas.Result
+	partition int32
+	offset    int64
+	// visible is when the live observer first read it (read_committed);
+	// zero when it never did.
+	visible time.Time
+}
+
+// replyFact is one committed reply, in log order.
+type replyFact struct {
+	reply   schemas.Reply
+	visible time.Time
+}
+
+// offsetSample says that the aggregator group's committed offset of a
+// results partition was offset at time at (sampled by the observer).
+type offsetSample struct {
+	at     time.Time
+	offset int64
+}
+
+// facts is everything the verdict is drawn from: what was sent, and what
+// the topics hold once the pipeline has drained (read from the start with
+// read_committed), with the times the observer saw records appear.
+type facts struct {
+	route     schemas.Route
+	submitted map[schemas.CorrelationID]submission
+	manifests map[schemas.CorrelationID][]schemas.Manifest
+	tasks     map[partKey]int
+	results   map[partKey][]resultFact
+	replies   map[schemas.CorrelationID][]replyFact
+	// commits are the aggregator group's committed offsets over time, per
+	// partition of results, in time order.
+	commits map[int32][]offsetSample
+}
+
+func newFacts(route schemas.Route) *facts {
+	return &facts{
+		route:     route,
+		submitted: map[schemas.CorrelationID]submission{},
+		manifests: map[schemas.CorrelationID][]schemas.Manifest{},
+		tasks:     map[partKey]int{},
+		results:   map[partKey][]resultFact{},
+		replies:   map[schemas.CorrelationID][]replyFact{},
+		commits:   map[int32][]offsetSample{},
+	}
+}
+
+// Why a part that is not OK in a reply is not OK. Each is a defensible
+// reason for a PARTIAL or FAILED reply; anything else is wrong.
+const (
+	// whyVerdict: the reply carries the processor's own ERROR or EXPIRED
+	// result (a straggler cut at its deadline, a task picked up too late).
+	whyVerdict = "verdict"
+	// whyLate: no result for the part was committed before the deadline
+	// (minus the slack): it truly missed it.
+	whyLate = "late"
+	// whyOutage: a result was committed in time, but the reply itself
+	// came after the deadline plus the slack: no aggregator was serving the
+	// request's partition at its deadline (killed, or the partition was
+	// between owners), and the restored request timed out before the
+	// backlog was read.
+	whyOutage = "outage"
+	// whyNever: no result for the part was ever committed (counted as a
+	// lost part as well).
+	whyNever = "never"
+)
+
+// checkOptions tunes the verdict.
+type checkOptions struct {
+	guarantee kafka.Guarantee
+	// slack is the tolerance of every time comparison: observer lag, the
+	// aggregator's tick, scheduling on a loaded machine.
+	slack time.Duration
+	// maxExamples bounds the problems listed in the report.
+	maxExamples int
+}
+
+// check draws the verdict from f.
+func check(f *facts, o checkOptions) Report {
+	r := Report{Guarantee: o.guarantee, NotOK: map[string]int{}}
+	add := func(format string, args ...any) {
+		if len(r.Problems) < o.maxExamples {
+			r.Problems = append(r.Problems, fmt.Sprintf(format, args...))
+		}
+	}
+	ids := make([]schemas.CorrelationID, 0, len(f.submitted))
+	for id := range f.submitted {
+		ids = append(ids, id)
+	}
+	sort.Slice(ids, func(i, j int) bool { return f.submitted[ids[i]].at.Before(f.submitted[ids[j]].at) })
+	r.Requests = len(ids)
+
+	for _, id := range ids {
+		sub := f.submitted[id]
+		mfs := f.manifests[id]
+		r.Manifests += len(mfs)
+		if len(mfs) > 1 {
+			r.HopDuplicates.Manifests += len(mfs) - 1
+		}
+		parts := expectedParts(sub.fanout)
+		deadline := sub.at.Add(sub.timeout)
+		if len(mfs) > 0 {
+			deadline = mfs[0].Deadline
+			if !slices.Equal(mfs[0].Parts, parts) {
+				add("%s: the manifest lists parts %v, want %v", id, mfs[0].Parts, parts)
+				r.Wrong++
+			}
+		}
+		// Every part of a scattered request must have reached a processor
+		// and come back with some result.
+		if len(mfs) > 0 {
+			for _, p := range parts {
+				k := partKey{id, p}
+				n := f.tasks[k]
+				r.Tasks += n
+				if n > 1 {
+					r.HopDuplicates.Tasks += n - 1
+				}
+				m := len(f.results[k])
+				r.Results += m
+				if m > 1 {
+					r.HopDuplicates.Results += m - 1
+				}
+				if n == 0 || m == 0 {
+					r.LostParts++
+					add("%s part %s: %d task records, %d results: a part of a scattered request was lost", id, p, n, m)
+				}
+			}
+		}
+
+		reps := f.replies[id]
+		r.Replies += len(reps)
+		switch {
+		case len(reps) == 0:
+			r.LostReplies++
+			add("%s: no reply (submitted %s, deadline %s)", id, sub.at.Format(time.TimeOnly), deadline.Format(time.TimeOnly))
+			continue
+		case len(reps) > 1:
+			r.DuplicateReplies += len(reps) - 1
+			if !sameReply(reps) {
+				r.ConflictingDuplicates++
+			}
+		}
+		for i, rf := range reps {
+			problems := checkReply(f, id, parts, deadline, rf, o, &r, i == 0)
+			if len(problems) > 0 {
+				r.Wrong++
+				for _, p := range problems {
+					add("%s reply %d: %s", id, i+1, p)
+				}
+			}
+		}
+	}
+	r.Lost = r.LostReplies + r.LostParts
+	r.Duplicated = r.DuplicateReplies
+	if o.guarantee == kafka.ExactlyOnce {
+		r.Duplicated += r.HopDuplicates.Manifests + r.HopDuplicates.Tasks + r.HopDuplicates.Results
+	}
+	return r
+}
+
+// checkReply returns what is wrong with one reply of request id, and counts
+// its status and the reasons of its parts that are not OK (for the first
+// reply of a request only, so that duplicates do not skew the breakdown).
+func checkReply(f *facts, id schemas.CorrelationID, parts []schemas.PartID, deadline time.Time, rf replyFact, o checkOptions, r *Report, count bool) []string {
+	rep := rf.reply
+	var probs []string
+	bad := func(format string, args ...any) { probs = append(probs, fmt.Sprintf(format, args...)) }
+	if rep.CorrelationID != id {
+		bad("correlation id %q", rep.CorrelationID)
+	}
+	if rep.Route != f.route {
+		bad("route %q, want %q", rep.Route, f.route)
+	}
+	got := make([]schemas.PartID, len(rep.Parts))
+	for i, p := range rep.Parts {
+		got[i] = p.PartID
+	}
+	if !slices.Equal(got, parts) {
+		bad("parts %v, want %v", got, parts)
+		return probs
+	}
+	var okParts []schemas.PartID
+	for _, p := range rep.Parts {
+		if p.Status == schemas.PartOK {
+			okParts = append(okParts, p.PartID)
+		}
+	}
+	want := schemas.ReplyPartial
+	switch len(okParts) {
+	case len(parts):
+		want = schemas.ReplyComplete
+	case 0:
+		want = schemas.ReplyFailed
+	}
+	if rep.Status != want {
+		bad("status %s with %d of %d parts OK, want %s", rep.Status, len(okParts), len(parts), want)
+	}
+	if count {
+		switch rep.Status {
+		case schemas.ReplyComplete:
+			r.Complete++
+		case schemas.ReplyPartial:
+			r.Partial++
+		case schemas.ReplyFailed:
+			r.Failed++
+		}
+	}
+
+	// The merged payload: the collect merge's JSON array of the OK parts'
+	// payloads, in part order; each must be a committed OK result of this
+	// very part (the sleep handler answers {"part": <part id>, ...}).
+	var elems []json.RawMessage
+	if len(okParts) == 0 && len(rep.Payload) == 0 {
+		// A FAILED reply carries no payload: there is nothing to merge.
+	} else if err := json.Unmarshal(rep.Payload, &elems); err != nil {
+		bad("payload %q is not a JSON array: %v", truncate(rep.Payload), err)
+	} else if len(elems) != len(okParts) {
+		bad("payload has %d elements for %d OK parts", len(elems), len(okParts))
+	} else {
+		for i, p := range okParts {
+			var sr processor.SleepResult
+			if err := json.Unmarshal(elems[i], &sr); err != nil || sr.Part != p {
+				bad("payload element %d is %s, want the sleep result of part %s", i, truncate(elems[i]), p)
+				continue
+			}
+			if !hasOKPayload(f.results[partKey{id, p}], elems[i]) {
+				bad("payload element %d (%s) is no committed OK result of part %s", i, truncate(elems[i]), p)
+			}
+		}
+	}
+
+	for _, p := range rep.Parts {
+		k := partKey{id, p.PartID}
+		res := f.results[k]
+		switch p.Status {
+		case schemas.PartOK:
+			if !hasResult(res, schemas.ResultOK, p.ProcessorID) {
+				bad("part %s is OK from %q, but no such OK result was committed", p.PartID, p.ProcessorID)
+			}
+		case schemas.PartError, schemas.PartExpired:
+			if !hasResult(res, schemas.ResultStatus(p.Status), "") {
+				bad("part %s is %s, but no %s result was committed", p.PartID, p.Status, p.Status)
+			} else if count {
+				r.NotOK[whyVerdict]++
+			}
+		case schemas.PartMissing:
+			why, problem := whyMissing(f, res, deadline, rf.visible, o.slack)
+			if problem != "" {
+				bad("part %s is MISSING: %s", p.PartID, problem)
+			} else if count {
+				r.NotOK[why]++
+			}
+		default:
+			bad("part %s is %s: the route's policy is all, nothing may be skipped", p.PartID, p.Status)
+		}
+	}
+	return probs
+}
+
+// whyMissing tells why a part marked MISSING was missing, or, when it was
+// not, what is wrong.
+func whyMissing(f *facts, res []resultFact, deadline, replyVisible time.Time, slack time.Duration) (why, problem string) {
+	if len(res) == 0 {
+		return whyNever, ""
+	}
+	// The first result of the part that became visible, whatever its
+	// status: had the aggregator read it before the deadline, the part
+	// would be OK, ERROR or EXPIRED, not MISSING.
+	var first *resultFact
+	for i := range res {
+		rf := &res[i]
+		if rf.visible.IsZero() {
+			continue
+		}
+		if first == nil || rf.visible.Before(first.visible) {
+			first = rf
+		}
+	}
+	if first == nil || !first.visible.Before(deadline.Add(-slack)) {
+		return whyLate, ""
+	}
+	// A result was committed in time. If the aggregator group had
+	// committed its consumption (with the request's state) well before
+	// the reply appeared, the part had reached the aggregator and a
+	// restored state must still hold it.
+	if at, ok := consumedAt(f.commits[first.partition], first.offset); ok && !replyVisible.IsZero() && at.Add(slack).Before(replyVisible) {
+		return "", fmt.Sprintf("its %s result (results/%d@%d, committed %s) was consumed by the aggregator group by %s, before the reply (%s): state lost",
+			first.res.Status, first.partition, first.offset, clock(first.visible), clock(at), clock(replyVisible))
+	}
+	if replyVisible.IsZero() || replyVisible.After(deadline.Add(slack)) {
+		return whyOutage, ""
+	}
+	return "", fmt.Sprintf("its %s result was committed at %s, %s before the deadline %s, and the reply came on time (%s)",
+		first.res.Status, clock(first.visible), deadline.Sub(first.visible).Round(time.Millisecond), clock(deadline), clock(replyVisible))
+}
+
+// consumedAt returns the first sample at which the group's committed offset
+// was past offset.
+func consumedAt(samples []offsetSample, offset int64) (time.Time, bool) {
+	i := sort.Search(len(samples), func(i int) bool { return samples[i].offset > offset })
+	// Samples are in time order and committed offsets only grow, except
+	// when a group is reset, which the harness never does.
+	if i == len(samples) {
+		return time.Time{}, false
+	}
+	return samples[i].at, true
+}
+
+func hasResult(res []resultFact, st schemas.ResultStatus, processorID string) bool {
+	for _, r := range res {
+		if r.res.Status == st && (processorID == "" || r.res.ProcessorID == processorID) {
+			return true
+		}
+	}
+	return false
+}
+
+func hasOKPayload(res []resultFact, elem json.RawMessage) bool {
+	for _, r := range res {
+		if r.res.Status != schemas.ResultOK {
+			continue
+		}
+		var b bytes.Buffer
+		if json.Compact(&b, r.res.Payload) == nil && bytes.Equal(b.Bytes(), elem) {
+			return true
+		}
+	}
+	return false
+}
+
+// sameReply reports whether duplicate replies say the same thing.
+func sameReply(reps []replyFact) bool {
+	a := reps[0].reply
+	for _, rf := range reps[1:] {
+		b := rf.reply
+		if a.Status != b.Status || !bytes.Equal(a.Payload, b.Payload) || len(a.Parts) != len(b.Parts) {
+			return false
+		}
+		for i := range a.Parts {
+			if a.Parts[i].Status != b.Parts[i].Status {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func expectedParts(fanout int) []schemas.PartID {
+	out := make([]schemas.PartID, fanout)
+	for i := range out {
+		out[i] = scatterer.ShardID(i)
+	}
+	return out
+}
+
+func truncate(b []byte) string {
+	if len(b) > 80 {
+		return string(b[:77]) + "..."
+	}
+	return string(b)
+}
+
+func clock(t time.Time) string { return t.Format("15:04:05.000") }

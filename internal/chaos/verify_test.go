@@ -1,0 +1,339 @@
+package chaos
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/processor"
+	"github.com/scattergather/scattergather/schemas"
+)
+
+// scenario builds the facts of one request with fanout 2 (shard-0, shard-1)
+// whose deadline is t0+3s; the results are OK and visible at t0+100ms and
+// the reply is COMPLETE and visible at t0+200ms, unless a case changes it.
+type scenario struct {
+	f        *facts
+	id       schemas.CorrelationID
+	t0       time.Time
+	deadline time.Time
+}
+
+func newScenario() *scenario {
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	s := &scenario{f: newFacts(Route), id: "req-1", t0: t0, deadline: t0.Add(3 * time.Second)}
+	parts := expectedParts(2)
+	s.f.submitted[s.id] = submission{at: t0, timeout: 3 * time.Second, fanout: 2}
+	s.f.manifests[s.id] = []schemas.Manifest{{CorrelationID: s.id, Route: Route, Parts: parts, Deadline: s.deadline}}
+	for i, p := range parts {
+		s.f.tasks[partKey{s.id, p}] = 1
+		s.f.results[partKey{s.id, p}] = []resultFact{{
+			res:       schemas.Result{CorrelationID: s.id, PartID: p, Status: schemas.ResultOK, Payload: sleepPayload(p), ProcessorID: "processor-0"},
+			partition: 0, offset: int64(10 + i), visible: t0.Add(100 * time.Millisecond),
+		}}
+	}
+	s.f.replies[s.id] = []replyFact{{reply: s.reply(schemas.PartOK, schemas.PartOK), visible: t0.Add(200 * time.Millisecond)}}
+	return s
+}
+
+func sleepPayload(p schemas.PartID) []byte {
+	b, _ := json.Marshal(processor.SleepResult{Part: p, SleptMS: 3})
+	return b
+}
+
+// reply builds a reply with the given part statuses and the collect merge of
+// the OK ones.
+func (s *scenario) reply(st ...schemas.PartStatus) schemas.Reply {
+	r := schemas.Reply{CorrelationID: s.id, Route: Route}
+	var elems []json.RawMessage
+	ok := 0
+	for i, status := range st {
+		p := schemas.PartID("shard-" + string(rune('0'+i)))
+		out := schemas.PartOutcome{PartID: p, Status: status}
+		if status == schemas.PartOK {
+			ok++
+			out.ProcessorID = "processor-0"
+			elems = append(elems, sleepPayload(p))
+		}
+		r.Parts = append(r.Parts, out)
+	}
+	r.Payload, _ = json.Marshal(elems)
+	if elems == nil {
+		r.Payload = []byte("[]")
+	}
+	switch ok {
+	case len(st):
+		r.Status = schemas.ReplyComplete
+	case 0:
+		r.Status = schemas.ReplyFailed
+	default:
+		r.Status = schemas.ReplyPartial
+	}
+	return r
+}
+
+func TestCheck(t *testing.T) {
+	slack := 500 * time.Millisecond
+	tests := []struct {
+		name      string
+		guarantee kafka.Guarantee
+		change    func(s *scenario)
+		// want
+		lost, duplicated, wrong int
+		notOK                   map[string]int
+		problem                 string // a substring of the first problem
+		ok                      bool
+	}{
+		{name: "complete", ok: true},
+		{
+			name:   "no reply",
+			change: func(s *scenario) { delete(s.f.replies, s.id) },
+			lost:   1, problem: "no reply",
+		},
+		{
+			name: "duplicate reply under exactly-once",
+			change: func(s *scenario) {
+				s.f.replies[s.id] = append(s.f.replies[s.id], s.f.replies[s.id][0])
+			},
+			duplicated: 1,
+		},
+		{
+			name:      "duplicate reply under at-least-once is reported, not failed",
+			guarantee: kafka.AtLeastOnce,
+			change: func(s *scenario) {
+				s.f.replies[s.id] = append(s.f.replies[s.id], s.f.replies[s.id][0])
+			},
+			duplicated: 1, ok: true,
+		},
+		{
+			name: "a result committed twice breaks exactly-once",
+			change: func(s *scenario) {
+				k := partKey{s.id, "shard-1"}
+				s.f.results[k] = append(s.f.results[k], s.f.results[k][0])
+			},
+			duplicated: 1,
+		},
+		{
+			name:      "a result committed twice is fine under at-least-once",
+			guarantee: kafka.AtLeastOnce,
+			change: func(s *scenario) {
+				k := partKey{s.id, "shard-1"}
+				s.f.results[k] = append(s.f.results[k], s.f.results[k][0])
+			},
+			ok: true,
+		},
+		{
+			name: "a part that never got a result is lost",
+			change: func(s *scenario) {
+				delete(s.f.results, partKey{s.id, "shard-1"})
+				s.f.replies[s.id][0].reply = s.reply(schemas.PartOK, schemas.PartMissing)
+			},
+			lost: 1, notOK: map[string]int{whyNever: 1}, problem: "was lost",
+		},
+		{
+			name: "COMPLETE with the payload of another part",
+			change: func(s *scenario) {
+				s.f.replies[s.id][0].reply.Payload = []byte(`[{"part":"shard-1","slept_ms":3},{"part":"shard-1","slept_ms":3}]`)
+			},
+			wrong: 1, problem: "want the sleep result of part shard-0",
+		},
+		{
+			name: "COMPLETE with a payload no result carried",
+			change: func(s *scenario) {
+				s.f.replies[s.id][0].reply.Payload = []byte(`[{"part":"shard-0","slept_ms":4},{"part":"shard-1","slept_ms":3}]`)
+			},
+			wrong: 1, problem: "no committed OK result",
+		},
+		{
+			name: "COMPLETE although a part is MISSING",
+			change: func(s *scenario) {
+				r := s.reply(schemas.PartOK, schemas.PartMissing)
+				r.Status = schemas.ReplyComplete
+				s.f.replies[s.id][0].reply = r
+				s.f.results[partKey{s.id, "shard-1"}][0].visible = s.deadline.Add(time.Second)
+			},
+			wrong: 1, problem: "status COMPLETE",
+		},
+		{
+			name: "OK from a processor that sent no such result",
+			change: func(s *scenario) {
+				s.f.replies[s.id][0].reply.Parts[1].ProcessorID = "processor-9"
+			},
+			wrong: 1, problem: "no such OK result",
+		},
+		{
+			name: "MISSING: the result was committed after the deadline",
+			change: func(s *scenario) {
+				s.f.replies[s.id][0].reply = s.reply(schemas.PartOK, schemas.PartMissing)
+				s.f.results[partKey{s.id, "shard-1"}][0].visible = s.deadline.Add(time.Second)
+			},
+			notOK: map[string]int{whyLate: 1}, ok: true,
+		},
+		{
+			name: "MISSING: committed within the slack of the deadline",
+			change: func(s *scenario) {
+				s.f.replies[s.id][0].reply = s.reply(schemas.PartOK, schemas.PartMissing)
+				s.f.results[partKey{s.id, "shard-1"}][0].visible = s.deadline.Add(-slack / 2)
+				s.f.replies[s.id][0].visible = s.deadline.Add(50 * time.Millisecond)
+			},
+			notOK: map[string]int{whyLate: 1}, ok: true,
+		},
+		{
+			name: "MISSING although committed in time and replied on time",
+			change: func(s *scenario) {
+				s.f.replies[s.id][0].reply = s.reply(schemas.PartOK, schemas.PartMissing)
+				s.f.replies[s.id][0].visible = s.deadline.Add(50 * time.Millisecond)
+			},
+			wrong: 1, problem: "reply came on time",
+		},
+		{
+			name: "MISSING: committed in time but no aggregator at the deadline",
+			change: func(s *scenario) {
+				s.f.replies[s.id][0].reply = s.reply(schemas.PartOK, schemas.PartMissing)
+				s.f.replies[s.id][0].visible = s.deadline.Add(10 * time.Second)
+			},
+			notOK: map[string]int{whyOutage: 1}, ok: true,
+		},
+		{
+			name: "MISSING although the aggregator group had consumed it: state lost",
+			change: func(s *scenario) {
+				s.f.replies[s.id][0].reply = s.reply(schemas.PartOK, schemas.PartMissing)
+				s.f.replies[s.id][0].visible = s.deadline.Add(10 * time.Second)
+				s.f.commits[0] = []offsetSample{{at: s.t0.Add(50 * time.Millisecond), offset: 5}, {at: s.t0.Add(time.Second), offset: 12}}
+			},
+			wrong: 1, problem: "state lost",
+		},
+		{
+			name: "MISSING, consumed only after the reply: a late result",
+			change: func(s *scenario) {
+				s.f.replies[s.id][0].reply = s.reply(schemas.PartOK, schemas.PartMissing)
+				s.f.replies[s.id][0].visible = s.deadline.Add(10 * time.Second)
+				s.f.commits[0] = []offsetSample{{at: s.deadline.Add(10 * time.Second), offset: 12}}
+			},
+			notOK: map[string]int{whyOutage: 1}, ok: true,
+		},
+		{
+			name: "EXPIRED carried from the processor's result",
+			change: func(s *scenario) {
+				k := partKey{s.id, "shard-1"}
+				s.f.results[k][0].res.Status = schemas.ResultExpired
+				s.f.results[k][0].res.Payload = nil
+				s.f.replies[s.id][0].reply = s.reply(schemas.PartOK, schemas.PartExpired)
+			},
+			notOK: map[string]int{whyVerdict: 1}, ok: true,
+		},
+		{
+			name: "EXPIRED with no such result",
+			change: func(s *scenario) {
+				s.f.replies[s.id][0].reply = s.reply(schemas.PartOK, schemas.PartExpired)
+			},
+			wrong: 1, problem: "no EXPIRED result",
+		},
+		{
+			name: "FAILED: no part OK, no payload",
+			change: func(s *scenario) {
+				for _, p := range expectedParts(2) {
+					s.f.results[partKey{s.id, p}][0].visible = s.deadline.Add(time.Second)
+				}
+				r := s.reply(schemas.PartMissing, schemas.PartMissing)
+				r.Payload = nil
+				s.f.replies[s.id][0].reply = r
+			},
+			notOK: map[string]int{whyLate: 2}, ok: true,
+		},
+		{
+			name: "parts that are not the manifest's",
+			change: func(s *scenario) {
+				s.f.replies[s.id][0].reply.Parts = s.f.replies[s.id][0].reply.Parts[:1]
+			},
+			wrong: 1, problem: "parts [shard-0]",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newScenario()
+			if tt.change != nil {
+				tt.change(s)
+			}
+			g := tt.guarantee
+			if g == "" {
+				g = kafka.ExactlyOnce
+			}
+			r := check(s.f, checkOptions{guarantee: g, slack: slack, maxExamples: 5})
+			if r.Lost != tt.lost || r.Duplicated != tt.duplicated || r.Wrong != tt.wrong {
+				t.Errorf("lost=%d duplicated=%d wrong=%d, want %d %d %d; problems %q", r.Lost, r.Duplicated, r.Wrong,
+					tt.lost, tt.duplicated, tt.wrong, r.Problems)
+			}
+			if r.OK() != tt.ok {
+				t.Errorf("OK() = %v, want %v", r.OK(), tt.ok)
+			}
+			for why, n := range tt.notOK {
+				if r.NotOK[why] != n {
+					t.Errorf("not OK for %s: %d, want %d (all: %v)", why, r.NotOK[why], n, r.NotOK)
+				}
+			}
+			if tt.problem != "" && (len(r.Problems) == 0 || !strings.Contains(r.Problems[0], tt.problem)) {
+				t.Errorf("problems %q, want the first to mention %q", r.Problems, tt.problem)
+			}
+			if tt.problem == "" && tt.wrong == 0 && tt.lost == 0 && len(r.Problems) > 0 {
+				t.Errorf("unexpected problems %q", r.Problems)
+			}
+		})
+	}
+}
+
+func TestScheduleKillsEveryAggregator(t *testing.T) {
+	for _, seed := range []uint64{1, 2, 3, 42, 1 << 40} {
+		h, err := New(Config{Exe: "/bin/true", Requests: 1000, Rate: 50, Kills: 5, Terms: 3, Seed: seed})
+		if err != nil {
+			t.Fatal(err)
+		}
+		roles := h.roles([]string{"127.0.0.1:1"}, "routes.json", t.TempDir())
+		evs := h.schedule(roles)
+		if len(evs) != 8 {
+			t.Fatalf("seed %d: %d events, want 8", seed, len(evs))
+		}
+		killed := map[string]int{}
+		termed := map[string]int{}
+		load := 20 * time.Second
+		for i, ev := range evs {
+			if ev.at < load/10 || ev.at > load*9/10 {
+				t.Errorf("seed %d: event %d at %s, outside [10%%, 90%%] of the %s load", seed, i, ev.at, load)
+			}
+			if i > 0 && ev.at < evs[i-1].at {
+				t.Errorf("seed %d: events out of order", seed)
+			}
+			if ev.pause < DefaultPauseMin || ev.pause > DefaultPauseMax {
+				t.Errorf("seed %d: pause %s", seed, ev.pause)
+			}
+			if ev.sig.String() == "killed" {
+				killed[ev.victim.name]++
+			} else {
+				termed[ev.victim.role]++
+			}
+		}
+		for _, want := range []string{"aggregator-0", "aggregator-1", "scatterer-0"} {
+			if killed[want] == 0 {
+				t.Errorf("seed %d: %s never killed: %v", seed, want, killed)
+			}
+		}
+		if killed["processor-0"]+killed["processor-1"] == 0 {
+			t.Errorf("seed %d: no processor killed: %v", seed, killed)
+		}
+		for _, role := range []string{"aggregator", "processor", "scatterer"} {
+			if termed[role] != 1 {
+				t.Errorf("seed %d: %d SIGTERMs to a %s, want 1: %v", seed, termed[role], role, termed)
+			}
+		}
+		// The same seed gives the same schedule.
+		h2, _ := New(Config{Exe: "/bin/true", Requests: 1000, Rate: 50, Kills: 5, Terms: 3, Seed: seed})
+		evs2 := h2.schedule(h2.roles([]string{"127.0.0.1:1"}, "routes.json", t.TempDir()))
+		for i := range evs {
+			if evs[i].at != evs2[i].at || evs[i].victim.name != evs2[i].victim.name || evs[i].pause != evs2[i].pause {
+				t.Errorf("seed %d: event %d differs between two schedules of the same seed", seed, i)
+			}
+		}
+	}
+}
