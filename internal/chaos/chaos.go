@@ -473,182 +473,233 @@ func (h *Harness) run(ctx context.Context, r *run) (rep Report, err error) {
 		return rep, err
 	}
 
-	// Load and chaos.
-	sched := h.schedule(roles)
-	loadStart := time.Now()
-	var (
-		subMu     sync.Mutex
-		submitted = map[schemas.CorrelationID]submission{}
-		ids       []schemas.CorrelationID
-		awaitWG   sync.WaitGroup
-		timeouts  int
-		subErrs   int
-	)
-	sendDone := make(chan struct{})
-	go func() {
-		// The sender; exits when every request is sent or ctx ends.
-		defer close(sendDone)
-		for i := range cfg.Requests {
-			at := loadStart.Add(time.Duration(float64(i) / cfg.Rate * float64(time.Second)))
-			if !sleepCtx(ctx, time.Until(at)) {
-				return
-			}
-			payload := fmt.Appendf(nil, `{"n":%d,"seed":%d}`, i, cfg.Seed)
-			t0 := time.Now()
-			pend, err := cl.Submit(ctx, Route, payload, client.Options{Timeout: cfg.Timeout, Fanout: cfg.Fanout})
-			if err != nil {
-				if ctx.Err() != nil {
-					return
-				}
-				subMu.Lock()
-				subErrs++
-				subMu.Unlock()
-				h.say("submit %d: %v", i, err)
-				continue
-			}
-			subMu.Lock()
-			submitted[pend.ID] = submission{at: t0, timeout: cfg.Timeout, fanout: cfg.Fanout}
-			ids = append(ids, pend.ID)
-			subMu.Unlock()
-			awaitWG.Add(1)
-			go func() {
-				// Exits when the reply comes or Await gives up.
-				defer awaitWG.Done()
-				if _, err := pend.Await(ctx); err != nil && errors.Is(err, client.ErrTimeout) {
-					subMu.Lock()
-					timeouts++
-					subMu.Unlock()
-				}
-			}()
-		}
-	}()
-	snapshotIDs := func() []schemas.CorrelationID {
-		subMu.Lock()
-		defer subMu.Unlock()
-		return append([]schemas.CorrelationID(nil), ids...)
+	s := &session{h: h, obs: obs, actions: actions, submitted: map[schemas.CorrelationID]submission{}, rep: &rep}
+	if err := s.load(ctx, cl, h.schedule(roles)); err != nil {
+		return rep, err
 	}
-	progress := func(phase string) {
-		cur := snapshotIDs()
-		replied, by, pending := obs.progress(cur)
-		h.say("%s sent=%d/%d replied=%d complete=%d partial=%d failed=%d parts-pending=%d kills=%d/%d terms=%d/%d",
-			phase, len(cur), cfg.Requests, replied, by[schemas.ReplyComplete], by[schemas.ReplyPartial], by[schemas.ReplyFailed],
-			pending, rep.Kills, cfg.Kills, rep.Terms, cfg.Terms)
+	if err := s.drain(ctx); err != nil {
+		return rep, err
 	}
-
-	// The chaos schedule runs on this goroutine, with progress lines.
-	tick := time.NewTicker(cfg.Progress)
-	defer tick.Stop()
-	for _, ev := range sched {
-		for wait := time.Until(loadStart.Add(ev.at)); wait > 0; wait = time.Until(loadStart.Add(ev.at)) {
-			select {
-			case <-ctx.Done():
-				return rep, ctx.Err()
-			case <-tick.C:
-				progress("load")
-			case <-time.After(wait):
-			}
-		}
-		a := action{sig: ev.sig, bound: cfg.StopBound, pause: ev.pause, done: make(chan actionResult, 1)}
-		select {
-		case actions[ev.victim.name] <- a:
-		case <-ctx.Done():
-			return rep, ctx.Err()
-		}
-		var res actionResult
-		select {
-		case res = <-a.done:
-		case <-ctx.Done():
-			return rep, ctx.Err()
-		}
-		if ev.sig == syscall.SIGKILL {
-			rep.Kills++
-			h.say("SIGKILL %s (pid %d); restarted after %s as pid %d", ev.victim.name, res.pid, ev.pause.Round(time.Millisecond), res.restarted)
-		} else {
-			rep.Terms++
-			st := Stop{Role: ev.victim.name, Code: res.code, Took: res.took, Err: res.err}
-			rep.Stops = append(rep.Stops, st)
-			h.say("SIGTERM %s (pid %d): exit status %d after %s%s; restarted after %s as pid %d", ev.victim.name, res.pid,
-				res.code, res.took.Round(time.Millisecond), errSuffix(res.err), ev.pause.Round(time.Millisecond), res.restarted)
-		}
-		if res.err != nil && ev.sig == syscall.SIGKILL {
-			rep.Errors = append(rep.Errors, fmt.Sprintf("kill %s: %v", ev.victim.name, res.err))
-		}
-	}
-	for done := false; !done; {
-		select {
-		case <-sendDone:
-			done = true
-		case <-tick.C:
-			progress("load")
-		case <-ctx.Done():
-			return rep, ctx.Err()
-		}
-	}
-	if ctx.Err() != nil {
-		return rep, ctx.Err()
-	}
-	progress("sent")
-
-	// Drain: every reply, every part's result.
-	drainEnd := time.Now().Add(cfg.DrainTimeout)
-	for cur := snapshotIDs(); !obs.drained(cur); {
-		if time.Now().After(drainEnd) {
-			h.say("not drained after %s; checking what there is", cfg.DrainTimeout)
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return rep, ctx.Err()
-		case <-tick.C:
-			progress("drain")
-		case <-time.After(250 * time.Millisecond):
-		}
-	}
-	if !sleepCtx(ctx, cfg.Settle) {
-		return rep, ctx.Err()
-	}
-	awaitWG.Wait()
-	progress("drained")
-
-	// Stop every role with SIGTERM, all at once: a graceful stop must
-	// exit 0 in time.
-	final := make([]action, len(roles))
-	for i, p := range roles {
-		final[i] = action{sig: syscall.SIGTERM, bound: cfg.StopBound, final: true, done: make(chan actionResult, 1)}
-		select {
-		case actions[p.name] <- final[i]:
-		case <-ctx.Done():
-			return rep, ctx.Err()
-		}
-	}
-	for i, p := range roles {
-		res := <-final[i].done
-		rep.Stops = append(rep.Stops, Stop{Role: p.name, Final: true, Code: res.code, Took: res.took, Err: res.err})
+	if err := s.stopRoles(ctx, roles); err != nil {
+		return rep, err
 	}
 	rep.UnexpectedExits = int(unexpected.Load())
-	for _, s := range rep.Stops {
-		if s.Code != 0 || s.Err != nil {
-			rep.BadStops++
-		}
-	}
 	stopObs()
 	obsWG.Wait()
 
 	// The verdict, from the topics read from the start, read_committed.
 	f := newFacts(Route)
-	f.submitted = submitted
+	f.submitted = s.submitted
 	if err := h.readFacts(ctx, cc, topics, obs, f); err != nil {
 		rep.Errors = append(rep.Errors, err.Error())
+	}
+	if s.subErrs > 0 {
+		rep.Errors = append(rep.Errors, fmt.Sprintf("%d requests could not be submitted", s.subErrs))
 	}
 	v := check(f, checkOptions{guarantee: cfg.Guarantee, slack: cfg.Slack, maxExamples: 20})
 	v.Kills, v.Terms, v.Stops, v.BadStops, v.UnexpectedExits = rep.Kills, rep.Terms, rep.Stops, rep.BadStops, rep.UnexpectedExits
 	v.Errors, v.Broker = rep.Errors, rep.Broker
-	if subErrs > 0 {
-		v.Errors = append(v.Errors, fmt.Sprintf("%d requests could not be submitted", subErrs))
-	}
 	v.Elapsed = time.Since(h.start)
-	r.clientTimeouts = timeouts
+	r.clientTimeouts = s.timeouts
 	return v, nil
+}
+
+// session is the load and chaos phase of a run: the requests sent, the
+// signals delivered.
+type session struct {
+	h       *Harness
+	obs     *observer
+	actions map[string]chan action // by role name, to each role's keeper
+	rep     *Report                // Kills, Terms, Stops, BadStops, Errors; run's goroutine only
+
+	mu        sync.Mutex // guards the fields below, written by the sender and the awaiters
+	submitted map[schemas.CorrelationID]submission
+	ids       []schemas.CorrelationID // in the order sent
+	timeouts  int                     // client awaits that gave up
+	subErrs   int                     // requests that could not be submitted
+	awaitWG   sync.WaitGroup
+}
+
+// load sends the requests at the configured rate while it carries out the
+// schedule's signals, and returns once both are done.
+func (s *session) load(ctx context.Context, cl *client.Client, sched []event) error {
+	cfg := s.h.cfg
+	start := time.Now()
+	sent := make(chan struct{})
+	go func() {
+		// The sender; exits when every request is sent or ctx ends.
+		defer close(sent)
+		s.send(ctx, cl, start)
+	}()
+	tick := time.NewTicker(cfg.Progress)
+	defer tick.Stop()
+	for _, ev := range sched {
+		for wait := time.Until(start.Add(ev.at)); wait > 0; wait = time.Until(start.Add(ev.at)) {
+			select {
+			case <-ctx.Done():
+				<-sent
+				return ctx.Err()
+			case <-tick.C:
+				s.progress("load")
+			case <-time.After(wait):
+			}
+		}
+		if err := s.signal(ctx, ev); err != nil {
+			<-sent
+			return err
+		}
+	}
+	for {
+		select {
+		case <-sent:
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			s.progress("sent")
+			return nil
+		case <-tick.C:
+			s.progress("load")
+		}
+	}
+}
+
+// send submits cfg.Requests requests, the i-th at start + i/rate, and
+// awaits each reply on a goroutine of its own (counted in awaitWG).
+func (s *session) send(ctx context.Context, cl *client.Client, start time.Time) {
+	cfg := s.h.cfg
+	for i := range cfg.Requests {
+		at := start.Add(time.Duration(float64(i) / cfg.Rate * float64(time.Second)))
+		if !sleepCtx(ctx, time.Until(at)) {
+			return
+		}
+		payload := fmt.Appendf(nil, `{"n":%d,"seed":%d}`, i, cfg.Seed)
+		t0 := time.Now()
+		pend, err := cl.Submit(ctx, Route, payload, client.Options{Timeout: cfg.Timeout, Fanout: cfg.Fanout})
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			s.mu.Lock()
+			s.subErrs++
+			s.mu.Unlock()
+			s.h.say("submit %d: %v", i, err)
+			continue
+		}
+		s.mu.Lock()
+		s.submitted[pend.ID] = submission{at: t0, timeout: cfg.Timeout, fanout: cfg.Fanout}
+		s.ids = append(s.ids, pend.ID)
+		s.mu.Unlock()
+		s.awaitWG.Add(1)
+		go func() {
+			// Exits when the reply comes or Await gives up.
+			defer s.awaitWG.Done()
+			if _, err := pend.Await(ctx); errors.Is(err, client.ErrTimeout) {
+				s.mu.Lock()
+				s.timeouts++
+				s.mu.Unlock()
+			}
+		}()
+	}
+}
+
+// signal has the victim's keeper deliver ev and restart the victim, and
+// records the outcome.
+func (s *session) signal(ctx context.Context, ev event) error {
+	a := action{sig: ev.sig, bound: s.h.cfg.StopBound, pause: ev.pause, done: make(chan actionResult, 1)}
+	select {
+	case s.actions[ev.victim.name] <- a:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	var res actionResult
+	select {
+	case res = <-a.done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if ev.sig == syscall.SIGKILL {
+		s.rep.Kills++
+		s.h.say("SIGKILL %s (pid %d); restarted after %s as pid %d", ev.victim.name, res.pid, ev.pause.Round(time.Millisecond), res.restarted)
+		if res.err != nil {
+			s.rep.Errors = append(s.rep.Errors, fmt.Sprintf("kill %s: %v", ev.victim.name, res.err))
+		}
+		return nil
+	}
+	s.rep.Terms++
+	s.addStop(Stop{Role: ev.victim.name, Code: res.code, Took: res.took, Err: res.err})
+	s.h.say("SIGTERM %s (pid %d): exit status %d after %s%s; restarted after %s as pid %d", ev.victim.name, res.pid,
+		res.code, res.took.Round(time.Millisecond), errSuffix(res.err), ev.pause.Round(time.Millisecond), res.restarted)
+	return nil
+}
+
+func (s *session) addStop(st Stop) {
+	s.rep.Stops = append(s.rep.Stops, st)
+	if st.Code != 0 || st.Err != nil {
+		s.rep.BadStops++
+	}
+}
+
+// drain waits until every request has a reply and every part a result,
+// or DrainTimeout passes, then Settle longer for late duplicates.
+func (s *session) drain(ctx context.Context) error {
+	cfg := s.h.cfg
+	tick := time.NewTicker(cfg.Progress)
+	defer tick.Stop()
+	end := time.Now().Add(cfg.DrainTimeout)
+	for ids := s.sentIDs(); !s.obs.drained(ids); {
+		if time.Now().After(end) {
+			s.h.say("not drained after %s; checking what there is", cfg.DrainTimeout)
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+			s.progress("drain")
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+	if !sleepCtx(ctx, cfg.Settle) {
+		return ctx.Err()
+	}
+	s.awaitWG.Wait()
+	s.progress("drained")
+	return nil
+}
+
+// stopRoles stops every role with SIGTERM, all at once: a graceful stop
+// must exit 0 within StopBound.
+func (s *session) stopRoles(ctx context.Context, roles []*proc) error {
+	final := make([]action, len(roles))
+	for i, p := range roles {
+		final[i] = action{sig: syscall.SIGTERM, bound: s.h.cfg.StopBound, final: true, done: make(chan actionResult, 1)}
+		select {
+		case s.actions[p.name] <- final[i]:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	for i, p := range roles {
+		res := <-final[i].done
+		s.addStop(Stop{Role: p.name, Final: true, Code: res.code, Took: res.took, Err: res.err})
+	}
+	return nil
+}
+
+func (s *session) sentIDs() []schemas.CorrelationID {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.ids)
+}
+
+// progress prints one progress line.
+func (s *session) progress(phase string) {
+	cfg := s.h.cfg
+	ids := s.sentIDs()
+	replied, by, pending := s.obs.progress(ids)
+	s.h.say("%s sent=%d/%d replied=%d complete=%d partial=%d failed=%d parts-pending=%d kills=%d/%d terms=%d/%d",
+		phase, len(ids), cfg.Requests, replied, by[schemas.ReplyComplete], by[schemas.ReplyPartial], by[schemas.ReplyFailed],
+		pending, s.rep.Kills, cfg.Kills, s.rep.Terms, cfg.Terms)
 }
 
 func errSuffix(err error) string {
