@@ -77,3 +77,30 @@ test-kafka: ## go test ./... against a real Apache Kafka started for the run
 		scripts/kafka-local.sh logs 60; \
 	fi; \
 	exit $$rc
+
+# --- chaos: kill roles under load and check every reply -------------------
+# `scattergather chaos` runs each role as its own process, kills them with
+# SIGKILL at random moments and checks every reply (docs/guarantees.md).
+# CHAOS_FLAGS go to the command (e.g. --guarantee at-least-once --seed 7);
+# CHAOS_BROKERS=host:port runs against that broker instead of kfake started
+# as a process of its own.
+CHAOS_FLAGS   ?= --requests 2000 --kills 6
+CHAOS_BROKERS ?=
+
+.PHONY: chaos-kafka
+
+chaos: build ## kill roles under load on kfake (its own process) and check every reply
+	$(BIN) chaos $(if $(CHAOS_BROKERS),--brokers $(CHAOS_BROKERS)) $(CHAOS_FLAGS)
+
+# chaos-kafka is chaos on a real Apache Kafka: the running one
+# (scripts/kafka-local.sh status), or one started for the run and stopped
+# after it, even on failure.
+chaos-kafka: build ## the chaos run on a real Apache Kafka (started for the run unless one is running)
+	@if scripts/kafka-local.sh status >/dev/null 2>&1; then \
+		echo "chaos-kafka: using the broker that is already running (left running)"; \
+	else \
+		trap 'scripts/kafka-local.sh stop' EXIT; trap 'exit 130' INT TERM; \
+		scripts/kafka-local.sh start --brokers $(KAFKA_NODES) || exit 1; \
+	fi; \
+	brokers=$$(scripts/kafka-local.sh env | sed -n 's/^KAFKA_BROKERS=//p'); \
+	$(BIN) chaos --brokers $$brokers $(CHAOS_FLAGS)
