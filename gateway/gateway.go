@@ -102,7 +102,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 	srv := &http.Server{
 		Handler:           g,
 		ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelWarn),
+		// No write timeout: waits and event streams are long by design.
+		IdleTimeout: 2 * time.Minute,
+		ErrorLog:    slog.NewLogLogger(g.log.Handler(), slog.LevelWarn),
 	}
 	tailCtx, stopTail := context.WithCancel(ctx)
 	defer stopTail()
