@@ -64,18 +64,16 @@ func runChaos(t *testing.T, cfg chaos.Config) chaos.Report {
 	return rep
 }
 
-// TestSIGTERMUnderLoad stops a processor, the scatterer and a processor
-// again with SIGTERM in the middle of the load (each restarted after a
-// pause): each must exit 0 within the bound, and no request may lose its
-// reply, get two, or get a wrong one. Every role is stopped with SIGTERM at
-// the end as well, under the same rule. (Aggregators join the victims once
-// their state is durable: until then a revoked partition's open requests
-// are dropped, even on a graceful stop.)
+// TestSIGTERMUnderLoad stops an aggregator, a processor and the scatterer
+// with SIGTERM in the middle of the load (each restarted after a pause):
+// each must exit 0 within the bound, and no request may lose its reply,
+// get two, or get a wrong one. Every role is stopped with SIGTERM at the end
+// as well, under the same rule.
 func TestSIGTERMUnderLoad(t *testing.T) {
 	for _, g := range []kafka.Guarantee{kafka.ExactlyOnce, kafka.AtLeastOnce} {
 		t.Run(string(g), func(t *testing.T) {
 			rep := runChaos(t, chaos.Config{
-				Guarantee: g, Requests: 240, Rate: 40, Kills: 0, Terms: 3, Victims: []string{"scatterer", "processor"},
+				Guarantee: g, Requests: 240, Rate: 40, Kills: 0, Terms: 3,
 				StopBound: 15 * time.Second, StragglerRate: -1, Progress: 2 * time.Second,
 			})
 			if rep.Terms != 3 || len(rep.Stops) != 3+5 {
@@ -102,19 +100,18 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 	}
 }
 
-// TestSIGKILLUnderLoad kills the scatterer and a processor with SIGKILL
-// under load, under exactly-once: nothing lost, duplicated or wrong.
-// (Aggregators join the victims once their state is durable.)
+// TestSIGKILLUnderLoad kills both aggregators, the scatterer and a
+// processor with SIGKILL under load, under exactly-once: nothing lost,
+// duplicated or wrong.
 func TestSIGKILLUnderLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("kills take a session timeout each to recover from")
 	}
 	rep := runChaos(t, chaos.Config{
-		Guarantee: kafka.ExactlyOnce, Requests: 400, Rate: 40, Kills: 2, Progress: 5 * time.Second,
-		Victims: []string{"scatterer", "processor"},
+		Guarantee: kafka.ExactlyOnce, Requests: 400, Rate: 40, Kills: 4, Progress: 5 * time.Second,
 	})
-	if rep.Kills != 2 {
-		t.Errorf("%d kills, want 2", rep.Kills)
+	if rep.Kills != 4 {
+		t.Errorf("%d kills, want 4", rep.Kills)
 	}
 	if !rep.OK() {
 		t.Errorf("%s\nerrors: %q\nproblems:\n%s", rep.Line(), rep.Errors, strings.Join(rep.Problems, "\n"))
