@@ -37,7 +37,7 @@ type env struct {
 	prod   *kgo.Client // produces to explicit partitions
 }
 
-func newEnv(t *testing.T, taskPartitions int32) *env {
+func newEnv(t testing.TB, taskPartitions int32) *env {
 	t.Helper()
 	c := testkafka.New(t)
 	e := &env{
@@ -60,7 +60,7 @@ func newEnv(t *testing.T, taskPartitions int32) *env {
 
 // waitLeaders waits until every partition of specs has a leader: a real
 // broker creates topics asynchronously.
-func waitLeaders(t *testing.T, adm *kadm.Client, specs []kafka.TopicSpec) {
+func waitLeaders(t testing.TB, adm *kadm.Client, specs []kafka.TopicSpec) {
 	t.Helper()
 	names := make([]string, len(specs))
 	for i, s := range specs {
@@ -86,7 +86,7 @@ func waitLeaders(t *testing.T, adm *kadm.Client, specs []kafka.TopicSpec) {
 	})
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
+func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(waitFor)
 	for !cond() {
@@ -117,7 +117,7 @@ type running struct {
 }
 
 // start runs a processor until stop or the end of the test.
-func start(t *testing.T, cfg Config, h Handler) *running {
+func start(t testing.TB, cfg Config, h Handler) *running {
 	t.Helper()
 	p, err := New(cfg, h)
 	if err != nil {
@@ -159,7 +159,7 @@ func task(id string, part schemas.PartID, payload string) schemas.Task {
 
 // produce writes values to the task topic, value i to partition
 // partition(i).
-func (e *env) produce(t *testing.T, partition func(i int) int32, values ...[]byte) {
+func (e *env) produce(t testing.TB, partition func(i int) int32, values ...[]byte) {
 	t.Helper()
 	recs := make([]*kgo.Record, len(values))
 	for i, v := range values {
@@ -170,7 +170,7 @@ func (e *env) produce(t *testing.T, partition func(i int) int32, values ...[]byt
 	}
 }
 
-func encodeTasks(t *testing.T, tasks ...schemas.Task) [][]byte {
+func encodeTasks(t testing.TB, tasks ...schemas.Task) [][]byte {
 	t.Helper()
 	out := make([][]byte, len(tasks))
 	for i, tk := range tasks {
@@ -193,7 +193,7 @@ type reader struct {
 	recs  []*kgo.Record
 }
 
-func (e *env) reader(t *testing.T, topic string) *reader {
+func (e *env) reader(t testing.TB, topic string) *reader {
 	return &reader{e: e, topic: topic, cl: e.c.Client(t,
 		kgo.ConsumeTopics(topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
@@ -203,7 +203,7 @@ func (e *env) reader(t *testing.T, topic string) *reader {
 }
 
 // poll reads what is there, waiting at most d.
-func (r *reader) poll(t *testing.T, d time.Duration) {
+func (r *reader) poll(t testing.TB, d time.Duration) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), d)
 	defer cancel()
@@ -217,7 +217,7 @@ func (r *reader) poll(t *testing.T, d time.Duration) {
 }
 
 // until polls until done says the records read so far are enough.
-func (r *reader) until(t *testing.T, what string, done func([]*kgo.Record) bool) []*kgo.Record {
+func (r *reader) until(t testing.TB, what string, done func([]*kgo.Record) bool) []*kgo.Record {
 	t.Helper()
 	deadline := time.Now().Add(waitFor)
 	for !done(r.recs) {
@@ -232,7 +232,7 @@ func (r *reader) until(t *testing.T, what string, done func([]*kgo.Record) bool)
 // drain reads everything committed to the topic so far: it appends a
 // marker to every partition and reads until it has seen them all. Call it
 // once no processor writes any more.
-func (r *reader) drain(t *testing.T, partitions int32) []*kgo.Record {
+func (r *reader) drain(t testing.TB, partitions int32) []*kgo.Record {
 	t.Helper()
 	marker := []byte("marker-" + strconv.FormatInt(time.Now().UnixNano(), 36))
 	var recs []*kgo.Record
@@ -261,7 +261,7 @@ func (r *reader) drain(t *testing.T, partitions int32) []*kgo.Record {
 }
 
 // results decodes result records, checking key and header.
-func results(t *testing.T, recs []*kgo.Record) []schemas.Result {
+func results(t testing.TB, recs []*kgo.Record) []schemas.Result {
 	t.Helper()
 	var out []schemas.Result
 	for _, rec := range recs {
@@ -280,7 +280,7 @@ func results(t *testing.T, recs []*kgo.Record) []schemas.Result {
 	return out
 }
 
-func waitResults(t *testing.T, r *reader, n int) []schemas.Result {
+func waitResults(t testing.TB, r *reader, n int) []schemas.Result {
 	t.Helper()
 	return results(t, r.until(t, fmt.Sprintf("%d results", n), func(rs []*kgo.Record) bool { return len(rs) >= n }))
 }
