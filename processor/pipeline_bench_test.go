@@ -92,4 +92,3 @@ func benchHTTP(b *testing.B, url string, conc int) {
 		b.Fatal(err)
 	}
 }
-
