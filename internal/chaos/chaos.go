@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"math"
 	mrand "math/rand/v2"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -49,6 +50,7 @@ const (
 	DefaultPauseMax      = 2 * time.Second
 	DefaultStragglerRate = 0.002
 	DefaultSlack         = time.Second
+	DefaultOnTime        = 300 * time.Millisecond
 	DefaultDrainTimeout  = 2 * time.Minute
 	DefaultStopBound     = 20 * time.Second
 	DefaultSettle        = 3 * time.Second
@@ -96,6 +98,12 @@ type Config struct {
 	// Victims limits the kinds of role that are killed or stopped:
 	// "scatterer", "processor", "aggregator"; empty means all three.
 	Victims []string
+	// BrokerKills also kills the broker the harness runs (not with
+	// Brokers) that many times, restarting it on the same port and data
+	// dir. An experiment, off by default: it shows what a crash of kfake
+	// does to transactions (docs/guarantees.md); exactly-once is not
+	// expected to survive it on kfake.
+	BrokerKills int
 	// StragglerRate is the fraction of tasks the sleep handler delays past
 	// their deadline, so that PARTIAL replies occur; default 0.002. Set it
 	// below zero for none.
@@ -105,8 +113,12 @@ type Config struct {
 	// Seed makes the schedule (victims, moments, pauses) repeatable; zero
 	// picks one, printed at the start.
 	Seed uint64
-	// Slack is the tolerance of the verdict's time comparisons.
+	// Slack is how long before its deadline a part's result must have
+	// been committed to count as in time (see docs/guarantees.md).
 	Slack time.Duration
+	// OnTime is how long after its deadline a reply counts as on time,
+	// from an aggregator that was serving the request; default 300ms.
+	OnTime time.Duration
 	// DrainTimeout bounds the wait, after the last request, for every reply
 	// and every part's result.
 	DrainTimeout time.Duration
@@ -153,8 +165,11 @@ func (c *Config) Validate() error {
 	intDefault("aggregators", &c.Aggregators, DefaultAggregators, 1)
 	intDefault("processor concurrency", &c.ProcessorConcurrency, 1, 1)
 	intDefault("partitions", &c.Partitions, DefaultPartitions, 1)
-	if c.Kills < 0 || c.Terms < 0 {
-		errs = append(errs, fmt.Errorf("kills %d, terms %d: want zero or more", c.Kills, c.Terms))
+	if c.Kills < 0 || c.Terms < 0 || c.BrokerKills < 0 {
+		errs = append(errs, fmt.Errorf("kills %d, terms %d, broker kills %d: want zero or more", c.Kills, c.Terms, c.BrokerKills))
+	}
+	if c.BrokerKills > 0 && len(c.Brokers) > 0 {
+		errs = append(errs, errors.New("broker kills: only the broker the harness starts can be killed, not one given by brokers"))
 	}
 	for _, v := range c.Victims {
 		if !slices.Contains(roleKinds, v) {
@@ -182,6 +197,7 @@ func (c *Config) Validate() error {
 	durDefault("pause min", &c.PauseMin, DefaultPauseMin)
 	durDefault("pause max", &c.PauseMax, DefaultPauseMax)
 	durDefault("slack", &c.Slack, DefaultSlack)
+	durDefault("on time", &c.OnTime, DefaultOnTime)
 	durDefault("drain timeout", &c.DrainTimeout, DefaultDrainTimeout)
 	durDefault("stop bound", &c.StopBound, DefaultStopBound)
 	durDefault("settle", &c.Settle, DefaultSettle)
@@ -262,8 +278,9 @@ type Report struct {
 	// NotOK counts the parts that are not OK in first replies, by reason:
 	// verdict, late, outage, never.
 	NotOK map[string]int
-	// Kills and Terms delivered under load.
-	Kills, Terms int
+	// Kills (SIGKILLs, the broker's included), BrokerKills and Terms
+	// delivered under load.
+	Kills, BrokerKills, Terms int
 	// Stops lists every SIGTERM; BadStops those not exiting 0 in time.
 	Stops    []Stop
 	BadStops int
@@ -376,18 +393,42 @@ func (h *Harness) run(ctx context.Context, r *run) (rep Report, err error) {
 	h.say("seed %d, guarantee %s, %d requests at %g/s, fan-out %d, timeout %s, %d kills, %d terms, processor concurrency %d, topic prefix %s, logs in %s",
 		cfg.Seed, cfg.Guarantee, cfg.Requests, cfg.Rate, cfg.Fanout, cfg.Timeout, cfg.Kills, cfg.Terms, cfg.ProcessorConcurrency, cfg.Prefix, logDir)
 
-	// The broker: the given one, or kfake in a child process of its own.
+	// The broker: the given one, or kfake in a child process of its own,
+	// kept running (and killed, with BrokerKills) by a keeper of its own
+	// that outlives the roles'.
 	brokers, broker := cfg.Brokers, ""
+	actions := map[string]chan action{}
+	var brokerExits atomic.Int64
+	var bp *proc
 	if len(brokers) == 0 {
-		bp, addr, err := h.startBroker(logDir)
-		if err != nil {
+		var addr string
+		if bp, addr, err = h.startBroker(logDir); err != nil {
 			return rep, err
 		}
 		r.procs = append(r.procs, bp)
+		bctx, stopBroker := context.WithCancel(ctx)
+		ch := make(chan action)
+		actions[bp.name] = ch
+		var bwg sync.WaitGroup
+		bwg.Add(1)
+		go func() {
+			defer bwg.Done()
+			bp.keep(bctx, ch, func(p *proc, code int) {
+				brokerExits.Add(1)
+				h.say("the broker exited on its own with status %d; restarting it", code)
+			}, h.say)
+		}()
 		defer func() {
-			if _, _, serr := bp.stop(syscall.SIGTERM, cfg.StopBound); serr != nil {
-				h.say("broker: %v", serr)
+			a := action{sig: syscall.SIGTERM, bound: cfg.StopBound, final: true, done: make(chan actionResult, 1)}
+			select {
+			case ch <- a:
+				if res := <-a.done; res.err != nil {
+					h.say("broker: %v", res.err)
+				}
+			case <-ctx.Done():
 			}
+			stopBroker()
+			bwg.Wait()
 			os.RemoveAll(filepath.Join(logDir, "broker-data"))
 		}()
 		brokers, broker = []string{addr}, "kfake"
@@ -447,7 +488,6 @@ func (h *Harness) run(ctx context.Context, r *run) (rep Report, err error) {
 	defer keepWG.Wait()
 	defer stopKeepers()
 	var unexpected atomic.Int64
-	actions := map[string]chan action{}
 	for _, p := range roles {
 		if err := p.start(nil); err != nil {
 			return rep, err
@@ -474,7 +514,7 @@ func (h *Harness) run(ctx context.Context, r *run) (rep Report, err error) {
 	}
 
 	s := &session{h: h, obs: obs, actions: actions, submitted: map[schemas.CorrelationID]submission{}, rep: &rep}
-	if err := s.load(ctx, cl, h.schedule(roles)); err != nil {
+	if err := s.load(ctx, cl, h.schedule(roles, bp)); err != nil {
 		return rep, err
 	}
 	if err := s.drain(ctx); err != nil {
@@ -484,6 +524,9 @@ func (h *Harness) run(ctx context.Context, r *run) (rep Report, err error) {
 		return rep, err
 	}
 	rep.UnexpectedExits = int(unexpected.Load())
+	if n := brokerExits.Load(); n > 0 {
+		rep.Errors = append(rep.Errors, fmt.Sprintf("the broker exited on its own %d times", n))
+	}
 	stopObs()
 	obsWG.Wait()
 
@@ -496,8 +539,8 @@ func (h *Harness) run(ctx context.Context, r *run) (rep Report, err error) {
 	if s.subErrs > 0 {
 		rep.Errors = append(rep.Errors, fmt.Sprintf("%d requests could not be submitted", s.subErrs))
 	}
-	v := check(f, checkOptions{guarantee: cfg.Guarantee, slack: cfg.Slack, maxExamples: 20})
-	v.Kills, v.Terms, v.Stops, v.BadStops, v.UnexpectedExits = rep.Kills, rep.Terms, rep.Stops, rep.BadStops, rep.UnexpectedExits
+	v := check(f, checkOptions{guarantee: cfg.Guarantee, slack: cfg.Slack, onTime: cfg.OnTime, maxExamples: 20})
+	v.Kills, v.BrokerKills, v.Terms, v.Stops, v.BadStops, v.UnexpectedExits = rep.Kills, rep.BrokerKills, rep.Terms, rep.Stops, rep.BadStops, rep.UnexpectedExits
 	v.Errors, v.Broker = rep.Errors, rep.Broker
 	v.Elapsed = time.Since(h.start)
 	r.clientTimeouts = s.timeouts
@@ -619,6 +662,9 @@ func (s *session) signal(ctx context.Context, ev event) error {
 	}
 	if ev.sig == syscall.SIGKILL {
 		s.rep.Kills++
+		if ev.victim.role == "broker" {
+			s.rep.BrokerKills++
+		}
 		s.h.say("SIGKILL %s (pid %d); restarted after %s as pid %d", ev.victim.name, res.pid, ev.pause.Round(time.Millisecond), res.restarted)
 		if res.err != nil {
 			s.rep.Errors = append(s.rep.Errors, fmt.Sprintf("kill %s: %v", ev.victim.name, res.err))
@@ -710,9 +756,17 @@ func errSuffix(err error) string {
 }
 
 // startBroker starts `exe broker` on a free port and returns its address.
+// The port is picked here rather than by the broker so that a restarted
+// broker listens where the clients look for it.
 func (h *Harness) startBroker(logDir string) (*proc, string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, "", fmt.Errorf("find a free port for the broker: %w", err)
+	}
+	addr := l.Addr().String()
+	l.Close()
 	p := &proc{name: "broker", role: "broker", exe: h.cfg.Exe, env: h.cfg.Env, logPath: filepath.Join(logDir, "broker.log"),
-		args: []string{"broker", "--broker-addr", "127.0.0.1:0", "--data-dir", filepath.Join(logDir, "broker-data")}}
+		args: []string{"broker", "--broker-addr", addr, "--data-dir", filepath.Join(logDir, "broker-data")}}
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		return nil, "", err
@@ -829,7 +883,7 @@ type event struct {
 // scatterer, then a processor (of the kinds in Config.Victims); the rest
 // are random. Terms go to a random role of each kind in turn (aggregator,
 // processor, scatterer).
-func (h *Harness) schedule(roles []*proc) []event {
+func (h *Harness) schedule(roles []*proc, broker *proc) []event {
 	cfg := h.cfg
 	byRole := map[string][]*proc{}
 	var pool []*proc
@@ -866,6 +920,11 @@ func (h *Harness) schedule(roles []*proc) []event {
 	for i := range cfg.Terms {
 		ps := byRole[kinds[i%len(kinds)]]
 		evs = append(evs, event{victim: ps[h.rng.IntN(len(ps))], sig: syscall.SIGTERM})
+	}
+	for range cfg.BrokerKills {
+		if broker != nil {
+			evs = append(evs, event{victim: broker, sig: syscall.SIGKILL})
+		}
 	}
 	h.rng.Shuffle(len(evs), func(i, j int) { evs[i], evs[j] = evs[j], evs[i] })
 	load := time.Duration(float64(cfg.Requests) / cfg.Rate * float64(time.Second))
@@ -1050,8 +1109,8 @@ func (h *Harness) summary(r Report, clientTimeouts int) {
 		}
 		stops = append(stops, fmt.Sprintf("%s@%s=%d/%s%s", s.Role, when, s.Code, s.Took.Round(10*time.Millisecond), errSuffix(s.Err)))
 	}
-	fmt.Fprintf(w, "chaos: SIGTERM stops (status/time): %s; bad=%d; unexpected exits=%d; elapsed %s\n",
-		strings.Join(stops, " "), r.BadStops, r.UnexpectedExits, r.Elapsed.Round(time.Second))
+	fmt.Fprintf(w, "chaos: SIGTERM stops (status/time): %s; bad=%d; unexpected exits=%d; broker kills=%d; elapsed %s\n",
+		strings.Join(stops, " "), r.BadStops, r.UnexpectedExits, r.BrokerKills, r.Elapsed.Round(time.Second))
 	for _, e := range r.Errors {
 		fmt.Fprintf(w, "chaos: error: %s\n", e)
 	}

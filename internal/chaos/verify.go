@@ -87,10 +87,10 @@ const (
 	// (minus the slack): it truly missed it.
 	whyLate = "late"
 	// whyOutage: a result was committed in time, but the reply itself
-	// came after the deadline plus the slack: no aggregator was serving the
-	// request's partition at its deadline (killed, or the partition was
-	// between owners), and the restored request timed out before the
-	// backlog was read.
+	// came later than onTime after the deadline: no aggregator was serving
+	// the request's partition at its deadline (killed, the partition
+	// between owners or being restored, or the aggregator behind), and
+	// the request timed out before its backlog was read.
 	whyOutage = "outage"
 	// whyNever: no result for the part was ever committed (counted as a
 	// lost part as well).
@@ -100,9 +100,13 @@ const (
 // checkOptions tunes the verdict.
 type checkOptions struct {
 	guarantee kafka.Guarantee
-	// slack is the tolerance of every time comparison: observer lag, the
+	// slack is how long before the deadline a result must have been
+	// committed for its part to count as in time: observer lag, the
 	// aggregator's tick, scheduling on a loaded machine.
 	slack time.Duration
+	// onTime is how long after the deadline a reply may come and still be
+	// on time, i.e. from an aggregator that was serving the request.
+	onTime time.Duration
 	// maxExamples bounds the problems listed in the report.
 	maxExamples int
 }
@@ -277,7 +281,7 @@ func checkReply(f *facts, id schemas.CorrelationID, parts []schemas.PartID, dead
 				r.NotOK[whyVerdict]++
 			}
 		case schemas.PartMissing:
-			why, problem := whyMissing(f, res, deadline, rf.visible, o.slack)
+			why, problem := whyMissing(f, res, deadline, rf.visible, o)
 			if problem != "" {
 				bad("part %s is MISSING: %s", p.PartID, problem)
 			} else if count {
@@ -292,7 +296,8 @@ func checkReply(f *facts, id schemas.CorrelationID, parts []schemas.PartID, dead
 
 // whyMissing tells why a part marked MISSING was missing, or, when it was
 // not, what is wrong.
-func whyMissing(f *facts, res []resultFact, deadline, replyVisible time.Time, slack time.Duration) (why, problem string) {
+func whyMissing(f *facts, res []resultFact, deadline, replyVisible time.Time, o checkOptions) (why, problem string) {
+	slack := o.slack
 	if len(res) == 0 {
 		return whyNever, ""
 	}
@@ -320,7 +325,7 @@ func whyMissing(f *facts, res []resultFact, deadline, replyVisible time.Time, sl
 		return "", fmt.Sprintf("its %s result (results/%d@%d, committed %s) was consumed by the aggregator group by %s, before the reply (%s): state lost",
 			first.res.Status, first.partition, first.offset, clock(first.visible), clock(at), clock(replyVisible))
 	}
-	if replyVisible.IsZero() || replyVisible.After(deadline.Add(slack)) {
+	if replyVisible.IsZero() || replyVisible.After(deadline.Add(o.onTime)) {
 		return whyOutage, ""
 	}
 	return "", fmt.Sprintf("its %s result was committed at %s, %s before the deadline %s, and the reply came on time (%s)",

@@ -189,6 +189,14 @@ func TestCheck(t *testing.T) {
 			wrong: 1, problem: "reply came on time",
 		},
 		{
+			name: "MISSING: committed in time, the reply came late",
+			change: func(s *scenario) {
+				s.f.replies[s.id][0].reply = s.reply(schemas.PartOK, schemas.PartMissing)
+				s.f.replies[s.id][0].visible = s.deadline.Add(400 * time.Millisecond)
+			},
+			notOK: map[string]int{whyOutage: 1}, ok: true,
+		},
+		{
 			name: "MISSING: committed in time but no aggregator at the deadline",
 			change: func(s *scenario) {
 				s.f.replies[s.id][0].reply = s.reply(schemas.PartOK, schemas.PartMissing)
@@ -261,7 +269,7 @@ func TestCheck(t *testing.T) {
 			if g == "" {
 				g = kafka.ExactlyOnce
 			}
-			r := check(s.f, checkOptions{guarantee: g, slack: slack, maxExamples: 5})
+			r := check(s.f, checkOptions{guarantee: g, slack: slack, onTime: 300 * time.Millisecond, maxExamples: 5})
 			if r.Lost != tt.lost || r.Duplicated != tt.duplicated || r.Wrong != tt.wrong {
 				t.Errorf("lost=%d duplicated=%d wrong=%d, want %d %d %d; problems %q", r.Lost, r.Duplicated, r.Wrong,
 					tt.lost, tt.duplicated, tt.wrong, r.Problems)
@@ -291,7 +299,7 @@ func TestScheduleKillsEveryAggregator(t *testing.T) {
 			t.Fatal(err)
 		}
 		roles := h.roles([]string{"127.0.0.1:1"}, "routes.json", t.TempDir())
-		evs := h.schedule(roles)
+		evs := h.schedule(roles, nil)
 		if len(evs) != 8 {
 			t.Fatalf("seed %d: %d events, want 8", seed, len(evs))
 		}
@@ -329,7 +337,7 @@ func TestScheduleKillsEveryAggregator(t *testing.T) {
 		}
 		// The same seed gives the same schedule.
 		h2, _ := New(Config{Exe: "/bin/true", Requests: 1000, Rate: 50, Kills: 5, Terms: 3, Seed: seed})
-		evs2 := h2.schedule(h2.roles([]string{"127.0.0.1:1"}, "routes.json", t.TempDir()))
+		evs2 := h2.schedule(h2.roles([]string{"127.0.0.1:1"}, "routes.json", t.TempDir()), nil)
 		for i := range evs {
 			if evs[i].at != evs2[i].at || evs[i].victim.name != evs2[i].victim.name || evs[i].pause != evs2[i].pause {
 				t.Errorf("seed %d: event %d differs between two schedules of the same seed", seed, i)
