@@ -22,6 +22,7 @@ func Commands() []*Command {
 	return []*Command{
 		scattererCmd(), processorCmd(), aggregatorCmd(), topicsCmd(), devCmd(), demoCmd(), requestCmd(),
 		gatewayCmd(),
+		benchCmd(),
 		brokerCmd(),
 		chaosCmd(),
 		replayCmd(), groupsCmd(),

@@ -1,0 +1,129 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+)
+
+// WriteJSON writes v (a *Report or a *SweepReport) as indented JSON to the
+// file at path.
+func WriteJSON(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode report: %w", err)
+	}
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("write report: %w", err)
+	}
+	return nil
+}
+
+// headline describes the shape of the run in one line.
+func (s Settings) headline() string {
+	procs := "processor"
+	if s.Processors != 1 {
+		procs += "s"
+	}
+	per := ""
+	if s.Mode == "broadcast" {
+		per = " per recipient"
+	}
+	return fmt.Sprintf("%s fan-out %d, payload %d B, handler %s, %d %s%s, %d/%d partitions, %s",
+		s.Mode, s.Fanout, s.PayloadBytes, s.Handler, s.Processors, procs, per, s.Partitions, s.ResultPartitions, s.Guarantee)
+}
+
+// WriteTable writes the report as a table for people.
+func (r *Report) WriteTable(w io.Writer) error {
+	fmt.Fprintf(w, "\nscattergather bench: %s\n", r.Settings.headline())
+	fmt.Fprintf(w, "load: %s; broker: %s", r.Settings.Load, r.Settings.Broker)
+	if r.Env.LoadAvg != "" {
+		fmt.Fprintf(w, "; machine load before: %s (%d CPUs)", r.Env.LoadAvg, r.Env.CPUs)
+	}
+	fmt.Fprintln(w)
+	if r.Settings.External {
+		fmt.Fprintln(w, "roles: external (CPU and MB/s count this process only)")
+	}
+	fmt.Fprintln(w)
+
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	b := r.Baseline
+	head := "\tpipeline\t"
+	if b != nil {
+		head += "baseline\tratio\t"
+	}
+	fmt.Fprintln(tw, head)
+	row := func(name string, pv float64, bv func(*Phase) float64, format string, ratio bool) {
+		line := name + "\t" + fmt.Sprintf(format, pv) + "\t"
+		if b != nil {
+			v := bv(b)
+			line += fmt.Sprintf(format, v) + "\t"
+			if ratio && v > 0 {
+				line += fmt.Sprintf("%.2f", pv/v)
+			}
+			line += "\t"
+		}
+		fmt.Fprintln(tw, line)
+	}
+	p := &r.Phase
+	row("requests/s", p.RequestsPerS, func(x *Phase) float64 { return x.RequestsPerS }, "%.1f", true)
+	row("tasks/s", p.TasksPerS, func(x *Phase) float64 { return x.TasksPerS }, "%.1f", true)
+	row("MB/s written", p.MBPerS, func(x *Phase) float64 { return x.MBPerS }, "%.2f", true)
+	row("latency p50 ms", p.P50, func(x *Phase) float64 { return x.P50 }, "%.2f", true)
+	row("latency p90 ms", p.P90, func(x *Phase) float64 { return x.P90 }, "%.2f", true)
+	row("latency p99 ms", p.P99, func(x *Phase) float64 { return x.P99 }, "%.2f", true)
+	row("latency p99.9 ms", p.P999, func(x *Phase) float64 { return x.P999 }, "%.2f", true)
+	row("latency max ms", p.Max, func(x *Phase) float64 { return x.Max }, "%.2f", true)
+	row("measured requests", float64(p.Requests), func(x *Phase) float64 { return float64(x.Requests) }, "%.0f", false)
+	row("COMPLETE", float64(p.Complete), func(x *Phase) float64 { return float64(x.Complete) }, "%.0f", false)
+	row("PARTIAL", float64(p.Partial), func(x *Phase) float64 { return float64(x.Partial) }, "%.0f", false)
+	row("FAILED", float64(p.Failed), func(x *Phase) float64 { return float64(x.Failed) }, "%.0f", false)
+	row("no reply", float64(p.NoReply), func(x *Phase) float64 { return float64(x.NoReply) }, "%.0f", false)
+	row("CPU s in window", p.CPUSeconds, func(x *Phase) float64 { return x.CPUSeconds }, "%.2f", true)
+	row("CPU cores busy", p.CPUCores, func(x *Phase) float64 { return x.CPUCores }, "%.2f", true)
+	row("CPU µs/request", p.CPUPerRequestUS, func(x *Phase) float64 { return x.CPUPerRequestUS }, "%.0f", true)
+	if r.Settings.Rate > 0 {
+		row("max send lag ms", p.MaxSendLagMS, func(x *Phase) float64 { return x.MaxSendLagMS }, "%.1f", false)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(p.Records) > 0 {
+		fmt.Fprintf(w, "\nrecords written per request: pipeline %s", recordsLine(p.Records))
+		if b != nil && len(b.Records) > 0 {
+			fmt.Fprintf(w, "; baseline %s", recordsLine(b.Records))
+		}
+		fmt.Fprintln(w)
+	}
+	if p.NoReply > 0 {
+		fmt.Fprintf(w, "\n%d pipeline requests got no reply (first: %s); latencies count answered requests only\n", p.NoReply, p.NoReplyError)
+	}
+	if b != nil && b.NoReply > 0 {
+		fmt.Fprintf(w, "\n%d baseline requests got no reply (first: %s)\n", b.NoReply, b.NoReplyError)
+	}
+	if r.Settings.Rate > 0 && p.MaxSendLagMS > 100 {
+		fmt.Fprintf(w, "\nthe load generator sent some requests up to %.0f ms late (in-flight cap or CPU); their latency counts the wait\n", p.MaxSendLagMS)
+	}
+	return nil
+}
+
+func recordsLine(m map[string]RecordStat) string {
+	order := map[string]int{}
+	for i, n := range kindNames {
+		order[n] = i
+	}
+	names := make([]string, 0, len(m))
+	for n := range m {
+		names = append(names, n)
+	}
+	sort.Slice(names, func(i, j int) bool { return order[names[i]] < order[names[j]] })
+	parts := make([]string, len(names))
+	for i, n := range names {
+		parts[i] = fmt.Sprintf("%.2f %s (%.0f B)", m[n].PerRequest, n, m[n].AvgBytes)
+	}
+	return strings.Join(parts, ", ")
+}

@@ -1,0 +1,264 @@
+package bench
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func samplePhase(name string, tasksPerS, p99 float64) Phase {
+	p := Phase{Name: name, RequestsPerS: tasksPerS / 8, TasksPerS: tasksPerS, MBPerS: 1.5,
+		Percentiles: Percentiles{P50: p99 / 4, P90: p99 / 2, P99: p99, P999: p99 * 2, Max: p99 * 3},
+		Complete:    1000, Requests: 1000, Tasks: 8000, WindowS: 10, CPUSeconds: 5, CPUCores: 0.5}
+	for i := range 12 {
+		stage := "measure"
+		if i < 2 {
+			stage = "warmup"
+		}
+		p.Series = append(p.Series, Sample{T: float64(i + 1), Stage: stage, RequestsPerS: p.RequestsPerS, TasksPerS: tasksPerS, P50: p.P50, P99: p99, Max: p.Max})
+	}
+	h := newHist()
+	for i := 1; i <= 1000; i++ {
+		record(h, time.Duration(i)*time.Duration(p99*1000/990)*time.Microsecond)
+	}
+	p.Distribution = distribution(h)
+	return p
+}
+
+func sampleReport(label string, withBaseline bool) *Report {
+	cfg := Config{Client: testClientConfig(), Label: label, Load: Load{Duration: 10 * time.Second, Warmup: 2 * time.Second}}
+	_ = cfg.Validate()
+	r := &Report{Phase: samplePhase("pipeline", 8000, 20), Settings: cfg.settings(), Env: environment()}
+	if withBaseline {
+		b := samplePhase("baseline", 16000, 10)
+		r.Baseline = &b
+		r.RatioTasksPerS, r.RatioP99 = 0.5, 2
+	}
+	return r
+}
+
+func TestReportJSONKeys(t *testing.T) {
+	required := []string{"requests_per_s", "tasks_per_s", "p50_ms", "p99_ms", "p999_ms", "complete", "partial", "failed"}
+	for _, withBaseline := range []bool{false, true} {
+		t.Run(map[bool]string{false: "alone", true: "with baseline"}[withBaseline], func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "bench.json")
+			if err := WriteJSON(path, sampleReport("", withBaseline)); err != nil {
+				t.Fatal(err)
+			}
+			b, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var m map[string]any
+			if err := json.Unmarshal(b, &m); err != nil {
+				t.Fatal(err)
+			}
+			for _, k := range required {
+				if _, ok := m[k]; !ok {
+					t.Errorf("top-level key %q missing", k)
+				}
+			}
+			base, ok := m["baseline"].(map[string]any)
+			if ok != withBaseline {
+				t.Fatalf("baseline present: %v, want %v", ok, withBaseline)
+			}
+			if !withBaseline {
+				if _, ok := m["ratio_tasks_per_s"]; ok {
+					t.Error("ratio_tasks_per_s present without a baseline")
+				}
+				return
+			}
+			for _, k := range []string{"tasks_per_s", "p99_ms"} {
+				if _, ok := base[k]; !ok {
+					t.Errorf("baseline key %q missing", k)
+				}
+			}
+			if m["ratio_tasks_per_s"] != 0.5 || m["ratio_p99"] != 2.0 {
+				t.Errorf("ratios = %v, %v; want 0.5, 2", m["ratio_tasks_per_s"], m["ratio_p99"])
+			}
+		})
+	}
+}
+
+func TestReportTable(t *testing.T) {
+	var b bytes.Buffer
+	if err := sampleReport("", true).WriteTable(&b); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{"split fan-out 8", "tasks/s", "8000.0", "16000.0", "0.50", "latency p99.9 ms", "COMPLETE", "CPU cores busy"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+func TestPlotsAreSelfContained(t *testing.T) {
+	sr := &SweepReport{Sweep: []string{"fanout=1,4"}, Points: []*Report{sampleReport("fanout=1", true), sampleReport("fanout=4", true)}}
+	tests := []struct {
+		name   string
+		plot   func(*bytes.Buffer) error
+		charts int
+	}{
+		{"report", func(b *bytes.Buffer) error { return PlotReport(b, sampleReport("", true)) }, 3},
+		{"sweep", func(b *bytes.Buffer) error { return PlotSweep(b, sr) }, 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var b bytes.Buffer
+			if err := tt.plot(&b); err != nil {
+				t.Fatal(err)
+			}
+			page := b.String()
+			if n := strings.Count(page, "<svg"); n != tt.charts {
+				t.Errorf("%d charts, want %d", n, tt.charts)
+			}
+			if strings.Contains(page, "no data") {
+				t.Error("a chart has no data")
+			}
+			// Nothing is loaded from anywhere: the only URL is the SVG
+			// namespace.
+			rest := strings.ReplaceAll(page, `xmlns="http://www.w3.org/2000/svg"`, "")
+			for _, bad := range []string{"<script", "http://", "https://", "src=", "href="} {
+				if strings.Contains(rest, bad) {
+					t.Errorf("page contains %q", bad)
+				}
+			}
+			if strings.Contains(page, "NaN") || strings.Contains(page, "Inf") {
+				t.Error("page contains NaN or Inf coordinates")
+			}
+		})
+	}
+}
+
+func TestParseSweep(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    SweepDim
+		wantErr string
+	}{
+		{in: "fanout=1,4,16,64", want: SweepDim{Key: "fanout", Values: []string{"1", "4", "16", "64"}}},
+		{in: "processors= 1, 2 ,4", want: SweepDim{Key: "processors", Values: []string{"1", "2", "4"}}},
+		{in: "guarantee=at-least-once,exactly-once", want: SweepDim{Key: "guarantee", Values: []string{"at-least-once", "exactly-once"}}},
+		{in: "fanout", wantErr: "want key=v1,v2"},
+		{in: "fanout=", wantErr: "no values"},
+		{in: "color=red", wantErr: `sweep key "color"`},
+		{in: "fanout=1,x", wantErr: `"x" is not a whole number`},
+		{in: "rate=0", wantErr: "not a rate above 0"},
+		{in: "guarantee=maybe", wantErr: "guarantee"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := ParseSweep(tt.in)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("ParseSweep(%q) error = %v, want one containing %q", tt.in, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Key != tt.want.Key || !equal(got.Values, tt.want.Values) {
+				t.Errorf("ParseSweep(%q) = %v, want %v", tt.in, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestSweepPoints(t *testing.T) {
+	pts := points([]SweepDim{{Key: "fanout", Values: []string{"1", "4"}}, {Key: "processors", Values: []string{"1", "2", "4"}}})
+	var got []string
+	for _, p := range pts {
+		var kv []string
+		for _, x := range p {
+			kv = append(kv, x[0]+"="+x[1])
+		}
+		got = append(got, strings.Join(kv, ","))
+	}
+	want := []string{"fanout=1,processors=1", "fanout=1,processors=2", "fanout=1,processors=4",
+		"fanout=4,processors=1", "fanout=4,processors=2", "fanout=4,processors=4"}
+	if !equal(got, want) {
+		t.Errorf("points = %v, want %v", got, want)
+	}
+}
+
+func TestSweepTableMarksPeak(t *testing.T) {
+	a, b, c := sampleReport("fanout=1", true), sampleReport("fanout=4", true), sampleReport("fanout=16", true)
+	a.TasksPerS, b.TasksPerS, c.TasksPerS = 1000, 3000, 2400
+	var out bytes.Buffer
+	if err := (&SweepReport{Sweep: []string{"fanout=1,4,16"}, Points: []*Report{a, b, c}}).WriteTable(&out); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(out.String(), "\n")
+	for _, want := range []struct{ point, gain, mark string }{{"fanout=4", "×3.00", "peak"}, {"fanout=16", "×0.80", ""}} {
+		found := false
+		for _, l := range lines {
+			if strings.HasPrefix(strings.TrimSpace(l), want.point+" ") {
+				found = true
+				if !strings.Contains(l, want.gain) || strings.Contains(l, "peak") != (want.mark == "peak") {
+					t.Errorf("row %q: want gain %s, peak %v", l, want.gain, want.mark == "peak")
+				}
+			}
+		}
+		if !found {
+			t.Errorf("no row for %s in\n%s", want.point, out.String())
+		}
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	tests := []struct {
+		name    string
+		mod     func(*Config)
+		wantErr []string
+	}{
+		{name: "defaults", mod: func(*Config) {}},
+		{name: "rate and concurrency", mod: func(c *Config) { c.Load.Rate, c.Load.Concurrency = 10, 4 }, wantErr: []string{"choose an open loop"}},
+		{name: "everything wrong at once", mod: func(c *Config) {
+			c.Mode, c.Fanout, c.Handler.Name, c.Processors, c.Load.Duration = "fan", 1000, "nap", -1, 0
+		}, wantErr: []string{`mode "fan"`, "fanout: 1000", `handler "nap"`, "processors: -1", "duration"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Config{Client: testClientConfig(), Layout: testLayout(), Load: Load{Duration: time.Second}}
+			tt.mod(&c)
+			err := c.Validate()
+			if len(tt.wantErr) == 0 {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if c.Fanout != DefaultFanout || c.Load.Concurrency != DefaultConcurrency || c.Handler.Name != "echo" || c.RunID == "" {
+					t.Errorf("defaults not filled: %+v", c)
+				}
+				return
+			}
+			for _, w := range tt.wantErr {
+				if err == nil || !strings.Contains(err.Error(), w) {
+					t.Errorf("error %v, want one containing %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestBaselineValue(t *testing.T) {
+	id := []byte("0123456789abcdef0123456789abcdef")
+	for _, size := range []int{0, 10, 300} {
+		v := encodeValue(size, 513, id)
+		if len(v) != max(size, valueHeader+len(id)) {
+			t.Errorf("size %d: value of %d bytes", size, len(v))
+		}
+		part, got, err := decodeValue(v)
+		if err != nil || part != 513 || string(got) != string(id) {
+			t.Errorf("size %d: decoded %d %q %v", size, part, got, err)
+		}
+	}
+	if _, _, err := decodeValue([]byte{0, 1, 40, 'x'}); err == nil {
+		t.Error("a truncated value decoded")
+	}
+}
