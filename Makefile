@@ -8,7 +8,7 @@ PKGS      ?= ./...
 GOFLAGS   ?=
 export GOFLAGS
 
-.PHONY: all build run dev test test-unit lint vet fmt chaos bench clean help
+.PHONY: all build run dev test test-unit lint vet fmt chaos bench bench-micro clean help
 
 all: build
 
@@ -38,6 +38,17 @@ fmt:
 
 clean:
 	rm -rf bin
+
+# bench: the pipeline against its raw-Kafka baseline on an embedded broker,
+# 10 s measured per chain after a 3 s warmup; results in bin/bench.json and
+# bin/bench.html. Override with BENCH_FLAGS (docs/benchmarks.md).
+BENCH_FLAGS ?= --duration 10s --warmup 3s --baseline
+bench: ## a short standard bench: pipeline vs raw-Kafka baseline, same run (bin/bench.json, bin/bench.html)
+	@mkdir -p bin
+	$(GO) run ./cmd/scattergather bench $(BENCH_FLAGS) --json bin/bench.json --plot bin/bench.html
+
+bench-micro: ## Go micro-benchmarks: record codecs and the aggregator's add-part/complete paths
+	$(GO) test -run '^$$' -bench . -benchmem ./schemas ./aggregator
 
 # --- a real Apache Kafka for the integration suite (docs/testing.md) -------
 # scripts/kafka-local.sh runs Kafka 4.x from Maven Central jars on
