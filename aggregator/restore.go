@@ -94,10 +94,20 @@ func (a *Aggregator) readChangelog(ctx context.Context, parts []int32) (map[int3
 	}
 	end := make(map[int32]int64, len(parts))
 	entries := make(map[int32]map[string][]byte, len(parts))
+	type progress struct{ first, last, records int64 }
+	read := make(map[int32]*progress, len(parts))
 	for _, m := range marks {
 		end[m.Partition] = m.Offset
 		entries[m.Partition] = map[string][]byte{}
+		read[m.Partition] = &progress{first: -1, last: -1}
 	}
+	defer func() {
+		for _, m := range marks {
+			r := read[m.Partition]
+			a.log.Debug("changelog read", "partition", m.Partition, "end", m.Offset,
+				"first", r.first, "last", r.last, "records", r.records, "keys", len(entries[m.Partition]))
+		}
+	}()
 
 	for len(end) > 0 {
 		fs := cl.PollFetches(ctx)
@@ -119,7 +129,13 @@ func (a *Aggregator) readChangelog(ctx context.Context, parts []int32) (map[int3
 				return // read to its end already
 			}
 			es := entries[fp.Partition]
+			pr := read[fp.Partition]
 			for _, r := range fp.Records {
+				if pr.first < 0 {
+					pr.first = r.Offset
+				}
+				pr.last = r.Offset
+				pr.records++
 				if r.Offset >= last {
 					delete(end, fp.Partition)
 					return

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/schemas"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -23,57 +24,73 @@ func benchParts(n int) []schemas.PartID {
 
 // BenchmarkAddPart measures adding one OK result to an open request that it
 // does not complete: the map lookup, the part lookup, the undo log and the
-// slot. Avro decoding is not included. Batches of the given size commit.
+// slot; with changelog, also the batch's changelog record for the part (the
+// key and the entry encoded into the batch's buffer, the kgo.Record and
+// Batch.ProduceState), as Run does before the batch commits. Avro decoding
+// and producing to Kafka are not included. Batches of the given size
+// commit.
 func BenchmarkAddPart(b *testing.B) {
 	const (
 		requests = 1024
 		nParts   = 16
 		added    = nParts - 1 // never complete
 	)
-	for _, batch := range []int{1, 500} {
-		b.Run(fmt.Sprintf("batch=%d", batch), func(b *testing.B) {
-			m := newMachine(time.Minute, func(schemas.Route) Merge { return Collect() })
-			ps := m.assign(0)
-			now := epoch
-			partIDs := benchParts(nParts)
-			results := make([]schemas.Result, 0, requests*added)
-			for part := range added {
-				for r := range requests {
-					results = append(results, schemas.Result{
-						CorrelationID: benchID(r), PartID: partIDs[part], Status: schemas.ResultOK,
-						Payload: []byte(`{"hits":[1,2,3]}`), ProcessorID: "proc-1", Attempt: 1,
-					})
-				}
-			}
-			for r := range requests {
-				m.manifest(ps, now, schemas.Manifest{CorrelationID: benchID(r), Parts: partIDs, Deadline: now.Add(time.Hour), Policy: "all"}, nil)
-			}
-			m.commit()
-			src := &kgo.Record{}
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := range b.N {
-				j := i % len(results)
-				if j == 0 && i > 0 {
-					b.StopTimer()
-					m.commit()
-					for _, r := range ps.reqs {
-						clear(r.slots)
-						r.got, r.ok = 0, 0
+	for _, changelog := range []bool{false, true} {
+		for _, batch := range []int{1, 500} {
+			b.Run(fmt.Sprintf("changelog=%t/batch=%d", changelog, batch), func(b *testing.B) {
+				m := newMachine(time.Minute, func(schemas.Route) Merge { return Collect() })
+				a := &Aggregator{cfg: Config{Topics: kafka.Topics{Prefix: "sg."}}, m: m}
+				ps := m.assign(0)
+				now := epoch
+				partIDs := benchParts(nParts)
+				results := make([]schemas.Result, 0, requests*added)
+				for part := range added {
+					for r := range requests {
+						results = append(results, schemas.Result{
+							CorrelationID: benchID(r), PartID: partIDs[part], Status: schemas.ResultOK,
+							Payload: []byte(`{"hits":[1,2,3]}`), ProcessorID: "proc-1", Attempt: 1,
+						})
 					}
-					b.StartTimer()
 				}
-				m.result(ps, now, results[j], src)
-				if (i+1)%batch == 0 {
+				for r := range requests {
+					m.manifest(ps, now, schemas.Manifest{CorrelationID: benchID(r), Parts: partIDs, Deadline: now.Add(time.Hour), Policy: "all"}, nil)
+				}
+				m.commit()
+				commit := func() {
+					if changelog {
+						if err := m.changelog(); err != nil {
+							b.Fatal(err)
+						}
+						a.produceChangelog(&kafka.Batch{})
+					}
 					m.commit()
 				}
-			}
-			b.StopTimer()
-			if len(m.out) != 0 {
-				b.Fatalf("%d records produced; no request should complete", len(m.out))
-			}
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "results/s")
-		})
+				src := &kgo.Record{}
+				b.ReportAllocs()
+				b.ResetTimer()
+				for i := range b.N {
+					j := i % len(results)
+					if j == 0 && i > 0 {
+						b.StopTimer()
+						commit()
+						for _, r := range ps.reqs {
+							clear(r.slots)
+							r.got, r.ok = 0, 0
+						}
+						b.StartTimer()
+					}
+					m.result(ps, now, results[j], src)
+					if (i+1)%batch == 0 {
+						commit()
+					}
+				}
+				b.StopTimer()
+				if len(m.out) != 0 {
+					b.Fatalf("%d records produced; no request should complete", len(m.out))
+				}
+				b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "results/s")
+			})
+		}
 	}
 }
 
