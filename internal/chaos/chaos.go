@@ -429,7 +429,12 @@ func (h *Harness) run(ctx context.Context, r *run) (rep Report, err error) {
 			}
 			stopBroker()
 			bwg.Wait()
-			os.RemoveAll(filepath.Join(logDir, "broker-data"))
+			if err == nil && rep.OK() {
+				// Kept after a failed run, next to the logs, for a look
+				// at what the broker holds (scattergather broker
+				// --data-dir).
+				os.RemoveAll(filepath.Join(logDir, "broker-data"))
+			}
 		}()
 		brokers, broker = []string{addr}, "kfake"
 	}
@@ -786,7 +791,11 @@ func (h *Harness) startBroker(logDir string) (*proc, string, error) {
 	select {
 	case l := <-lines:
 		if l != "" {
-			h.say("broker (kfake, its own process, never killed) on %s", l)
+			killed := "never killed"
+			if h.cfg.BrokerKills > 0 {
+				killed = fmt.Sprintf("killed %d times", h.cfg.BrokerKills)
+			}
+			h.say("broker (kfake, its own process, %s) on %s", killed, l)
 			return p, strings.Split(l, ",")[0], nil
 		}
 	case <-time.After(30 * time.Second):
