@@ -86,7 +86,7 @@ type chain struct {
 // startChain creates the baseline's topics and starts its hops, source and
 // sink.
 func startChain(ctx context.Context, cfg *Config, topics kafka.Topics, sizes recordSizes, h processor.Handler) (*chain, error) {
-	c := &chain{topics: topics, sizes: sizes, fanout: cfg.Fanout, mode: cfg.Mode, counter: &recordCounter{topics: topics},
+	c := &chain{topics: topics, sizes: sizes, fanout: cfg.Fanout, mode: cfg.Mode, counter: newRecordCounter(topics),
 		timeout: cfg.Timeout, waiters: map[string]chan struct{}{}}
 	cc := withCounter(cfg.Client, c.counter)
 	route := cfg.Route

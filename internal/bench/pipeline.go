@@ -64,7 +64,7 @@ func benchRoutes(cfg *Config) (*routes.Table, error) {
 // startPipeline creates the topics and starts the roles (unless External),
 // then the client.
 func startPipeline(ctx context.Context, cfg *Config, topics kafka.Topics, h processor.Handler) (*pipeline, error) {
-	p := &pipeline{topics: topics, counter: &recordCounter{topics: topics}, route: schemas.Route(cfg.Route), payload: cfg.payload()}
+	p := &pipeline{topics: topics, counter: newRecordCounter(topics), route: schemas.Route(cfg.Route), payload: cfg.payload()}
 	if cfg.Mode == scatterer.Split {
 		p.opts.Fanout = cfg.Fanout
 	}

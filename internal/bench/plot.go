@@ -74,10 +74,17 @@ func fmtTick(v float64) string {
 // svg renders the chart.
 func (c chart) svg() string {
 	const (
-		width, height = 760, 320
-		left, right   = 70, 150
-		top, bottom   = 36, 48
+		height      = 320
+		left        = 70
+		top, bottom = 36, 48
 	)
+	// The legend sits on the right; long names (a sweep's points) widen it.
+	longest := 0
+	for _, l := range c.lines {
+		longest = max(longest, len(l.name))
+	}
+	right := max(150, 50+7*longest)
+	width := 610 + right
 	pw, ph := float64(width-left-right), float64(height-top-bottom)
 	var xmin, xmax, ymax float64 = math.Inf(1), math.Inf(-1), 0
 	for _, l := range c.lines {
@@ -307,7 +314,7 @@ func PlotSweep(w io.Writer, sr *SweepReport) error {
 	}
 	first := sr.Points[0]
 	fmt.Fprintf(&b, "<h1>scattergather bench sweep %s</h1>\n", html.EscapeString(strings.Join(sr.Sweep, " × ")))
-	fmt.Fprintf(&b, `<p class="meta">base: %s; load: %s; broker: %s; started %s; machine load before: %s (%d CPUs)</p>`+"\n",
+	fmt.Fprintf(&b, `<p class="meta">first point: %s; load: %s; broker: %s; started %s; machine load before: %s (%d CPUs)</p>`+"\n",
 		html.EscapeString(first.Settings.headline()), html.EscapeString(first.Settings.Load), html.EscapeString(first.Settings.Broker),
 		first.Env.StartedAt.Format("2006-01-02 15:04:05 UTC"), html.EscapeString(first.Env.LoadAvg), first.Env.CPUs)
 

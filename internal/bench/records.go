@@ -35,8 +35,13 @@ var kindNames = [numKinds]string{"request", "task", "manifest", "result", "reply
 // results topic, which carries manifests and results). It is a kgo hook;
 // safe for concurrent use.
 type recordCounter struct {
-	topics kafka.Topics
-	kinds  [numKinds]struct{ n, bytes, valueBytes, headerBytes atomic.Int64 }
+	// The topic names, built once: the hook runs for every record.
+	requests, tasks, results, replies, state, dlq string
+	kinds                                         [numKinds]struct{ n, bytes, valueBytes, headerBytes atomic.Int64 }
+}
+
+func newRecordCounter(t kafka.Topics) *recordCounter {
+	return &recordCounter{requests: t.Requests(), tasks: t.Tasks(""), results: t.Results(), replies: t.Replies(), state: t.State(), dlq: t.DLQ()}
 }
 
 var _ kgo.HookProduceRecordUnbuffered = (*recordCounter)(nil)
@@ -55,24 +60,23 @@ func (c *recordCounter) OnProduceRecordUnbuffered(r *kgo.Record, err error) {
 }
 
 func (c *recordCounter) kind(r *kgo.Record) int {
-	t := c.topics
 	switch {
-	case r.Topic == t.Requests():
+	case r.Topic == c.requests:
 		return kindRequest
-	case strings.HasPrefix(r.Topic, t.Tasks("")):
+	case strings.HasPrefix(r.Topic, c.tasks):
 		return kindTask
-	case r.Topic == t.Results():
+	case r.Topic == c.results:
 		for _, h := range r.Headers {
 			if h.Key == scatterer.HeaderType && string(h.Value) == "manifest" {
 				return kindManifest
 			}
 		}
 		return kindResult
-	case strings.HasPrefix(r.Topic, t.Replies()):
+	case strings.HasPrefix(r.Topic, c.replies):
 		return kindReply
-	case r.Topic == t.State():
+	case r.Topic == c.state:
 		return kindState
-	case r.Topic == t.DLQ():
+	case r.Topic == c.dlq:
 		return kindDLQ
 	}
 	return kindOther

@@ -170,7 +170,7 @@ func (sr *SweepReport) WriteTable(w io.Writer) error {
 	}
 	first := sr.Points[0]
 	fmt.Fprintf(w, "\nscattergather bench sweep %s\n", strings.Join(sr.Sweep, " × "))
-	fmt.Fprintf(w, "base: %s; load: %s; broker: %s\n\n", first.Settings.headline(), first.Settings.Load, first.Settings.Broker)
+	fmt.Fprintf(w, "first point: %s; load: %s; broker: %s\n\n", first.Settings.headline(), first.Settings.Load, first.Settings.Broker)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
 	hasBase := first.Baseline != nil
 	head := "point\treq/s\ttasks/s\tgain\tp50 ms\tp99 ms\tcomplete\tpartial+failed+none\tCPU µs/req\t"
