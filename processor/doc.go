@@ -56,9 +56,13 @@
 // task holds back its partition's committed offset but no other task's
 // result, and exactly-once still holds: no task's result is committed
 // twice. A partition whose uncommitted tasks reach 8 × N (at least 256) is
-// paused until they fall to half of that. The trade-off: more transactions
-// (one per wake-up rather than per batch), and after a crash the tasks in
-// flight are handled again, as with batches.
+// paused until they fall to half of that. A poll that brings records but
+// no finished task commits nothing (kafka.Batch.Defer); a transaction the
+// broker aborts (on Kafka, CONCURRENT_TRANSACTIONS when one begins while
+// the last one's markers are being written) loses only its output, which
+// the next one carries again: the tasks in flight go on. The trade-off:
+// more transactions (one per wake-up rather than per batch), and after a
+// crash the tasks in flight are handled again, as with batches.
 //
 // On shutdown the tasks in flight get Config.DrainTimeout; tasks still
 // running then are not answered but consumed again by the next owner of

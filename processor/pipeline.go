@@ -94,6 +94,10 @@ type track struct {
 	skip map[int64]bool
 	// base is the committed offset, -1 before the first commit.
 	base int64
+	// next is the offset after the last record added, -1 before the first:
+	// after an aborted batch the client goes back to the committed offset,
+	// and the records the track already has are not added again.
+	next int64
 }
 
 // commitState is what a partition's last committed batch committed.
@@ -188,7 +192,7 @@ func (pl *pipeline) track(tp topicPartition) *track {
 	if t := pl.tracks[tp]; t != nil {
 		return t
 	}
-	t := &track{tp: tp, keys: map[string][]*entry{}, skip: map[int64]bool{}, cancels: map[int]context.CancelFunc{}, base: -1}
+	t := &track{tp: tp, keys: map[string][]*entry{}, skip: map[int64]bool{}, cancels: map[int]context.CancelFunc{}, base: -1, next: -1}
 	if cs, ok := pl.committed[tp]; ok {
 		t.base = cs.offset
 		for _, o := range cs.done {
@@ -211,8 +215,12 @@ func (pl *pipeline) drop(t *track) {
 	}
 }
 
-// add appends a polled record to t.
+// add appends a polled record to t, unless t has it already.
 func (pl *pipeline) add(t *track, rec *kgo.Record) {
+	if rec.Offset < t.next {
+		return // consumed again after an aborted batch: t has it
+	}
+	t.next = rec.Offset + 1
 	e := &entry{rec: rec}
 	t.entries = append(t.entries, e)
 	if t.skip[rec.Offset] {
@@ -325,17 +333,33 @@ func (pl *pipeline) drain(bctx context.Context) error {
 }
 
 // emit adds the ready outcomes to b and sets where each partition
-// commits. pl.mu is held.
+// commits. When no outcome is ready and no partition's commit would move,
+// the batch is deferred: no transaction for nothing. Otherwise every
+// partition with records in flight gets its commit offset, since the
+// client would commit the others past what they polled. pl.mu is held.
 func (pl *pipeline) emit(b *kafka.Batch) {
+	type commit struct {
+		cs    commitState
+		epoch int32
+		md    string
+	}
+	commits := map[topicPartition]commit{}
+	changed := false
 	for tp, t := range pl.tracks {
 		for _, e := range t.entries {
 			if e.state != entDone {
 				continue
 			}
-			pl.p.emit(b, e.o)
+			// A copy: after an aborted batch the outcome is produced again,
+			// and a produced record is the client's until its promise.
+			o := e.o
+			rec := *o.out
+			o.out = &rec
+			pl.p.emit(b, o)
 			pl.n.add(e.o.n)
 			e.state = entEmitted
 			pl.batch = append(pl.batch, e)
+			changed = true
 		}
 		cs, epoch, ok := t.commitPoint()
 		if !ok {
@@ -346,8 +370,18 @@ func (pl *pipeline) emit(b *kafka.Batch) {
 			cs.done = fitDone(cs.offset, cs.done)
 			md = encodeDone(cs.offset, cs.done)
 		}
-		pl.commits[tp] = cs
-		b.Commit(tp.topic, tp.partition, kafka.CommitOffset{Offset: cs.offset, Epoch: epoch, Metadata: md})
+		commits[tp] = commit{cs, epoch, md}
+		if last, ok := pl.committed[tp]; !ok || last.offset != cs.offset || !slices.Equal(last.done, cs.done) {
+			changed = true
+		}
+	}
+	if !changed {
+		b.Defer()
+		return
+	}
+	for tp, c := range commits {
+		pl.commits[tp] = c.cs
+		b.Commit(tp.topic, tp.partition, kafka.CommitOffset{Offset: c.cs.offset, Epoch: c.epoch, Metadata: c.md})
 	}
 	// Partitions with a done set and nothing polled since they were
 	// assigned or reset keep it: a commit without it would lose it.
@@ -414,7 +448,15 @@ func (pl *pipeline) end(committedBatch bool) tally {
 			}
 		}
 	} else {
-		pl.reset()
+		// The outcomes the batch carried are emitted again with the next
+		// one; the records in flight go on. The client goes back to the
+		// committed offsets, and the records the tracks have are not
+		// added again (track.next).
+		for _, e := range pl.batch {
+			if e.state == entEmitted {
+				e.state = entDone
+			}
+		}
 		n = tally{}
 	}
 	clear(pl.batch)
@@ -438,14 +480,6 @@ func (t *track) trim(offset int64) {
 		if o < offset {
 			delete(t.skip, o)
 		}
-	}
-}
-
-// reset drops every track after an aborted batch: the client goes back to
-// the committed offsets and the records are consumed again. pl.mu is held.
-func (pl *pipeline) reset() {
-	for _, t := range pl.tracks {
-		pl.drop(t)
 	}
 }
 

@@ -339,3 +339,65 @@ func TestPipelineSlowTaskHoldsBackNoOther(t *testing.T) {
 		})
 	}
 }
+
+// TestPipelineAbortKeepsWork: a batch that does not commit (a transaction
+// aborted by the broker, e.g. CONCURRENT_TRANSACTIONS) loses only its
+// output: the tasks it carried are emitted again with the next batch, the
+// records consumed again are not added twice, and nothing is handled
+// again. A batch with nothing new to say is deferred, not committed.
+func TestPipelineAbortKeepsWork(t *testing.T) {
+	p, err := New(Config{Client: kafka.ClientConfig{Brokers: []string{"127.0.0.1:1"}}, Route: testRoute,
+		Concurrency: 4, Ordering: OrderNone}, Echo())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pl := newPipeline(p)
+	tp := topicPartition{"tasks", 0}
+	pl.owned[tp] = true
+	tr := pl.track(tp)
+	rec := func(off int64) *kgo.Record {
+		return &kgo.Record{Topic: tp.topic, Partition: tp.partition, Offset: off, Key: []byte(fmt.Sprint(off))}
+	}
+	for off := range int64(4) {
+		pl.add(tr, rec(off))
+	}
+	// Offsets 1 and 2 are done; 0 and 3 still run.
+	for _, e := range tr.entries[1:3] {
+		e.state = entDone
+		e.o = outcome{src: e.rec, out: &kgo.Record{Topic: "results", Value: []byte(fmt.Sprint(e.rec.Offset))}, n: tally{ok: 1}}
+	}
+	tr.entries[0].state, tr.entries[3].state = entRunning, entRunning
+
+	b := &kafka.Batch{}
+	pl.emit(b)
+	if b.Len() != 2 || pl.commits[tp].offset != 0 || !slices.Equal(pl.commits[tp].done, []int64{1, 2}) {
+		t.Fatalf("first batch: %d records, commit %+v", b.Len(), pl.commits[tp])
+	}
+	if n := pl.end(false); n != (tally{}) {
+		t.Fatalf("an aborted batch counted %+v", n)
+	}
+	// Consumed again from the committed offset: nothing is added twice.
+	for off := range int64(5) {
+		pl.add(tr, rec(off))
+	}
+	if len(tr.entries) != 5 {
+		t.Fatalf("%d entries after the records came again, want 5", len(tr.entries))
+	}
+	b = &kafka.Batch{}
+	pl.emit(b)
+	if b.Len() != 2 {
+		t.Fatalf("second batch: %d records, want the 2 outcomes again", b.Len())
+	}
+	if n := pl.end(true); n.ok != 2 {
+		t.Fatalf("committed %+v, want 2 OK", n)
+	}
+	if c := pl.committed[tp]; c.offset != 0 || !slices.Equal(c.done, []int64{1, 2}) {
+		t.Fatalf("committed %+v", c)
+	}
+	// Nothing new: the next batch is deferred.
+	b = &kafka.Batch{}
+	pl.emit(b)
+	if b.Len() != 0 || len(pl.commits) != 0 {
+		t.Fatalf("a batch with nothing new has %d records and commits %+v", b.Len(), pl.commits)
+	}
+}

@@ -111,10 +111,23 @@ func (c *HopConfig) Validate() error {
 type Batch struct {
 	Fetches kgo.Fetches
 
-	mu      sync.Mutex
-	out     []*kgo.Record
-	state   []*kgo.Record
-	commits map[string]map[int32]CommitOffset
+	mu       sync.Mutex
+	out      []*kgo.Record
+	state    []*kgo.Record
+	commits  map[string]map[int32]CommitOffset
+	deferred bool
+}
+
+// Defer says the batch has nothing to commit now: its records stay in
+// flight with the role, which commits them (Batch.Commit) with a later
+// batch. The hop ends a deferred batch that produced nothing without a
+// transaction or an offset commit, and without calling the EndFunc; a
+// deferred batch that produced records is committed as usual. Safe for
+// concurrent use.
+func (b *Batch) Defer() {
+	b.mu.Lock()
+	b.deferred = true
+	b.mu.Unlock()
 }
 
 // CommitOffset is where a batch commits one partition when the role does
@@ -392,7 +405,7 @@ func (h *Hop) runBatch(ctx context.Context, fetches kgo.Fetches, process Process
 
 	b := &Batch{Fetches: fetches}
 	perr := process(bctx, b)
-	if perr == nil && len(b.out) == 0 && len(b.state) == 0 && fetches.NumRecords() == 0 && !b.committing() {
+	if perr == nil && len(b.out) == 0 && len(b.state) == 0 && !b.committing() && (fetches.NumRecords() == 0 || b.deferred) {
 		return nil
 	}
 	if idle && !b.committing() {
