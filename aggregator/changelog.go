@@ -247,8 +247,14 @@ const maxProblems = 5
 // cannot be used are skipped and counted; problems describes the first
 // few. rebuild does not change m.
 func (m *machine) rebuild(p int32, entries map[string][]byte, results string) (ps *partitionState, n restored, problems error) {
+	// gathered is what the changelog holds for one request. They live in
+	// one slice, indexed by correlation id, so that a restore allocates
+	// little besides the state it builds.
 	type gathered struct {
-		own   *schemas.AggregationState // the open or done entry
+		id    schemas.CorrelationID
+		own   schemas.StateEntry // EntryOpen, EntryDone or 0
+		open  schemas.Manifest
+		done  schemas.DoneState
 		parts []schemas.PartState
 		held  []schemas.HeldRecord
 	}
@@ -259,21 +265,26 @@ func (m *machine) rebuild(p int32, entries map[string][]byte, results string) (p
 			errs = append(errs, err)
 		}
 	}
-	byID := make(map[schemas.CorrelationID]*gathered, len(entries))
+	index := make(map[schemas.CorrelationID]int, len(entries)/2)
+	gs := make([]gathered, 0, len(entries)/2)
 	for key, v := range entries {
 		s, err := schemas.DecodeAggregationState(v)
 		if err != nil {
 			skip(fmt.Errorf("entry %q: %w", key, err))
 			continue
 		}
-		g := byID[s.CorrelationID]
-		if g == nil {
-			g = &gathered{}
-			byID[s.CorrelationID] = g
+		i, ok := index[s.CorrelationID]
+		if !ok {
+			i = len(gs)
+			index[s.CorrelationID] = i
+			gs = append(gs, gathered{id: s.CorrelationID})
 		}
+		g := &gs[i]
 		switch s.Entry {
-		case schemas.EntryOpen, schemas.EntryDone:
-			g.own = &s
+		case schemas.EntryOpen:
+			g.own, g.open = s.Entry, s.Open
+		case schemas.EntryDone:
+			g.own, g.done = s.Entry, s.Done
 		case schemas.EntryPart:
 			g.parts = append(g.parts, s.Part)
 		case schemas.EntryHeld:
@@ -282,16 +293,20 @@ func (m *machine) rebuild(p int32, entries map[string][]byte, results string) (p
 	}
 
 	ps = newPartitionState(p)
-	for id, g := range byID {
+	ps.reqs = make(map[schemas.CorrelationID]*request, len(gs))
+	ps.timers = make(timers, 0, len(gs))
+	for i := range gs {
+		g := &gs[i]
+		id := g.id
 		r := &request{id: id}
-		switch {
-		case g.own != nil && g.own.Entry == schemas.EntryDone:
+		switch g.own {
+		case schemas.EntryDone:
 			r.phase = phaseDone
-			r.due = g.own.Done.ForgetAt.UnixNano()
+			r.due = g.done.ForgetAt.UnixNano()
 			n.done++
 			n.skipped += len(g.parts) + len(g.held)
-		case g.own != nil:
-			pl, err := m.newPlan(g.own.Open)
+		case schemas.EntryOpen:
+			pl, err := m.newPlan(g.open)
 			if err != nil {
 				skip(fmt.Errorf("request %s: manifest: %w", id, err))
 				continue

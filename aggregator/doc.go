@@ -83,15 +83,63 @@
 // the state machine (state.go): open (the manifest came), hold (a result
 // came before it), record (a part has a result), complete (replied; only
 // the id and the end of the late window stay), expire (held results
-// dead-lettered), forget (the late window passed). A changelog (the
-// compacted topic kafka.Topics.State, co-partitioned with results) can be
-// written from the undo log: the requests it lists are exactly those the
-// batch changed, so at commit time, in the same transaction, write each
-// one's current state keyed by correlation id to the same partition of the
-// changelog, or a tombstone when it is gone. On assignment, read the
-// changelog partition (read_committed) into a fresh partition state and
-// push one timer per request at its due time. An aborted batch's changelog
-// records are never visible, so the undo log stays in-memory only.
+// dead-lettered), forget (the late window passed).
+//
+// # Durable state: the changelog
+//
+// The state lives on in the changelog, the compacted topic
+// kafka.Topics.State() (aggregator-state), co-partitioned with results:
+// the entries of a request are on the partition number of its results, so
+// whoever owns a results partition owns its changelog partition. Entries
+// are [schemas.AggregationState] records (changelog.go):
+//
+//   - open (key: the correlation id): the manifest;
+//   - part (key: [schemas.AppendPartKey]): a result the request counts;
+//   - held (key: [schemas.AppendHeldKey]): a result that came before its
+//     manifest, as the record consumed, so that it can still be
+//     dead-lettered as it was;
+//   - done (key: the correlation id): replied at, forget at.
+//
+// A part rewrites one small entry, not the whole request, so a request of
+// N parts writes O(N) bytes, not O(N²). When a request completes its part
+// and held entries are deleted (tombstones) and its entry becomes done;
+// when its late window passes the done entry is deleted too, so compaction
+// keeps nothing of a forgotten request.
+//
+// The records are derived from the undo log at the end of each batch (the
+// requests it lists are exactly those the batch changed, with their state
+// before it) and written with the batch ([kafka.Batch.ProduceState]):
+// under exactly-once in its transaction, with the replies and the consumed
+// offsets, so an aborted batch leaves no trace and the undo log stays the
+// in-memory rollback; under at-least-once after the replies and dead
+// letters are acknowledged and before the offsets are committed. A crash
+// then replays the batch: parts count once and a request already done
+// drops its results as late, so the only duplicate a crash can cause is a
+// reply written again when the aggregator died between the reply's
+// acknowledgement and the changelog's (one produce round trip).
+//
+// # Restore on assignment
+//
+// When partitions are assigned, the aggregator reads their changelog
+// partitions before it processes any of their results: franz-go calls
+// OnPartitionsAssigned and starts fetching the partitions only once it
+// returned (kgo's setupAssignedAndHeartbeat: assign, wait, then fetch the
+// committed offsets), and the restore runs inside that callback. To know
+// where the changelog ends, the restore writes an empty-keyed tombstone to
+// each partition (no entry has an empty key) and reads read_committed from
+// the start up to it: everything committed before the assignment, and,
+// should the previous owner have crashed inside a transaction, only once
+// that transaction is aborted (by the transaction timeout, or at once when
+// the owner restarts with the same instance id). The machine's lock is not
+// held while reading, so other partitions are served meanwhile. The state
+// is rebuilt with every timer at its original time: a deadline that passed
+// while nobody owned the partition fires at the first tick, with what had
+// arrived; held results expire and done requests are forgotten when they
+// would have been. A restore that fails restoreAttempts times makes Run
+// fail; entries that do not decode are skipped, counted in
+// Stats.RestoreSkipped and logged. [Aggregator.Ready] reports whether every
+// assigned partition is restored. On revocation the partition's state is
+// dropped.
 //
 // # Concurrency
 //
