@@ -42,8 +42,15 @@ type changelog struct {
 	recs []stateRecord
 }
 
+// keepBuffer is the largest buffer a changelog keeps for the next batch:
+// one burst of large payloads must not pin its memory for good.
+const keepBuffer = 8 << 20
+
 func (c *changelog) reset() {
 	c.buf = c.buf[:0]
+	if cap(c.buf) > keepBuffer {
+		c.buf = nil
+	}
 	clear(c.recs)
 	c.recs = c.recs[:0]
 }
