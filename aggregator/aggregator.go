@@ -168,6 +168,13 @@ type Stats struct {
 	// RestoreSkipped counts changelog entries a restore could not use:
 	// undecodable, or left over from a request that had moved on.
 	RestoreSkipped int64
+	// HedgesIssued counts tasks re-issued to another processor because a
+	// part had not answered by its route's hedge delay; HedgesDenied the
+	// hedges the route's budget did not allow; HedgesWon the parts whose
+	// answer came from a hedge (attempt 2) rather than the first attempt.
+	HedgesIssued int64
+	HedgesDenied int64
+	HedgesWon    int64
 }
 
 type stats struct {
@@ -177,6 +184,8 @@ type stats struct {
 	open, deadLettered, changelog        atomic.Int64
 	restoredOpen, restoredDone           atomic.Int64
 	restoredHeld, restoreSkipped         atomic.Int64
+	hedgesIssued, hedgesDenied           atomic.Int64
+	hedgesWon                            atomic.Int64
 }
 
 func (s *stats) add(c counters) {
@@ -190,6 +199,9 @@ func (s *stats) add(c counters) {
 	s.failed.Add(c.failed)
 	s.deadLettered.Add(c.deadLettered)
 	s.changelog.Add(c.changelog)
+	s.hedgesIssued.Add(c.hedgesIssued)
+	s.hedgesDenied.Add(c.hedgesDenied)
+	s.hedgesWon.Add(c.hedgesWon)
 }
 
 func (s *stats) addRestored(n restored) {
@@ -216,6 +228,8 @@ type Aggregator struct {
 	// recs holds the changelog records of the batch in flight, reused
 	// from batch to batch.
 	recs []kgo.Record
+	// partitions caches the partition counts of tasks topics, for hedges.
+	partitions map[string]partitionCount
 
 	// quit is closed when Run is stopping, to cancel a restore in
 	// progress: the client's callbacks get the client's context, which
@@ -237,7 +251,7 @@ func New(cfg Config) (*Aggregator, error) {
 		return nil, fmt.Errorf("aggregator config: %w", err)
 	}
 	cfg.Merges = maps.Clone(cfg.Merges)
-	a := &Aggregator{cfg: cfg, log: cfg.Logger.With("role", role), quit: make(chan struct{})}
+	a := &Aggregator{cfg: cfg, log: cfg.Logger.With("role", role), quit: make(chan struct{}), partitions: map[string]partitionCount{}}
 	obs, err := newObserver(&cfg)
 	if err != nil {
 		return nil, fmt.Errorf("aggregator metrics: %w", err)
@@ -255,8 +269,9 @@ func New(cfg Config) (*Aggregator, error) {
 		OnRevoked:       a.revoked,
 		Logger:          a.log,
 		// Changelog records go to the partition of the results they
-		// describe.
-		ManualPartitionTopics: []string{cfg.Topics.State()},
+		// describe; hedged tasks to the partition after their key's.
+		ManualPartitionTopics:   []string{cfg.Topics.State()},
+		ManualPartitionPrefixes: []string{cfg.Topics.Tasks("")},
 	}
 	if cfg.Guarantee != kafka.ExactlyOnce {
 		hcfg.TransactionalID = ""
@@ -333,12 +348,16 @@ func (a *Aggregator) Stats() Stats {
 		RestoredDone:     s.restoredDone.Load(),
 		RestoredHeld:     s.restoredHeld.Load(),
 		RestoreSkipped:   s.restoreSkipped.Load(),
+
+		HedgesIssued: s.hedgesIssued.Load(),
+		HedgesDenied: s.hedgesDenied.Load(),
+		HedgesWon:    s.hedgesWon.Load(),
 	}
 }
 
 // process applies one batch to the state machine and fires due timers. It
 // runs on Run's goroutine.
-func (a *Aggregator) process(_ context.Context, b *kafka.Batch) error {
+func (a *Aggregator) process(ctx context.Context, b *kafka.Batch) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if a.fatal != nil {
@@ -377,11 +396,14 @@ func (a *Aggregator) process(_ context.Context, b *kafka.Batch) error {
 	})
 	m.tick(now)
 	for _, o := range m.out {
-		rec, err := a.record(o)
+		rec, err := a.record(ctx, o)
 		if err != nil {
 			clear(m.out)
 			m.out = m.out[:0]
 			return err
+		}
+		if rec == nil {
+			continue // a hedge that cannot be sent
 		}
 		a.obs.output(o, rec, now)
 		b.Produce(rec)
@@ -430,8 +452,23 @@ func (a *Aggregator) handle(m *machine, ps *partitionState, now time.Time, rec *
 			return
 		}
 		m.result(ps, now, res, rec)
+	case schemas.KindTask:
+		if kafka.Header(rec, headerType) != typeHedgeTemplate {
+			m.deadLetter(rec, "wrong-schema", fmt.Errorf("a task record on the results topic that is not a hedge template"))
+			return
+		}
+		t, err := schemas.DecodeTask(rec.Value)
+		if err != nil {
+			m.deadLetter(rec, decodeReason(err), err)
+			return
+		}
+		if string(rec.Key) != string(t.CorrelationID) {
+			m.deadLetter(rec, "key-mismatch", fmt.Errorf("hedge template %s keyed %q: records of a request must be keyed by its correlation id", t.CorrelationID, rec.Key))
+			return
+		}
+		m.template(ps, now, t, rec)
 	default:
-		m.deadLetter(rec, "wrong-schema", fmt.Errorf("a %s record on the results topic, want a manifest or a result", kind))
+		m.deadLetter(rec, "wrong-schema", fmt.Errorf("a %s record on the results topic, want a manifest, a result or a hedge template", kind))
 	}
 }
 
@@ -443,7 +480,10 @@ func decodeReason(err error) string {
 }
 
 // record turns an output of the machine into a record to produce.
-func (a *Aggregator) record(o output) (*kgo.Record, error) {
+func (a *Aggregator) record(ctx context.Context, o output) (*kgo.Record, error) {
+	if o.task != nil {
+		return a.hedgeRecord(ctx, *o.task)
+	}
 	if o.src != nil {
 		a.log.Warn("record dead-lettered", "correlation_id", string(o.src.Key), "reason", o.reason, "partition", o.src.Partition, "offset", o.src.Offset, "err", o.err)
 		return kafka.DeadLetter(a.cfg.Topics.DLQ(), o.src, role, o.reason, o.err), nil
@@ -460,12 +500,20 @@ func (a *Aggregator) record(o output) (*kgo.Record, error) {
 			a.log.Warn("reply-to is not a replies topic; replying to the default", "correlation_id", o.reply.CorrelationID, "reply_to", o.replyTo, "topic", topic)
 		}
 	}
-	return &kgo.Record{
+	rec := &kgo.Record{
 		Topic:   topic,
 		Key:     []byte(o.reply.CorrelationID),
 		Value:   v,
 		Headers: []kgo.RecordHeader{{Key: headerType, Value: []byte("reply")}},
-	}, nil
+	}
+	if len(o.hedged) > 0 {
+		ids := make([]string, len(o.hedged))
+		for i, id := range o.hedged {
+			ids[i] = string(id)
+		}
+		rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: HeaderHedged, Value: []byte(strings.Join(ids, ","))})
+	}
+	return rec, nil
 }
 
 // produceChangelog adds the batch's changelog records to b, as state

@@ -181,6 +181,19 @@ func (m *machine) logRequest(u *reqUndo) error {
 			}
 		}
 	}
+	// dropHedge deletes the hedge entries the request had.
+	dropHedge := func() {
+		h := u.saved.hedge
+		if h == nil || !u.existed || u.saved.phase != phaseOpen {
+			return
+		}
+		for _, src := range h.srcs {
+			note(m.log.held(p, id, heldResult{src: src}, false))
+		}
+		if h.fired {
+			note(m.log.held(p, id, heldResult{src: &kgo.Record{Offset: hedgeMarkOffset}}, false))
+		}
+	}
 	switch r.phase {
 	case phaseOpen:
 		if pre == phaseOrphan {
@@ -189,6 +202,7 @@ func (m *machine) logRequest(u *reqUndo) error {
 		if pre != phaseOpen {
 			put(&schemas.AggregationState{CorrelationID: id, Entry: schemas.EntryOpen, Open: r.plan.mf})
 		}
+		note(m.logHedge(p, r, u))
 	case phaseOrphan:
 		from := 0
 		if pre == phaseOrphan {
@@ -203,6 +217,7 @@ func (m *machine) logRequest(u *reqUndo) error {
 			return nil
 		case phaseOpen:
 			dropParts()
+			dropHedge()
 		case phaseOrphan:
 			dropHeld()
 		}
@@ -214,6 +229,7 @@ func (m *machine) logRequest(u *reqUndo) error {
 		switch pre {
 		case phaseOpen:
 			dropParts()
+			dropHedge()
 			put(nil)
 		case phaseDone:
 			put(nil)
@@ -223,6 +239,37 @@ func (m *machine) logRequest(u *reqUndo) error {
 	}
 	if first != nil {
 		return fmt.Errorf("changelog %s: %w", id, first)
+	}
+	return nil
+}
+
+// logHedge writes what changed in an open request's hedging: templates
+// that came (held entries under their offsets, the hedge time as their
+// arrival) and the hedge mark when the hedge fired.
+func (m *machine) logHedge(p int32, r *request, u *reqUndo) error {
+	h := r.hedge
+	if h == nil {
+		return nil
+	}
+	var before *hedgeState
+	if u.existed && u.saved.phase == phaseOpen {
+		before = u.saved.hedge
+	}
+	from := 0
+	if before != nil {
+		from = len(before.srcs)
+	}
+	for _, src := range h.srcs[from:] {
+		if err := m.log.held(p, r.id, heldResult{src: src, arrived: h.at}, true); err != nil {
+			return err
+		}
+	}
+	if h.fired && (before == nil || !before.fired) {
+		mark, err := hedgeMark(r)
+		if err != nil {
+			return err
+		}
+		return m.log.held(p, r.id, mark, true)
 	}
 	return nil
 }
@@ -333,7 +380,22 @@ func (m *machine) rebuild(p int32, entries map[string][]byte, results string) (p
 					r.ok++
 				}
 			}
-			n.skipped += len(g.held)
+			if len(g.held) > 0 {
+				for _, err := range rebuildHedge(r, g.held) {
+					skip(err)
+				}
+				if h := r.hedge; h != nil {
+					if h.at > 0 && !h.fired {
+						ps.timers.push(h.at, id)
+					}
+					if ps.earned == nil {
+						ps.earned = map[schemas.Route]earnedTokens{}
+					}
+					e := ps.earned[pl.mf.Route]
+					e.spec, e.tasks = h.spec, e.tasks+len(r.slots)
+					ps.earned[pl.mf.Route] = e
+				}
+			}
 			ps.g.open++
 			n.open++
 		default:
@@ -370,5 +432,10 @@ func (m *machine) rebuild(p int32, entries map[string][]byte, results string) (p
 	return ps, n, errors.Join(errs...)
 }
 
-// install makes ps the state of its partition, replacing what was there.
-func (m *machine) install(ps *partitionState) { m.parts[ps.partition] = ps }
+// install makes ps the state of its partition, replacing what was there,
+// and gives its hedged requests' budget tokens back.
+func (m *machine) install(ps *partitionState) {
+	m.parts[ps.partition] = ps
+	m.hedging.restore(ps.earned)
+	ps.earned = nil
+}

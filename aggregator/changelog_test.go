@@ -79,6 +79,12 @@ func view(ps *partitionState) string {
 			for i, s := range r.slots {
 				fmt.Fprintf(&b, "  slot %d %q %q %q %q %d %d\n", i, s.status, s.payload, s.err, s.processor, s.attempt, us(s.arrived))
 			}
+			if h := r.hedge; h != nil {
+				fmt.Fprintf(&b, "  hedge %+v at %d fired %v hedged %v shared %v parts %d\n", h.spec, us(h.at), h.fired, h.hedged, h.shared != nil, len(h.perPart))
+				for _, src := range h.srcs {
+					fmt.Fprintf(&b, "  template @%d %q headers %v\n", src.Offset, src.Value, src.Headers)
+				}
+			}
 		case phaseOrphan:
 			b.WriteString("\n")
 			for _, hr := range r.held {

@@ -35,7 +35,12 @@
 //     larger than its parts;
 //   - "unknown-part" for a result for a part its manifest does not list;
 //   - "orphan-result" for a result whose manifest did not come by the
-//     result's task deadline plus one second.
+//     result's task deadline plus one second;
+//   - "bad-hedge" for a hedge template whose settings do not parse.
+//
+// On a hedged route the scatterer also writes hedge templates to the
+// results topic (see Hedged tasks below), and the aggregator writes hedged
+// tasks to tasks.<route>.
 //
 // # Replies
 //
@@ -59,6 +64,29 @@
 // reply. A result that comes before its manifest is held until the manifest
 // comes, then used.
 //
+// # Hedged tasks
+//
+// A request of a hedged split route (scatterer.Hedge) comes with hedge
+// templates: Task records after its manifest, with the route's settings in
+// their sg-hedge header ([ParseHedge]). At the request's hedge time (its
+// submission plus the route's delay: fixed, or the percentile of the
+// latencies of first attempts seen on the route, never below the floor,
+// once enough are known) every part without a result is re-issued once:
+// the template with the part's id and attempt 2, keyed by the part, to the
+// partition of tasks.<route> after the one its key maps to, so that
+// another processor than the slow one gets it. A token bucket per route
+// caps hedges: each task of a hedged request earns Budget tokens (up to
+// max(1, 1000 × Budget)), each hedge costs one; a hedge without a token is
+// denied. The first result of a part wins, as above; the reply marks the
+// part with the attempt that answered and lists the hedged parts in its
+// [HeaderHedged] header. [Stats] counts hedges issued, denied and won.
+// Templates and the fact that the hedge fired (with the slots it
+// re-issued) are in the changelog, so a restored request hedges at its
+// time and never twice; the latencies and the budget are in memory only:
+// after a restore the adaptive delay waits for new latencies (the fixed
+// delay, if any, meanwhile) and the budget starts with the tokens of the
+// restored hedged requests.
+//
 // # Time
 //
 // Deadlines are wall-clock times checked at least every Config.Tick, with
@@ -79,11 +107,12 @@
 // completions included: the reply was never written, and the request is
 // open again. Counters in [Stats] count committed batches only.
 //
-// Every change to a request is one of six mutations, each a function of
-// the state machine (state.go): open (the manifest came), hold (a result
-// came before it), record (a part has a result), complete (replied; only
-// the id and the end of the late window stay), expire (held results
-// dead-lettered), forget (the late window passed).
+// Every change to a request is one of eight mutations, each a function of
+// the state machine (state.go, hedge.go): open (the manifest came), hold
+// (a result came before it), record (a part has a result), complete
+// (replied; only the id and the end of the late window stay), expire (held
+// results dead-lettered), forget (the late window passed), template (a
+// hedge template came) and hedge (the hedge fired).
 //
 // # Durable state: the changelog
 //
@@ -98,7 +127,11 @@
 //   - held (key: [schemas.AppendHeldKey]): a result that came before its
 //     manifest, as the record consumed, so that it can still be
 //     dead-lettered as it was;
-//   - done (key: the correlation id): replied at, forget at.
+//   - done (key: the correlation id): replied at, forget at;
+//   - on hedged routes, held entries of an open request: its hedge
+//     templates (under their offsets, the hedge time as arrived_at) and,
+//     once the hedge fired, a mark under offset -1 naming the re-issued
+//     slots (see Hedged tasks).
 //
 // A part rewrites one small entry, not the whole request, so a request of
 // N parts writes O(N) bytes, not O(N²). When a request completes its part

@@ -24,6 +24,7 @@ type observer struct {
 	manifests, results, duplicates, late, orphaned prometheus.Counter
 	open, held                                     metrics.Delta
 	restore                                        prometheus.Histogram
+	hedges                                         *prometheus.CounterVec
 
 	// last is the Stats of the last commit: counters move by the difference.
 	last    Stats
@@ -67,6 +68,14 @@ func newObserver(cfg *Config) (*observer, error) {
 	if o.held.G, err = metrics.NewGauge(reg, "held_results", "Results held because their manifest has not come yet."); err != nil {
 		return nil, err
 	}
+	if o.hedges, err = metrics.NewCounterVec(reg, "hedges_total",
+		"Hedged tasks, by outcome: issued (a part re-issued to another processor), denied (by the route's budget), won (the hedge answered the part first).",
+		"outcome"); err != nil {
+		return nil, err
+	}
+	for _, oc := range []string{"issued", "denied", "won"} {
+		o.hedges.WithLabelValues(oc)
+	}
 	if o.restore, err = metrics.NewHistogram(reg, "state_restore_duration_seconds",
 		"Time to restore the aggregator state of newly assigned partitions.", metrics.RestoreBuckets); err != nil {
 		return nil, err
@@ -82,6 +91,9 @@ func (o *observer) manifest(mf schemas.Manifest, rec *kgo.Record) {
 // output records one produced record of the batch in flight and sets the
 // trace context of a reply on rec.
 func (o *observer) output(out output, rec *kgo.Record, now time.Time) {
+	if out.task != nil {
+		return // counted from Stats at commit
+	}
 	if out.src != nil {
 		o.pending = append(o.pending, pendingOutput{reason: out.reason})
 		return
@@ -137,6 +149,9 @@ func (o *observer) commit(stats Stats) {
 	add(o.duplicates, stats.Duplicates, o.last.Duplicates)
 	add(o.late, stats.Late, o.last.Late)
 	add(o.orphaned, stats.OrphansExpired, o.last.OrphansExpired)
+	add(o.hedges.WithLabelValues("issued"), stats.HedgesIssued, o.last.HedgesIssued)
+	add(o.hedges.WithLabelValues("denied"), stats.HedgesDenied, o.last.HedgesDenied)
+	add(o.hedges.WithLabelValues("won"), stats.HedgesWon, o.last.HedgesWon)
 	o.last = stats
 	o.traces.prune(now)
 }

@@ -89,6 +89,8 @@ type request struct {
 	slots []slot // one per manifest part, in manifest order
 	got   int    // slots with a result
 	ok    int    // slots with an OK result
+	// Open requests of hedged routes only.
+	hedge *hedgeState
 	// Orphans only.
 	held []heldResult
 	// seq is the batch in which the undo log last saved this request.
@@ -110,6 +112,9 @@ type partitionState struct {
 	timers    timers
 	g         gauges
 	seq       uint64 // batch in which the undo log last saved g
+	// earned is what a rebuilt partition's hedged requests had earned of
+	// their routes' hedge budgets; install gives it back.
+	earned map[schemas.Route]earnedTokens
 }
 
 func newPartitionState(p int32) *partitionState {
@@ -130,15 +135,21 @@ type counters struct {
 	partial        int64
 	failed         int64
 	changelog      int64 // records written to the changelog
+	hedgesIssued   int64 // tasks re-issued
+	hedgesDenied   int64 // hedges the budget did not allow
+	hedgesWon      int64 // parts whose recorded result came from a hedge
 }
 
-// output is a record to produce: a reply, or a dead letter when src is set.
+// output is a record to produce: a reply, a dead letter when src is set,
+// or a hedged task when task is set.
 type output struct {
 	reply   schemas.Reply
 	replyTo string
+	hedged  []schemas.PartID // the reply's parts that were hedged
 	src     *kgo.Record
 	reason  string
 	err     error
+	task    *schemas.Task
 }
 
 // The undo log. Before a batch first changes a request (or a partition's
@@ -173,6 +184,7 @@ type machine struct {
 	lateWindow int64
 	mergeFor   func(schemas.Route) Merge
 	parts      map[int32]*partitionState
+	hedging    *hedger
 
 	seq      uint64 // the batch in flight
 	reqUndo  []reqUndo
@@ -191,6 +203,7 @@ func newMachine(lateWindow time.Duration, mergeFor func(schemas.Route) Merge) *m
 		lateWindow: int64(lateWindow),
 		mergeFor:   mergeFor,
 		parts:      map[int32]*partitionState{},
+		hedging:    newHedger(),
 		seq:        1,
 	}
 }
@@ -213,6 +226,7 @@ func (m *machine) revoke(p int32) { delete(m.parts, p) }
 // returned to be published.
 func (m *machine) commit() counters {
 	d := m.delta
+	m.hedging.commit()
 	m.endBatch()
 	return d
 }
@@ -234,10 +248,14 @@ func (m *machine) abort() {
 		u.ps.reqs[u.id] = u.r
 		// The batch may have popped the timer of the restored due time.
 		u.ps.timers.push(u.saved.due, u.id)
+		if h := u.saved.hedge; h != nil && h.at > 0 && !h.fired {
+			u.ps.timers.push(h.at, u.id)
+		}
 	}
 	for i := len(m.partUndo) - 1; i >= 0; i-- {
 		m.partUndo[i].ps.g = m.partUndo[i].g
 	}
+	m.hedging.abort()
 	m.endBatch()
 }
 
@@ -424,6 +442,13 @@ func (m *machine) apply(ps *partitionState, r *request, res schemas.Result, src 
 		m.deadLetter(src, "unknown-part", fmt.Errorf("result for part %q of %s, which its manifest does not list", res.PartID, r.id))
 		return
 	}
+	if r.hedge != nil && res.Attempt <= 1 {
+		// A first attempt's latency, whether it wins or not: the hedge
+		// delay of the route follows them.
+		if sub := nanos(r.plan.mf.SubmittedAt); sub > 0 && arrived > sub {
+			m.hedging.sample(r.plan.mf.Route, arrived-sub)
+		}
+	}
 	cur := r.slots[i].status
 	switch {
 	case cur == "":
@@ -448,6 +473,9 @@ func (m *machine) apply(ps *partitionState, r *request, res schemas.Result, src 
 	}
 	if res.Status == schemas.ResultOK {
 		r.ok++
+	}
+	if res.Attempt >= hedgeAttempt && r.hedge != nil {
+		m.delta.hedgesWon++
 	}
 	if r.plan.policy.satisfied(len(r.slots), r.got, r.ok) {
 		m.complete(ps, r, now, false)
@@ -490,11 +518,15 @@ func (m *machine) complete(ps *partitionState, r *request, now int64, atDeadline
 	default:
 		m.delta.failed++
 	}
-	m.out = append(m.out, output{reply: reply, replyTo: r.plan.mf.ReplyTo})
+	o := output{reply: reply, replyTo: r.plan.mf.ReplyTo}
+	if r.hedge != nil {
+		o.hedged = r.hedge.hedgedParts(r.plan.mf.Parts)
+	}
+	m.out = append(m.out, o)
 	// Mutation "complete": only the id and the end of the late window stay.
 	m.touch(ps, r)
 	r.phase = phaseDone
-	r.plan, r.slots, r.got, r.ok = nil, nil, 0, 0
+	r.plan, r.slots, r.got, r.ok, r.hedge = nil, nil, 0, 0, nil
 	r.due = now + m.lateWindow
 	ps.timers.push(r.due, r.id)
 	ps.g.open--
@@ -512,7 +544,13 @@ func (m *machine) fire(ps *partitionState, now time.Time) {
 	for ps.timers.Len() > 0 && ps.timers.peek().at <= nowNs {
 		t := ps.timers.pop()
 		r := ps.reqs[t.id]
-		if r == nil || r.due != t.at {
+		if r == nil {
+			continue // stale
+		}
+		if r.phase == phaseOpen && r.hedge != nil && !r.hedge.fired && r.hedge.at == t.at {
+			m.hedge(ps, r)
+		}
+		if r.due != t.at {
 			continue // stale
 		}
 		switch r.phase {

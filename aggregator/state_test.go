@@ -1,6 +1,7 @@
 package aggregator
 
 import (
+	"fmt"
 	"maps"
 	"reflect"
 	"slices"
@@ -145,6 +146,9 @@ func (c *counters) add(d counters) {
 	c.partial += d.partial
 	c.failed += d.failed
 	c.changelog += d.changelog
+	c.hedgesIssued += d.hedgesIssued
+	c.hedgesDenied += d.hedgesDenied
+	c.hedgesWon += d.hedgesWon
 }
 
 // replies takes the replies produced so far.
@@ -152,7 +156,7 @@ func (h *harness) replies() []schemas.Reply {
 	var rs []schemas.Reply
 	var rest []output
 	for _, o := range h.out {
-		if o.src == nil {
+		if o.src == nil && o.task == nil {
 			rs = append(rs, o.reply)
 		} else {
 			rest = append(rest, o)
@@ -845,6 +849,9 @@ func checkTimers(t *testing.T, m *machine) {
 			if !have[timer{at: r.due, id: id}] {
 				t.Errorf("partition %d: request %s (phase %d) has no timer at its due time", p, id, r.phase)
 			}
+			if h := r.hedge; h != nil && h.at > 0 && !h.fired && !have[timer{at: h.at, id: id}] {
+				t.Errorf("partition %d: request %s has no timer at its hedge time", p, id)
+			}
 		}
 	}
 }
@@ -855,6 +862,10 @@ func describe(out []output) []string {
 	for _, o := range out {
 		if o.src != nil {
 			ds = append(ds, "dlq "+o.reason+" "+string(o.src.Key)+" "+o.err.Error())
+			continue
+		}
+		if o.task != nil {
+			ds = append(ds, fmt.Sprintf("hedge %s %s attempt %d", o.task.CorrelationID, o.task.PartID, o.task.Attempt))
 			continue
 		}
 		r := o.reply

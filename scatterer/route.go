@@ -106,6 +106,10 @@ type Route struct {
 	// Policy is the completion policy written into the manifest; default
 	// "all".
 	Policy string
+	// Hedge, on a split route, makes the aggregator re-issue a part that
+	// has not answered in time to another processor (see Hedge); nil: no
+	// hedging.
+	Hedge *Hedge
 }
 
 // Route defaults.
@@ -131,6 +135,10 @@ func (r Route) withDefaults() Route {
 	}
 	if r.Mode == Split && r.Split == nil {
 		r.Split = Shards()
+	}
+	if r.Hedge != nil {
+		h := r.Hedge.withDefaults()
+		r.Hedge = &h
 	}
 	return r
 }
@@ -183,6 +191,9 @@ func (r Route) Validate() error {
 		if err := ValidatePolicy(r.Policy, r.partCount()); err != nil {
 			errs = append(errs, fmt.Errorf("route %s: %w", name, err))
 		}
+	}
+	if err := r.validHedge(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -418,6 +418,15 @@ func (s *Scatterer) records(p Plan) ([]*kgo.Record, error) {
 	}
 	out = append(out, &kgo.Record{Topic: s.cfg.Topics.Results(), Key: []byte(p.Manifest.CorrelationID), Value: v,
 		Headers: []kgo.RecordHeader{{Key: HeaderType, Value: []byte("manifest")}}})
+	if p.Route.Hedge != nil && p.Route.Mode == Split {
+		// After the manifest, on its partition: the aggregator has opened
+		// the request when the templates come.
+		hr, err := s.hedgeRecords(p)
+		if err != nil {
+			return nil, fmt.Errorf("scatter %s: %w", p.Manifest.CorrelationID, err)
+		}
+		out = append(out, hr...)
+	}
 	return out, nil
 }
 

@@ -125,6 +125,11 @@ func TestRouteValidate(t *testing.T) {
 		{Name: "x", Mode: scatterer.Split, Fanout: 1, Timeout: time.Hour, MaxTimeout: time.Minute},
 		{Name: "x", Mode: scatterer.Split, Fanout: 2, Policy: "quorum:3"},
 		{Name: "x", Mode: scatterer.Split, Fanout: 2, Policy: "most"},
+		{Name: "x", Mode: scatterer.Split, Fanout: 2, Hedge: &scatterer.Hedge{}},
+		{Name: "x", Mode: scatterer.Split, Fanout: 2, Hedge: &scatterer.Hedge{Delay: -time.Second}},
+		{Name: "x", Mode: scatterer.Split, Fanout: 2, Hedge: &scatterer.Hedge{Percentile: 100}},
+		{Name: "x", Mode: scatterer.Split, Fanout: 2, Hedge: &scatterer.Hedge{Delay: time.Millisecond, Budget: 1.5}},
+		{Name: "x", Mode: scatterer.Broadcast, Recipients: []schemas.PartID{"a"}, Hedge: &scatterer.Hedge{Delay: time.Millisecond}},
 	}
 	for _, r := range bad {
 		if err := r.Validate(); err == nil {
@@ -220,5 +225,91 @@ func TestScatterOnBroker(t *testing.T) {
 	}
 	if st := s.Stats(); st.Requests != 2 || st.Tasks != 5 || st.Rejected != 2 || st.FailedReplies != 1 {
 		t.Errorf("stats %+v", st)
+	}
+}
+
+// TestHedgeTemplates: a hedged split route writes, after each manifest and
+// on its partition, the request's task as a hedge template carrying the
+// route's settings: one template without a part id when every part has the
+// same payload, one per part when they differ. Routes without hedging
+// write none.
+func TestHedgeTemplates(t *testing.T) {
+	c := testkafka.New(t)
+	topics := kafka.Topics{Prefix: c.Prefix}
+	if _, err := kafka.EnsureTopics(t.Context(), c.Admin(t), topics.Specs(kafka.Layout{Partitions: 2, ResultPartitions: 3, ReplicationFactor: -1}, []string{"shards", "items", "plain"})); err != nil {
+		t.Fatal(err)
+	}
+	hedge := &scatterer.Hedge{Percentile: 95, Delay: 20 * time.Millisecond}
+	s, err := scatterer.New(scatterer.Config{
+		Client: kafka.ClientConfig{Brokers: c.Brokers},
+		Topics: topics,
+		Routes: []scatterer.Route{
+			{Name: "shards", Mode: scatterer.Split, Fanout: 3, Hedge: hedge},
+			{Name: "items", Mode: scatterer.Split, Fanout: 1, Split: scatterer.JSONArray(), Hedge: hedge},
+			{Name: "plain", Mode: scatterer.Split, Fanout: 2},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	prod := c.Client(t, kgo.DefaultProduceTopic(topics.Requests()))
+	for _, r := range []schemas.Request{
+		{CorrelationID: "s-1", Route: "shards", Payload: []byte(`{"q":1}`), SubmittedAt: time.Now()},
+		{CorrelationID: "i-1", Route: "items", Payload: []byte(`[1,2]`), SubmittedAt: time.Now()},
+		{CorrelationID: "p-1", Route: "plain", Payload: []byte(`{}`), SubmittedAt: time.Now()},
+	} {
+		v, err := schemas.EncodeRequest(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := prod.ProduceSync(t.Context(), &kgo.Record{Key: []byte(r.CorrelationID), Value: v}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	done := make(chan error, 1)
+	runCtx, stop := context.WithCancel(t.Context())
+	go func() { done <- s.Run(runCtx) }()
+	t.Cleanup(func() { stop(); <-done })
+
+	// 3 manifests, 1 template for s-1, 2 for i-1.
+	recs := read(t, c, topics.Results(), 6)
+	type rec struct {
+		kind   string
+		part   schemas.PartID
+		attemp int
+		hedge  string
+	}
+	byID := map[string][]rec{}
+	partition := map[string]int32{}
+	for _, r := range recs {
+		kind := kafka.Header(r, scatterer.HeaderType)
+		got := rec{kind: kind, hedge: kafka.Header(r, scatterer.HeaderHedge)}
+		if kind == scatterer.TypeHedgeTemplate {
+			task, err := schemas.DecodeTask(r.Value)
+			if err != nil {
+				t.Fatalf("template: %v", err)
+			}
+			if string(r.Key) != string(task.CorrelationID) || string(task.Payload) == "" || task.PartCount == 0 || task.Attempt != 1 {
+				t.Errorf("template %+v keyed %q", task, r.Key)
+			}
+			got.part, got.attemp = task.PartID, task.Attempt
+		}
+		if p, ok := partition[string(r.Key)]; ok && p != r.Partition {
+			t.Errorf("records of %s on partitions %d and %d", r.Key, p, r.Partition)
+		}
+		partition[string(r.Key)] = r.Partition
+		byID[string(r.Key)] = append(byID[string(r.Key)], got)
+	}
+	const spec = "delay=20ms;percentile=95;min-delay=10ms;min-samples=100;budget=0.05"
+	want := map[string][]rec{
+		"s-1": {{kind: "manifest"}, {kind: scatterer.TypeHedgeTemplate, part: "", attemp: 1, hedge: spec}},
+		"i-1": {{kind: "manifest"}, {kind: scatterer.TypeHedgeTemplate, part: "item-0", attemp: 1, hedge: spec},
+			{kind: scatterer.TypeHedgeTemplate, part: "item-1", attemp: 1, hedge: spec}},
+		"p-1": {{kind: "manifest"}},
+	}
+	for id, w := range want {
+		if !slices.Equal(byID[id], w) {
+			t.Errorf("request %s wrote %+v to results, want %+v", id, byID[id], w)
+		}
 	}
 }

@@ -48,6 +48,8 @@
 //	scattergather_open_requests                    gauge: requests gathering
 //	scattergather_held_results                     gauge: results waiting for their manifest
 //	scattergather_state_restore_duration_seconds   time to restore a partition's state on assignment
+//	scattergather_hedges_total{outcome}            hedged tasks: issued, denied (by the route's budget),
+//	                                               won (the hedge answered the part first)
 //
 // Shared by several roles (this package):
 //

@@ -8,7 +8,9 @@
 //	  {"name": "search", "mode": "split", "fanout": 8, "timeout": "2s",
 //	   "merge": {"kind": "topk", "field": "score", "k": 10, "tiebreak": "id"}},
 //	  {"name": "quotes", "mode": "broadcast", "recipients": ["acme", "globex"],
-//	   "timeout": "1s", "merge": {"kind": "best", "field": "rate", "order": "min"}}
+//	   "timeout": "1s", "merge": {"kind": "best", "field": "rate", "order": "min"}},
+//	  {"name": "lookup", "mode": "split", "fanout": 16, "policy": "quorum:12",
+//	   "hedge_percentile": 95, "hedge_delay": "50ms", "hedge_budget": 0.05}
 //	]}
 package routes
 
@@ -42,6 +44,18 @@ type Route struct {
 	MaxTimeout Duration  `json:"max_timeout,omitempty"`
 	Policy     string    `json:"policy,omitempty"`
 	Merge      MergeSpec `json:"merge"`
+	// Hedging (split routes): set hedge_delay, hedge_percentile or both;
+	// see scatterer.Hedge.
+	HedgeDelay      Duration `json:"hedge_delay,omitempty"`
+	HedgePercentile float64  `json:"hedge_percentile,omitempty"`
+	HedgeMinDelay   Duration `json:"hedge_min_delay,omitempty"`
+	HedgeMinSamples int      `json:"hedge_min_samples,omitempty"`
+	HedgeBudget     float64  `json:"hedge_budget,omitempty"`
+}
+
+// hedged reports whether r sets any hedge field.
+func (r Route) hedged() bool {
+	return r.HedgeDelay != 0 || r.HedgePercentile != 0 || r.HedgeMinDelay != 0 || r.HedgeMinSamples != 0 || r.HedgeBudget != 0
 }
 
 // MergeSpec names a built-in merge and its settings.
@@ -169,6 +183,10 @@ func (r Route) Scatterer() (scatterer.Route, error) {
 	}
 	for _, p := range r.Recipients {
 		sr.Recipients = append(sr.Recipients, schemas.PartID(p))
+	}
+	if r.hedged() {
+		sr.Hedge = &scatterer.Hedge{Delay: time.Duration(r.HedgeDelay), Percentile: r.HedgePercentile,
+			MinDelay: time.Duration(r.HedgeMinDelay), MinSamples: r.HedgeMinSamples, Budget: r.HedgeBudget}
 	}
 	switch r.Split {
 	case "", "shards":

@@ -27,6 +27,11 @@ func TestParse(t *testing.T) {
 		{"trailing", `{"routes":[{"name":"x","mode":"split","fanout":1}]} {}`, "trailing"},
 		{"not json", `routes: []`, "route table"},
 		{"every problem at once", `{"routes":[{"name":"a b","mode":"split","fanout":0}]}`, "fanout 0"},
+		{"hedged", `{"routes":[{"name":"x","mode":"split","fanout":16,"hedge_percentile":95,"hedge_delay":"50ms","hedge_min_delay":"5ms","hedge_min_samples":20,"hedge_budget":0.1}]}`, ""},
+		{"hedge on broadcast", `{"routes":[{"name":"x","mode":"broadcast","recipients":["a"],"hedge_delay":"50ms"}]}`, "hedging is for split routes"},
+		{"hedge without a delay", `{"routes":[{"name":"x","mode":"split","fanout":2,"hedge_budget":0.1}]}`, "set a delay, a percentile or both"},
+		{"hedge percentile", `{"routes":[{"name":"x","mode":"split","fanout":2,"hedge_percentile":100}]}`, "hedge percentile"},
+		{"hedge budget", `{"routes":[{"name":"x","mode":"split","fanout":2,"hedge_delay":"1ms","hedge_budget":2}]}`, "hedge budget"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -47,6 +52,28 @@ func TestParse(t *testing.T) {
 				t.Fatalf("Parse error %v, want one containing %q", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+func TestHedgeSettings(t *testing.T) {
+	tb, err := Parse([]byte(`{"routes":[{"name":"x","mode":"split","fanout":4,"hedge_percentile":95,"hedge_delay":"50ms"},
+		{"name":"y","mode":"split","fanout":4}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := tb.ScattererRoutes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rs[0].Hedge == nil || rs[0].Hedge.Percentile != 95 || rs[0].Hedge.Delay != 50*time.Millisecond {
+		t.Fatalf("route x hedge %+v", rs[0].Hedge)
+	}
+	// The header carries the defaults the route left out.
+	if got, want := rs[0].Hedge.String(), "delay=50ms;percentile=95;min-delay=10ms;min-samples=100;budget=0.05"; got != want {
+		t.Fatalf("hedge header %q, want %q", got, want)
+	}
+	if rs[1].Hedge != nil {
+		t.Fatalf("route y hedges: %+v", rs[1].Hedge)
 	}
 }
 

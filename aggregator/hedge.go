@@ -1,0 +1,527 @@
+package aggregator
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/schemas"
+)
+
+// Hedged tasks (see scatterer.Hedge). The aggregator is where a hedge is
+// decided: it alone knows which parts of a request have not answered, it
+// has a timer per request already, and what it produces is in the
+// transaction of the results it consumed. The scatterer sends it, after a
+// hedged route's manifest, the request's task as a hedge template (a Task
+// record on the results topic, HeaderType "hedge-template", the route's
+// settings in HeaderHedge). At the request's hedge time (its submission
+// plus the route's delay, fixed or the observed latency percentile) every
+// part still without a result is re-issued once, as the template with the
+// part's id and attempt 2, to the partition after the one its key maps to
+// on tasks.<route>, so to another processor, while the route's budget has
+// a token. The first result of a part wins; the other one is a duplicate
+// (or late). A reply of a request with hedged parts carries HeaderHedged.
+
+// Record headers of hedging.
+const (
+	// headerHedge is scatterer.HeaderHedge: the route's hedge settings on a
+	// hedge template.
+	headerHedge = "sg-hedge"
+	// typeHedgeTemplate is scatterer.TypeHedgeTemplate.
+	typeHedgeTemplate = "hedge-template"
+	// HeaderHedged, on a reply, lists the parts that were re-issued, comma
+	// separated, whichever attempt answered them (PartOutcome.Attempt says
+	// which did: 2 for the hedge).
+	HeaderHedged = "sg-hedged"
+)
+
+// hedgeAttempt is the attempt number of a hedged task.
+const hedgeAttempt = 2
+
+// The changelog keeps a request's hedge templates as held entries under
+// their offsets, with the hedge time in arrived_at, and, once the hedge
+// fired, one more held entry under hedgeMarkOffset: a Task whose
+// hedgedSlotsHeader lists the slots that were re-issued.
+const (
+	hedgeMarkOffset   int64 = -1
+	hedgedSlotsHeader       = "sg-hedged-slots"
+)
+
+// HedgeSpec is a route's hedge settings as a hedge template's HeaderHedge
+// carries them (scatterer.Hedge writes them).
+type HedgeSpec struct {
+	Delay      time.Duration
+	Percentile float64
+	MinDelay   time.Duration
+	MinSamples int
+	Budget     float64
+}
+
+// ParseHedge reads "delay=20ms;percentile=95;min-delay=10ms;min-samples=100;budget=0.05".
+// Every key is optional; unknown keys are errors.
+func ParseHedge(s string) (HedgeSpec, error) {
+	var (
+		h    HedgeSpec
+		errs []error
+	)
+	for kv := range strings.SplitSeq(s, ";") {
+		if kv == "" {
+			continue
+		}
+		k, v, _ := strings.Cut(kv, "=")
+		var err error
+		switch k {
+		case "delay":
+			h.Delay, err = time.ParseDuration(v)
+		case "min-delay":
+			h.MinDelay, err = time.ParseDuration(v)
+		case "percentile":
+			h.Percentile, err = strconv.ParseFloat(v, 64)
+		case "min-samples":
+			h.MinSamples, err = strconv.Atoi(v)
+		case "budget":
+			h.Budget, err = strconv.ParseFloat(v, 64)
+		default:
+			err = errors.New("unknown setting")
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%q: %w", kv, err))
+		}
+	}
+	switch {
+	case h.Delay < 0 || h.MinDelay < 0 || h.MinSamples < 0:
+		errs = append(errs, errors.New("negative setting"))
+	case math.IsNaN(h.Percentile) || h.Percentile < 0 || h.Percentile >= 100:
+		errs = append(errs, fmt.Errorf("percentile %v, want [0, 100)", h.Percentile))
+	case math.IsNaN(h.Budget) || h.Budget <= 0 || h.Budget > 1:
+		errs = append(errs, fmt.Errorf("budget %v, want (0, 1]", h.Budget))
+	case h.Delay == 0 && h.Percentile == 0:
+		errs = append(errs, errors.New("neither a delay nor a percentile"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return HedgeSpec{}, fmt.Errorf("hedge settings %q: %w", s, err)
+	}
+	return h, nil
+}
+
+// hedgeState is an open request's hedging. It is never changed in place:
+// the undo log saves a request by value, so a change makes a copy.
+type hedgeState struct {
+	spec HedgeSpec
+	// shared is the template of every part, or nil; perPart holds one
+	// template per part id when the parts' tasks differ.
+	shared  *schemas.Task
+	perPart map[schemas.PartID]schemas.Task
+	// srcs are the template records, for the changelog.
+	srcs []*kgo.Record
+	// at is when to hedge (Unix nanoseconds, whole microseconds as the
+	// changelog keeps it); 0: not scheduled (no delay known when the
+	// template came).
+	at     int64
+	fired  bool
+	hedged []bool // by slot, once fired
+}
+
+func (h *hedgeState) clone() *hedgeState {
+	c := *h
+	c.srcs = slices.Clone(h.srcs)
+	if h.perPart != nil {
+		c.perPart = make(map[schemas.PartID]schemas.Task, len(h.perPart)+1)
+		for k, v := range h.perPart {
+			c.perPart[k] = v
+		}
+	}
+	c.hedged = slices.Clone(h.hedged)
+	return &c
+}
+
+// add adds template t.
+func (h *hedgeState) add(t schemas.Task, src *kgo.Record) {
+	h.srcs = append(h.srcs, src)
+	if t.PartID == "" {
+		h.shared = &t
+		return
+	}
+	if h.perPart == nil {
+		h.perPart = map[schemas.PartID]schemas.Task{}
+	}
+	h.perPart[t.PartID] = t
+}
+
+// task returns the hedged task of part, if there is a template for it.
+func (h *hedgeState) task(part schemas.PartID) (schemas.Task, bool) {
+	t, ok := h.perPart[part]
+	if !ok {
+		if h.shared == nil {
+			return schemas.Task{}, false
+		}
+		t = *h.shared
+	}
+	t.PartID, t.Attempt = part, hedgeAttempt
+	return t, true
+}
+
+// hedgedParts returns the ids of the hedged parts of r.
+func (h *hedgeState) hedgedParts(parts []schemas.PartID) []schemas.PartID {
+	var out []schemas.PartID
+	for i, hd := range h.hedged {
+		if hd {
+			out = append(out, parts[i])
+		}
+	}
+	return out
+}
+
+// hedger keeps, per route, what hedge delays and budgets are made of: the
+// latencies of first attempts and the budget's tokens. It lives in memory
+// only: after a restart the adaptive delay starts over (the fixed delay,
+// if any, until enough latencies are known) and the budget starts with
+// what restored requests had earned (restore). Changes of the batch in
+// flight are kept apart until it commits.
+type hedger struct {
+	routes map[schemas.Route]*routeHedging
+	// The batch in flight.
+	samples []sample
+	tokens  map[schemas.Route]float64 // earned minus spent
+}
+
+type routeHedging struct {
+	lat    latencies
+	tokens float64
+	burst  float64 // the cap of tokens, from the route's budget
+}
+
+type sample struct {
+	route   schemas.Route
+	latency int64
+}
+
+func newHedger() *hedger {
+	return &hedger{routes: map[schemas.Route]*routeHedging{}, tokens: map[schemas.Route]float64{}}
+}
+
+func (h *hedger) route(r schemas.Route) *routeHedging {
+	rh := h.routes[r]
+	if rh == nil {
+		rh = &routeHedging{}
+		h.routes[r] = rh
+	}
+	return rh
+}
+
+// burst caps a route's tokens.
+func burst(spec HedgeSpec) float64 { return max(1, 1000*spec.Budget) }
+
+// delay returns the hedge delay of route now, and false when there is none
+// yet (adaptive, not enough latencies, no fixed delay).
+func (h *hedger) delay(route schemas.Route, spec HedgeSpec) (time.Duration, bool) {
+	if spec.Percentile > 0 {
+		lat := &h.route(route).lat
+		if lat.count() > 0 && lat.count() >= max(spec.MinSamples, 1) {
+			return max(time.Duration(lat.percentile(spec.Percentile)), spec.MinDelay), true
+		}
+	}
+	return spec.Delay, spec.Delay > 0
+}
+
+// earn adds the tokens of tasks tasks issued on route.
+func (h *hedger) earn(route schemas.Route, spec HedgeSpec, tasks int) {
+	h.route(route).burst = burst(spec)
+	h.tokens[route] += spec.Budget * float64(tasks)
+}
+
+// take spends a token of route if it has one.
+func (h *hedger) take(route schemas.Route, spec HedgeSpec) bool {
+	have := min(h.route(route).tokens+h.tokens[route], burst(spec))
+	if have < 1 {
+		return false
+	}
+	h.tokens[route]--
+	return true
+}
+
+func (h *hedger) sample(route schemas.Route, latency int64) {
+	h.samples = append(h.samples, sample{route, latency})
+}
+
+// commit applies the batch's changes.
+func (h *hedger) commit() {
+	for _, s := range h.samples {
+		h.route(s.route).lat.add(s.latency)
+	}
+	for r, d := range h.tokens {
+		rh := h.route(r)
+		rh.tokens = max(min(rh.tokens+d, max(rh.burst, 1)), 0)
+	}
+	h.abort()
+}
+
+// restore gives back the tokens that restored open requests had earned:
+// they were lost with the instance that gathered them.
+func (h *hedger) restore(earned map[schemas.Route]earnedTokens) {
+	for route, e := range earned {
+		rh := h.route(route)
+		rh.burst = burst(e.spec)
+		rh.tokens = min(rh.tokens+e.spec.Budget*float64(e.tasks), rh.burst)
+	}
+}
+
+// earnedTokens is what the hedged open requests of a restored partition
+// had earned on one route.
+type earnedTokens struct {
+	spec  HedgeSpec
+	tasks int
+}
+
+// abort drops the batch's changes.
+func (h *hedger) abort() {
+	clear(h.samples)
+	h.samples = h.samples[:0]
+	clear(h.tokens)
+}
+
+// latencies keeps the last latencySamples latencies of a route and their
+// percentiles, recomputed once latencyStale new ones came (fewer while few
+// are known).
+type latencies struct {
+	ring   []int64
+	next   int
+	n      int // latencies added, all told
+	sorted []int64
+	fresh  int // n when sorted was taken
+}
+
+const (
+	latencySamples = 1024
+	latencyStale   = 32
+)
+
+func (l *latencies) add(v int64) {
+	if len(l.ring) < latencySamples {
+		l.ring = append(l.ring, v)
+	} else {
+		l.ring[l.next] = v
+		l.next = (l.next + 1) % latencySamples
+	}
+	l.n++
+}
+
+func (l *latencies) count() int { return l.n }
+
+// percentile returns the p-th percentile (nearest rank) of the kept
+// latencies; l must not be empty.
+func (l *latencies) percentile(p float64) int64 {
+	if l.sorted == nil || l.n-l.fresh >= max(1, min(latencyStale, len(l.ring)/16)) {
+		l.sorted = append(l.sorted[:0], l.ring...)
+		slices.Sort(l.sorted)
+		l.fresh = l.n
+	}
+	i := int(math.Ceil(p/100*float64(len(l.sorted)))) - 1
+	return l.sorted[min(max(i, 0), len(l.sorted)-1)]
+}
+
+// template handles a hedge template consumed from ps's partition at now:
+// the request's task to re-issue, if it must be. Templates of a request
+// that is not open (already replied to) are dropped: there is nothing left
+// to hedge.
+func (m *machine) template(ps *partitionState, now time.Time, t schemas.Task, src *kgo.Record) {
+	r := ps.reqs[t.CorrelationID]
+	if r == nil || r.phase != phaseOpen {
+		return
+	}
+	spec, err := ParseHedge(kafka.Header(src, headerHedge))
+	if err != nil {
+		m.deadLetter(src, "bad-hedge", fmt.Errorf("hedge template of %s: %w", r.id, err))
+		return
+	}
+	if t.PartID != "" && r.plan.find(t.PartID) < 0 {
+		m.deadLetter(src, "unknown-part", fmt.Errorf("hedge template for part %q of %s, which its manifest does not list", t.PartID, r.id))
+		return
+	}
+	// Mutation "template".
+	m.touch(ps, r)
+	var h *hedgeState
+	if r.hedge == nil {
+		h = &hedgeState{spec: spec}
+		route := r.plan.mf.Route
+		m.hedging.earn(route, spec, len(r.slots))
+		if d, ok := m.hedging.delay(route, spec); ok {
+			at := (nanos(r.plan.mf.SubmittedAt) + int64(d)) / 1000 * 1000
+			if at < r.due {
+				h.at = max(at, 1)
+				ps.timers.push(h.at, r.id)
+			}
+		}
+	} else {
+		h = r.hedge.clone()
+	}
+	h.add(t, src)
+	r.hedge = h
+}
+
+// hedge re-issues the parts of r that have no result yet, as the budget
+// allows.
+func (m *machine) hedge(ps *partitionState, r *request) {
+	// Mutation "hedge".
+	m.touch(ps, r)
+	h := r.hedge.clone()
+	h.fired = true
+	h.hedged = make([]bool, len(r.slots))
+	route := r.plan.mf.Route
+	for i, s := range r.slots {
+		if s.status != "" {
+			continue
+		}
+		t, ok := h.task(r.plan.mf.Parts[i])
+		if !ok {
+			continue
+		}
+		if !m.hedging.take(route, h.spec) {
+			m.delta.hedgesDenied++
+			continue
+		}
+		h.hedged[i] = true
+		m.delta.hedgesIssued++
+		m.out = append(m.out, output{task: &t})
+	}
+	r.hedge = h
+}
+
+// hedgeMark is the changelog entry that says which slots of r were
+// hedged: a Task of r under hedgeMarkOffset.
+func hedgeMark(r *request) (heldResult, error) {
+	var slots []string
+	for i, hd := range r.hedge.hedged {
+		if hd {
+			slots = append(slots, strconv.Itoa(i))
+		}
+	}
+	t := schemas.Task{CorrelationID: r.id, Route: r.plan.mf.Route, PartCount: len(r.slots), Attempt: hedgeAttempt,
+		Deadline: r.plan.mf.Deadline, SubmittedAt: r.plan.mf.SubmittedAt,
+		Headers: map[string]string{hedgedSlotsHeader: strings.Join(slots, ",")}}
+	v, err := schemas.EncodeTask(t)
+	if err != nil {
+		return heldResult{}, fmt.Errorf("hedge mark: %w", err)
+	}
+	return heldResult{src: &kgo.Record{Offset: hedgeMarkOffset, Key: []byte(r.id), Value: v}, arrived: r.hedge.at}, nil
+}
+
+// rebuildHedge gives a restored open request its hedging back from the
+// held entries of its changelog: templates and the hedge mark. It returns
+// the entries it could not use.
+func rebuildHedge(r *request, held []schemas.HeldRecord) (bad []error) {
+	for _, hr := range held {
+		t, err := schemas.DecodeTask(hr.Value)
+		if err != nil {
+			bad = append(bad, fmt.Errorf("request %s: held entry at offset %d: %w", r.id, hr.Offset, err))
+			continue
+		}
+		if hr.Offset == hedgeMarkOffset {
+			if r.hedge == nil {
+				r.hedge = &hedgeState{}
+			}
+			r.hedge.fired = true
+			r.hedge.hedged = make([]bool, len(r.slots))
+			if s := t.Headers[hedgedSlotsHeader]; s != "" {
+				for f := range strings.SplitSeq(s, ",") {
+					if i, err := strconv.Atoi(f); err == nil && i >= 0 && i < len(r.slots) {
+						r.hedge.hedged[i] = true
+					}
+				}
+			}
+			continue
+		}
+		src := &kgo.Record{Partition: hr.Partition, Offset: hr.Offset, Key: []byte(r.id), Value: hr.Value}
+		for _, hd := range hr.Headers {
+			src.Headers = append(src.Headers, kgo.RecordHeader{Key: hd.Key, Value: hd.Value})
+		}
+		spec, err := ParseHedge(kafka.Header(src, headerHedge))
+		if err != nil {
+			bad = append(bad, fmt.Errorf("request %s: hedge template at offset %d: %w", r.id, hr.Offset, err))
+			continue
+		}
+		if r.hedge == nil {
+			r.hedge = &hedgeState{}
+		}
+		r.hedge.spec = spec
+		r.hedge.add(t, src)
+		if at := hr.ArrivedAt.UnixNano(); at > 0 {
+			r.hedge.at = at
+		}
+	}
+	if r.hedge != nil {
+		// Templates by offset, as they came.
+		slices.SortFunc(r.hedge.srcs, func(a, b *kgo.Record) int { return cmp.Compare(a.Offset, b.Offset) })
+	}
+	return bad
+}
+
+// partitionsTTL is how long the partition count of a tasks topic is
+// trusted before it is looked up again.
+const partitionsTTL = time.Minute
+
+type partitionCount struct {
+	n    int
+	seen time.Time
+}
+
+// hedgeRecord encodes a hedged task for tasks.<route>, keyed by its part
+// like the first attempt, on the partition after the one its key maps to
+// (the scatterer's partitioner: Kafka's murmur2 of the key), so that
+// another processor than the busy one gets it; on a topic of one
+// partition, on that one. It returns nil when the topic's partitions cannot
+// be looked up: the hedge is dropped, the request goes on without it.
+func (a *Aggregator) hedgeRecord(ctx context.Context, t schemas.Task) (*kgo.Record, error) {
+	v, err := schemas.EncodeTask(t)
+	if err != nil {
+		return nil, fmt.Errorf("hedged task %s part %s: %w", t.CorrelationID, t.PartID, err)
+	}
+	topic := a.cfg.Topics.Tasks(string(t.Route))
+	n, err := a.taskPartitions(ctx, topic)
+	if err != nil {
+		a.log.Warn("hedged task dropped: the partitions of its topic are unknown", "topic", topic, "correlation_id", t.CorrelationID, "part_id", t.PartID, "err", err)
+		return nil, nil
+	}
+	key := []byte(t.PartID)
+	p := kgo.StickyKeyPartitioner(nil).ForTopic(topic).Partition(&kgo.Record{Key: key}, n)
+	return &kgo.Record{
+		Topic:     topic,
+		Partition: int32((p + 1) % n),
+		Key:       key,
+		Value:     v,
+		Headers:   []kgo.RecordHeader{{Key: headerType, Value: []byte("task")}},
+	}, nil
+}
+
+// taskPartitions returns the partition count of topic, looked up at most
+// once per partitionsTTL.
+func (a *Aggregator) taskPartitions(ctx context.Context, topic string) (int, error) {
+	if pc, ok := a.partitions[topic]; ok && time.Since(pc.seen) < partitionsTTL {
+		return pc.n, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	td, err := kadm.NewClient(a.hop.Client()).ListTopics(ctx, topic)
+	if err == nil {
+		err = td.Error()
+	}
+	if err != nil {
+		return 0, err
+	}
+	d, ok := td[topic]
+	if !ok || len(d.Partitions) == 0 {
+		return 0, fmt.Errorf("topic %s has no partitions", topic)
+	}
+	a.partitions[topic] = partitionCount{n: len(d.Partitions), seen: time.Now()}
+	return len(d.Partitions), nil
+}

@@ -1,0 +1,395 @@
+package aggregator
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/scattergather/scattergather/scatterer"
+	"github.com/scattergather/scattergather/schemas"
+)
+
+func TestParseHedge(t *testing.T) {
+	for _, tc := range []struct {
+		in      string
+		want    HedgeSpec
+		wantErr string
+	}{
+		{"delay=20ms;percentile=95;min-delay=10ms;min-samples=100;budget=0.05",
+			HedgeSpec{Delay: 20 * time.Millisecond, Percentile: 95, MinDelay: 10 * time.Millisecond, MinSamples: 100, Budget: 0.05}, ""},
+		{"delay=1s;budget=1", HedgeSpec{Delay: time.Second, Budget: 1}, ""},
+		{"percentile=99.9;budget=0.01", HedgeSpec{Percentile: 99.9, Budget: 0.01}, ""},
+		{"budget=0.05", HedgeSpec{}, "neither a delay nor a percentile"},
+		{"delay=1s", HedgeSpec{}, "budget"},
+		{"delay=1s;budget=0.05;colour=red", HedgeSpec{}, "unknown setting"},
+		{"delay=soon;budget=0.05", HedgeSpec{}, "delay=soon"},
+		{"percentile=100;budget=0.05", HedgeSpec{}, "percentile"},
+		{"delay=-1s;budget=0.05", HedgeSpec{}, "negative"},
+	} {
+		t.Run(tc.in, func(t *testing.T) {
+			got, err := ParseHedge(tc.in)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("ParseHedge = %+v, %v; want an error containing %q", got, err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("ParseHedge = %+v, %v; want %+v", got, err, tc.want)
+			}
+		})
+	}
+	t.Run("reads what the scatterer writes", func(t *testing.T) {
+		h := scatterer.Hedge{Delay: 50 * time.Millisecond, Percentile: 97.5, MinDelay: 3 * time.Millisecond, MinSamples: 7, Budget: 0.02}
+		got, err := ParseHedge(h.String())
+		want := HedgeSpec{Delay: h.Delay, Percentile: h.Percentile, MinDelay: h.MinDelay, MinSamples: h.MinSamples, Budget: h.Budget}
+		if err != nil || got != want {
+			t.Fatalf("ParseHedge(%q) = %+v, %v; want %+v", h.String(), got, err, want)
+		}
+	})
+}
+
+const fixedHedge = "delay=100ms;percentile=0;min-delay=10ms;min-samples=100;budget=1"
+
+// feedTemplate feeds request id's hedge template (for every part when part
+// is empty) with the settings spec.
+func (h *harness) feedTemplate(id, part, spec string) {
+	h.t.Helper()
+	t := schemas.Task{CorrelationID: schemas.CorrelationID(id), PartID: schemas.PartID(part), PartCount: 3, Route: "r",
+		Payload: []byte(`{"q":"` + id + `"}`), ContentType: "application/json", Deadline: h.now.Add(10 * time.Second),
+		Attempt: 1, SubmittedAt: h.now}
+	src := h.src(id)
+	v, err := schemas.EncodeTask(t)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	src.Value = v
+	src.Headers = []kgo.RecordHeader{{Key: "sg-type", Value: []byte(typeHedgeTemplate)}, {Key: headerHedge, Value: []byte(spec)}}
+	h.m.template(h.ps, h.now, t, src)
+}
+
+func (h *harness) template(id, part, spec string) {
+	h.t.Helper()
+	h.feedTemplate(id, part, spec)
+	h.commit()
+}
+
+// hedges takes the hedged tasks produced so far.
+func (h *harness) hedges() []schemas.Task {
+	var ts []schemas.Task
+	var rest []output
+	for _, o := range h.out {
+		if o.task != nil {
+			ts = append(ts, *o.task)
+		} else {
+			rest = append(rest, o)
+		}
+	}
+	h.out = rest
+	return ts
+}
+
+func attempt(r schemas.Result, n int) schemas.Result {
+	r.Attempt = n
+	return r
+}
+
+func partIDs(ts []schemas.Task) []string {
+	var out []string
+	for _, t := range ts {
+		out = append(out, fmt.Sprintf("%s/%s#%d", t.CorrelationID, t.PartID, t.Attempt))
+	}
+	return out
+}
+
+func TestMachineHedges(t *testing.T) {
+	abc := []string{"a", "b", "c"}
+	t.Run("a hedged part is counted once: the hedge wins, the first attempt is late", func(t *testing.T) {
+		h := newHarness(t)
+		h.manifest(h.mf("x", 5*time.Second, abc))
+		h.template("x", "", fixedHedge)
+		h.result(ok("x", "a", `1`))
+		h.advance(100*time.Millisecond - time.Nanosecond)
+		if ts := h.hedges(); len(ts) != 0 {
+			t.Fatalf("hedged before the delay: %v", partIDs(ts))
+		}
+		h.advance(time.Nanosecond)
+		ts := h.hedges()
+		if got := partIDs(ts); !slices.Equal(got, []string{"x/b#2", "x/c#2"}) {
+			t.Fatalf("hedged %v, want b and c at attempt 2", got)
+		}
+		if string(ts[0].Payload) != `{"q":"x"}` || ts[0].Route != "r" || !ts[0].Deadline.Equal(epoch.Add(10*time.Second)) {
+			t.Fatalf("hedged task %+v is not the template", ts[0])
+		}
+		h.result(attempt(ok("x", "b", `"hedge b"`), 2))
+		h.result(ok("x", "b", `"first b"`)) // the first attempt, later: a duplicate
+		h.none()
+		h.result(attempt(ok("x", "c", `"hedge c"`), 2))
+		r := h.one()
+		if r.Status != schemas.ReplyComplete || string(r.Payload) != `[1,"hedge b","hedge c"]` {
+			t.Fatalf("reply %s %s", r.Status, r.Payload)
+		}
+		for i, want := range []int{1, 2, 2} {
+			if r.Parts[i].Attempt != want {
+				t.Errorf("part %s answered by attempt %d, want %d", r.Parts[i].PartID, r.Parts[i].Attempt, want)
+			}
+		}
+		h.result(ok("x", "c", `"first c"`)) // after the reply: late
+		if h.total.hedgesIssued != 2 || h.total.hedgesWon != 2 || h.total.duplicates != 1 || h.total.late != 1 || h.total.results != 5 {
+			t.Fatalf("counters %+v", h.total)
+		}
+	})
+	t.Run("the first attempt wins after the hedge was sent", func(t *testing.T) {
+		h := newHarness(t)
+		h.manifest(h.mf("x", 5*time.Second, abc))
+		h.template("x", "", fixedHedge)
+		h.result(ok("x", "a", `1`))
+		h.result(ok("x", "b", `2`))
+		h.advance(100 * time.Millisecond)
+		if got := partIDs(h.hedges()); !slices.Equal(got, []string{"x/c#2"}) {
+			t.Fatalf("hedged %v", got)
+		}
+		h.result(ok("x", "c", `3`))
+		r := h.one()
+		if r.Status != schemas.ReplyComplete || r.Parts[2].Attempt != 1 {
+			t.Fatalf("reply %s, part c attempt %d", r.Status, r.Parts[2].Attempt)
+		}
+		h.result(attempt(ok("x", "c", `"hedge"`), 2))
+		if h.total.hedgesIssued != 1 || h.total.hedgesWon != 0 || h.total.late != 1 {
+			t.Fatalf("counters %+v", h.total)
+		}
+	})
+	t.Run("the reply names the hedged parts", func(t *testing.T) {
+		h := newHarness(t)
+		h.manifest(h.mf("x", 5*time.Second, abc))
+		h.template("x", "", fixedHedge)
+		h.result(ok("x", "a", `1`))
+		h.advance(100 * time.Millisecond)
+		h.hedges()
+		h.result(ok("x", "b", `2`))
+		h.result(attempt(ok("x", "c", `3`), 2))
+		var hedged []schemas.PartID
+		for _, o := range h.out {
+			if o.task == nil && o.src == nil {
+				hedged = o.hedged
+			}
+		}
+		if !slices.Equal(hedged, []schemas.PartID{"b", "c"}) {
+			t.Fatalf("reply's hedged parts %v, want b and c", hedged)
+		}
+	})
+	t.Run("no hedge once every part answered or the request completed", func(t *testing.T) {
+		h := newHarness(t)
+		h.manifest(h.mf("x", 5*time.Second, abc, withPolicy("quorum:2")))
+		h.template("x", "", fixedHedge)
+		h.result(ok("x", "a", `1`))
+		h.result(ok("x", "b", `2`))
+		h.one()
+		h.advance(time.Second)
+		if ts := h.hedges(); len(ts) != 0 || h.total.hedgesIssued != 0 {
+			t.Fatalf("a completed request was hedged: %v", partIDs(ts))
+		}
+	})
+	t.Run("per-part templates", func(t *testing.T) {
+		h := newHarness(t)
+		h.manifest(h.mf("x", 5*time.Second, abc))
+		h.template("x", "a", fixedHedge)
+		h.template("x", "b", fixedHedge)
+		// No template for c: it cannot be hedged.
+		h.advance(100 * time.Millisecond)
+		ts := h.hedges()
+		if got := partIDs(ts); !slices.Equal(got, []string{"x/a#2", "x/b#2"}) {
+			t.Fatalf("hedged %v", got)
+		}
+	})
+	t.Run("a hedge delay past the deadline is no hedge", func(t *testing.T) {
+		h := newHarness(t)
+		h.manifest(h.mf("x", 50*time.Millisecond, abc))
+		h.template("x", "", fixedHedge)
+		h.advance(time.Second)
+		if ts := h.hedges(); len(ts) != 0 {
+			t.Fatalf("hedged %v", partIDs(ts))
+		}
+		if r := h.one(); r.Status != schemas.ReplyFailed {
+			t.Fatalf("reply %s", r.Status)
+		}
+	})
+	t.Run("templates that cannot be used", func(t *testing.T) {
+		h := newHarness(t)
+		h.template("nobody", "", fixedHedge) // no such request: dropped
+		h.manifest(h.mf("x", 5*time.Second, abc))
+		h.template("x", "z", fixedHedge)
+		h.template("x", "", "delay=fast")
+		got := describe(h.deadLetters())
+		if len(got) != 2 || !strings.HasPrefix(got[0], "dlq unknown-part x") || !strings.HasPrefix(got[1], "dlq bad-hedge x") {
+			t.Fatalf("dead letters %q", got)
+		}
+		if h.total.deadLettered != 2 {
+			t.Fatalf("counters %+v", h.total)
+		}
+	})
+	t.Run("an aborted hedge is sent again by the next batch", func(t *testing.T) {
+		h := newHarness(t)
+		h.manifest(h.mf("x", 5*time.Second, abc))
+		h.template("x", "", fixedHedge)
+		h.now = h.now.Add(100 * time.Millisecond)
+		h.m.tick(h.now)
+		if n := len(h.m.out); n != 3 {
+			t.Fatalf("%d outputs, want 3 hedges", n)
+		}
+		h.m.out = h.m.out[:0]
+		h.m.abort()
+		h.checkChangelog()
+		h.advance(0)
+		if got := partIDs(h.hedges()); !slices.Equal(got, []string{"x/a#2", "x/b#2", "x/c#2"}) {
+			t.Fatalf("hedged %v after the abort, want every part again", got)
+		}
+		if h.total.hedgesIssued != 3 {
+			t.Fatalf("counters %+v: the aborted batch's hedges counted", h.total)
+		}
+	})
+}
+
+// TestHedgeBudget offers 100 requests of 4 parts whose parts all miss the
+// hedge delay: with a budget of 5% the aggregator hedges 20 parts, 5% of
+// the 400 tasks, and denies the rest.
+func TestHedgeBudget(t *testing.T) {
+	h := newHarness(t)
+	const spec = "delay=10ms;budget=0.05"
+	parts := []string{"a", "b", "c", "d"}
+	issued := 0
+	for i := range 100 {
+		id := fmt.Sprintf("r%03d", i)
+		h.manifest(h.mf(id, time.Minute, parts))
+		h.template(id, "", spec)
+		h.advance(10 * time.Millisecond)
+		issued += len(h.hedges())
+		// Never more than the budget earned so far.
+		if tasks := 4 * (i + 1); float64(issued) > 0.05*float64(tasks) {
+			t.Fatalf("after %d tasks, %d hedges: over 5%%", tasks, issued)
+		}
+	}
+	if issued != 20 || h.total.hedgesIssued != 20 || h.total.hedgesDenied != 380 {
+		t.Fatalf("%d hedges issued (counters %+v), want 20 issued and 380 denied", issued, h.total)
+	}
+}
+
+// TestHedgeAdaptiveDelay: with a percentile and no fixed delay, requests
+// are not hedged until min-samples latencies are known; then the hedge
+// time is the submission plus the percentile of the latencies seen.
+func TestHedgeAdaptiveDelay(t *testing.T) {
+	h := newHarness(t)
+	const spec = "percentile=50;min-delay=5ms;min-samples=4;budget=1"
+	for i, d := range []time.Duration{40, 10, 30, 20} {
+		id := fmt.Sprintf("w%d", i)
+		h.manifest(h.mf(id, time.Minute, []string{"a"}))
+		h.template(id, "", spec)
+		h.advance(d * time.Millisecond)
+		if ts := h.hedges(); len(ts) != 0 {
+			t.Fatalf("hedged %v with %d latencies known", partIDs(ts), i)
+		}
+		h.result(ok(id, "a", `1`))
+		h.one()
+	}
+	// p50 of {10, 20, 30, 40}ms (nearest rank) is 20ms.
+	h.manifest(h.mf("y", time.Minute, []string{"a", "b"}))
+	h.template("y", "", spec)
+	h.advance(20*time.Millisecond - time.Microsecond)
+	if ts := h.hedges(); len(ts) != 0 {
+		t.Fatalf("hedged %v before the p50 of 20ms", partIDs(ts))
+	}
+	h.advance(time.Microsecond)
+	if got := partIDs(h.hedges()); !slices.Equal(got, []string{"y/a#2", "y/b#2"}) {
+		t.Fatalf("hedged %v at the p50 of 20ms", got)
+	}
+	// The floor: latencies of 1ms make a p50 of 1ms, hedged at 5ms.
+	for i := range 8 {
+		id := fmt.Sprintf("f%d", i)
+		h.manifest(h.mf(id, time.Minute, []string{"a"}))
+		h.template(id, "", spec)
+		h.advance(time.Millisecond)
+		h.result(ok(id, "a", `1`))
+		h.one()
+	}
+	h.manifest(h.mf("z", time.Minute, []string{"a"}))
+	h.template("z", "", spec)
+	h.advance(5*time.Millisecond - time.Microsecond)
+	if ts := h.hedges(); len(ts) != 0 {
+		t.Fatalf("hedged %v before the 5ms floor", partIDs(ts))
+	}
+	h.advance(time.Microsecond)
+	if got := partIDs(h.hedges()); !slices.Equal(got, []string{"z/a#2"}) {
+		t.Fatalf("hedged %v at the floor", got)
+	}
+}
+
+func TestLatencyPercentile(t *testing.T) {
+	var l latencies
+	for i := 1; i <= 100; i++ {
+		l.add(int64(i))
+	}
+	for _, tc := range []struct {
+		p    float64
+		want int64
+	}{{50, 50}, {95, 95}, {99, 99}, {99.9, 100}, {1, 1}} {
+		if got := l.percentile(tc.p); got != tc.want {
+			t.Errorf("p%v = %d, want %d", tc.p, got, tc.want)
+		}
+	}
+	// The ring keeps the last latencySamples.
+	for range latencySamples {
+		l.add(1000)
+	}
+	if got := l.percentile(1); got != 1000 {
+		t.Errorf("after a ring of 1000s, p1 = %d", got)
+	}
+}
+
+// TestHedgeSurvivesRestore: the hedge state is in the changelog: a
+// partition rebuilt from it before the hedge time hedges at that time, and
+// one rebuilt after the hedge does not hedge again.
+func TestHedgeSurvivesRestore(t *testing.T) {
+	abc := []string{"a", "b", "c"}
+	h := newHarness(t)
+	h.manifest(h.mf("x", 5*time.Second, abc))
+	h.template("x", "", fixedHedge)
+	h.manifest(h.mf("y", 5*time.Second, abc))
+	h.template("y", "", fixedHedge)
+	h.result(ok("y", "a", `1`))
+	// Move the partition: a new machine rebuilds it from the changelog.
+	restart := func() {
+		m := newMachine(testLateWindow, h.m.mergeFor)
+		ps, n, problems := m.rebuild(0, h.log[0], "results")
+		if problems != nil || n.skipped != 0 {
+			t.Fatalf("rebuild: %d skipped: %v", n.skipped, problems)
+		}
+		m.install(ps)
+		h.m, h.ps = m, ps
+	}
+	restart()
+	h.advance(100 * time.Millisecond)
+	if got := partIDs(h.hedges()); !slices.Equal(got, []string{"x/a#2", "x/b#2", "x/c#2", "y/b#2", "y/c#2"}) &&
+		!slices.Equal(got, []string{"y/b#2", "y/c#2", "x/a#2", "x/b#2", "x/c#2"}) {
+		t.Fatalf("hedged %v after a restore", got)
+	}
+	restart()
+	h.advance(time.Second)
+	if ts := h.hedges(); len(ts) != 0 {
+		t.Fatalf("hedged %v again after a second restore", partIDs(ts))
+	}
+	h.result(attempt(ok("x", "a", `1`), 2))
+	h.result(ok("x", "b", `2`))
+	h.result(ok("x", "c", `3`))
+	for _, o := range h.out {
+		if o.task == nil && o.src == nil && o.reply.CorrelationID == "x" && !slices.Equal(o.hedged, []schemas.PartID{"a", "b", "c"}) {
+			t.Fatalf("reply of x after restores names hedged parts %v", o.hedged)
+		}
+	}
+	if r := h.one(); r.Status != schemas.ReplyComplete || r.Parts[0].Attempt != 2 {
+		t.Fatalf("reply %s, part a attempt %d", r.Status, r.Parts[0].Attempt)
+	}
+}
