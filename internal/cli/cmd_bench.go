@@ -47,6 +47,8 @@ func benchCmd() *Command {
 		cpuProfile string
 		quiet      bool
 		sweeps     sweepFlags
+		hedging    bool
+		hcfg       bench.Hedging
 	)
 	return &Command{
 		Name:    "bench",
@@ -107,6 +109,15 @@ Examples:
 			fs.StringVar(&cpuProfile, "cpuprofile", "", "write a pprof CPU profile of the whole run to this file")
 			fs.BoolVar(&cfg.KeepTopics, "keep-topics", false, "keep the bench's topics and consumer groups instead of deleting them after each phase")
 			fs.BoolVar(&quiet, "quiet", false, "no progress line on stderr")
+			fs.BoolVar(&hedging, "compare-hedging", false, "run three phases with the sleep handler (--sleep-delay): no stragglers, stragglers, stragglers on a hedged route; print their p99 and the hedges' extra tasks (the --json file gets a \"hedging\" object)")
+			fs.Float64Var(&hcfg.StragglerRate, "straggler-rate", bench.DefaultStragglerRate, "--compare-hedging: fraction of tasks that straggle")
+			fs.DurationVar(&hcfg.StragglerDelay, "straggler-delay", bench.DefaultStragglerDelay, "--compare-hedging: extra sleep of a straggling task")
+			fs.DurationVar(&hcfg.Hedge.Delay, "hedge-delay", 0, "--compare-hedging: fixed hedge delay (with --hedge-percentile: the delay until enough latencies are known)")
+			fs.Float64Var(&hcfg.Hedge.Percentile, "hedge-percentile", 0, "--compare-hedging: adaptive hedge delay at this percentile of the observed task latency (default 95 when --hedge-delay is not set)")
+			fs.DurationVar(&hcfg.Hedge.MinDelay, "hedge-min-delay", scatterer.DefaultHedgeMinDelay, "--compare-hedging: floor of the adaptive hedge delay")
+			fs.IntVar(&hcfg.Hedge.MinSamples, "hedge-min-samples", scatterer.DefaultHedgeMinSamples, "--compare-hedging: latencies the adaptive delay needs")
+			fs.Float64Var(&hcfg.Hedge.Budget, "hedge-budget", scatterer.DefaultHedgeBudget, "--compare-hedging: hedges at most this fraction of the tasks")
+			fs.IntVar(&hcfg.ProcessorConcurrency, "processor-concurrency", bench.DefaultProcessorConcurrency, "--compare-hedging: the processors' --concurrency (tasks of a partition at once; hedging needs it above 1)")
 		},
 		Run: func(ctx context.Context, args []string) error {
 			if len(args) > 0 {
@@ -157,6 +168,16 @@ Examples:
 					return fmt.Errorf("--cpuprofile: %w", err)
 				}
 				defer pprof.StopCPUProfile()
+			}
+			if hedging {
+				if len(sweeps) > 0 || plotFile != "" || cfg.Baseline {
+					return errors.New("--compare-hedging runs its own three phases: no --sweep, --plot or --baseline with it")
+				}
+				rep, err := bench.CompareHedging(ctx, cfg, hcfg)
+				if err != nil {
+					return err
+				}
+				return writeBenchOutputs(rep, rep.WriteTable, jsonFile, "", func(io.Writer, *bench.HedgingReport) error { return nil })
 			}
 			if len(sweeps) > 0 {
 				sr, err := bench.Sweep(ctx, cfg, sweeps, func(r *bench.Report) {
