@@ -70,7 +70,8 @@ type Config struct {
 	// broker is never killed: only roles are (see docs/guarantees.md).
 	Brokers []string
 	// Prefix of the run's topics and groups; default "chaos-<random>.", so
-	// runs never see each other's data.
+	// runs never see each other's data. Only topics under a generated
+	// prefix are ever deleted.
 	Prefix string
 	// Requests to send, at Rate per second, each split into Fanout parts
 	// with Timeout.
@@ -130,7 +131,7 @@ type Config struct {
 	// directory, deleted after a run that passed.
 	LogDir string
 	// KeepTopics keeps the run's topics on an external broker; by default
-	// they are deleted after a run that passed.
+	// they are deleted after a run that passed, if Prefix was generated.
 	KeepTopics bool
 	// Progress is the interval of progress lines.
 	Progress time.Duration
@@ -139,6 +140,8 @@ type Config struct {
 	Out io.Writer
 	// Logger receives the Kafka clients' warnings; default discards.
 	Logger *slog.Logger
+
+	generatedPrefix bool // Validate made Prefix up: the run's topics are ours to delete
 }
 
 // Validate fills in defaults and reports every problem with c at once.
@@ -228,7 +231,13 @@ func (c *Config) Validate() error {
 	if c.Seed == 0 {
 		c.Seed = mrand.Uint64()
 	}
+	if c.Prefix == kafka.DefaultPrefix {
+		// SG_TOPIC_PREFIX=sg. in the environment would otherwise point a
+		// chaos run at a real pipeline's topics.
+		errs = append(errs, fmt.Errorf("prefix: %q is the pipeline's default prefix; a chaos run needs topics of its own", c.Prefix))
+	}
 	if c.Prefix == "" {
+		c.generatedPrefix = true
 		var b [4]byte
 		_, _ = rand.Read(b[:])
 		c.Prefix = "chaos-" + hex.EncodeToString(b[:]) + "."
@@ -390,8 +399,12 @@ func (h *Harness) run(ctx context.Context, r *run) (rep Report, err error) {
 	cfg := h.cfg
 	logDir := r.logDir
 	rep = Report{Guarantee: cfg.Guarantee, NotOK: map[string]int{}}
-	h.say("seed %d, guarantee %s, %d requests at %g/s, fan-out %d, timeout %s, %d kills, %d terms, processor concurrency %d, topic prefix %s, logs in %s",
-		cfg.Seed, cfg.Guarantee, cfg.Requests, cfg.Rate, cfg.Fanout, cfg.Timeout, cfg.Kills, cfg.Terms, cfg.ProcessorConcurrency, cfg.Prefix, logDir)
+	where := "kfake started here"
+	if len(cfg.Brokers) > 0 {
+		where = strings.Join(cfg.Brokers, ",")
+	}
+	h.say("seed %d, guarantee %s, %d requests at %g/s, fan-out %d, timeout %s, %d kills, %d terms, processor concurrency %d, brokers %s, topic prefix %s, logs in %s",
+		cfg.Seed, cfg.Guarantee, cfg.Requests, cfg.Rate, cfg.Fanout, cfg.Timeout, cfg.Kills, cfg.Terms, cfg.ProcessorConcurrency, where, cfg.Prefix, logDir)
 
 	// The broker: the given one, or kfake in a child process of its own,
 	// kept running (and killed, with BrokerKills) by a keeper of its own
@@ -456,7 +469,7 @@ func (h *Harness) run(ctx context.Context, r *run) (rep Report, err error) {
 	}
 	if len(cfg.Brokers) > 0 {
 		defer func() {
-			if rep.OK() && err == nil && !cfg.KeepTopics {
+			if rep.OK() && err == nil && !cfg.KeepTopics && cfg.generatedPrefix {
 				h.deleteTopics(adm, topics)
 			}
 		}()

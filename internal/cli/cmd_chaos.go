@@ -31,7 +31,8 @@ second through the Go client (route "chaos", split into --fanout parts, a few of
 them stragglers that miss the deadline), and meanwhile kills --kills roles with
 SIGKILL at random moments (both aggregators, the scatterer and a processor
 first), restarting each after a short pause. Without --brokers it starts
-'scattergather broker' (kfake) as a process of its own and never kills it.
+'scattergather broker' (kfake) as a process of its own and never kills it
+(unless --broker-kills asks for that experiment).
 
 Afterwards it reads replies, results and tasks from the start (read_committed)
 and checks: every request has exactly one reply, none is missing; a COMPLETE
@@ -71,7 +72,7 @@ Ctrl-C kills every child process.`,
 			fs.DurationVar(&cfg.StopBound, "stop-bound", chaos.DefaultStopBound, "how long a role may take to exit after SIGTERM")
 			fs.StringVar(&cfg.Prefix, "topic-prefix", "", "prefix of the run's topics and groups; default chaos-<random>.")
 			fs.StringVar(&cfg.LogDir, "log-dir", "", "directory for the role logs; default a temporary one, deleted if the run passes")
-			fs.BoolVar(&cfg.KeepTopics, "keep-topics", false, "keep the run's topics on --brokers (deleted after a run that passed)")
+			fs.BoolVar(&cfg.KeepTopics, "keep-topics", false, "keep the run's topics on --brokers (deleted after a run that passed, unless --topic-prefix was given)")
 			fs.DurationVar(&cfg.Progress, "progress", chaos.DefaultProgress, "interval of progress lines")
 		},
 		Run: func(ctx context.Context, _ []string) error {
