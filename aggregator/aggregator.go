@@ -56,9 +56,9 @@ type Config struct {
 	Merges map[schemas.Route]Merge
 	// DefaultMerge defaults to Collect().
 	DefaultMerge Merge
-	// Tick is the timer resolution: how long the aggregator waits for
-	// records before it checks deadlines anyway, so that deadlines fire on
-	// idle partitions. Default 50ms.
+	// Tick is the longest the aggregator waits for records before it
+	// checks its timers anyway; a timer due sooner wakes it at its time.
+	// Default 50ms.
 	Tick time.Duration
 	// LateWindow is how long a completed request is remembered so that late
 	// and duplicate results (and a second manifest) for it are dropped and
@@ -230,6 +230,12 @@ type Aggregator struct {
 	recs []kgo.Record
 	// partitions caches the partition counts of tasks topics, for hedges.
 	partitions map[string]partitionCount
+	// alarm wakes the hop's poll (wake) when the earliest timer is due
+	// before the next tick, so that a deadline or a hedge fires at its time
+	// rather than up to a tick late on a partition with few records. Its
+	// function only sends without blocking.
+	alarm *time.Timer
+	wake  chan struct{}
 
 	// quit is closed when Run is stopping, to cancel a restore in
 	// progress: the client's callbacks get the client's context, which
@@ -251,7 +257,15 @@ func New(cfg Config) (*Aggregator, error) {
 		return nil, fmt.Errorf("aggregator config: %w", err)
 	}
 	cfg.Merges = maps.Clone(cfg.Merges)
-	a := &Aggregator{cfg: cfg, log: cfg.Logger.With("role", role), quit: make(chan struct{}), partitions: map[string]partitionCount{}}
+	a := &Aggregator{cfg: cfg, log: cfg.Logger.With("role", role), quit: make(chan struct{}), partitions: map[string]partitionCount{},
+		wake: make(chan struct{}, 1)}
+	a.alarm = time.AfterFunc(time.Hour, func() {
+		select {
+		case a.wake <- struct{}{}:
+		default:
+		}
+	})
+	a.alarm.Stop()
 	obs, err := newObserver(&cfg)
 	if err != nil {
 		return nil, fmt.Errorf("aggregator metrics: %w", err)
@@ -265,6 +279,7 @@ func New(cfg Config) (*Aggregator, error) {
 		Guarantee:       cfg.Guarantee,
 		TransactionalID: cfg.Group + "-" + cfg.InstanceID,
 		Tick:            cfg.Tick,
+		Wake:            a.wake,
 		OnAssigned:      a.assigned,
 		OnRevoked:       a.revoked,
 		Logger:          a.log,
@@ -299,6 +314,7 @@ func (a *Aggregator) mergeFor(route schemas.Route) Merge {
 func (a *Aggregator) Run(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, a.stopRestores)
 	defer stop()
+	defer a.alarm.Stop()
 	process := func(ctx context.Context, b *kafka.Batch) error {
 		err := a.process(ctx, b)
 		if err != nil && !errors.Is(err, kafka.ErrAbort) {
@@ -418,7 +434,20 @@ func (a *Aggregator) process(ctx context.Context, b *kafka.Batch) error {
 		// The hop ends only batches that consumed or produced something.
 		a.committed(m.commit())
 	}
+	a.arm()
 	return nil
+}
+
+// arm sets the alarm for the earliest timer if it is due before the next
+// tick; a.mu is held.
+func (a *Aggregator) arm() {
+	next := a.m.nextDue()
+	if next == 0 {
+		return
+	}
+	if d := time.Duration(next - a.cfg.Now().UnixNano()); d < a.cfg.Tick {
+		a.alarm.Reset(max(d, 0))
+	}
 }
 
 // handle decodes one record of the results topic and applies it.
@@ -546,6 +575,7 @@ func (a *Aggregator) end(committed bool) {
 	a.m.abort()
 	a.obs.abort()
 	a.publishGauges()
+	a.arm()
 }
 
 // committed publishes a committed batch's counts; a.mu must be held.

@@ -89,11 +89,12 @@
 //
 // # Time
 //
-// Deadlines are wall-clock times checked at least every Config.Tick, with
-// or without records: the hop returns from polling after Tick, so a
-// deadline fires on an idle partition too (Kafka Streams' stream-time
-// punctuation would stall there). A manifest whose deadline has passed
-// completes in the batch that brings it.
+// Deadlines (and hedge times) are wall-clock times, with or without
+// records: the hop returns from polling when the earliest timer is due (an
+// alarm wakes it) and at least every Config.Tick, so a deadline fires on
+// time on an idle partition too (Kafka Streams' stream-time punctuation
+// would stall there). A manifest whose deadline has passed completes in
+// the batch that brings it.
 //
 // # State, batches and aborts
 //

@@ -532,6 +532,20 @@ func (m *machine) complete(ps *partitionState, r *request, now int64, atDeadline
 	ps.g.open--
 }
 
+// nextDue returns when the earliest timer of any partition is due (Unix
+// nanoseconds; it may be a stale one), 0 when there is none.
+func (m *machine) nextDue() int64 {
+	var next int64
+	for _, ps := range m.parts {
+		if ps.timers.Len() > 0 {
+			if at := ps.timers.peek().at; next == 0 || at < next {
+				next = at
+			}
+		}
+	}
+	return next
+}
+
 // tick fires every timer due at now, on every partition.
 func (m *machine) tick(now time.Time) {
 	for _, ps := range m.parts {
