@@ -531,7 +531,7 @@ func (h *Harness) run(ctx context.Context, r *run) (rep Report, err error) {
 		return rep, err
 	}
 
-	s := &session{h: h, obs: obs, actions: actions, submitted: map[schemas.CorrelationID]submission{}, rep: &rep}
+	s := &session{h: h, obs: obs, adm: adm, actions: actions, submitted: map[schemas.CorrelationID]submission{}, rep: &rep}
 	if err := s.load(ctx, cl, h.schedule(roles, bp)); err != nil {
 		return rep, err
 	}
@@ -570,8 +570,11 @@ func (h *Harness) run(ctx context.Context, r *run) (rep Report, err error) {
 type session struct {
 	h       *Harness
 	obs     *observer
+	adm     *kadm.Client
 	actions map[string]chan action // by role name, to each role's keeper
-	rep     *Report                // Kills, Terms, Stops, BadStops, Errors; run's goroutine only
+
+	lastReplied int     // at the previous progress line; run's goroutine only
+	rep         *Report // Kills, Terms, Stops, BadStops, Errors; run's goroutine only
 
 	mu        sync.Mutex // guards the fields below, written by the sender and the awaiters
 	submitted map[schemas.CorrelationID]submission
@@ -764,6 +767,42 @@ func (s *session) progress(phase string) {
 	s.h.say("%s sent=%d/%d replied=%d complete=%d partial=%d failed=%d parts-pending=%d kills=%d/%d terms=%d/%d",
 		phase, len(ids), cfg.Requests, replied, by[schemas.ReplyComplete], by[schemas.ReplyPartial], by[schemas.ReplyFailed],
 		pending, s.rep.Kills, cfg.Kills, s.rep.Terms, cfg.Terms)
+	if replied == s.lastReplied && replied < len(ids) {
+		s.describeGroups()
+	}
+	s.lastReplied = replied
+}
+
+// describeGroups prints the roles' consumer groups as the broker sees them:
+// when no reply came since the last progress line, a group stuck with a
+// dead member, or a partition nobody owns, shows here.
+func (s *session) describeGroups() {
+	p := s.h.cfg.Prefix
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	gs, err := s.adm.DescribeGroups(ctx, p+"scatterer", p+"processor."+string(Route), p+"aggregator")
+	if err != nil {
+		s.h.say("stalled; describe groups: %v", err)
+		return
+	}
+	for _, g := range gs.Sorted() {
+		var ms []string
+		for _, m := range g.Members {
+			var parts []int32
+			if a, ok := m.Assigned.AsConsumer(); ok {
+				for _, t := range a.Topics {
+					parts = append(parts, t.Partitions...)
+				}
+			}
+			slices.Sort(parts)
+			id := m.MemberID
+			if len(id) > 8 {
+				id = id[len(id)-8:]
+			}
+			ms = append(ms, fmt.Sprintf("…%s%v", id, parts))
+		}
+		s.h.say("stalled? group %s: %s, %d members %s", strings.TrimPrefix(g.Group, p), g.State, len(ms), strings.Join(ms, " "))
+	}
 }
 
 func errSuffix(err error) string {
