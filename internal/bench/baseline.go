@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/scattergather/scattergather/client"
@@ -227,13 +228,9 @@ func startChain(ctx context.Context, cfg *Config, topics kafka.Topics, sizes rec
 	if c.src, err = kafka.NewClient(cc); err != nil {
 		return fail(err)
 	}
-	adm := kadm.NewClient(c.src)
-	ends, err := adm.ListEndOffsets(ctx, topics.Replies())
-	if err == nil {
-		err = ends.Error()
-	}
+	ends, err := endOffsets(ctx, kadm.NewClient(c.src), topics.Replies())
 	if err != nil {
-		return fail(fmt.Errorf("find the end of %s: %w", topics.Replies(), err))
+		return fail(err)
 	}
 	start := map[string]map[int32]kgo.Offset{topics.Replies(): {}}
 	ends.Each(func(o kadm.ListedOffset) { start[o.Topic][o.Partition] = kgo.NewOffset().At(o.Offset) })
@@ -258,6 +255,31 @@ func startChain(ctx context.Context, cfg *Config, topics kafka.Topics, sizes rec
 	// The sink's goroutine returns when shutdown cancels hctx.
 	c.wg.Go(func() { c.readReplies(hctx) })
 	return c, nil
+}
+
+// endOffsets lists the end offsets of a topic that was just created: a
+// real broker may not serve it for a moment, so an unknown partition is
+// asked again, for up to 10 seconds.
+func endOffsets(ctx context.Context, adm *kadm.Client, topic string) (kadm.ListedOffsets, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for {
+		ends, err := adm.ListEndOffsets(ctx, topic)
+		if err == nil {
+			err = ends.Error()
+		}
+		if err == nil {
+			return ends, nil
+		}
+		if !errors.Is(err, kerr.UnknownTopicOrPartition) && !errors.Is(err, kerr.NotLeaderForPartition) && !errors.Is(err, kerr.LeaderNotAvailable) {
+			return nil, fmt.Errorf("find the end of %s: %w", topic, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("find the end of %s: %w", topic, err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // handlePartitions runs fn over the records of f with one goroutine per
