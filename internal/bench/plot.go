@@ -276,8 +276,10 @@ func writeSummary(b *strings.Builder, r *Report) {
 		if r.Baseline != nil {
 			bv := get(r.Baseline)
 			ratio := ""
-			// Counts depend on how long each phase ran: no ratio.
-			if bv > 0 && format != "%.0f" {
+			// Counts depend on how long each phase ran: no ratio; nor for
+			// what is not counted alike when the roles run elsewhere.
+			whole := !r.Settings.External || !strings.HasPrefix(name, "CPU") && !strings.HasPrefix(name, "MB/s")
+			if bv > 0 && format != "%.0f" && whole {
 				ratio = fmt.Sprintf("%.2f", get(&r.Phase)/bv)
 			}
 			fmt.Fprintf(b, "<td>"+format+"</td><td>%s</td>", bv, ratio)

@@ -46,7 +46,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 	}
 	fmt.Fprintln(w)
 	if r.Settings.External {
-		fmt.Fprintln(w, "roles: external (CPU and MB/s count this process only)")
+		fmt.Fprintln(w, "roles: external; the pipeline's MB/s is not counted and its CPU is the client's alone, so those have no ratio")
 	}
 	fmt.Fprintln(w)
 
@@ -70,9 +70,10 @@ func (r *Report) WriteTable(w io.Writer) error {
 		fmt.Fprintln(tw, line)
 	}
 	p := &r.Phase
+	own := !r.Settings.External // figures of the whole chain, comparable
 	row("requests/s", p.RequestsPerS, func(x *Phase) float64 { return x.RequestsPerS }, "%.1f", true)
 	row("tasks/s", p.TasksPerS, func(x *Phase) float64 { return x.TasksPerS }, "%.1f", true)
-	row("MB/s written", p.MBPerS, func(x *Phase) float64 { return x.MBPerS }, "%.2f", true)
+	row("MB/s written", p.MBPerS, func(x *Phase) float64 { return x.MBPerS }, "%.2f", own)
 	row("latency p50 ms", p.P50, func(x *Phase) float64 { return x.P50 }, "%.2f", true)
 	row("latency p90 ms", p.P90, func(x *Phase) float64 { return x.P90 }, "%.2f", true)
 	row("latency p99 ms", p.P99, func(x *Phase) float64 { return x.P99 }, "%.2f", true)
@@ -83,9 +84,9 @@ func (r *Report) WriteTable(w io.Writer) error {
 	row("PARTIAL", float64(p.Partial), func(x *Phase) float64 { return float64(x.Partial) }, "%.0f", false)
 	row("FAILED", float64(p.Failed), func(x *Phase) float64 { return float64(x.Failed) }, "%.0f", false)
 	row("no reply", float64(p.NoReply), func(x *Phase) float64 { return float64(x.NoReply) }, "%.0f", false)
-	row("CPU s in window", p.CPUSeconds, func(x *Phase) float64 { return x.CPUSeconds }, "%.2f", true)
-	row("CPU cores busy", p.CPUCores, func(x *Phase) float64 { return x.CPUCores }, "%.2f", true)
-	row("CPU µs/request", p.CPUPerRequestUS, func(x *Phase) float64 { return x.CPUPerRequestUS }, "%.0f", true)
+	row("CPU s in window", p.CPUSeconds, func(x *Phase) float64 { return x.CPUSeconds }, "%.2f", own)
+	row("CPU cores busy", p.CPUCores, func(x *Phase) float64 { return x.CPUCores }, "%.2f", own)
+	row("CPU µs/request", p.CPUPerRequestUS, func(x *Phase) float64 { return x.CPUPerRequestUS }, "%.0f", own)
 	if r.Settings.Rate > 0 {
 		row("max send lag ms", p.MaxSendLagMS, func(x *Phase) float64 { return x.MaxSendLagMS }, "%.1f", false)
 	}
