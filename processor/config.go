@@ -20,6 +20,8 @@ const (
 	DefaultRetries    = 3
 	DefaultBackoff    = 100 * time.Millisecond
 	DefaultMaxBackoff = 2 * time.Second
+	// DefaultCommitInterval is Config.CommitInterval's default.
+	DefaultCommitInterval = 2 * time.Millisecond
 )
 
 // Config configures a [Processor]. Validate fills in the defaults.
@@ -78,6 +80,13 @@ type Config struct {
 	// shard, so under OrderKey a processor works on one task per shard at
 	// a time; broadcast tasks are keyed by correlation id.
 	Ordering Ordering
+	// CommitInterval is, when Concurrency is above 1 under exactly-once,
+	// the least time from the end of a transaction to the start of the
+	// next; default 2ms. Results finished meanwhile share a transaction.
+	// Back to back, a transaction waits on the broker for the markers of
+	// the last one; a longer interval means fewer, larger transactions and
+	// more latency.
+	CommitInterval time.Duration
 	// Logger; nil discards logs.
 	Logger *slog.Logger
 	// Metrics registers the processor's metrics (see internal/metrics);
@@ -160,6 +169,12 @@ func (c *Config) Validate() error {
 		c.Concurrency = 1
 	case c.Concurrency < 0 || c.Concurrency > MaxConcurrency:
 		errs = append(errs, fmt.Errorf("concurrency: %d, want 1..%d", c.Concurrency, MaxConcurrency))
+	}
+	switch {
+	case c.CommitInterval < 0:
+		errs = append(errs, fmt.Errorf("commit interval: %s is negative", c.CommitInterval))
+	case c.CommitInterval == 0:
+		c.CommitInterval = DefaultCommitInterval
 	}
 	switch c.Ordering {
 	case "":

@@ -56,7 +56,10 @@
 // task holds back its partition's committed offset but no other task's
 // result, and exactly-once still holds: no task's result is committed
 // twice. A partition whose uncommitted tasks reach 8 × N (at least 256) is
-// paused until they fall to half of that. A poll that brings records but
+// paused until they fall to half of that. Under exactly-once, two
+// transactions are at least Config.CommitInterval (2ms) apart: back to
+// back, Kafka makes a transaction wait for the markers of the last one. A
+// poll that brings records but
 // no finished task commits nothing (kafka.Batch.Defer); a transaction the
 // broker aborts (on Kafka, CONCURRENT_TRANSACTIONS when one begins while
 // the last one's markers are being written) loses only its output, which

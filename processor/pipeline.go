@@ -126,6 +126,8 @@ type pipeline struct {
 	commits map[topicPartition]commitState
 	n       tally
 	paused  map[topicPartition]bool
+	// lastEnd is when the last batch ended, for the commit interval.
+	lastEnd time.Time
 }
 
 func newPipeline(p *Processor) *pipeline {
@@ -181,10 +183,44 @@ func (pl *pipeline) process(runCtx, base context.Context, bctx context.Context, 
 		for _, t := range pl.tracks {
 			pl.start(base, t)
 		}
+		pl.pace(bctx)
 	}
 	pl.emit(b)
 	pl.flowControl()
 	return nil
+}
+
+// pace waits, when there is something to commit, until CommitInterval
+// has passed since the last batch ended, so that transactions do not run
+// back to back: Kafka then makes the next one wait for the markers of the
+// last (measured on Kafka 4.4 at 320 tasks/s: a p50 result latency of
+// 50ms back to back, 20ms with 2ms between). Workers finishing meanwhile
+// join the batch. pl.mu is held; pace releases it while it waits.
+func (pl *pipeline) pace(bctx context.Context) {
+	wait := pl.p.cfg.CommitInterval - time.Since(pl.lastEnd)
+	if wait <= 0 || pl.p.cfg.Guarantee != kafka.ExactlyOnce || !pl.ready() {
+		return
+	}
+	pl.mu.Unlock()
+	t := time.NewTimer(wait)
+	select {
+	case <-t.C:
+	case <-bctx.Done():
+		t.Stop()
+	}
+	pl.mu.Lock()
+}
+
+// ready reports whether an outcome waits to be emitted. pl.mu is held.
+func (pl *pipeline) ready() bool {
+	for _, t := range pl.tracks {
+		for _, e := range t.entries {
+			if e.state == entDone {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // track returns tp's track, creating it with the done set last committed.
@@ -437,6 +473,7 @@ func (pl *pipeline) end(committedBatch bool) tally {
 	pl.mu.Lock()
 	defer pl.mu.Unlock()
 	n := pl.n
+	pl.lastEnd = time.Now()
 	if committedBatch {
 		for _, e := range pl.batch {
 			e.state = entCommitted
