@@ -58,11 +58,12 @@
 // twice. A partition whose uncommitted tasks reach 8 × N (at least 256) is
 // paused until they fall to half of that. Under exactly-once, two
 // transactions are at least Config.CommitInterval (2ms) apart: back to
-// back, Kafka makes a transaction wait for the markers of the last one. A
+// back, Kafka makes a transaction's first produce wait (most likely for
+// the last one's markers). A
 // poll that brings records but
 // no finished task commits nothing (kafka.Batch.Defer); a transaction the
-// broker aborts (on Kafka, CONCURRENT_TRANSACTIONS when one begins while
-// the last one's markers are being written) loses only its output, which
+// broker aborts (seen on Kafka 4.4 when one begins as the last one ends)
+// loses only its output, which
 // the next one carries again: the tasks in flight go on. The trade-off:
 // more transactions (one per wake-up rather than per batch), and after a
 // crash the tasks in flight are handled again, as with batches.

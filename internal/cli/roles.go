@@ -186,7 +186,7 @@ instances with the same flags to share the route's partitions.`,
 			fs.IntVar(&retries, "retries", processor.DefaultRetries, "handler retries after the first try")
 			fs.DurationVar(&backoff, "backoff", processor.DefaultBackoff, "first retry delay, doubled per retry")
 			fs.IntVar(&conc, "concurrency", 1, "tasks of one partition handled at once; 1 handles each polled batch partition by partition and commits it whole, above 1 pipelines: each result is committed as soon as it is ready and a slow task holds back no other (for slow I/O handlers such as http)")
-			fs.DurationVar(&interval, "commit-interval", processor.DefaultCommitInterval, "with --concurrency above 1 under exactly-once: the least time between two transactions (results finished meanwhile share one; back to back, Kafka makes a transaction wait for the last one's markers)")
+			fs.DurationVar(&interval, "commit-interval", processor.DefaultCommitInterval, "with --concurrency above 1 under exactly-once: the least time between two transactions (results finished meanwhile share one; back to back, Kafka makes the next one wait on the broker)")
 			fs.StringVar(&ordering, "ordering", string(processor.OrderKey), "with --concurrency above 1: key (tasks with the same record key one at a time, in order; split tasks are keyed by shard, broadcast tasks by request) or none (any tasks of a partition in parallel)")
 		},
 		Run: func(ctx context.Context, _ []string) error {
