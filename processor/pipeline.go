@@ -98,6 +98,15 @@ type track struct {
 	// after an aborted batch the client goes back to the committed offset,
 	// and the records the track already has are not added again.
 	next int64
+	// resync, after an aborted batch, is the offset after the last record
+	// the track had then; 0 once the client polled up to it again. Until
+	// then the client does not count the partition as consumed past its
+	// committed offset, so a transaction would carry no offset for it
+	// (franz-go sends no TxnOffsetCommit for a partition it thinks is
+	// committed): the track emits nothing meanwhile, and commits where it
+	// did (so that a partial poll is not committed past a record in
+	// flight).
+	resync int64
 }
 
 // commitState is what a partition's last committed batch committed.
@@ -254,6 +263,9 @@ func (pl *pipeline) drop(t *track) {
 
 // add appends a polled record to t, unless t has it already.
 func (pl *pipeline) add(t *track, rec *kgo.Record) {
+	if t.resync > 0 && rec.Offset+1 >= t.resync {
+		t.resync = 0
+	}
 	if rec.Offset < t.next {
 		return // consumed again after an aborted batch: t has it
 	}
@@ -384,7 +396,7 @@ func (pl *pipeline) emit(b *kafka.Batch) {
 	changed := false
 	for tp, t := range pl.tracks {
 		for _, e := range t.entries {
-			if e.state != entDone {
+			if e.state != entDone || t.resync > 0 {
 				continue
 			}
 			// A copy: after an aborted batch the outcome is produced again,
@@ -493,6 +505,11 @@ func (pl *pipeline) end(committedBatch bool) tally {
 		for _, e := range pl.batch {
 			if e.state == entEmitted {
 				e.state = entDone
+			}
+		}
+		for _, t := range pl.tracks {
+			if t.next > 0 && (len(t.entries) > 0 || len(t.skip) > 0) {
+				t.resync = t.next
 			}
 		}
 		n = tally{}

@@ -401,3 +401,47 @@ func TestPipelineAbortKeepsWork(t *testing.T) {
 		t.Fatalf("a batch with nothing new has %d records and commits %+v", b.Len(), pl.commits)
 	}
 }
+
+// TestPipelineResyncAfterAbort: after an aborted batch the client goes back
+// to the committed offsets; until it has polled the partition's records
+// again, a transaction would carry no offset for the partition, so its
+// outcomes wait (nothing emitted), while its commit offset stays set.
+func TestPipelineResyncAfterAbort(t *testing.T) {
+	p, err := New(Config{Client: kafka.ClientConfig{Brokers: []string{"127.0.0.1:1"}}, Route: testRoute,
+		Concurrency: 4, Ordering: OrderNone}, Echo())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pl := newPipeline(p)
+	tp := topicPartition{"tasks", 0}
+	pl.owned[tp] = true
+	tr := pl.track(tp)
+	rec := func(off int64) *kgo.Record {
+		return &kgo.Record{Topic: tp.topic, Partition: tp.partition, Offset: off}
+	}
+	for off := range int64(3) {
+		pl.add(tr, rec(off))
+	}
+	tr.entries[0].state = entRunning
+	for _, e := range tr.entries[1:] {
+		e.state = entDone
+		e.o = outcome{src: e.rec, out: &kgo.Record{Topic: "results"}, n: tally{ok: 1}}
+	}
+	b := &kafka.Batch{}
+	pl.emit(b)
+	pl.end(false)
+	// Records 0 and 1 are polled again, not yet 2.
+	pl.add(tr, rec(0))
+	pl.add(tr, rec(1))
+	b = &kafka.Batch{}
+	pl.emit(b)
+	if b.Len() != 0 {
+		t.Fatalf("%d records emitted before the partition was polled up to its last record again", b.Len())
+	}
+	pl.add(tr, rec(2))
+	b = &kafka.Batch{}
+	pl.emit(b)
+	if b.Len() != 2 || pl.commits[tp].offset != 0 || !slices.Equal(pl.commits[tp].done, []int64{1, 2}) {
+		t.Fatalf("after the resync: %d records, commit %+v", b.Len(), pl.commits[tp])
+	}
+}

@@ -432,6 +432,14 @@ func (h *Hop) endTransaction(ctx, bctx context.Context, b *Batch, perr error, en
 		end(false)
 		return h.batchError(ctx, perr)
 	}
+	if len(b.out) == 0 && len(b.state) == 0 && len(h.cl.UncommittedOffsets()) == 0 {
+		// Nothing to write and nothing to commit (a role's own commit
+		// offsets equal the committed ones): franz-go would end no
+		// transaction, yet hold its session's lock for 500ms, since no
+		// TxnOffsetCommit response told it the broker has KIP-447.
+		end(true)
+		return nil
+	}
 	if err := h.sess.Begin(); err != nil {
 		end(false)
 		return fmt.Errorf("begin transaction: %w", err)
