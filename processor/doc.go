@@ -59,13 +59,14 @@
 // paused until they fall to half of that. Under exactly-once, two
 // transactions are at least Config.CommitInterval (2ms) apart: back to
 // back, Kafka makes a transaction's first produce wait (most likely for
-// the last one's markers). A
-// poll that brings records but
-// no finished task commits nothing (kafka.Batch.Defer); a transaction the
-// broker aborts (seen on Kafka 4.4 when one begins as the last one ends)
-// loses only its output, which
-// the next one carries again: the tasks in flight go on. The trade-off:
-// more transactions (one per wake-up rather than per batch), and after a
+// the last one's markers). A poll that brings records but no finished task
+// commits nothing (kafka.Batch.Defer). A transaction the broker aborts
+// (seen on Kafka 4.4 when one begins as the last one ends) loses only its
+// output: the tasks in flight go on, and their results go with a later
+// transaction, once the client has polled their partition again (it goes
+// back to the committed offsets after an abort, and commits no offset of
+// a partition it has not polled since). The trade-off: more transactions
+// (one per wake-up rather than per batch), and after a
 // crash the tasks in flight are handled again, as with batches.
 //
 // On shutdown the tasks in flight get Config.DrainTimeout; tasks still
