@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -389,14 +388,6 @@ func testRestoreAfterRestart(t *testing.T, g kafka.Guarantee, how string, reques
 // twice, and every part counts: each request has three parts, one of which
 // often comes before its manifest.
 func TestFailover(t *testing.T) {
-	if os.Getenv("KAFKA_BROKERS") == "" && os.Getenv("SG_KFAKE_FAILOVER") == "" {
-		// On kfake this test hung for minutes in a full run on the shared
-		// 2-core box (TestFailover.func1 waiting, seen 2026-11-27); the
-		// kfake group stall and compaction bugs in docs/guarantees.md are
-		// the suspects. It runs on real Kafka in CI (make test-kafka), and
-		// on kfake with SG_KFAKE_FAILOVER=1 until that is understood.
-		t.Skip("kfake: known stall, see docs/guarantees.md; runs on real Kafka (KAFKA_BROKERS) or with SG_KFAKE_FAILOVER=1")
-	}
 	for _, g := range []kafka.Guarantee{kafka.ExactlyOnce, kafka.AtLeastOnce} {
 		for _, how := range []string{"stopped", "killed", "killed in a transaction"} {
 			if how == "killed in a transaction" && g != kafka.ExactlyOnce {

@@ -92,9 +92,9 @@ func TestPoisonRecords(t *testing.T) {
 	// After completion a stray part would only be "late"; send the unknown
 	// part for a request whose manifest is open instead.
 	openMF, _ := schemas.EncodeManifest(schemas.Manifest{CorrelationID: "open", Route: "echo", Parts: []schemas.PartID{"shard-0"},
-		Deadline: now.Add(2 * time.Second), Policy: "all", SubmittedAt: now})
+		Deadline: now.Add(60 * time.Second), Policy: "all", SubmittedAt: now})
 	stray, _ := schemas.EncodeResult(schemas.Result{CorrelationID: "open", PartID: "shard-9", Route: "echo", Status: schemas.ResultOK,
-		Attempt: 1, Tries: 1, StartedAt: now, FinishedAt: now, Deadline: now.Add(2 * time.Second)})
+		Attempt: 1, Tries: 1, StartedAt: now, FinishedAt: now, Deadline: now.Add(60 * time.Second)})
 	produce(p.topics.Results(), "open", openMF)
 	bads = append(bads, bad{p.topics.Results(), "open", stray, "aggregator", "unknown-part", ""})
 

@@ -661,7 +661,10 @@ func (h *Hop) close() {
 		h.sess.Close()
 		return
 	}
-	h.cl.Close()
+	// At-least-once polls with BlockRebalanceOnPoll: a plain Close would
+	// wait to leave the group behind a rebalance that this very poll
+	// blocks, and hang when the batch in flight cannot finish.
+	h.cl.CloseAllowingRebalance()
 }
 
 // manualFor returns a partitioner that sends records of topics, and of
