@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -87,7 +85,7 @@ func (c *Config) Validate() error {
 		c.Group = c.Topics.Prefix + "aggregator"
 	}
 	if c.InstanceID == "" {
-		c.InstanceID = defaultInstanceID()
+		c.InstanceID = kafka.DefaultInstanceID()
 	}
 	if c.Guarantee == "" {
 		c.Guarantee = kafka.ExactlyOnce
@@ -122,14 +120,6 @@ func (c *Config) Validate() error {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	return errors.Join(errs...)
-}
-
-func defaultInstanceID() string {
-	h, err := os.Hostname()
-	if err != nil || h == "" {
-		h = "host"
-	}
-	return h + "-" + strconv.Itoa(os.Getpid())
 }
 
 // Stats counts what an Aggregator did, in batches that were committed (a

@@ -4,8 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -134,11 +132,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	if c.InstanceID == "" {
-		host, err := os.Hostname()
-		if err != nil || host == "" {
-			host = "processor"
-		}
-		c.InstanceID = host + "-" + strconv.Itoa(os.Getpid())
+		c.InstanceID = kafka.DefaultInstanceID()
 	}
 	if c.Guarantee == "" {
 		c.Guarantee = kafka.ExactlyOnce

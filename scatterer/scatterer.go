@@ -31,8 +31,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -99,7 +97,7 @@ func (c *Config) Validate() error {
 		c.Group = c.Topics.Prefix + "scatterer"
 	}
 	if c.InstanceID == "" {
-		c.InstanceID = DefaultInstanceID()
+		c.InstanceID = kafka.DefaultInstanceID()
 	}
 	if c.Guarantee == "" {
 		c.Guarantee = kafka.ExactlyOnce
@@ -117,15 +115,6 @@ func (c *Config) Validate() error {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	return errors.Join(errs...)
-}
-
-// DefaultInstanceID returns hostname-pid.
-func DefaultInstanceID() string {
-	h, err := os.Hostname()
-	if err != nil || h == "" {
-		h = "host"
-	}
-	return h + "-" + strconv.Itoa(os.Getpid())
 }
 
 // Stats counts what a Scatterer did. Read it with Scatterer.Stats.

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"strconv"
 	"strings"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -107,4 +109,16 @@ func NewClient(c ClientConfig, extra ...kgo.Opt) (*kgo.Client, error) {
 		return nil, fmt.Errorf("kafka client: %w", err)
 	}
 	return cl, nil
+}
+
+// DefaultInstanceID returns "<hostname>-<pid>", the instance name a role
+// takes when none is configured. It is unique per process but not stable
+// across restarts: give each instance a stable --instance-id in production
+// so a restarted instance fences its predecessor's transactions.
+func DefaultInstanceID() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		h = "host"
+	}
+	return h + "-" + strconv.Itoa(os.Getpid())
 }
