@@ -199,7 +199,7 @@ func (g *Gateway) follow(ctx context.Context, out sse, cl *kgo.Client, id schema
 				werr = out.event(EventManifest, "", ev)
 			case schemas.KindResult:
 				res, err := schemas.DecodeResult(rec.Value)
-				if err != nil || seen[res.PartID] {
+				if err != nil || seen[res.PartID] || lateFor(snap.reply, res.PartID) {
 					return
 				}
 				seen[res.PartID] = true
@@ -242,15 +242,36 @@ func (g *Gateway) follow(ctx context.Context, out sse, cl *kgo.Client, id schema
 	}
 }
 
+// lateFor reports whether a result for part came after reply was made:
+// reply lists it without a result (MISSING, SKIPPED). A stream opened after
+// the reply shows the parts the reply accounts for, not results that came
+// too late to count.
+func lateFor(reply *schemas.Reply, part schemas.PartID) bool {
+	if reply == nil {
+		return false
+	}
+	for _, p := range reply.Parts {
+		if p.PartID == part {
+			return !arrived(p.Status)
+		}
+	}
+	return true
+}
+
+func arrived(s schemas.PartStatus) bool {
+	switch s {
+	case schemas.PartOK, schemas.PartError, schemas.PartExpired:
+		return true
+	}
+	return false
+}
+
 // arrivedAll reports whether every part that reply says had a result has
 // been sent as a part event.
 func arrivedAll(reply *schemas.Reply, seen map[schemas.PartID]bool) bool {
 	for _, p := range reply.Parts {
-		switch p.Status {
-		case schemas.PartOK, schemas.PartError, schemas.PartExpired:
-			if !seen[p.PartID] {
-				return false
-			}
+		if arrived(p.Status) && !seen[p.PartID] {
+			return false
 		}
 	}
 	return true

@@ -205,7 +205,9 @@ func TestExpiredTaskMarkedExpired(t *testing.T) {
 		Processors:  []stack.ProcessorSpec{{Route: "slow", Handler: slow}},
 		Aggregators: -1, // started below, once the results are in
 	})
-	pp, err := p.client.Submit(t.Context(), "slow", []byte(`{}`), client.Options{Timeout: 300 * time.Millisecond})
+	// 2s: long enough that the fast parts are handled in time on a loaded
+	// 2-core box (a task past its deadline is answered EXPIRED unhandled).
+	pp, err := p.client.Submit(t.Context(), "slow", []byte(`{}`), client.Options{Timeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
