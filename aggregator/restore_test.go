@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -97,7 +98,14 @@ func (f *fixture) start(id string, g kafka.Guarantee, edit ...func(*Config)) *in
 	}()
 	f.t.Cleanup(func() {
 		cancel()
-		<-in.done
+		select {
+		case <-in.done:
+		case <-time.After(2 * time.Minute):
+			// A hang: say where every goroutine is, rather than wait
+			// for go test's timeout to cut the output short.
+			pprof.Lookup("goroutine").WriteTo(f.t.Output(), 1)
+			f.t.Errorf("%s: Run has not returned 2m after its context was cancelled", id)
+		}
 	})
 	return in
 }
@@ -124,7 +132,7 @@ func (in *instance) kill() {
 	select {
 	case <-in.done:
 	case <-time.After(15 * time.Second):
-		in.agg.hop.Client().Close()
+		in.agg.hop.Abandon()
 		<-in.done
 	}
 }

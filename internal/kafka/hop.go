@@ -67,6 +67,12 @@ type HopConfig struct {
 	// waiting for new records. Send without blocking on a channel with a
 	// buffer of one.
 	Wake <-chan struct{}
+	// MaxPollRecords caps the records of one batch; records the client
+	// has buffered beyond it wait for the next poll. Zero takes everything
+	// buffered (what one fetch per broker returned). A role that bounds
+	// what it holds (the aggregator's open requests) relies on it to
+	// bound what one batch adds.
+	MaxPollRecords int
 	// FinalBatch makes Run, once its context is done, call the ProcessFunc
 	// once more with no records (unless the last batch already started
 	// after it was done) and commit what it produced, before it leaves the
@@ -100,6 +106,9 @@ func (c *HopConfig) Validate() error {
 	}
 	if c.Tick < 0 {
 		errs = append(errs, fmt.Errorf("tick: %s is negative", c.Tick))
+	}
+	if c.MaxPollRecords < 0 {
+		errs = append(errs, fmt.Errorf("max poll records: %d is negative", c.MaxPollRecords))
 	}
 	if c.DrainTimeout <= 0 {
 		c.DrainTimeout = 10 * time.Second
@@ -223,7 +232,11 @@ type Hop struct {
 	// records is processed and its transaction ends; a revocation waits for
 	// it, so that output computed for a partition is committed before the
 	// partition's next owner can take it over.
-	idle sync.Mutex
+	// It is a semaphore so that a revocation can stop waiting when the
+	// client is abandoned (Abandon): the batch in flight may then never end.
+	idle      chan struct{}
+	abandoned chan struct{}
+	abandon   sync.Once
 
 	// Group membership, kept by the rebalance callbacks for Membership.
 	joined     atomic.Bool
@@ -270,7 +283,7 @@ func NewHop(cfg HopConfig) (*Hop, error) {
 	if len(cfg.ManualPartitionTopics) > 0 || len(cfg.ManualPartitionPrefixes) > 0 {
 		opts = append(opts, kgo.RecordPartitioner(manualFor(cfg.ManualPartitionTopics, cfg.ManualPartitionPrefixes, kgo.StickyKeyPartitioner(nil))))
 	}
-	h := &Hop{cfg: cfg, log: log}
+	h := &Hop{cfg: cfg, log: log, idle: make(chan struct{}, 1), abandoned: make(chan struct{})}
 	// The callbacks also track the membership for readiness (Membership);
 	// kgo calls OnPartitionsAssigned after every join, even with nothing
 	// assigned.
@@ -285,8 +298,11 @@ func NewHop(cfg HopConfig) (*Hop, error) {
 		return func(ctx context.Context, cl *kgo.Client, rev map[string][]int32) {
 			if cfg.OnRevoked != nil {
 				if cfg.Guarantee == ExactlyOnce {
-					h.idle.Lock()
-					defer h.idle.Unlock()
+					select {
+					case h.idle <- struct{}{}:
+						defer func() { <-h.idle }()
+					case <-h.abandoned:
+					}
 				}
 				cfg.OnRevoked(ctx, cl, rev)
 			}
@@ -380,6 +396,12 @@ func (h *Hop) poll(ctx context.Context) kgo.Fetches {
 			<-exited
 		}()
 	}
+	if n := h.cfg.MaxPollRecords; n > 0 {
+		if h.sess != nil {
+			return h.sess.PollRecords(ctx, n)
+		}
+		return h.cl.PollRecords(ctx, n)
+	}
 	if h.sess != nil {
 		return h.sess.PollFetches(ctx)
 	}
@@ -396,8 +418,8 @@ func (h *Hop) runBatch(ctx context.Context, fetches kgo.Fetches, process Process
 	idle := h.sess != nil && fetches.NumRecords() == 0
 	unlockIdle := func() {}
 	if idle {
-		h.idle.Lock()
-		unlockIdle = sync.OnceFunc(h.idle.Unlock)
+		h.idle <- struct{}{}
+		unlockIdle = sync.OnceFunc(func() { <-h.idle })
 		defer unlockIdle()
 	}
 	bctx, cancel := drainContext(ctx, h.cfg.DrainTimeout)
@@ -664,6 +686,16 @@ func (h *Hop) close() {
 	// At-least-once polls with BlockRebalanceOnPoll: a plain Close would
 	// wait to leave the group behind a rebalance that this very poll
 	// blocks, and hang when the batch in flight cannot finish.
+	h.cl.CloseAllowingRebalance()
+}
+
+// Abandon closes the hop's client at once, from any goroutine, as a crash
+// would leave it: Run's batch in flight may be stuck (an idempotent producer
+// never gives up a batch that may have been written), so a revocation no
+// longer waits for it, and nothing more is committed. Run then returns. Tests
+// use it to emulate a killed process; a role stops with its context.
+func (h *Hop) Abandon() {
+	h.abandon.Do(func() { close(h.abandoned) })
 	h.cl.CloseAllowingRebalance()
 }
 
