@@ -24,8 +24,11 @@ run: ## play the demo end to end on an embedded broker and exit
 dev: ## run an embedded broker and every role until Ctrl-C
 	$(GO) run ./cmd/scattergather dev
 
+# -timeout 8m: the slowest package takes about 2 minutes on a loaded 2-core
+# box; a hang fails its package (with every goroutine's stack) well within
+# CI's 30 minutes.
 test: ## unit tests + integration suite on the embedded broker (kfake)
-	$(GO) test -count=1 -timeout 20m $(PKGS)
+	$(GO) test -count=1 -timeout 8m $(PKGS)
 
 lint: vet ## go vet and a gofmt check
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -81,7 +84,7 @@ test-kafka: ## go test ./... against a real Apache Kafka started for the run
 	mkdir -p .kafka; : > "$$report"; \
 	echo "test-kafka: KAFKA_BROKERS=$$brokers $(GO) test -count=1 $(PKGS)"; \
 	rc=0; KAFKA_BROKERS=$$brokers SG_TESTKAFKA_REPORT="$$report" \
-		$(GO) test -count=1 -timeout 20m $(PKGS) || rc=$$?; \
+		$(GO) test -count=1 -timeout 8m $(PKGS) || rc=$$?; \
 	echo "test-kafka: which broker each suite ran against:"; sort "$$report"; \
 	if [ $$rc -ne 0 ]; then \
 		echo "test-kafka: go test failed (exit $$rc); the broker's log:"; \
