@@ -60,8 +60,13 @@ type Config struct {
 	Tick time.Duration
 	// LateWindow is how long a completed request is remembered so that late
 	// and duplicate results (and a second manifest) for it are dropped and
-	// counted rather than treated as new. Default 5m. Memory grows with the
-	// requests completed within one window.
+	// counted rather than treated as new: from its deadline, or from its
+	// reply when that came at or past the deadline. A manifest read past its
+	// deadline plus LateWindow is dead-lettered as manifest-expired, never
+	// answered, so that no manifest read again is answered twice. Keep it
+	// longer than the clock skew between scatterers and aggregators.
+	// Default 5m. Memory grows with the requests completed within one
+	// window.
 	LateWindow time.Duration
 	// Now is the clock; default time.Now.
 	Now func() time.Time
@@ -136,8 +141,11 @@ type Stats struct {
 	// come yet.
 	OrphansHeld int64
 	// OrphansExpired counts held results dead-lettered because their
-	// manifest never came.
+	// manifest never came (or came expired).
 	OrphansExpired int64
+	// ManifestsExpired counts manifests dead-lettered because they were
+	// read past their deadline plus LateWindow (see Config.LateWindow).
+	ManifestsExpired int64
 	// Replies by status.
 	RepliesComplete int64
 	RepliesPartial  int64
@@ -170,6 +178,7 @@ type Stats struct {
 type stats struct {
 	manifests, results, duplicates, late atomic.Int64
 	orphansHeld, orphansExpired          atomic.Int64
+	manifestsExpired                     atomic.Int64
 	complete, partial, failed            atomic.Int64
 	open, deadLettered, changelog        atomic.Int64
 	restoredOpen, restoredDone           atomic.Int64
@@ -184,6 +193,7 @@ func (s *stats) add(c counters) {
 	s.duplicates.Add(c.duplicates)
 	s.late.Add(c.late)
 	s.orphansExpired.Add(c.orphansExpired)
+	s.manifestsExpired.Add(c.manifestsExpired)
 	s.complete.Add(c.complete)
 	s.partial.Add(c.partial)
 	s.failed.Add(c.failed)
@@ -337,17 +347,18 @@ func (a *Aggregator) Ready() bool {
 func (a *Aggregator) Stats() Stats {
 	s := &a.stats
 	return Stats{
-		Manifests:       s.manifests.Load(),
-		ResultsReceived: s.results.Load(),
-		Duplicates:      s.duplicates.Load(),
-		Late:            s.late.Load(),
-		OrphansHeld:     s.orphansHeld.Load(),
-		OrphansExpired:  s.orphansExpired.Load(),
-		RepliesComplete: s.complete.Load(),
-		RepliesPartial:  s.partial.Load(),
-		RepliesFailed:   s.failed.Load(),
-		Open:            s.open.Load(),
-		DeadLettered:    s.deadLettered.Load(),
+		Manifests:        s.manifests.Load(),
+		ResultsReceived:  s.results.Load(),
+		Duplicates:       s.duplicates.Load(),
+		Late:             s.late.Load(),
+		OrphansHeld:      s.orphansHeld.Load(),
+		OrphansExpired:   s.orphansExpired.Load(),
+		ManifestsExpired: s.manifestsExpired.Load(),
+		RepliesComplete:  s.complete.Load(),
+		RepliesPartial:   s.partial.Load(),
+		RepliesFailed:    s.failed.Load(),
+		Open:             s.open.Load(),
+		DeadLettered:     s.deadLettered.Load(),
 
 		ChangelogRecords: s.changelog.Load(),
 		RestoredOpen:     s.restoredOpen.Load(),

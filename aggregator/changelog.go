@@ -222,7 +222,7 @@ func (m *machine) logRequest(u *reqUndo) error {
 			dropHeld()
 		}
 		put(&schemas.AggregationState{CorrelationID: id, Entry: schemas.EntryDone, Done: schemas.DoneState{
-			CompletedAt: time.Unix(0, r.due-m.lateWindow),
+			CompletedAt: time.Unix(0, r.completed),
 			ForgetAt:    time.Unix(0, r.due),
 		}})
 	case phaseGone:
@@ -357,6 +357,7 @@ func (m *machine) rebuild(p int32, entries map[string][]byte, results string) (p
 		case schemas.EntryDone:
 			r.phase = phaseDone
 			r.due = g.done.ForgetAt.UnixNano()
+			r.completed = g.done.CompletedAt.UnixNano()
 			n.done++
 			n.skipped += len(g.parts) + len(g.held)
 		case schemas.EntryOpen:

@@ -139,7 +139,8 @@ func TestChangelogRecords(t *testing.T) {
 				func(h *harness) { h.feed(ok("x", "a", "1")) },
 				func(h *harness) { h.feed(ok("x", "a", "1")) }, // a duplicate writes nothing
 				func(h *harness) { h.feed(ok("x", "b", "2")) },
-				func(h *harness) { h.now = h.now.Add(testLateWindow); h.m.tick(h.now) },
+				// Forgotten at its deadline (1s) plus the late window.
+				func(h *harness) { h.now = h.now.Add(time.Second + testLateWindow); h.m.tick(h.now) },
 			},
 			want: [][]rec{
 				{{"x", "open"}},
@@ -196,7 +197,7 @@ func TestChangelogRecords(t *testing.T) {
 					h.feed(ok("v", "a", "1"))
 				},
 				func(h *harness) {
-					h.now = h.now.Add(testLateWindow)
+					h.now = h.now.Add(time.Second + testLateWindow)
 					h.m.tick(h.now)
 					h.m.manifest(h.ps, h.now, h.mf("v", time.Second, []string{"a"}), h.src("v"))
 				},

@@ -36,6 +36,8 @@
 //   - "unknown-part" for a result for a part its manifest does not list;
 //   - "orphan-result" for a result whose manifest did not come by the
 //     result's task deadline plus one second;
+//   - "manifest-expired" for a manifest read past its deadline plus
+//     LateWindow, and for the results held for it (see Replies);
 //   - "bad-hedge" for a hedge template whose settings do not parse.
 //
 // On a hedged route the scatterer also writes hedge templates to the
@@ -59,10 +61,23 @@
 // A second result for a part is a duplicate: counted and dropped, except
 // that an OK replaces an ERROR or EXPIRED result (a retry or hedge
 // succeeded). So the first OK wins. After the reply, the request is
-// remembered for LateWindow: results for it are counted as late and
-// dropped, a second manifest is counted as a duplicate; never a second
+// remembered until LateWindow after its deadline (after the reply, when
+// that came at or past the deadline): results for it are counted as late
+// and dropped, a second manifest is counted as a duplicate; never a second
 // reply. A result that comes before its manifest is held until the manifest
 // comes, then used.
+//
+// A manifest read when its deadline plus LateWindow has passed is
+// dead-lettered ("manifest-expired", counted in Stats.ManifestsExpired),
+// with any results held for it, and never answered: its request was
+// answered and forgotten (its records read again by a reset of the
+// scatterer's or the aggregator's group past the late window, see
+// docs/replay.md), or it comes so late (an outage longer than the late
+// window) that no caller waits for it. Together the two rules mean that no
+// manifest read a second time, however late, is answered a second time.
+// Deadlines are set by the scatterer's clock and compared with the
+// aggregator's: a clock skew shorter than LateWindow cannot make a manifest
+// within its deadline expire.
 //
 // # Hedged tasks
 //
@@ -112,8 +127,9 @@
 // the state machine (state.go, hedge.go): open (the manifest came), hold
 // (a result came before it), record (a part has a result), complete
 // (replied; only the id and the end of the late window stay), expire (held
-// results dead-lettered), forget (the late window passed), template (a
-// hedge template came) and hedge (the hedge fired).
+// results dead-lettered: their manifest never came, or came expired),
+// forget (the late window passed), template (a hedge template came) and
+// hedge (the hedge fired).
 //
 // # Durable state: the changelog
 //

@@ -22,6 +22,7 @@ type observer struct {
 	tracer *tracing.Tracer
 
 	manifests, results, duplicates, late, orphaned prometheus.Counter
+	manifestsExpired                               prometheus.Counter
 	open, held                                     metrics.Delta
 	restore                                        prometheus.Histogram
 	hedges                                         *prometheus.CounterVec
@@ -55,7 +56,8 @@ func newObserver(cfg *Config) (*observer, error) {
 		{&o.results, "results_received_total", "Results the aggregator consumed."},
 		{&o.duplicates, "results_duplicate_total", "Results for a part that already had one, and manifests for a request already open or done; counted once."},
 		{&o.late, "results_late_total", "Results for a request already replied to; dropped."},
-		{&o.orphaned, "results_orphaned_total", "Results whose manifest never came; dead-lettered."},
+		{&o.orphaned, "results_orphaned_total", "Results whose manifest never came, or came expired; dead-lettered."},
+		{&o.manifestsExpired, "manifests_expired_total", "Manifests read past their deadline plus the late window (a group reset past it, an outage longer than it); dead-lettered, never answered."},
 	}
 	for _, c := range counters {
 		if *c.c, err = metrics.NewCounter(reg, c.name, c.help); err != nil {
@@ -149,6 +151,7 @@ func (o *observer) commit(stats Stats) {
 	add(o.duplicates, stats.Duplicates, o.last.Duplicates)
 	add(o.late, stats.Late, o.last.Late)
 	add(o.orphaned, stats.OrphansExpired, o.last.OrphansExpired)
+	add(o.manifestsExpired, stats.ManifestsExpired, o.last.ManifestsExpired)
 	add(o.hedges.WithLabelValues("issued"), stats.HedgesIssued, o.last.HedgesIssued)
 	add(o.hedges.WithLabelValues("denied"), stats.HedgesDenied, o.last.HedgesDenied)
 	add(o.hedges.WithLabelValues("won"), stats.HedgesWon, o.last.HedgesWon)

@@ -30,8 +30,9 @@ const (
 	// phaseOpen: the manifest came; gathering until the policy is met or
 	// the deadline passes.
 	phaseOpen
-	// phaseDone: replied; remembered until LateWindow passes so that late
-	// and duplicate records are dropped, not replied to again.
+	// phaseDone: replied; remembered until LateWindow after its deadline
+	// (or its reply, if later) so that late and duplicate records are
+	// dropped, not replied to again.
 	phaseDone
 )
 
@@ -84,6 +85,8 @@ type request struct {
 	// due is when the request's timer fires (Unix nanoseconds): the orphan
 	// expiry, the deadline, or the end of the late window.
 	due int64
+	// completed is when a done request was replied to (Unix nanoseconds).
+	completed int64
 	// Open requests only.
 	plan  *plan
 	slots []slot // one per manifest part, in manifest order
@@ -130,14 +133,17 @@ type counters struct {
 	duplicates     int64
 	late           int64
 	orphansExpired int64
-	deadLettered   int64
-	complete       int64
-	partial        int64
-	failed         int64
-	changelog      int64 // records written to the changelog
-	hedgesIssued   int64 // tasks re-issued
-	hedgesDenied   int64 // hedges the budget did not allow
-	hedgesWon      int64 // parts whose recorded result came from a hedge
+	// manifestsExpired counts manifests read past their deadline plus the
+	// late window, dead-lettered.
+	manifestsExpired int64
+	deadLettered     int64
+	complete         int64
+	partial          int64
+	failed           int64
+	changelog        int64 // records written to the changelog
+	hedgesIssued     int64 // tasks re-issued
+	hedgesDenied     int64 // hedges the budget did not allow
+	hedgesWon        int64 // parts whose recorded result came from a hedge
 }
 
 // output is a record to produce: a reply, a dead letter when src is set,
@@ -340,12 +346,27 @@ func (m *machine) manifest(ps *partitionState, now time.Time, mf schemas.Manifes
 		m.delta.duplicates++
 		return
 	}
+	nowNs := now.UnixNano()
+	if dl := nanos(mf.Deadline); dl != 0 && dl+m.lateWindow <= nowNs {
+		// Read again by a group reset past the late window (or after an
+		// outage longer than it): a request is remembered until at least
+		// its deadline plus the late window, so this one was answered and
+		// forgotten, or no client waits for it any more. Opening it would
+		// reply a second time, at once.
+		m.delta.manifestsExpired++
+		err := fmt.Errorf("manifest %s read at %s, past its deadline %s plus the late window %s: the request was answered or never will be",
+			mf.CorrelationID, now.UTC().Format(time.RFC3339Nano), mf.Deadline.UTC().Format(time.RFC3339Nano), time.Duration(m.lateWindow))
+		m.deadLetter(src, "manifest-expired", err)
+		if r != nil {
+			m.expire(ps, r, "manifest-expired", fmt.Errorf("held for manifest %s, which came past its deadline plus the late window", r.id))
+		}
+		return
+	}
 	pl, err := m.newPlan(mf)
 	if err != nil {
 		m.deadLetter(src, "bad-manifest", fmt.Errorf("manifest %s: %w", mf.CorrelationID, err))
 		return
 	}
-	nowNs := now.UnixNano()
 	var held []heldResult
 	if r == nil {
 		r = m.create(ps, mf.CorrelationID)
@@ -524,12 +545,30 @@ func (m *machine) complete(ps *partitionState, r *request, now int64, atDeadline
 	}
 	m.out = append(m.out, o)
 	// Mutation "complete": only the id and the end of the late window stay.
+	// The window runs from the deadline when the request completed before
+	// it: a manifest read again within its deadline's late window (a group
+	// reset) must find the request done; one read later is expired.
 	m.touch(ps, r)
+	deadline := nanos(r.plan.mf.Deadline)
 	r.phase = phaseDone
 	r.plan, r.slots, r.got, r.ok, r.hedge = nil, nil, 0, 0, nil
-	r.due = now + m.lateWindow
+	r.completed = now
+	r.due = max(now, deadline) + m.lateWindow
 	ps.timers.push(r.due, r.id)
 	ps.g.open--
+}
+
+// expire dead-letters the results held for orphan r with reason and err,
+// and drops r.
+func (m *machine) expire(ps *partitionState, r *request, reason string, err error) {
+	// Mutation "expire": the manifest never came, or came expired.
+	m.touch(ps, r)
+	for _, h := range r.held {
+		m.delta.orphansExpired++
+		m.deadLetter(h.src, reason, err)
+	}
+	ps.g.held -= int64(len(r.held))
+	m.remove(ps, r)
 }
 
 // nextDue returns when the earliest timer of any partition is due (Unix
@@ -571,15 +610,8 @@ func (m *machine) fire(ps *partitionState, now time.Time) {
 		case phaseOpen:
 			m.complete(ps, r, nowNs, true)
 		case phaseOrphan:
-			// Mutation "expire": the manifest never came.
-			m.touch(ps, r)
-			for _, h := range r.held {
-				m.delta.orphansExpired++
-				m.deadLetter(h.src, "orphan-result", fmt.Errorf("no manifest for %s came by %s, %s after the task's deadline",
-					r.id, time.Unix(0, r.due).UTC().Format(time.RFC3339Nano), orphanGrace))
-			}
-			ps.g.held -= int64(len(r.held))
-			m.remove(ps, r)
+			m.expire(ps, r, "orphan-result", fmt.Errorf("no manifest for %s came by %s, %s after the task's deadline",
+				r.id, time.Unix(0, r.due).UTC().Format(time.RFC3339Nano), orphanGrace))
 		case phaseDone:
 			// Mutation "forget": the late window passed.
 			m.touch(ps, r)

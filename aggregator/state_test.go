@@ -149,6 +149,7 @@ func (c *counters) add(d counters) {
 	c.hedgesIssued += d.hedgesIssued
 	c.hedgesDenied += d.hedgesDenied
 	c.hedgesWon += d.hedgesWon
+	c.manifestsExpired += d.manifestsExpired
 }
 
 // replies takes the replies produced so far.

@@ -44,7 +44,8 @@
 //	scattergather_results_received_total           results consumed
 //	scattergather_results_duplicate_total          results for a part that had one (and repeated manifests)
 //	scattergather_results_late_total               results for a request already replied to
-//	scattergather_results_orphaned_total           results whose manifest never came (dead-lettered)
+//	scattergather_results_orphaned_total           results whose manifest never came, or came expired (dead-lettered)
+//	scattergather_manifests_expired_total          manifests read past their deadline plus the late window (dead-lettered)
 //	scattergather_open_requests                    gauge: requests gathering
 //	scattergather_held_results                     gauge: results waiting for their manifest
 //	scattergather_state_restore_duration_seconds   time to restore a partition's state on assignment

@@ -37,12 +37,14 @@ type GroupReset struct {
 func reprocessingNote(topic string) string {
 	switch {
 	case strings.HasSuffix(topic, "requests"):
-		return "re-scattering requests: requests answered within the aggregator's late window (--late-window, default 5m after each reply) " +
-			"are dropped by the aggregator as duplicates, but requests answered longer ago are answered A SECOND TIME (FAILED, their deadline " +
-			"having passed). To re-run old requests, use 'scattergather replay', which re-submits them under new ids."
+		return "re-scattering requests: the aggregator drops the manifests of requests within their deadline plus its late window " +
+			"(--late-window, default 5m) as duplicates and their results as late; older manifests are dead-lettered as manifest-expired " +
+			"and their results as orphan-result, never answered again. Requests the scatterer rejects are rejected, and answered FAILED, " +
+			"again. To re-run old requests, use 'scattergather replay', which re-submits them under new ids."
 	case strings.HasSuffix(topic, "results"):
-		return "re-aggregating results: the aggregator restores the requests it answered within its late window from its changelog and drops " +
-			"their results as late, but requests answered longer ago are answered A SECOND TIME."
+		return "re-aggregating results: the aggregator restores the requests it answered within their deadline plus its late window from " +
+			"its changelog and drops their records as duplicates and late; older manifests are dead-lettered as manifest-expired and their " +
+			"results as orphan-result. No request is answered twice."
 	case strings.Contains(topic, "tasks."):
 		return "re-processing tasks: tasks past their deadline are answered EXPIRED without running the handler; results of requests answered " +
 			"within the aggregator's late window are dropped as late, older ones are dead-lettered as orphan-result. No request is answered twice."
