@@ -21,6 +21,7 @@ const (
 	DefaultMaxCachedRequests = 100_000
 	DefaultMaxCacheBytes     = 256 << 20
 	DefaultMaxStreams        = 256
+	DefaultMaxInFlight       = 10_000
 	DefaultProduceTimeout    = 5 * time.Second
 	DefaultRetryAfter        = 5 * time.Second
 	DefaultReplyGrace        = 10 * time.Second
@@ -64,6 +65,20 @@ type Config struct {
 	// MaxStreams caps concurrent /events streams, each of which reads one
 	// partition of the results topic with its own Kafka client; default 256.
 	MaxStreams int
+	// MaxInFlight caps the requests this gateway submitted whose reply it
+	// has not read yet; a POST above it is answered 429 with Retry-After.
+	// A request stops counting when its reply is read, when Kafka refuses
+	// it, or ReplyGrace after its deadline. Default 10,000.
+	MaxInFlight int
+	// AuthTokenFile, when set, names a file of bearer tokens, one a line
+	// (blank lines and # comments skipped; each at least MinTokenLength of
+	// A-Z a-z 0-9 - . _ ~ + / and trailing =). Every /v1/ request must then
+	// carry "Authorization: Bearer <one of them>" or is answered 401 with
+	// WWW-Authenticate. New fails when the file cannot be read or holds no
+	// valid token; it is read again at most once a second while the gateway
+	// serves, so a token is added or retired without a restart (a reload
+	// that fails keeps the tokens read before). Empty: no authentication.
+	AuthTokenFile string
 	// ProduceTimeout is how long a POST waits for Kafka to take the request
 	// before answering 503; default 5s.
 	ProduceTimeout time.Duration
@@ -150,6 +165,7 @@ func (c *Config) Validate() error {
 	}{
 		{"max cached requests", &c.MaxCachedRequests, DefaultMaxCachedRequests},
 		{"max streams", &c.MaxStreams, DefaultMaxStreams},
+		{"max in flight", &c.MaxInFlight, DefaultMaxInFlight},
 	} {
 		switch {
 		case *n.v < 0:

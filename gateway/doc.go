@@ -23,7 +23,42 @@
 //	GET  /v1/requests/{id}[?wait=5s]   200 reply | 202 pending | 404 unknown
 //	GET  /v1/requests/{id}/events      Server-Sent Events: manifest, part..., reply
 //	GET  /v1/routes, /v1/routes/{route}
-//	GET  /healthz (serving), /readyz (caught up with the replies topic)
+//
+// That is all the gateway's handler serves: health, readiness and metrics
+// belong on another port, the admin port, which the gateway command serves
+// with internal/metrics (--admin-addr: /metrics, /healthz, and /readyz,
+// whose check is [Gateway.Ready]: caught up with the replies topic). The
+// API's port answers /healthz, /readyz and /metrics with a 404 that says
+// so; before, it served /healthz and /readyz itself.
+//
+// Each endpoint takes only its own query parameters (timeout, fanout and
+// wait on a POST; wait on a GET), each at most once: anything else is a
+// 400, so that a misspelt ?timout=2s is not a request with the default
+// timeout. A timeout is at least 1ms and is cut to whole milliseconds, the
+// resolution of the request record.
+//
+// # Authentication
+//
+// With Config.AuthTokenFile set, every /v1/ request, whatever its path or
+// method, must carry "Authorization: Bearer <token>" with one of the
+// file's tokens, or it is answered 401 with a JSON error and
+// "WWW-Authenticate: Bearer realm="scattergather"" (plus
+// error="invalid_token" when a token was given), before anything else is
+// looked at. The file holds one token a line, so that two are valid
+// while callers move from the old to the new; it is read again at most
+// once a second. Tokens are compared by their SHA-256 digests in constant
+// time, and never logged.
+//
+// # Limits
+//
+// MaxInFlight caps the requests submitted through this gateway whose reply
+// it has not read: a POST above it is answered 429 with Retry-After and
+// code too-many-in-flight, before its body is read. A request stops
+// counting when its reply is read, when Kafka refuses it, or ReplyGrace
+// after its deadline (a reply that never comes holds its slot that long).
+// 429 rather than 503: the gateway is healthy, and a proxy that ejects
+// hosts answering 5xx should not take it out. MaxStreams caps event
+// streams, MaxBodyBytes bodies, MaxWait long polls.
 //
 // A reply is the JSON of [client.ReplyView]: status COMPLETE, PARTIAL or
 // FAILED, the merged payload, and one marker per expected part (OK, ERROR,
@@ -32,12 +67,13 @@
 // means "here is the reply", whatever its status.
 //
 // Every error is JSON, {"error": "...", "code": "..."}, with the codes
-// listed as Code* constants: 400 for a bad timeout, fan-out, wait, id or
-// JSON body; 404 for an unknown route, request or path; 409 for a known
-// X-Correlation-ID; 413 for a body over MaxBodyBytes; 503 with Retry-After
-// when Kafka does not take the request within ProduceTimeout, while the
-// gateway is still reading back replies after a start, or when MaxStreams
-// event streams are open.
+// listed as Code* constants: 400 for a bad timeout, fan-out, wait, id,
+// query string, Content-Type or JSON body; 401 without a valid bearer
+// token; 404 for an unknown route, request or path; 409 for a known
+// X-Correlation-ID; 413 for a body over MaxBodyBytes; 429 with Retry-After
+// at MaxInFlight; 503 with Retry-After when Kafka does not take the
+// request within ProduceTimeout, while the gateway is still reading back
+// replies after a start, or when MaxStreams event streams are open.
 //
 // # Where replies come from
 //
@@ -49,9 +85,10 @@
 // answers GET /v1/requests/{id} for any request of the last ReplyRetention,
 // whoever submitted it: 202 while it is pending, 200 once replied. Until it
 // has read up to where the topics ended at its start, it answers an id it
-// does not know with 503 "catching-up" rather than a wrong 404; /readyz
-// turns 200 then. Requests whose reply goes to another reply topic (a Go
-// client's own, see package client) are not tracked.
+// does not know with 503 "catching-up" rather than a wrong 404; Ready
+// (the admin port's /readyz) passes then. Requests whose reply goes to
+// another reply topic (a Go client's own, see package client) are not
+// tracked.
 //
 // # Event streams
 //
@@ -73,6 +110,10 @@
 //	scattergather_gateway_cached_requests                         requests and replies in the cache
 //	scattergather_gateway_cache_evictions_total                   entries dropped for room before their retention ended
 //	scattergather_gateway_event_streams                           open /events streams
+//	scattergather_gateway_in_flight_requests                      requests submitted here, no reply read yet
+//	scattergather_gateway_in_flight_rejected_total                POSTs answered 429 at MaxInFlight
+//	scattergather_gateway_in_flight_expired_total                 in-flight requests that stopped counting at deadline + ReplyGrace, no reply read
+//	scattergather_gateway_auth_failures_total{reason}             401s: missing (no bearer token) or invalid
 //
 // # Concurrency and shutdown
 //

@@ -29,6 +29,10 @@ type Gateway struct {
 	state  atomic.Int32 // tailConnecting, tailCatchingUp, tailReady
 	mux    *http.ServeMux
 	m      *gatewayMetrics
+	// tokens are the accepted bearer tokens; nil: no authentication.
+	tokens *tokens
+	// inflight counts this gateway's requests awaiting their reply.
+	inflight *inflight
 
 	// streams is a semaphore of MaxStreams slots for /events.
 	streams chan struct{}
@@ -53,12 +57,13 @@ func New(cfg Config) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway config: %w", err)
 	}
 	g := &Gateway{
-		cfg:     cfg,
-		log:     cfg.Logger.With("role", "gateway"),
-		routes:  map[schemas.Route]scatterer.Route{},
-		store:   newStore(cfg.MaxCachedRequests, cfg.MaxCacheBytes, cfg.ReplyRetention),
-		streams: make(chan struct{}, cfg.MaxStreams),
-		closing: make(chan struct{}),
+		cfg:      cfg,
+		log:      cfg.Logger.With("role", "gateway"),
+		routes:   map[schemas.Route]scatterer.Route{},
+		store:    newStore(cfg.MaxCachedRequests, cfg.MaxCacheBytes, cfg.ReplyRetention),
+		streams:  make(chan struct{}, cfg.MaxStreams),
+		closing:  make(chan struct{}),
+		inflight: newInflight(cfg.MaxInFlight),
 	}
 	for _, r := range cfg.Routes {
 		g.routes[r.Name] = r
@@ -68,6 +73,14 @@ func New(cfg Config) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	g.m = m
+	if err := registerInFlight(cfg.Metrics, g.inflight); err != nil {
+		return nil, fmt.Errorf("gateway: register metrics: %w", err)
+	}
+	if cfg.AuthTokenFile != "" {
+		if g.tokens, err = loadTokens(cfg.AuthTokenFile, g.log); err != nil {
+			return nil, fmt.Errorf("gateway: %w", err)
+		}
+	}
 	g.mux = g.routesMux()
 	return g, nil
 }
@@ -115,7 +128,8 @@ func (g *Gateway) Run(ctx context.Context) error {
 	serveErr := make(chan error, 1)
 	// Serve returns http.ErrServerClosed once Shutdown or Close is called.
 	go func() { serveErr <- srv.Serve(ln) }()
-	g.log.Info("gateway serving", "addr", ln.Addr().String(), "routes", len(g.routes))
+	g.log.Info("gateway serving", "addr", ln.Addr().String(), "routes", len(g.routes),
+		"auth", g.tokens != nil, "max_in_flight", g.cfg.MaxInFlight)
 
 	var errs []error
 	select {
@@ -154,7 +168,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // Ready reports nil once the gateway has read the requests and replies
 // topics back over its retention window (then an unknown id is a 404), and
-// why not otherwise. It is /readyz's check; safe for concurrent use.
+// why not otherwise. It is the readiness check of the admin port's /readyz
+// (see the package doc); safe for concurrent use.
 func (g *Gateway) Ready() error {
 	if s := g.state.Load(); s != tailReady {
 		return fmt.Errorf("gateway: %s", tailStateNames[s])

@@ -111,6 +111,7 @@ func (e *env) startPipeline(t *testing.T) {
 
 // gw is a running gateway.
 type gw struct {
+	*gateway.Gateway
 	url  string
 	stop func() error // idempotent; what Run returned
 }
@@ -136,7 +137,7 @@ func (e *env) startGateway(t *testing.T, mod func(*gateway.Config)) *gw {
 	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
 	done := make(chan error, 1)
 	go func() { done <- g.Run(ctx) }()
-	s := &gw{url: "http://" + ln.Addr().String()}
+	s := &gw{Gateway: g, url: "http://" + ln.Addr().String()}
 	s.stop = sync.OnceValue(func() error {
 		cancel()
 		select {
@@ -154,17 +155,17 @@ func (e *env) startGateway(t *testing.T, mod func(*gateway.Config)) *gw {
 	return s
 }
 
-// waitReady polls /readyz until 200.
+// waitReady polls Ready (the admin port's /readyz check) until it passes.
 func (s *gw) waitReady(t *testing.T) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		res := do(t, "GET", s.url+"/readyz", nil, nil)
-		if res.status == http.StatusOK {
+		err := s.Ready()
+		if err == nil {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("gateway not ready after 20s: %d %s", res.status, res.body)
+			t.Fatalf("gateway not ready after 20s: %v", err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -488,6 +489,12 @@ func TestErrors(t *testing.T) {
 		{name: "timeout negative", path: "/v1/routes/echo/requests?timeout=-1s", status: 400, code: gateway.CodeInvalidTimeout, says: "timeout -1s must be positive"},
 		{name: "timeout zero", path: "/v1/routes/echo/requests?timeout=0s", status: 400, code: gateway.CodeInvalidTimeout, says: "must be positive"},
 		{name: "timeout over the route's max", path: "/v1/routes/echo/requests?timeout=2m", status: 400, code: gateway.CodeInvalidTimeout, says: "timeout 2m0s exceeds route echo's maximum of 1m0s"},
+		{name: "timeout below a millisecond", path: "/v1/routes/echo/requests?timeout=500us", status: 400, code: gateway.CodeInvalidTimeout, says: "timeout 500µs is below the smallest, 1ms"},
+		{name: "unknown query parameter", path: "/v1/routes/echo/requests?timout=2s", status: 400, code: gateway.CodeBadRequest, says: `unknown query parameter "timout"; this endpoint takes timeout, fanout, wait`},
+		{name: "repeated query parameter", path: "/v1/routes/echo/requests?timeout=1s&timeout=2s", status: 400, code: gateway.CodeBadRequest, says: "query parameter timeout is given 2 times"},
+		{name: "bad query escape", path: "/v1/routes/echo/requests?timeout=%zz", status: 400, code: gateway.CodeBadRequest, says: "query string: invalid URL escape"},
+		{name: "semicolon in query", path: "/v1/routes/echo/requests?timeout=1s;fanout=2", status: 400, code: gateway.CodeBadRequest, says: "query string: invalid semicolon separator"},
+		{name: "unknown query parameter on get", method: "GET", path: "/v1/requests/" + dupID + "?timeout=1s", status: 400, code: gateway.CodeBadRequest, says: `unknown query parameter "timeout"; this endpoint takes wait`},
 		{name: "fanout not a number", path: "/v1/routes/echo/requests?fanout=two", status: 400, code: gateway.CodeInvalidFanout, says: `fanout "two" is not a whole number`},
 		{name: "fanout zero", path: "/v1/routes/echo/requests?fanout=0", status: 400, code: gateway.CodeInvalidFanout, says: "fanout 0 is outside 1..8 for route echo"},
 		{name: "fanout over max", path: "/v1/routes/echo/requests?fanout=9", status: 400, code: gateway.CodeInvalidFanout, says: "outside 1..8"},
@@ -505,6 +512,10 @@ func TestErrors(t *testing.T) {
 		{name: "unknown route info", method: "GET", path: "/v1/routes/nope", status: 404, code: gateway.CodeUnknownRoute, says: "nope"},
 		{name: "bad wait on get", method: "GET", path: "/v1/requests/" + dupID + "?wait=-1s", status: 400, code: gateway.CodeInvalidWait, says: "negative"},
 		{name: "unknown path", method: "GET", path: "/v2/x", status: 404, code: gateway.CodeNotFound, says: "no endpoint GET /v2/x"},
+		{name: "unknown API path", method: "GET", path: "/v1/nothing", status: 404, code: gateway.CodeNotFound, says: "no endpoint GET /v1/nothing"},
+		{name: "healthz is on the admin port", method: "GET", path: "/healthz", status: 404, code: gateway.CodeNotFound, says: "/healthz is not served on the API's address but on the admin address"},
+		{name: "readyz is on the admin port", method: "GET", path: "/readyz", status: 404, code: gateway.CodeNotFound, says: "--admin-addr"},
+		{name: "metrics are on the admin port", method: "GET", path: "/metrics", status: 404, code: gateway.CodeNotFound, says: "--admin-addr"},
 		{name: "wrong method", method: "GET", path: "/v1/routes/echo/requests", status: 405, code: gateway.CodeMethodNotAllowed, says: "use POST"},
 		{name: "wrong method on a request", method: "DELETE", path: "/v1/requests/" + dupID, status: 405, code: gateway.CodeMethodNotAllowed, says: "use GET"},
 	} {
@@ -547,9 +558,6 @@ func TestBrokerUnavailable(t *testing.T) {
 		if took := time.Since(start); took > 10*time.Second {
 			t.Errorf("503 took %s", took)
 		}
-		if res := do(t, "GET", s.url+"/healthz", nil, nil); res.status != http.StatusOK {
-			t.Errorf("healthz %d", res.status)
-		}
 	}
 	t.Run("nothing listens", func(t *testing.T) {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -567,8 +575,8 @@ func TestBrokerUnavailable(t *testing.T) {
 		if res.header.Get("Retry-After") == "" || !strings.Contains(string(res.body), gateway.CodeBrokerUnavailable) {
 			t.Errorf("lookup: %s", res.body)
 		}
-		if res := do(t, "GET", s.url+"/readyz", nil, nil); res.status != http.StatusServiceUnavailable || !strings.Contains(string(res.body), "connecting") {
-			t.Errorf("readyz %d %s", res.status, res.body)
+		if err := s.Ready(); err == nil || !strings.Contains(err.Error(), "connecting") {
+			t.Errorf("Ready() = %v, want connecting", err)
 		}
 		if res := do(t, "GET", s.url+"/v1/routes", nil, nil); res.status != http.StatusOK {
 			t.Errorf("routes need no broker: %d", res.status)
@@ -674,6 +682,7 @@ func TestShutdown(t *testing.T) {
 	got := make(chan response, 1)
 	go func() {
 		req, _ := http.NewRequest("POST", s.url+"/v1/routes/quotes/requests?wait=50s&timeout=40s", strings.NewReader(`{}`))
+		req.Header.Set(gateway.HeaderCorrelationID, "shutdown-1")
 		res, err := httpClient.Do(req)
 		if err != nil {
 			got <- response{status: -1, body: []byte(err.Error())}
@@ -683,7 +692,15 @@ func TestShutdown(t *testing.T) {
 		b, _ := io.ReadAll(res.Body)
 		got <- response{status: res.StatusCode, header: res.Header, body: b}
 	}()
-	time.Sleep(500 * time.Millisecond) // the POST is waiting for "stuck"
+	// Once the gateway knows the request, its POST is being handled: it
+	// waits for "stuck", or soon will.
+	deadline := time.Now().Add(20 * time.Second)
+	for do(t, "GET", s.url+"/v1/requests/shutdown-1", nil, nil).status != http.StatusAccepted {
+		if time.Now().After(deadline) {
+			t.Fatal("the POST did not reach the gateway within 20s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	start := time.Now()
 	if err := s.stop(); err != nil {
 		t.Fatalf("Run: %v", err)

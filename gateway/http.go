@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"mime"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -17,7 +16,6 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/scattergather/scattergather/client"
 	"github.com/scattergather/scattergather/internal/tracing"
 	"github.com/scattergather/scattergather/scatterer"
 	"github.com/scattergather/scattergather/schemas"
@@ -40,6 +38,8 @@ const (
 	CodeBrokerUnavailable = "broker-unavailable"
 	CodeCatchingUp        = "catching-up"
 	CodeTooManyStreams    = "too-many-streams"
+	CodeTooManyInFlight   = "too-many-in-flight"
+	CodeUnauthorized      = "unauthorized"
 	CodeInternal          = "internal"
 )
 
@@ -85,19 +85,27 @@ type RouteBody struct {
 
 var validID = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
 
+// routesMux serves the API. Every /v1/ handler, the 405 and 404 answers
+// under /v1/ included, checks the bearer token first (authorize), so that
+// a caller without one learns nothing, not even the route names.
 func (g *Gateway) routesMux() *http.ServeMux {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/routes/{route}/requests", g.postRequest)
-	mux.HandleFunc("GET /v1/routes", g.listRoutes)
-	mux.HandleFunc("GET /v1/routes/{route}", g.getRoute)
-	mux.HandleFunc("GET /v1/requests/{id}", g.getRequest)
-	mux.HandleFunc("GET /v1/requests/{id}/events", g.streamEvents)
-	mux.HandleFunc("GET /healthz", g.healthz)
-	mux.HandleFunc("GET /readyz", g.readyz)
+	api := func(pattern string, h http.HandlerFunc) {
+		mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+			if g.authorize(w, r) {
+				h(w, r)
+			}
+		})
+	}
+	api("POST /v1/routes/{route}/requests", g.postRequest)
+	api("GET /v1/routes", g.listRoutes)
+	api("GET /v1/routes/{route}", g.getRoute)
+	api("GET /v1/requests/{id}", g.getRequest)
+	api("GET /v1/requests/{id}/events", g.streamEvents)
 	// The same paths without a method match only the wrong methods.
 	for _, p := range []string{"/v1/routes/{route}/requests", "/v1/routes", "/v1/routes/{route}",
-		"/v1/requests/{id}", "/v1/requests/{id}/events", "/healthz", "/readyz"} {
-		mux.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) {
+		"/v1/requests/{id}", "/v1/requests/{id}/events"} {
+		api(p, func(w http.ResponseWriter, r *http.Request) {
 			allow := http.MethodGet
 			if strings.HasSuffix(p, "/requests") {
 				allow = http.MethodPost
@@ -106,10 +114,20 @@ func (g *Gateway) routesMux() *http.ServeMux {
 			writeError(w, http.StatusMethodNotAllowed, CodeMethodNotAllowed, "method %s is not allowed on %s; use %s", r.Method, r.URL.Path, allow)
 		})
 	}
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, CodeNotFound, "no endpoint %s %s; see GET /v1/routes and POST /v1/routes/{route}/requests", r.Method, r.URL.Path)
-	})
+	api("/v1/", g.notFound)
+	mux.HandleFunc("/", g.notFound)
 	return mux
+}
+
+// notFound answers a path the API does not have; for the admin paths, it
+// says where they are.
+func (g *Gateway) notFound(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Path {
+	case "/healthz", "/readyz", "/metrics":
+		writeError(w, http.StatusNotFound, CodeNotFound, "%s is not served on the API's address but on the admin address (scattergather gateway --admin-addr)", r.URL.Path)
+	default:
+		writeError(w, http.StatusNotFound, CodeNotFound, "no endpoint %s %s; see GET /v1/routes and POST /v1/routes/{route}/requests", r.Method, r.URL.Path)
+	}
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -130,22 +148,6 @@ func writeError(w http.ResponseWriter, status int, code, format string, args ...
 func (g *Gateway) unavailable(w http.ResponseWriter, code, format string, args ...any) {
 	w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(g.cfg.RetryAfter.Seconds()))))
 	writeError(w, http.StatusServiceUnavailable, code, format, args...)
-}
-
-func (g *Gateway) healthz(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-}
-
-// readyz is 200 once the requests and replies topics are read back over
-// the retention window, so that GET /v1/requests/{id} knows every recent id.
-func (g *Gateway) readyz(w http.ResponseWriter, _ *http.Request) {
-	s := g.state.Load()
-	status := http.StatusOK
-	if s != tailReady {
-		status = http.StatusServiceUnavailable
-	}
-	n, b, ev := g.store.stats()
-	writeJSON(w, status, map[string]any{"status": tailStateNames[s], "cached_requests": n, "cached_bytes": b, "evicted": ev})
 }
 
 func routeBody(r scatterer.Route) RouteBody {
@@ -170,97 +172,29 @@ func (g *Gateway) listRoutes(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-func (g *Gateway) route(w http.ResponseWriter, r *http.Request) (scatterer.Route, bool) {
-	name := r.PathValue("route")
-	rt, ok := g.routes[schemas.Route(name)]
-	if !ok {
-		names := make([]string, 0, len(g.cfg.Routes))
-		for _, r := range g.cfg.Routes {
-			names = append(names, string(r.Name))
-		}
-		writeError(w, http.StatusNotFound, CodeUnknownRoute, "route %q is not configured; routes: %s", name, strings.Join(names, ", "))
-	}
-	return rt, ok
-}
-
 func (g *Gateway) getRoute(w http.ResponseWriter, r *http.Request) {
-	if rt, ok := g.route(w, r); ok {
-		writeJSON(w, http.StatusOK, routeBody(rt))
+	rt, err := g.lookupRoute(r.PathValue("route"))
+	if err != nil {
+		err.write(w)
+		return
 	}
-}
-
-// parseWait reads ?wait=; zero when absent.
-func (g *Gateway) parseWait(w http.ResponseWriter, q url.Values) (time.Duration, bool) {
-	s := q.Get("wait")
-	if s == "" {
-		return 0, true
-	}
-	d, err := time.ParseDuration(s)
-	switch {
-	case err != nil:
-		writeError(w, http.StatusBadRequest, CodeInvalidWait, "wait %q is not a duration like 5s or 500ms", s)
-	case d < 0:
-		writeError(w, http.StatusBadRequest, CodeInvalidWait, "wait %s is negative", d)
-	case d > g.cfg.MaxWait:
-		writeError(w, http.StatusBadRequest, CodeInvalidWait, "wait %s exceeds the maximum of %s; poll the Location instead", d, g.cfg.MaxWait)
-	default:
-		return d, true
-	}
-	return 0, false
+	writeJSON(w, http.StatusOK, routeBody(rt))
 }
 
 // postRequest is POST /v1/routes/{route}/requests.
 func (g *Gateway) postRequest(w http.ResponseWriter, r *http.Request) {
-	rt, ok := g.route(w, r)
-	if !ok {
+	sub, perr := g.parseSubmit(r.PathValue("route"), r.URL.RawQuery, r.Header)
+	if perr != nil {
+		perr.write(w)
 		return
 	}
-	q := r.URL.Query()
-	timeout := rt.Timeout
-	var explicitTimeout time.Duration
-	if s := q.Get("timeout"); s != "" {
-		d, err := time.ParseDuration(s)
-		switch {
-		case err != nil:
-			writeError(w, http.StatusBadRequest, CodeInvalidTimeout, "timeout %q is not a duration like 2s or 500ms", s)
-			return
-		case d <= 0:
-			writeError(w, http.StatusBadRequest, CodeInvalidTimeout, "timeout %s must be positive", d)
-			return
-		case d > rt.MaxTimeout:
-			writeError(w, http.StatusBadRequest, CodeInvalidTimeout, "timeout %s exceeds route %s's maximum of %s", d, rt.Name, rt.MaxTimeout)
-			return
-		}
-		timeout, explicitTimeout = d, d
-	}
-	var fanout *int
-	if s := q.Get("fanout"); s != "" {
-		n, err := strconv.Atoi(s)
-		switch {
-		case err != nil:
-			writeError(w, http.StatusBadRequest, CodeInvalidFanout, "fanout %q is not a whole number", s)
-			return
-		case rt.Mode == scatterer.Broadcast && n != len(rt.Recipients):
-			writeError(w, http.StatusBadRequest, CodeInvalidFanout, "fanout %d: broadcast route %s always has its %d recipients", n, rt.Name, len(rt.Recipients))
-			return
-		case n < 1 || n > rt.MaxFanout:
-			writeError(w, http.StatusBadRequest, CodeInvalidFanout, "fanout %d is outside 1..%d for route %s", n, rt.MaxFanout, rt.Name)
-			return
-		}
-		fanout = &n
-	}
-	wait, ok := g.parseWait(w, q)
-	if !ok {
+	// Refuse early, before the body is read, when the gateway is full;
+	// acquire below decides.
+	if g.inflight.full(time.Now()) {
+		g.tooManyInFlight(w)
 		return
 	}
-	id := schemas.CorrelationID(r.Header.Get(HeaderCorrelationID))
-	if id == "" {
-		id = client.NewCorrelationID()
-	} else if !validID.MatchString(string(id)) {
-		writeError(w, http.StatusBadRequest, CodeInvalidID, "%s %q: want 1 to 128 of A-Z a-z 0-9 . _ : -", HeaderCorrelationID, id)
-		return
-	}
-
+	rt, id := sub.route, sub.id
 	if r.ContentLength > g.cfg.MaxBodyBytes {
 		writeError(w, http.StatusRequestEntityTooLarge, CodeBodyTooLarge, "body of %d bytes exceeds the limit of %d", r.ContentLength, g.cfg.MaxBodyBytes)
 		return
@@ -274,21 +208,29 @@ func (g *Gateway) postRequest(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, CodeBadRequest, "read the body: %v", err)
 		return
 	}
-	ct, ok := contentType(w, r.Header.Get("Content-Type"), body)
-	if !ok {
+	ct, perr := parseContentType(r.Header.Get("Content-Type"), body)
+	if perr != nil {
+		perr.write(w)
 		return
 	}
 
 	now := time.Now()
-	if _, err := g.store.submit(id, rt.Name, now, now.Add(timeout)); err != nil {
+	deadline := now.Add(sub.timeout)
+	if _, err := g.store.submit(id, rt.Name, now, deadline); err != nil {
 		writeError(w, http.StatusConflict, CodeDuplicateID, "%s %s is already known to this gateway; poll /v1/requests/%s", HeaderCorrelationID, id, id)
 		return
 	}
-	req := schemas.Request{CorrelationID: id, Route: rt.Name, Payload: body, ContentType: ct, Timeout: explicitTimeout,
-		Fanout: fanout, SubmittedAt: now}
+	if !g.inflight.acquire(id, deadline.Add(g.cfg.ReplyGrace), now) {
+		g.store.forget(id)
+		g.tooManyInFlight(w)
+		return
+	}
+	req := schemas.Request{CorrelationID: id, Route: rt.Name, Payload: body, ContentType: ct, Timeout: sub.explicit,
+		Fanout: sub.fanout, SubmittedAt: now}
 	v, err := schemas.EncodeRequest(req)
 	if err != nil {
 		g.store.forget(id)
+		g.inflight.release(id)
 		writeError(w, http.StatusInternalServerError, CodeInternal, "encode the request: %v", err)
 		return
 	}
@@ -312,7 +254,17 @@ func (g *Gateway) postRequest(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set(HeaderCorrelationID, string(id))
-	g.answer(w, r, id, wait, http.StatusAccepted)
+	g.answer(w, r, id, sub.wait, http.StatusAccepted)
+}
+
+// tooManyInFlight answers 429 with Retry-After: MaxInFlight requests of
+// this gateway await their replies. Not 503: the gateway is healthy, and a
+// proxy that ejects hosts on 5xx should not take it out of rotation.
+func (g *Gateway) tooManyInFlight(w http.ResponseWriter) {
+	g.m.inFlightRejected.Inc()
+	w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(g.cfg.RetryAfter.Seconds()))))
+	writeError(w, http.StatusTooManyRequests, CodeTooManyInFlight,
+		"%d requests submitted through this gateway await their replies, the limit (max in flight); retry later", g.cfg.MaxInFlight)
 }
 
 // errNotAcked: the broker did not acknowledge a request in time.
@@ -331,6 +283,7 @@ func (g *Gateway) produce(ctx context.Context, id schemas.CorrelationID, value [
 	g.producer.Produce(ctx, rec, func(_ *kgo.Record, err error) {
 		if err != nil {
 			g.store.forget(id)
+			g.inflight.release(id)
 		}
 		acked <- err
 	})
@@ -340,33 +293,6 @@ func (g *Gateway) produce(ctx context.Context, id schemas.CorrelationID, value [
 	case <-ctx.Done():
 		return fmt.Errorf("%w: no acknowledgement within %s; it may still be processed", errNotAcked, g.cfg.ProduceTimeout)
 	}
-}
-
-// contentType returns the payload's content type: the header's, with two
-// conveniences for curl users: no header, or curl's default form type, on
-// a body that is JSON means JSON (else bytes). A JSON type on a body that
-// is not JSON is a 400.
-func contentType(w http.ResponseWriter, header string, body []byte) (string, bool) {
-	mt, _, err := mime.ParseMediaType(header)
-	if header != "" && err != nil {
-		writeError(w, http.StatusBadRequest, CodeBadRequest, "Content-Type %q: %v", header, err)
-		return "", false
-	}
-	switch {
-	case header == "" || mt == "application/x-www-form-urlencoded":
-		if len(body) > 0 && json.Valid(body) {
-			return "application/json", true
-		}
-		if header == "" {
-			return "application/octet-stream", true
-		}
-	case mt == "application/json" || strings.HasSuffix(mt, "+json"):
-		if !json.Valid(body) {
-			writeError(w, http.StatusBadRequest, CodeInvalidJSON, "the body is not valid JSON but its Content-Type is %s", mt)
-			return "", false
-		}
-	}
-	return header, true
 }
 
 // answer writes the reply of id if it is there or comes within wait (200),
@@ -422,8 +348,14 @@ func (g *Gateway) notKnown(w http.ResponseWriter, id schemas.CorrelationID) {
 // getRequest is GET /v1/requests/{id}[?wait=]: 200 with the reply, 202
 // while pending, 404 when unknown.
 func (g *Gateway) getRequest(w http.ResponseWriter, r *http.Request) {
-	wait, ok := g.parseWait(w, r.URL.Query())
-	if !ok {
+	q, perr := parseQuery(r.URL.RawQuery, getParams)
+	if perr != nil {
+		perr.write(w)
+		return
+	}
+	wait, perr := g.parseWaitValue(q)
+	if perr != nil {
+		perr.write(w)
 		return
 	}
 	g.answer(w, r, schemas.CorrelationID(r.PathValue("id")), wait, http.StatusAccepted)

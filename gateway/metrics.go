@@ -19,6 +19,9 @@ type gatewayMetrics struct {
 	streams   prometheus.Gauge
 	evictions prometheus.Counter
 	lastEvict uint64 // tail goroutine only
+
+	inFlightRejected prometheus.Counter
+	authFailures     *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) (*gatewayMetrics, error) {
@@ -44,7 +47,36 @@ func newMetrics(reg prometheus.Registerer) (*gatewayMetrics, error) {
 		"Cached requests dropped for room (MaxCachedRequests, MaxCacheBytes) before their retention ended."); err != nil {
 		return nil, err
 	}
+	if m.inFlightRejected, err = metrics.NewCounter(reg, "gateway_in_flight_rejected_total",
+		"POSTs answered 429 because MaxInFlight requests were in flight."); err != nil {
+		return nil, err
+	}
+	if m.authFailures, err = metrics.NewCounterVec(reg, "gateway_auth_failures_total",
+		"/v1/ requests answered 401, by reason: missing (no bearer token) or invalid (not one of the tokens).", "reason"); err != nil {
+		return nil, err
+	}
 	return m, nil
+}
+
+// registerInFlight exports the in-flight count and the requests that left
+// it at their expiry without a reply, read from f when scraped.
+func registerInFlight(reg prometheus.Registerer, f *inflight) error {
+	if reg == nil {
+		return nil
+	}
+	for _, c := range []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: metrics.Namespace, Name: "gateway_in_flight_requests",
+			Help: "Requests this gateway submitted and has no reply for yet (limit: MaxInFlight)."},
+			func() float64 { n, _ := f.count(time.Now()); return float64(n) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: metrics.Namespace, Name: "gateway_in_flight_expired_total",
+			Help: "In-flight requests that stopped counting at their deadline plus the reply grace, no reply read by then."},
+			func() float64 { _, e := f.count(time.Now()); return float64(e) }),
+	} {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // observeStore publishes the store's size; the tail calls it.

@@ -15,7 +15,7 @@ import (
 	"github.com/scattergather/scattergather/schemas"
 )
 
-// The states of the tail, as /readyz reports them.
+// The states of the tail, as Ready reports them.
 const (
 	tailConnecting int32 = iota // the broker has not answered yet
 	tailCatchingUp              // reading back the retention window
@@ -188,6 +188,9 @@ func (g *Gateway) observe(r *kgo.Record, now time.Time) {
 			g.log.Warn("undecodable reply", "key", string(r.Key), "partition", r.Partition, "offset", r.Offset, "err", err)
 			return
 		}
+		// Released first, so that a caller who has the reply may submit
+		// again at once.
+		g.inflight.release(reply.CorrelationID)
 		g.store.replied(reply, r.Timestamp, now)
 	}
 }

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -24,7 +23,9 @@ type gatewayFlags struct {
 	retention      time.Duration
 	maxCached      int
 	maxStreams     int
+	maxInFlight    int
 	produceTimeout time.Duration
+	authTokenFile  string
 }
 
 func (f *gatewayFlags) register(fs *flag.FlagSet) {
@@ -33,7 +34,9 @@ func (f *gatewayFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&f.retention, "reply-retention", gateway.DefaultReplyRetention, "gateway: how far back requests and replies are read at start and kept, so a restarted gateway still answers GET /v1/requests/{id}")
 	fs.IntVar(&f.maxCached, "max-cached-requests", gateway.DefaultMaxCachedRequests, "gateway: most requests (and their replies) kept in memory; the oldest go first")
 	fs.IntVar(&f.maxStreams, "max-streams", gateway.DefaultMaxStreams, "gateway: most concurrent /events streams (each reads one results partition)")
+	fs.IntVar(&f.maxInFlight, "max-in-flight", gateway.DefaultMaxInFlight, "gateway: most requests submitted through this gateway and not yet replied to; above it a POST is answered 429 with Retry-After (a request stops counting at its reply, or 10s after its deadline)")
 	fs.DurationVar(&f.produceTimeout, "produce-timeout", gateway.DefaultProduceTimeout, "gateway: how long a POST waits for Kafka to take the request before answering 503")
+	fs.StringVar(&f.authTokenFile, "auth-token-file", "", fmt.Sprintf("gateway: file of bearer tokens, one a line (# comments; each at least %d of A-Z a-z 0-9 - . _ ~ + /); when set, every /v1/ request needs 'Authorization: Bearer <token>' (else 401). Re-read every second: add the new token, move the callers, remove the old one. Empty: no authentication", gateway.MinTokenLength))
 }
 
 // config returns the gateway config for the route table.
@@ -43,7 +46,8 @@ func (f *gatewayFlags) config(table *routes.Table) (gateway.Config, error) {
 		return gateway.Config{}, err
 	}
 	return gateway.Config{Routes: srs, MaxBodyBytes: f.maxBody, MaxWait: f.maxWait, ReplyRetention: f.retention,
-		MaxCachedRequests: f.maxCached, MaxStreams: f.maxStreams, ProduceTimeout: f.produceTimeout}, nil
+		MaxCachedRequests: f.maxCached, MaxStreams: f.maxStreams, MaxInFlight: f.maxInFlight, ProduceTimeout: f.produceTimeout,
+		AuthTokenFile: f.authTokenFile}, nil
 }
 
 // listenGateway binds addr, with an error that says what to do when the
@@ -64,6 +68,17 @@ func curlExamples(base, route, payload string) string {
 	fmt.Fprintf(&b, "  curl -s -X POST '%s/v1/routes/%s/requests' -d '%s'   # 202 + Location: poll it, or GET it with /events\n", base, route, payload)
 	fmt.Fprintf(&b, "  curl -s %s/v1/routes\n", base)
 	return b.String()
+}
+
+// registerAdminAddr names the gateway's admin port --admin-addr: the
+// address of /metrics, /healthz and /readyz, which the API's port does not
+// serve. --metrics-addr, its name before, stays an alias (the same value),
+// so existing deployments keep working; with both set in the environment,
+// SG_METRICS_ADDR wins (flags are read from it in name order).
+func registerAdminAddr(fs *flag.FlagSet) {
+	m := fs.Lookup("metrics-addr")
+	fs.Var(m.Value, "admin-addr", "admin address of the gateway: /metrics, /healthz and /readyz, kept off the API's --addr (host:port; 0.0.0.0:PORT for every interface); empty disables them")
+	m.Usage = "the same as --admin-addr (its former name)"
 }
 
 // registerGatewayCommon defines the shared flags a gateway uses: those of
@@ -90,17 +105,21 @@ func gatewayCmd() *Command {
 		Name:    "gateway",
 		Summary: "Serve the HTTP API: submit requests, wait for or poll replies, stream parts as they arrive.",
 		Usage:   "gateway [flags]",
-		Long: `Serves, on --addr:
+		Long: `Serves the API on --addr:
   POST /v1/routes/{route}/requests[?timeout=2s][&fanout=N][&wait=5s]
        the body is the payload, with its Content-Type; with wait: 200 and the
        reply if it comes in time, else 202 Accepted with a Location
   GET  /v1/requests/{id}[?wait=5s]   200 reply, 202 pending, 404 unknown
   GET  /v1/requests/{id}/events      Server-Sent Events: manifest, each part, the reply
   GET  /v1/routes                    the route table
-  GET  /healthz, /readyz
+and, on --admin-addr (not on --addr): /metrics, /healthz, /readyz (200 once
+the replies topic is read back over --reply-retention).
+
 A reply is JSON: status COMPLETE, PARTIAL or FAILED, the merged payload and a
-marker per part. Errors are JSON {"error": ..., "code": ...}: 400 bad input,
-404 unknown route or request, 409 known X-Correlation-ID, 413 body too large,
+marker per part. Errors are JSON {"error": ..., "code": ...}: 400 bad input
+(also an unknown or repeated query parameter), 401 without a valid bearer
+token (with --auth-token-file), 404 unknown route or request, 409 known
+X-Correlation-ID, 413 body too large, 429 with Retry-After at --max-in-flight,
 503 with Retry-After when Kafka does not take the request.
 
 The gateway reads the requests and replies topics back over --reply-retention
@@ -111,6 +130,7 @@ at start, so any instance, also a restarted one, answers for recent requests.
 		Flags: func(fs *flag.FlagSet) {
 			registerGatewayCommon(fs, &c)
 			o.register(fs, DefaultGatewayMetricsAddr)
+			registerAdminAddr(fs)
 			f.register(fs)
 			fs.StringVar(&addr, "addr", gateway.DefaultAddr, "address the HTTP API listens on (host:port; :8080 or 0.0.0.0:8080 for every interface)")
 		},
@@ -145,8 +165,9 @@ at start, so any instance, also a restarted one, answers for recent requests.
 
 // runGatewayDemo sends one search through the gateway at base, prints the
 // curl command that does the same and the answer, and fails unless the
-// reply is COMPLETE. The demo calls it while its pipeline runs.
-func runGatewayDemo(ctx context.Context, out io.Writer, base string) error {
+// reply is COMPLETE. The demo calls it while its pipeline runs; ready is
+// the gateway's readiness check (Gateway.Ready).
+func runGatewayDemo(ctx context.Context, out io.Writer, base string, ready func() error) error {
 	const payload = `{"query":"red running shoes","k":3}`
 	fmt.Fprintf(out, "\n== gateway: the same pipeline over HTTP on %s\n", base)
 	fmt.Fprintf(out, "$ curl -s -X POST '%s/v1/routes/search/requests?wait=5s' -H 'Content-Type: application/json' -d '%s'\n", base, payload)
@@ -155,19 +176,12 @@ func runGatewayDemo(ctx context.Context, out io.Writer, base string) error {
 	// the demo shows a steady state.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/readyz", nil)
-		if err != nil {
-			return err
-		}
-		res, err := http.DefaultClient.Do(req)
+		err := ready()
 		if err == nil {
-			res.Body.Close()
-			if res.StatusCode == http.StatusOK {
-				break
-			}
+			break
 		}
 		if time.Now().After(deadline) {
-			return errors.New("demo: the gateway did not become ready within 10s")
+			return fmt.Errorf("demo: the gateway did not become ready within 10s: %w", err)
 		}
 		select {
 		case <-ctx.Done():

@@ -320,7 +320,7 @@ Prints the replies and a summary line, and exits non-zero if any reply is wrong.
 				return err
 			}
 			base := "http://" + ln.Addr().String()
-			dcfg.After = func(ctx context.Context) error { return runGatewayDemo(ctx, os.Stdout, base) }
+			dcfg.After = func(ctx context.Context) error { return runGatewayDemo(ctx, os.Stdout, base, gw.Ready) }
 			// The gateway serves while the demo plays (its tail waits for the
 			// topics the demo creates) and stops when it is done.
 			return runTogether(ctx, func(ctx context.Context) error {
