@@ -49,6 +49,17 @@ func (e *DecodeError) Error() string {
 
 func (e *DecodeError) Unwrap() error { return e.Err }
 
+// writer is what a fingerprint says about the schema a record was written
+// with: its kind, and whether it is the current schema of that kind, whose
+// body the hand-written decoders (fast.go) read. Every fingerprint is of a
+// current schema today (see README.md, Evolution); a released schema that
+// differs from the current one would be registered with current false, and
+// its records decoded by goavro.
+type writer struct {
+	kind    Kind
+	current bool
+}
+
 type registry struct {
 	byKind map[Kind]*goavro.Codec
 	// header is each kind's single-object header: the magic and the
@@ -60,7 +71,7 @@ type registry struct {
 	// services using those libraries' single-object encoders are read too.
 	// The schema, and so the body, is the same; only the libraries'
 	// canonical forms differ.
-	byFingerprint map[uint64]Kind
+	byFingerprint map[uint64]writer
 	// shapes holds each kind's schema as the binary walks in walk.go need
 	// it: the guard run before goavro decodes, and the map sort after it
 	// encodes.
@@ -71,7 +82,7 @@ var loadRegistry = sync.OnceValues(func() (*registry, error) {
 	r := &registry{
 		byKind:        map[Kind]*goavro.Codec{},
 		header:        map[Kind][]byte{},
-		byFingerprint: map[uint64]Kind{},
+		byFingerprint: map[uint64]writer{},
 		shapes:        map[Kind]*shape{},
 	}
 	for _, k := range Kinds {
@@ -97,10 +108,10 @@ var loadRegistry = sync.OnceValues(func() (*registry, error) {
 		}
 		fp := crc64Avro([]byte(pcf))
 		for _, f := range []uint64{fp, uint64(c.Rabin), crc64Avro([]byte(keepLogical))} {
-			if other, ok := r.byFingerprint[f]; ok && other != k {
-				return nil, fmt.Errorf("schemas %s and %s share fingerprint %016x", other, k, f)
+			if other, ok := r.byFingerprint[f]; ok && other.kind != k {
+				return nil, fmt.Errorf("schemas %s and %s share fingerprint %016x", other.kind, k, f)
 			}
-			r.byFingerprint[f] = k
+			r.byFingerprint[f] = writer{kind: k, current: true}
 		}
 		r.byKind[k] = c
 		r.header[k] = binary.LittleEndian.AppendUint64([]byte{singleObjectMagic[0], singleObjectMagic[1]}, fp)
@@ -147,12 +158,38 @@ func KindOf(b []byte) (Kind, error) {
 	if err != nil {
 		return "", err
 	}
-	fp := binary.LittleEndian.Uint64(b[2:10])
-	k, ok := r.byFingerprint[fp]
-	if !ok {
-		return "", &DecodeError{Kind: "record", Reason: "unknown-schema", Err: fmt.Errorf("fingerprint %016x: %w", fp, ErrUnknownSchema)}
+	w, err := r.writerOf("record", b)
+	if err != nil {
+		return "", err
 	}
-	return k, nil
+	return w.kind, nil
+}
+
+// writerOf looks up the fingerprint of b, which has a single-object header.
+// Its error is a *DecodeError of kind k.
+func (r *registry) writerOf(k Kind, b []byte) (writer, error) {
+	fp := binary.LittleEndian.Uint64(b[2:10])
+	w, ok := r.byFingerprint[fp]
+	if !ok {
+		return writer{}, &DecodeError{Kind: k, Reason: "unknown-schema", Err: fmt.Errorf("fingerprint %016x: %w", fp, ErrUnknownSchema)}
+	}
+	return w, nil
+}
+
+// readHeader checks b's single-object header for a decoder of kind k and
+// returns its writer. Its errors are *DecodeError of kind k, as KindOf's.
+func (r *registry) readHeader(k Kind, b []byte) (writer, error) {
+	if len(b) < singleObjectHeaderLen || b[0] != singleObjectMagic[0] || b[1] != singleObjectMagic[1] {
+		return writer{}, &DecodeError{Kind: k, Reason: "not-avro", Err: fmt.Errorf("%d bytes without the single-object header: %w", len(b), ErrUnknownSchema)}
+	}
+	w, err := r.writerOf(k, b)
+	if err != nil {
+		return writer{}, err
+	}
+	if w.kind != k {
+		return writer{}, &DecodeError{Kind: k, Reason: "wrong-schema", Err: fmt.Errorf("record is a %s", w.kind)}
+	}
+	return w, nil
 }
 
 // encode writes native as a single-object encoded record of kind k. goavro
@@ -186,16 +223,12 @@ const singleObjectHeaderLen = 10
 // convert would panic, yields a *DecodeError with reason "malformed": a
 // poison record must never crash a role.
 func decode[T any](k Kind, b []byte, convert func(map[string]any) (T, error)) (v T, err error) {
-	got, err := KindOf(b)
+	r, err := loadRegistry()
 	if err != nil {
-		var de *DecodeError
-		if errors.As(err, &de) {
-			de.Kind = k
-		}
 		return v, err
 	}
-	if got != k {
-		return v, &DecodeError{Kind: k, Reason: "wrong-schema", Err: fmt.Errorf("record is a %s", got)}
+	if _, err := r.readHeader(k, b); err != nil {
+		return v, err
 	}
 	defer func() {
 		if p := recover(); p != nil {
@@ -203,7 +236,6 @@ func decode[T any](k Kind, b []byte, convert func(map[string]any) (T, error)) (v
 			v, err = zero, &DecodeError{Kind: k, Reason: "malformed", Err: fmt.Errorf("decoder panicked: %v", p)}
 		}
 	}()
-	r, _ := loadRegistry()
 	// goavro sizes its slices and maps by the block counts it reads before
 	// it reads the items: a 20-byte record announcing 2^31 array items
 	// would exhaust memory, a fatal error no recover catches. The walk

@@ -2,7 +2,6 @@ package schemas
 
 import (
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -242,18 +241,14 @@ func appendBytes(dst, b []byte) []byte {
 // The result shares no memory with b. Errors are *DecodeError.
 func DecodeAggregationState(b []byte) (AggregationState, error) {
 	const k = KindAggregationState
-	got, err := KindOf(b)
+	r, err := loadRegistry()
 	if err != nil {
-		var de *DecodeError
-		if errors.As(err, &de) {
-			de.Kind = k
-		}
 		return AggregationState{}, err
 	}
-	if got != k {
-		return AggregationState{}, &DecodeError{Kind: k, Reason: "wrong-schema", Err: fmt.Errorf("record is a %s", got)}
+	if _, err := r.readHeader(k, b); err != nil {
+		return AggregationState{}, err
 	}
-	d := stateDecoder{b: b[singleObjectHeaderLen:]}
+	d := decoder{b: b[singleObjectHeaderLen:]}
 	s := d.state()
 	if d.err == nil && len(d.b) > 0 {
 		d.err = fmt.Errorf("%d trailing bytes", len(d.b))
@@ -264,21 +259,22 @@ func DecodeAggregationState(b []byte) (AggregationState, error) {
 	return s, nil
 }
 
-// stateDecoder reads an AggregationState body. The first error sticks;
-// every read after it returns zero values. Every length and count is
-// checked against the bytes left before anything is allocated.
-type stateDecoder struct {
+// decoder reads an Avro binary body: an AggregationState's here, the
+// pipeline records' in fast.go. The first error sticks; every read after it
+// returns zero values. Every length and count is checked against the bytes
+// left before anything is allocated.
+type decoder struct {
 	b   []byte
 	err error
 }
 
-func (d *stateDecoder) fail(format string, args ...any) {
+func (d *decoder) fail(format string, args ...any) {
 	if d.err == nil {
 		d.err = fmt.Errorf(format, args...)
 	}
 }
 
-func (d *stateDecoder) long(field string) int64 {
+func (d *decoder) long(field string) int64 {
 	if d.err != nil {
 		return 0
 	}
@@ -291,7 +287,7 @@ func (d *stateDecoder) long(field string) int64 {
 	return v
 }
 
-func (d *stateDecoder) int(field string) int64 {
+func (d *decoder) int(field string) int64 {
 	v := d.long(field)
 	if v < math.MinInt32 || v > math.MaxInt32 {
 		d.fail("%s: int %d out of range", field, v)
@@ -300,7 +296,7 @@ func (d *stateDecoder) int(field string) int64 {
 	return v
 }
 
-func (d *stateDecoder) raw(field string) []byte {
+func (d *decoder) raw(field string) []byte {
 	n := d.long(field)
 	if d.err != nil {
 		return nil
@@ -314,10 +310,10 @@ func (d *stateDecoder) raw(field string) []byte {
 	return v
 }
 
-func (d *stateDecoder) str(field string) string { return string(d.raw(field)) }
+func (d *decoder) str(field string) string { return string(d.raw(field)) }
 
 // bytes returns a copy, never nil when the read succeeds.
-func (d *stateDecoder) bytes(field string) []byte {
+func (d *decoder) bytes(field string) []byte {
 	v := d.raw(field)
 	if d.err != nil {
 		return nil
@@ -325,12 +321,12 @@ func (d *stateDecoder) bytes(field string) []byte {
 	return append([]byte{}, v...)
 }
 
-func (d *stateDecoder) time(field string) time.Time {
+func (d *decoder) time(field string) time.Time {
 	return time.UnixMicro(d.long(field)).UTC()
 }
 
 // blocks calls item once per item of an array or map, block by block.
-func (d *stateDecoder) blocks(field string, item func()) {
+func (d *decoder) blocks(field string, item func()) {
 	for d.err == nil {
 		count, rest, err := readBlockCount(d.b)
 		if err != nil {
@@ -355,7 +351,7 @@ func (d *stateDecoder) blocks(field string, item func()) {
 	}
 }
 
-func (d *stateDecoder) state() AggregationState {
+func (d *decoder) state() AggregationState {
 	s := AggregationState{CorrelationID: CorrelationID(d.str("correlation_id"))}
 	switch branch := d.long("entry"); {
 	case d.err != nil:
