@@ -8,7 +8,7 @@ PKGS      ?= ./...
 GOFLAGS   ?=
 export GOFLAGS
 
-.PHONY: all build run dev test test-unit lint vet fmt chaos bench bench-micro clean help
+.PHONY: all build run dev test test-unit lint vet fmt fuzz chaos bench bench-micro clean help
 
 all: build
 
@@ -38,6 +38,36 @@ vet:
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')
+
+# fuzz runs every Fuzz target in the repo (found by grepping the test files
+# for `func Fuzz`, so a new target is picked up without editing this file)
+# for FUZZTIME each, one after another, and prints the executions each
+# reached. A failing input is saved under the package's testdata/fuzz/<target>/
+# and runs with every `go test` from then on (docs/testing.md).
+# Go 1.26 may end a run that found nothing with "context deadline exceeded"
+# when -fuzztime expires (golang/go#75804, fixed in Go 1.27); a run that
+# ends so and wrote no failing input counts as passed, and says so.
+FUZZTIME ?= 10s
+fuzz: ## run every Fuzz target for FUZZTIME each (default 10s) and print the executions reached
+	@log=$$(mktemp); trap 'rm -f "$$log"' EXIT; failed=""; \
+	for file in $$(git grep --untracked -l '^func Fuzz' -- '*_test.go'); do \
+		pkg=./$$(dirname "$$file"); \
+		for target in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' "$$file"); do \
+			rc=0; start=$$(date +%s); \
+			$(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) "$$pkg" >"$$log" 2>&1 || rc=$$?; \
+			execs=$$(sed -n 's/^fuzz: elapsed: .*, execs: \([0-9]*\) .*/\1/p' "$$log" | tail -n 1); \
+			note=""; \
+			if [ $$rc -ne 0 ] && grep -qx '    context deadline exceeded' "$$log" && ! grep -q 'Failing input written' "$$log"; then \
+				rc=0; note=", ended by the fuzztime race golang/go#75804 (no failing input)"; \
+			fi; \
+			if [ $$rc -eq 0 ]; then \
+				printf 'fuzz: %-18s %-27s ok: %s execs in %s (%ds with the build)%s\n' "$$pkg" "$$target" "$${execs:-?}" "$(FUZZTIME)" $$(($$(date +%s) - start)) "$$note"; \
+			else \
+				printf 'fuzz: %-18s %-27s FAILED (exit %d):\n' "$$pkg" "$$target" $$rc; cat "$$log"; failed="$$failed $$target"; \
+			fi; \
+		done; \
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzz: failed:$$failed"; exit 1; fi
 
 clean:
 	rm -rf bin
