@@ -278,6 +278,7 @@ func New(cfg Config) (*Aggregator, error) {
 		Topics:          []string{cfg.Topics.Results()},
 		Guarantee:       cfg.Guarantee,
 		TransactionalID: cfg.Group + "-" + cfg.InstanceID,
+		Metrics:         cfg.Metrics,
 		Tick:            cfg.Tick,
 		Wake:            a.wake,
 		OnAssigned:      a.assigned,

@@ -171,9 +171,8 @@ func (pl *pipeline) process(runCtx, base context.Context, bctx context.Context, 
 	if pl.fatal != nil {
 		return pl.fatal
 	}
-	if pl.cl == nil {
-		pl.cl = pl.p.hop.Load().Client()
-	}
+	// The hop builds a new client after some errors (kafka.Hop.Run).
+	pl.cl = pl.p.hop.Load().Client()
 	b.Fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
 		tp := topicPartition{fp.Topic, fp.Partition}
 		if len(fp.Records) == 0 || !pl.owned[tp] {

@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -36,6 +38,24 @@ type HopConfig struct {
 	// instance (e.g. group + instance name) so a restarted instance fences
 	// its zombie predecessor.
 	TransactionalID string
+	// InstanceID, when set, makes the client a static member of its group
+	// (group.instance.id): an instance restarted with the same id, or a
+	// client the hop rebuilds, takes the place of its predecessor and gets
+	// its partitions back without a rebalance. A static member does not
+	// leave the group when its client closes, so Run leaves explicitly (a
+	// LeaveGroup naming the instance id) when it stops; a crashed instance
+	// keeps its partitions until the session timeout (10s) or its restart.
+	// Two live instances with one id fence each other: the older gets
+	// FENCED_INSTANCE_ID and its Run ends with that error.
+	InstanceID string
+	// RestartBackoff is the wait before the hop builds a new client after
+	// an error it can recover from (see Run); it doubles with every
+	// restart that follows without a committed batch in between, up to
+	// MaxRestartBackoff. Defaults 250ms and 10s.
+	RestartBackoff, MaxRestartBackoff time.Duration
+	// Metrics, when set, receives scattergather_hop_restarts_total{group}:
+	// how often the hop built a new client after an error.
+	Metrics prometheus.Registerer
 	// Tick bounds how long Run waits for records before it calls the
 	// ProcessFunc with none, so that timers can fire on idle partitions.
 	// Zero waits for records.
@@ -113,6 +133,13 @@ func (c *HopConfig) Validate() error {
 	if c.DrainTimeout <= 0 {
 		c.DrainTimeout = 10 * time.Second
 	}
+	if c.RestartBackoff <= 0 {
+		c.RestartBackoff = 250 * time.Millisecond
+	}
+	if c.MaxRestartBackoff <= 0 {
+		c.MaxRestartBackoff = 10 * time.Second
+	}
+	c.MaxRestartBackoff = max(c.MaxRestartBackoff, c.RestartBackoff)
 	return errors.Join(errs...)
 }
 
@@ -225,8 +252,21 @@ type EndFunc func(committed bool)
 type Hop struct {
 	cfg  HopConfig
 	log  *slog.Logger
-	cl   *kgo.Client
-	sess *kgo.GroupTransactSession // nil under at-least-once
+	opts []kgo.Opt // every client's options
+
+	// The client and, under exactly-once, its session: Run's goroutine
+	// replaces them when it restarts (see Run); current is the client for
+	// Client, from any goroutine.
+	cl      *kgo.Client
+	sess    *kgo.GroupTransactSession // nil under at-least-once
+	current atomic.Pointer[kgo.Client]
+	closed  bool // Run's goroutine: cl is closed
+
+	// Restarts: in all (Restarts), and in a row without a committed
+	// batch (Run's goroutine), which sets the backoff.
+	restarts    atomic.Int64
+	restartsVec prometheus.Counter // nil without HopConfig.Metrics
+	consecutive int
 
 	// idle is held, under exactly-once, while a batch that consumed no
 	// records is processed and its transaction ends; a revocation waits for
@@ -270,16 +310,19 @@ func NewHop(cfg HopConfig) (*Hop, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	opts := append(cfg.Client.Options(),
+	opts := []kgo.Opt{
 		kgo.ConsumerGroup(cfg.Group),
 		kgo.ConsumeTopics(cfg.Topics...),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.SessionTimeout(10*time.Second),
+		kgo.SessionTimeout(10 * time.Second),
 		kgo.HeartbeatInterval(time.Second),
-		kgo.RebalanceTimeout(30*time.Second),
-		kgo.FetchMaxWait(500*time.Millisecond),
-	)
+		kgo.RebalanceTimeout(30 * time.Second),
+		kgo.FetchMaxWait(500 * time.Millisecond),
+	}
+	if cfg.InstanceID != "" {
+		opts = append(opts, kgo.InstanceID(cfg.InstanceID))
+	}
 	if len(cfg.ManualPartitionTopics) > 0 || len(cfg.ManualPartitionPrefixes) > 0 {
 		opts = append(opts, kgo.RecordPartitioner(manualFor(cfg.ManualPartitionTopics, cfg.ManualPartitionPrefixes, kgo.StickyKeyPartitioner(nil))))
 	}
@@ -313,38 +356,105 @@ func NewHop(cfg HopConfig) (*Hop, error) {
 		}
 	}
 	opts = append(opts, kgo.OnPartitionsRevoked(revoked(false)), kgo.OnPartitionsLost(revoked(true)))
-	var err error
 	switch cfg.Guarantee {
 	case ExactlyOnce:
 		opts = append(opts, kgo.TransactionalID(cfg.TransactionalID), kgo.TransactionTimeout(30*time.Second))
-		h.sess, err = kgo.NewGroupTransactSession(append(opts, cfg.Opts...)...)
-		if err == nil {
-			h.cl = h.sess.Client()
-		}
 	default:
 		opts = append(opts, kgo.DisableAutoCommit(), kgo.BlockRebalanceOnPoll())
-		h.cl, err = kgo.NewClient(append(opts, cfg.Opts...)...)
 	}
-	if err != nil {
-		return nil, fmt.Errorf("hop %s: %w", cfg.Group, err)
+	h.opts = append(opts, cfg.Opts...)
+	if cfg.Metrics != nil {
+		vec := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "scattergather", Name: "hop_restarts_total",
+			Help: "Kafka clients a consume-produce hop closed and built again after an error it can recover from (a producer fenced, the member removed from its group), by consumer group."},
+			[]string{"group"})
+		if err := cfg.Metrics.Register(vec); err != nil {
+			are, ok := errors.AsType[prometheus.AlreadyRegisteredError](err)
+			if !ok {
+				return nil, fmt.Errorf("hop %s: register metric: %w", cfg.Group, err)
+			}
+			if vec, ok = are.ExistingCollector.(*prometheus.CounterVec); !ok {
+				return nil, fmt.Errorf("hop %s: register metric: %w", cfg.Group, err)
+			}
+		}
+		h.restartsVec = vec.WithLabelValues(cfg.Group)
+	}
+	if err := h.connect(); err != nil {
+		return nil, err
 	}
 	return h, nil
 }
 
+// connect builds the hop's client (and session) from h.opts.
+func (h *Hop) connect() error {
+	// The client config's options come first, the hop's after them; the
+	// client config's own hooks are built anew for every client.
+	opts := append(h.cfg.Client.Options(), h.opts...)
+	var (
+		cl  *kgo.Client
+		err error
+	)
+	if h.cfg.Guarantee == ExactlyOnce {
+		var sess *kgo.GroupTransactSession
+		if sess, err = kgo.NewGroupTransactSession(opts...); err == nil {
+			h.sess, cl = sess, sess.Client()
+		}
+	} else {
+		cl, err = kgo.NewClient(opts...)
+	}
+	if err != nil {
+		return fmt.Errorf("hop %s: %w", h.cfg.Group, err)
+	}
+	h.cl, h.closed = cl, false
+	h.current.Store(cl)
+	return nil
+}
+
+// Restarts returns how often the hop has built a new client after an error
+// it recovered from. Safe for concurrent use.
+func (h *Hop) Restarts() int64 { return h.restarts.Load() }
+
 // Client returns the hop's client, e.g. for metrics or admin requests. Do not
-// use it to poll, commit or manage transactions.
-func (h *Hop) Client() *kgo.Client { return h.cl }
+// use it to poll, commit or manage transactions. After a restart (see Run)
+// it returns the new client: do not keep it across batches. Safe for
+// concurrent use.
+func (h *Hop) Client() *kgo.Client { return h.current.Load() }
 
 // Run polls and processes batches until ctx is done or processing fails. On
 // return the batch in flight has been committed or aborted and the client has
 // left the group and closed.
+//
+// Run rides out the errors a live instance can recover from: its producer
+// fenced or its epoch bumped (PRODUCER_FENCED, INVALID_PRODUCER_EPOCH: a
+// transaction outlived its timeout during a long pause, or another client
+// initialised the transactional id), its member removed from the group
+// (UNKNOWN_MEMBER_ID, ILLEGAL_GENERATION: a session timeout under load), a
+// coordinator that moved or a broker that did not answer. The batch is
+// aborted as for ErrAbort (the EndFunc learns it was not committed), the
+// client is closed, which revokes every partition (OnRevoked runs as on a
+// rebalance), and after RestartBackoff a new client initialises the same
+// transactional id (a new producer epoch) and joins the group again (with
+// InstanceID, as the same static member). The restart is logged at warn
+// level and counted (Restarts, scattergather_hop_restarts_total). Errors
+// that do not heal by trying again end Run: an error of the ProcessFunc,
+// authentication and authorisation failures, a topic that does not exist,
+// a configuration the broker rejects, and FENCED_INSTANCE_ID (another live
+// instance has this InstanceID).
 func (h *Hop) Run(ctx context.Context, process ProcessFunc, end EndFunc) (err error) {
-	defer h.close()
+	defer func() { h.close(ctx) }()
+	ended := func(committed bool) {
+		if committed {
+			h.consecutive = 0
+		}
+		end(committed)
+	}
 	for {
 		if ctx.Err() != nil {
 			if h.cfg.FinalBatch {
-				if err := h.runBatch(ctx, kgo.Fetches{}, process, end); err != nil && !errors.Is(err, ErrAbort) {
-					return err
+				if err := h.runBatch(ctx, kgo.Fetches{}, process, ended); err != nil && !errors.Is(err, ErrAbort) {
+					if !restartable(err) {
+						return err
+					}
+					h.log.Warn("final batch aborted; its records will be consumed again", "group", h.cfg.Group, "err", err)
 				}
 			}
 			return nil
@@ -359,17 +469,106 @@ func (h *Hop) Run(ctx context.Context, process ProcessFunc, end EndFunc) (err er
 			}
 		})
 		final := ctx.Err() != nil // this batch is the final one
-		if err := h.runBatch(ctx, fetches, process, end); err != nil {
-			if errors.Is(err, ErrAbort) {
+		if err := h.runBatch(ctx, fetches, process, ended); err != nil {
+			switch {
+			case errors.Is(err, ErrAbort):
 				continue
+			case !restartable(err) || h.isAbandoned():
+				return err
+			case ctx.Err() != nil:
+				// Stopping anyway: the batch was aborted, and the
+				// partitions' next owner consumes it again.
+				h.log.Warn("last batch aborted on the way out; its records will be consumed again", "group", h.cfg.Group, "err", err)
+				return nil
 			}
-			return err
+			if ok, err := h.restart(ctx, err); !ok {
+				return err
+			}
+			continue
 		}
 		if final {
 			return nil
 		}
 	}
 }
+
+// restart closes the client after cause, waits the backoff and builds a
+// new one. It returns false when Run must stop instead: ctx ended or the
+// hop was abandoned meanwhile (nil error), or the new client could not be
+// built.
+func (h *Hop) restart(ctx context.Context, cause error) (ok bool, err error) {
+	h.consecutive++
+	n := h.restarts.Add(1)
+	if h.restartsVec != nil {
+		h.restartsVec.Inc()
+	}
+	backoff := h.cfg.RestartBackoff
+	for i := 1; i < h.consecutive && backoff < h.cfg.MaxRestartBackoff; i++ {
+		backoff *= 2
+	}
+	backoff = min(backoff, h.cfg.MaxRestartBackoff)
+	h.log.Warn("kafka client failed; closing it and building a new one", "group", h.cfg.Group,
+		"err", cause, "restarts", n, "in_a_row", h.consecutive, "backoff", backoff)
+	// Closing revokes every partition (OnRevoked), as a rebalance would; a
+	// static member keeps its place in the group for the new client.
+	h.closeClient()
+	t := time.NewTimer(backoff)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false, nil
+	case <-h.abandoned:
+		return false, nil
+	case <-t.C:
+	}
+	if err := h.connect(); err != nil {
+		return false, fmt.Errorf("restart: %w", err)
+	}
+	if h.isAbandoned() {
+		// Abandon may have closed the old client, not this one.
+		h.closeClient()
+		return false, nil
+	}
+	return true, nil
+}
+
+// restartable reports whether err, which ended a batch, may heal with a new
+// client: every Kafka error but those of authentication, authorisation,
+// configuration, a missing topic and a fenced static member. Errors of the
+// ProcessFunc never are.
+func restartable(err error) bool {
+	if _, ok := errors.AsType[*processError](err); ok {
+		return false
+	}
+	if errors.Is(err, kgo.ErrClientClosed) {
+		return false
+	}
+	for _, fatal := range fatalErrors {
+		if errors.Is(err, fatal) {
+			return false
+		}
+	}
+	return true
+}
+
+// fatalErrors end Run: trying again with a new client does not help.
+var fatalErrors = []error{
+	kerr.SaslAuthenticationFailed, kerr.UnsupportedSaslMechanism, kerr.IllegalSaslState,
+	kerr.TopicAuthorizationFailed, kerr.GroupAuthorizationFailed, kerr.ClusterAuthorizationFailed,
+	kerr.TransactionalIDAuthorizationFailed, kerr.DelegationTokenAuthorizationFailed,
+	kerr.UnknownTopicOrPartition, kerr.UnknownTopicID, kerr.InvalidTopicException,
+	kerr.UnsupportedVersion, kerr.UnsupportedForMessageFormat, kerr.UnsupportedCompressionType,
+	kerr.InvalidConfig, kerr.InvalidTransactionTimeout, kerr.InvalidSessionTimeout, kerr.InvalidGroupID,
+	kerr.InvalidRequiredAcks, kerr.PolicyViolation,
+	kerr.MessageTooLarge, kerr.RecordListTooLarge, kerr.InvalidRecord, kerr.CorruptMessage,
+	kerr.FencedInstanceID,
+}
+
+// processError is an error of the ProcessFunc: it ends Run.
+type processError struct{ err error }
+
+func (e *processError) Error() string { return "process batch: " + e.err.Error() }
+func (e *processError) Unwrap() error { return e.err }
 
 func (h *Hop) poll(ctx context.Context) kgo.Fetches {
 	if h.cfg.Tick > 0 {
@@ -672,13 +871,62 @@ func (h *Hop) batchError(ctx context.Context, perr error) error {
 		}
 		return perr
 	}
-	return fmt.Errorf("process batch: %w", perr)
+	return &processError{perr}
 }
 
-func (h *Hop) close() {
-	defer h.joined.Store(false)
-	// Close leaves the group; with autocommit disabled (at-least-once) and in
-	// a transact session nothing is committed on the way out.
+// close closes the client for good when Run returns: a static member
+// leaves its group explicitly, so that its partitions go to the others at
+// once rather than after the session timeout.
+func (h *Hop) close(ctx context.Context) {
+	h.closeClient()
+	if h.cfg.InstanceID == "" || h.isAbandoned() {
+		return
+	}
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
+	defer cancel()
+	if err := h.leave(lctx); err != nil {
+		h.log.Warn("leave group as a static member; its partitions wait for the session timeout", "group", h.cfg.Group,
+			"instance_id", h.cfg.InstanceID, "err", err)
+	}
+}
+
+// leave removes the hop's static member from its group (LeaveGroup naming
+// its instance id), through a client of its own: the hop's is closed.
+func (h *Hop) leave(ctx context.Context) error {
+	cc := h.cfg.Client
+	cc.NewHooks = nil // no metrics for a client of one request
+	cl, err := NewClient(cc)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	resps, err := kadm.NewClient(cl).LeaveGroup(ctx, kadm.LeaveGroup(h.cfg.Group).InstanceIDs(h.cfg.InstanceID).
+		Reason("instance stopping"))
+	if err != nil {
+		return err
+	}
+	var errs []error
+	resps.EachError(func(r kadm.LeaveGroupResponse) {
+		if !errors.Is(r.Err, kerr.UnknownMemberID) { // not in the group (any more)
+			errs = append(errs, r.Err)
+		}
+	})
+	return errors.Join(errs...)
+}
+
+// closeClient closes the client once; Close leaves the group (a dynamic
+// member) and revokes every partition. With autocommit disabled
+// (at-least-once) and in a transact session nothing is committed on the
+// way out.
+func (h *Hop) closeClient() {
+	if h.closed {
+		return
+	}
+	h.closed = true
+	defer func() {
+		h.joined.Store(false)
+		h.partitions.Store(0)
+	}()
 	if h.sess != nil {
 		h.sess.Close()
 		return
@@ -692,11 +940,21 @@ func (h *Hop) close() {
 // Abandon closes the hop's client at once, from any goroutine, as a crash
 // would leave it: Run's batch in flight may be stuck (an idempotent producer
 // never gives up a batch that may have been written), so a revocation no
-// longer waits for it, and nothing more is committed. Run then returns. Tests
-// use it to emulate a killed process; a role stops with its context.
+// longer waits for it, and nothing more is committed. Run then returns
+// without building a new client or leaving the group. Tests use it to
+// emulate a killed process; a role stops with its context.
 func (h *Hop) Abandon() {
 	h.abandon.Do(func() { close(h.abandoned) })
-	h.cl.CloseAllowingRebalance()
+	h.current.Load().CloseAllowingRebalance()
+}
+
+func (h *Hop) isAbandoned() bool {
+	select {
+	case <-h.abandoned:
+		return true
+	default:
+		return false
+	}
 }
 
 // manualFor returns a partitioner that sends records of topics, and of

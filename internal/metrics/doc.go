@@ -61,6 +61,9 @@
 //	scattergather_dead_letters_total{role,reason}            records written to the dlq topic
 //	scattergather_batches_aborted_total{role}                batches not committed (rebalance, shutdown, produce
 //	                                                         failure); their records are consumed again
+//	scattergather_hop_restarts_total{group}                  Kafka clients a role closed and built again after an
+//	                                                         error it recovers from (producer fenced, member removed
+//	                                                         from its group; internal/kafka.Hop)
 //	scattergather_consumer_lag{group,topic,partition}        records behind the end offset, sampled (LagSampler)
 //	scattergather_consumer_lag_sample_errors_total{group}    failed lag samples
 //	scattergather_ready{check}                               1 when the named readiness check passes (Server)
