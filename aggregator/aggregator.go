@@ -21,8 +21,10 @@ import (
 
 // Defaults of [Config].
 const (
-	DefaultTick       = 50 * time.Millisecond
-	DefaultLateWindow = 5 * time.Minute
+	DefaultTick            = 50 * time.Millisecond
+	DefaultLateWindow      = 5 * time.Minute
+	DefaultMaxOpenRequests = 100_000
+	DefaultMaxPollRecords  = 10_000
 )
 
 // role names the aggregator in dead letters.
@@ -68,6 +70,23 @@ type Config struct {
 	// Default 5m. Memory grows with the requests completed within one
 	// window.
 	LateWindow time.Duration
+	// MaxOpenRequests bounds the requests this instance gathers at once
+	// (manifest read, not replied to), and so its memory. When its open
+	// requests reach it, the aggregator pauses fetching the results topic
+	// (kgo's PauseFetchTopics); its deadlines go on firing and completing
+	// requests, and it resumes fetching once they are down to 90% of the
+	// limit. Manifests and results share the topic, so while paused no
+	// result arrives either: open requests complete at their deadlines,
+	// with what they had. A batch polled before the pause is applied whole,
+	// so the instance holds at most MaxOpenRequests - 1 + MaxPollRecords
+	// open requests, plus those a partition assignment restores from the
+	// changelog (restored, never refused). Default DefaultMaxOpenRequests
+	// (100,000); negative: no limit.
+	MaxOpenRequests int
+	// MaxPollRecords caps the records of one batch, and so what one batch
+	// can add beyond MaxOpenRequests. Default DefaultMaxPollRecords
+	// (10,000); negative: no cap (a batch takes what the client buffered).
+	MaxPollRecords int
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 	// Logger defaults to discarding.
@@ -118,6 +137,12 @@ func (c *Config) Validate() error {
 	case c.LateWindow < 0:
 		errs = append(errs, fmt.Errorf("late window: %s is negative", c.LateWindow))
 	}
+	if c.MaxOpenRequests == 0 {
+		c.MaxOpenRequests = DefaultMaxOpenRequests
+	}
+	if c.MaxPollRecords == 0 {
+		c.MaxPollRecords = DefaultMaxPollRecords
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -152,6 +177,14 @@ type Stats struct {
 	RepliesFailed   int64
 	// Open is a gauge: requests awaiting completion.
 	Open int64
+	// OpenPeak is the most requests this instance held open at once,
+	// counted after each batch's records (before its timers fire) and after
+	// each restore.
+	OpenPeak int64
+	// Paused is a gauge: fetching results is paused because Open reached
+	// Config.MaxOpenRequests. Pauses counts the pauses.
+	Paused bool
+	Pauses int64
 	// DeadLettered counts records written to the DLQ.
 	DeadLettered int64
 	// ChangelogRecords counts records written to the changelog (the state
@@ -185,6 +218,18 @@ type stats struct {
 	restoredHeld, restoreSkipped         atomic.Int64
 	hedgesIssued, hedgesDenied           atomic.Int64
 	hedgesWon                            atomic.Int64
+	pauses, openPeak                     atomic.Int64
+	paused                               atomic.Bool
+}
+
+// peak raises openPeak to open.
+func (s *stats) peak(open int64) {
+	for {
+		p := s.openPeak.Load()
+		if open <= p || s.openPeak.CompareAndSwap(p, open) {
+			return
+		}
+	}
 }
 
 func (s *stats) add(c counters) {
@@ -230,6 +275,11 @@ type Aggregator struct {
 	recs []kgo.Record
 	// partitions caches the partition counts of tasks topics, for hedges.
 	partitions map[string]partitionCount
+	// paused says that fetching the results topic is paused (since
+	// pausedAt) because the open requests reached Config.MaxOpenRequests;
+	// see backpressure.
+	paused   bool
+	pausedAt time.Time
 	// alarm wakes the hop's poll (wake) when the earliest timer is due
 	// before the next tick, so that a deadline or a hedge fires at its time
 	// rather than up to a tick late on a partition with few records. Its
@@ -280,6 +330,7 @@ func New(cfg Config) (*Aggregator, error) {
 		TransactionalID: cfg.Group + "-" + cfg.InstanceID,
 		Metrics:         cfg.Metrics,
 		Tick:            cfg.Tick,
+		MaxPollRecords:  max(cfg.MaxPollRecords, 0),
 		Wake:            a.wake,
 		OnAssigned:      a.assigned,
 		OnRevoked:       a.revoked,
@@ -359,6 +410,9 @@ func (a *Aggregator) Stats() Stats {
 		RepliesPartial:   s.partial.Load(),
 		RepliesFailed:    s.failed.Load(),
 		Open:             s.open.Load(),
+		OpenPeak:         s.openPeak.Load(),
+		Paused:           s.paused.Load(),
+		Pauses:           s.pauses.Load(),
 		DeadLettered:     s.deadLettered.Load(),
 
 		ChangelogRecords: s.changelog.Load(),
@@ -412,6 +466,7 @@ func (a *Aggregator) process(ctx context.Context, b *kafka.Batch) error {
 			a.handle(m, ps, now, rec)
 		}
 	})
+	a.stats.peak(m.gauges().open)
 	m.tick(now)
 	for _, o := range m.out {
 		rec, err := a.record(ctx, o)
@@ -587,11 +642,50 @@ func (a *Aggregator) committed(c counters) {
 	a.obs.commit(a.Stats())
 }
 
+// publishGauges publishes the gauges and pauses or resumes fetching by
+// them; a.mu is held. It runs after every batch, before the next poll, and
+// after partitions are assigned or revoked.
 func (a *Aggregator) publishGauges() {
 	g := a.m.gauges()
 	a.stats.open.Store(g.open)
 	a.stats.orphansHeld.Store(g.held)
 	a.obs.gauges(g)
+	a.stats.peak(g.open)
+	a.backpressure(g.open)
+}
+
+// backpressure pauses fetching the results topic when this instance holds
+// Config.MaxOpenRequests open requests, and resumes it once they are down
+// to 90% of that; a.mu is held. The pause is the client's and is kept
+// across rebalances (partitions assigned meanwhile are not fetched either),
+// so it is decided afresh from the requests of the partitions held now
+// whenever they change: after each batch, its abort, and each assignment
+// or revocation. A poll while paused returns no records but still ends at
+// the tick or the alarm, so deadlines keep firing.
+func (a *Aggregator) backpressure(open int64) {
+	limit := int64(a.cfg.MaxOpenRequests)
+	if limit <= 0 {
+		return
+	}
+	resumeAt := limit * 9 / 10
+	topic := a.cfg.Topics.Results()
+	switch {
+	case !a.paused && open >= limit:
+		a.hop.Client().PauseFetchTopics(topic)
+		a.paused, a.pausedAt = true, time.Now()
+		a.stats.paused.Store(true)
+		a.stats.pauses.Add(1)
+		a.obs.pause(true)
+		a.log.Info("open requests at the limit: fetching results paused until deadlines complete some",
+			"open", open, "limit", limit, "resume_at", resumeAt)
+	case a.paused && open <= resumeAt:
+		a.hop.Client().ResumeFetchTopics(topic)
+		a.paused = false
+		a.stats.paused.Store(false)
+		a.obs.pause(false)
+		a.log.Info("open requests below the limit: fetching results resumed",
+			"open", open, "limit", limit, "paused_for", time.Since(a.pausedAt).Round(time.Millisecond))
+	}
 }
 
 // assigned restores the state of newly assigned partitions from the

@@ -111,6 +111,22 @@
 // would stall there). A manifest whose deadline has passed completes in
 // the batch that brings it.
 //
+// # Backpressure
+//
+// Config.MaxOpenRequests bounds the requests an instance gathers at once.
+// When its open requests reach it, the aggregator pauses fetching the
+// results topic; deadlines keep firing while paused (the poll still ends at
+// the tick or the earliest timer), and fetching resumes once the open
+// requests are down to 90% of the limit. Since a batch takes at most
+// Config.MaxPollRecords records and is applied whole, an instance holds at
+// most MaxOpenRequests - 1 + MaxPollRecords open requests, plus the open
+// requests a partition assignment restores. The decision is taken after
+// every batch and every assignment or revocation, so a pause never
+// outlives the requests it was for. Manifests and results share the
+// topic: while paused, open requests complete at their deadlines.
+// [Stats] has Open, OpenPeak, Paused and Pauses; docs/DESIGN.md
+// ("Limits and backpressure") the rest.
+//
 // # State, batches and aborts
 //
 // State is kept per partition of the results topic: a map from correlation

@@ -23,7 +23,8 @@ type observer struct {
 
 	manifests, results, duplicates, late, orphaned prometheus.Counter
 	manifestsExpired                               prometheus.Counter
-	open, held                                     metrics.Delta
+	open, held, paused                             metrics.Delta
+	pauses                                         prometheus.Counter
 	restore                                        prometheus.Histogram
 	hedges                                         *prometheus.CounterVec
 
@@ -68,6 +69,14 @@ func newObserver(cfg *Config) (*observer, error) {
 		return nil, err
 	}
 	if o.held.G, err = metrics.NewGauge(reg, "held_results", "Results held because their manifest has not come yet."); err != nil {
+		return nil, err
+	}
+	if o.paused.G, err = metrics.NewGauge(reg, "aggregator_fetch_paused",
+		"Aggregator instances that paused fetching results because their open requests reached --max-open-requests (1 per paused instance)."); err != nil {
+		return nil, err
+	}
+	if o.pauses, err = metrics.NewCounter(reg, "aggregator_fetch_pauses_total",
+		"Times an aggregator paused fetching results at --max-open-requests."); err != nil {
 		return nil, err
 	}
 	if o.hedges, err = metrics.NewCounterVec(reg, "hedges_total",
@@ -169,6 +178,16 @@ func (o *observer) abort() {
 func (o *observer) gauges(g gauges) {
 	o.open.Set(float64(g.open))
 	o.held.Set(float64(g.held))
+}
+
+// pause sets whether this instance has paused fetching; a pause counts.
+func (o *observer) pause(paused bool) {
+	if paused {
+		o.paused.Set(1)
+		o.pauses.Inc()
+		return
+	}
+	o.paused.Set(0)
 }
 
 // restored observes how long restoring newly assigned partitions took.

@@ -231,6 +231,8 @@ func aggregatorCmd() *Command {
 		o          observeFlags
 		tick       time.Duration
 		lateWindow time.Duration
+		maxOpen    int
+		maxPoll    int
 	)
 	return &Command{
 		Name:    "aggregator",
@@ -241,12 +243,21 @@ A request completes when every expected part has arrived, or at its deadline
 with what is there: the reply marks each part OK, ERROR, EXPIRED or MISSING, so
 a partial answer is never taken for a whole one. Deadlines fire on wall-clock
 time, also on idle partitions. Duplicates count once; late results are dropped
-and counted.`,
+and counted. A manifest read past its deadline plus --late-window is
+dead-lettered (manifest-expired), never answered: no request read again by a
+group reset is answered twice.
+
+Backpressure: when an instance holds --max-open-requests open requests it
+pauses fetching results (manifests and results share the topic) until its
+deadlines bring them down to 90% of the limit; it holds at most
+--max-open-requests - 1 + --max-poll-records, plus what a rebalance restores.`,
 		Flags: func(fs *flag.FlagSet) {
 			c.register(fs, true)
 			o.register(fs, DefaultAggregatorMetricsAddr)
 			fs.DurationVar(&tick, "tick", 50*time.Millisecond, "how often deadlines are checked when no record arrives")
-			fs.DurationVar(&lateWindow, "late-window", 5*time.Minute, "how long completed requests are remembered to drop late results")
+			fs.DurationVar(&lateWindow, "late-window", 5*time.Minute, "how long completed requests are remembered to drop late results, from their deadline (from the reply if later); manifests read past deadline + late window are dead-lettered")
+			fs.IntVar(&maxOpen, "max-open-requests", aggregator.DefaultMaxOpenRequests, "open requests at which an instance pauses fetching results, resuming at 90%; 0: no limit")
+			fs.IntVar(&maxPoll, "max-poll-records", aggregator.DefaultMaxPollRecords, "most records in one batch (one transaction), and so the most one batch adds past --max-open-requests; 0: no cap")
 		},
 		Run: func(ctx context.Context, _ []string) error {
 			s, err := c.setup(ctx, "aggregator")
@@ -263,6 +274,7 @@ and counted.`,
 			}
 			a, err := aggregator.New(aggregator.Config{Client: ob.client(s.client, "aggregator"), Topics: c.topics(), Guarantee: s.guarantee,
 				InstanceID: c.instanceID, Merges: merges, Tick: tick, LateWindow: lateWindow, Logger: s.log,
+				MaxOpenRequests: noLimit(maxOpen), MaxPollRecords: noLimit(maxPoll),
 				Metrics: ob.registerer(), Tracer: ob.tracer("aggregator")})
 			if err != nil {
 				return err
@@ -271,4 +283,13 @@ and counted.`,
 				[]metrics.Check{{Name: "aggregator", Ready: stack.GroupReady(a.GroupAssignment)}}, a.Run)
 		},
 	}
+}
+
+// noLimit maps a flag's 0 ("no limit") to a Config's -1; a Config's 0 takes
+// the default.
+func noLimit(n int) int {
+	if n <= 0 {
+		return -1
+	}
+	return n
 }

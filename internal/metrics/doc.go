@@ -48,6 +48,8 @@
 //	scattergather_manifests_expired_total          manifests read past their deadline plus the late window (dead-lettered)
 //	scattergather_open_requests                    gauge: requests gathering
 //	scattergather_held_results                     gauge: results waiting for their manifest
+//	scattergather_aggregator_fetch_paused          gauge: instances that paused fetching results at --max-open-requests
+//	scattergather_aggregator_fetch_pauses_total    times an instance paused fetching results at --max-open-requests
 //	scattergather_state_restore_duration_seconds   time to restore a partition's state on assignment
 //	scattergather_hedges_total{outcome}            hedged tasks: issued, denied (by the route's budget),
 //	                                               won (the hedge answered the part first)
