@@ -275,10 +275,11 @@ type Aggregator struct {
 	recs []kgo.Record
 	// partitions caches the partition counts of tasks topics, for hedges.
 	partitions map[string]partitionCount
-	// paused says that fetching the results topic is paused (since
-	// pausedAt) because the open requests reached Config.MaxOpenRequests;
-	// see backpressure.
+	// paused says that fetching the results topic is paused on client
+	// pausedOn (since pausedAt) because the open requests reached
+	// Config.MaxOpenRequests; see backpressure.
 	paused   bool
+	pausedOn *kgo.Client
 	pausedAt time.Time
 	// alarm wakes the hop's poll (wake) when the earliest timer is due
 	// before the next tick, so that a deadline or a hedge fires at its time
@@ -669,18 +670,27 @@ func (a *Aggregator) backpressure(open int64) {
 	}
 	resumeAt := limit * 9 / 10
 	topic := a.cfg.Topics.Results()
+	cl := a.hop.Client()
+	if a.paused && cl != a.pausedOn {
+		// The hop built a new client (after its producer was fenced or
+		// its member removed from the group): closing the old one revoked
+		// every partition, and the new one fetches unpaused.
+		a.paused = false
+		a.stats.paused.Store(false)
+		a.obs.pause(false)
+	}
 	switch {
 	case !a.paused && open >= limit:
-		a.hop.Client().PauseFetchTopics(topic)
-		a.paused, a.pausedAt = true, time.Now()
+		cl.PauseFetchTopics(topic)
+		a.paused, a.pausedOn, a.pausedAt = true, cl, time.Now()
 		a.stats.paused.Store(true)
 		a.stats.pauses.Add(1)
 		a.obs.pause(true)
 		a.log.Info("open requests at the limit: fetching results paused until deadlines complete some",
 			"open", open, "limit", limit, "resume_at", resumeAt)
 	case a.paused && open <= resumeAt:
-		a.hop.Client().ResumeFetchTopics(topic)
-		a.paused = false
+		cl.ResumeFetchTopics(topic)
+		a.paused, a.pausedOn = false, nil
 		a.stats.paused.Store(false)
 		a.obs.pause(false)
 		a.log.Info("open requests below the limit: fetching results resumed",

@@ -7,7 +7,9 @@ import (
 
 	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/schemas"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // The limits of these tests: at most bpLimit open requests, bpPoll records a
@@ -238,5 +240,46 @@ func TestBackpressureRebalance(t *testing.T) {
 		if s := in.agg.Stats(); s.OpenPeak > bpBound+s.RestoredOpen {
 			t.Errorf("%s: peak of %d open requests, want at most %d + the %d it restored", in.name, s.OpenPeak, bpBound, s.RestoredOpen)
 		}
+	}
+}
+
+// TestBackpressureClientRestart: an instance paused at its limit has its
+// producer fenced (another client initialises its transactional id, as a
+// restarted twin would). The batch that replies at the deadline fails, the
+// hop builds a new client, and the new client, which fetches unpaused,
+// must be paused again once the restore brings the open requests back;
+// every request is still answered exactly once.
+func TestBackpressureClientRestart(t *testing.T) {
+	const n = 200
+	f := newFixture(t, 1)
+	a := f.start("a", kafka.ExactlyOnce, limited)
+	waitFor(t, "the aggregator ready", 30*time.Second, a.agg.Ready)
+	l := f.replyLog()
+	ids := f.burst("r", n, time.Now().Add(4*time.Second))
+	waitFor(t, "fetching paused", 20*time.Second, func() bool { return a.agg.Stats().Paused })
+
+	req := kmsg.NewPtrInitProducerIDRequest()
+	req.TransactionalID = kmsg.StringPtr(a.agg.cfg.Group + "-" + a.agg.cfg.InstanceID)
+	req.TransactionTimeoutMillis = 30000
+	req.ProducerID, req.ProducerEpoch = -1, -1
+	resp, err := req.RequestWith(t.Context(), f.c.Client(t))
+	if err == nil {
+		err = kerr.ErrorForCode(resp.ErrorCode)
+	}
+	if err != nil {
+		t.Fatalf("fence the aggregator's transactional id: %v", err)
+	}
+
+	l.until("a reply for every request", 60*time.Second, l.all(ids))
+	f.fence(l, "fence")
+	l.onceEach(ids, schemas.ReplyFailed)
+	s := a.agg.Stats()
+	t.Logf("after the fence: %d client restarts, %d pauses, peak %d open, restored %d", a.agg.hop.Restarts(), s.Pauses, s.OpenPeak, s.RestoredOpen)
+	if a.agg.hop.Restarts() == 0 {
+		t.Fatal("the hop did not restart its client: the test proves nothing")
+	}
+	if s.Pauses < 2 || s.RestoredOpen < bpLimit || s.OpenPeak > bpBound+s.RestoredOpen {
+		t.Errorf("after the restart: %+v; want the restored requests (at least %d) to pause the new client again, and a peak of at most %d + restored",
+			s, bpLimit, bpBound)
 	}
 }
