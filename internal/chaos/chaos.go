@@ -96,6 +96,16 @@ type Config struct {
 	// [PauseMin, PauseMax].
 	Kills, Terms       int
 	PauseMin, PauseMax time.Duration
+	// Fences is how many times the harness fences a live role's producer
+	// under load: it initialises the role's transactional id itself
+	// (InitProducerID), as a restarted twin or a transaction timeout
+	// would; exactly-once only. Kicks is how many times it has the group
+	// coordinator remove a live role from its group (LeaveGroup naming its
+	// member), as a session timeout under load would. Neither kills the
+	// role: it must ride them out (internal/kafka.Hop builds a new client)
+	// without exiting, and without losing, repeating or spoiling a reply.
+	// Victims take turns by kind, as for Terms.
+	Fences, Kicks int
 	// Victims limits the kinds of role that are killed or stopped:
 	// "scatterer", "processor", "aggregator"; empty means all three.
 	Victims []string
@@ -168,8 +178,9 @@ func (c *Config) Validate() error {
 	intDefault("aggregators", &c.Aggregators, DefaultAggregators, 1)
 	intDefault("processor concurrency", &c.ProcessorConcurrency, 1, 1)
 	intDefault("partitions", &c.Partitions, DefaultPartitions, 1)
-	if c.Kills < 0 || c.Terms < 0 || c.BrokerKills < 0 {
-		errs = append(errs, fmt.Errorf("kills %d, terms %d, broker kills %d: want zero or more", c.Kills, c.Terms, c.BrokerKills))
+	if c.Kills < 0 || c.Terms < 0 || c.BrokerKills < 0 || c.Fences < 0 || c.Kicks < 0 {
+		errs = append(errs, fmt.Errorf("kills %d, terms %d, broker kills %d, fences %d, kicks %d: want zero or more",
+			c.Kills, c.Terms, c.BrokerKills, c.Fences, c.Kicks))
 	}
 	if c.BrokerKills > 0 && len(c.Brokers) > 0 {
 		errs = append(errs, errors.New("broker kills: only the broker the harness starts can be killed, not one given by brokers"))
@@ -221,6 +232,9 @@ func (c *Config) Validate() error {
 	}
 	if _, err := kafka.ParseGuarantee(string(c.Guarantee)); err != nil {
 		errs = append(errs, err)
+	}
+	if c.Fences > 0 && c.Guarantee != kafka.ExactlyOnce {
+		errs = append(errs, fmt.Errorf("fences: %d under %s, where roles have no transactional id to fence; want exactly-once", c.Fences, c.Guarantee))
 	}
 	for _, b := range c.Brokers {
 		if strings.TrimSpace(b) == "" {
@@ -287,9 +301,12 @@ type Report struct {
 	// NotOK counts the parts that are not OK in first replies, by reason:
 	// verdict, late, outage, never.
 	NotOK map[string]int
-	// Kills (SIGKILLs, the broker's included), BrokerKills and Terms
-	// delivered under load.
-	Kills, BrokerKills, Terms int
+	// Kills (SIGKILLs, the broker's included), BrokerKills, Terms, Fences
+	// and Kicks delivered under load.
+	Kills, BrokerKills, Terms, Fences, Kicks int
+	// ClientRestarts counts the times a role built a new Kafka client
+	// after an error it recovered from (from the role logs).
+	ClientRestarts int
 	// Stops lists every SIGTERM; BadStops those not exiting 0 in time.
 	Stops    []Stop
 	BadStops int
@@ -531,7 +548,7 @@ func (h *Harness) run(ctx context.Context, r *run) (rep Report, err error) {
 		return rep, err
 	}
 
-	s := &session{h: h, obs: obs, adm: adm, actions: actions, submitted: map[schemas.CorrelationID]submission{}, rep: &rep}
+	s := &session{h: h, obs: obs, adm: adm, kcl: adminCl, actions: actions, submitted: map[schemas.CorrelationID]submission{}, rep: &rep}
 	if err := s.load(ctx, cl, h.schedule(roles, bp)); err != nil {
 		return rep, err
 	}
@@ -542,6 +559,7 @@ func (h *Harness) run(ctx context.Context, r *run) (rep Report, err error) {
 		return rep, err
 	}
 	rep.UnexpectedExits = int(unexpected.Load())
+	rep.ClientRestarts = countRestarts(roles)
 	if n := brokerExits.Load(); n > 0 {
 		rep.Errors = append(rep.Errors, fmt.Sprintf("the broker exited on its own %d times", n))
 	}
@@ -559,6 +577,7 @@ func (h *Harness) run(ctx context.Context, r *run) (rep Report, err error) {
 	}
 	v := check(f, checkOptions{guarantee: cfg.Guarantee, slack: cfg.Slack, onTime: cfg.OnTime, maxExamples: 20})
 	v.Kills, v.BrokerKills, v.Terms, v.Stops, v.BadStops, v.UnexpectedExits = rep.Kills, rep.BrokerKills, rep.Terms, rep.Stops, rep.BadStops, rep.UnexpectedExits
+	v.Fences, v.Kicks, v.ClientRestarts = rep.Fences, rep.Kicks, rep.ClientRestarts
 	v.Errors, v.Broker = rep.Errors, rep.Broker
 	v.Elapsed = time.Since(h.start)
 	r.clientTimeouts = s.timeouts
@@ -571,6 +590,7 @@ type session struct {
 	h       *Harness
 	obs     *observer
 	adm     *kadm.Client
+	kcl     *kgo.Client            // adm's, for the requests kadm has no call for
 	actions map[string]chan action // by role name, to each role's keeper
 
 	lastReplied int     // at the previous progress line; run's goroutine only
@@ -607,6 +627,10 @@ func (s *session) load(ctx context.Context, cl *client.Client, sched []event) er
 				s.progress("load")
 			case <-time.After(wait):
 			}
+		}
+		if ev.fault != "" {
+			s.fault(ctx, ev)
+			continue
 		}
 		if err := s.signal(ctx, ev); err != nil {
 			<-sent
@@ -764,9 +788,13 @@ func (s *session) progress(phase string) {
 	cfg := s.h.cfg
 	ids := s.sentIDs()
 	replied, by, pending := s.obs.progress(ids)
-	s.h.say("%s sent=%d/%d replied=%d complete=%d partial=%d failed=%d parts-pending=%d kills=%d/%d terms=%d/%d",
+	faults := ""
+	if cfg.Fences+cfg.Kicks > 0 {
+		faults = fmt.Sprintf(" fences=%d/%d kicks=%d/%d", s.rep.Fences, cfg.Fences, s.rep.Kicks, cfg.Kicks)
+	}
+	s.h.say("%s sent=%d/%d replied=%d complete=%d partial=%d failed=%d parts-pending=%d kills=%d/%d terms=%d/%d%s",
 		phase, len(ids), cfg.Requests, replied, by[schemas.ReplyComplete], by[schemas.ReplyPartial], by[schemas.ReplyFailed],
-		pending, s.rep.Kills, cfg.Kills, s.rep.Terms, cfg.Terms)
+		pending, s.rep.Kills, cfg.Kills, s.rep.Terms, cfg.Terms, faults)
 	if replied == s.lastReplied && replied < len(ids) {
 		s.describeGroups()
 	}
@@ -936,7 +964,14 @@ type event struct {
 	victim *proc
 	sig    syscall.Signal
 	pause  time.Duration
+	fault  string // faultFence or faultKick instead of a signal
 }
+
+// The faults the harness causes through the broker, the role left running.
+const (
+	faultFence = "fence"
+	faultKick  = "kick"
+)
 
 // schedule picks the victims and moments: kills and terms spread over the
 // middle of the load (one per equal slot of [10%, 90%] of it, at a random
@@ -981,6 +1016,14 @@ func (h *Harness) schedule(roles []*proc, broker *proc) []event {
 	for i := range cfg.Terms {
 		ps := byRole[kinds[i%len(kinds)]]
 		evs = append(evs, event{victim: ps[h.rng.IntN(len(ps))], sig: syscall.SIGTERM})
+	}
+	for i := range cfg.Fences {
+		ps := byRole[kinds[i%len(kinds)]]
+		evs = append(evs, event{victim: ps[h.rng.IntN(len(ps))], fault: faultFence})
+	}
+	for i := range cfg.Kicks {
+		ps := byRole[kinds[i%len(kinds)]]
+		evs = append(evs, event{victim: ps[h.rng.IntN(len(ps))], fault: faultKick})
 	}
 	for range cfg.BrokerKills {
 		if broker != nil {
@@ -1170,8 +1213,8 @@ func (h *Harness) summary(r Report, clientTimeouts int) {
 		}
 		stops = append(stops, fmt.Sprintf("%s@%s=%d/%s%s", s.Role, when, s.Code, s.Took.Round(10*time.Millisecond), errSuffix(s.Err)))
 	}
-	fmt.Fprintf(w, "chaos: SIGTERM stops (status/time): %s; bad=%d; unexpected exits=%d; broker kills=%d; elapsed %s\n",
-		strings.Join(stops, " "), r.BadStops, r.UnexpectedExits, r.BrokerKills, r.Elapsed.Round(time.Second))
+	fmt.Fprintf(w, "chaos: SIGTERM stops (status/time): %s; bad=%d; unexpected exits=%d; broker kills=%d; fences=%d kicks=%d; client restarts in the roles=%d; elapsed %s\n",
+		strings.Join(stops, " "), r.BadStops, r.UnexpectedExits, r.BrokerKills, r.Fences, r.Kicks, r.ClientRestarts, r.Elapsed.Round(time.Second))
 	for _, e := range r.Errors {
 		fmt.Fprintf(w, "chaos: error: %s\n", e)
 	}

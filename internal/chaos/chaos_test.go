@@ -117,3 +117,37 @@ func TestSIGKILLUnderLoad(t *testing.T) {
 		t.Errorf("%s\nerrors: %q\nproblems:\n%s", rep.Line(), rep.Errors, strings.Join(rep.Problems, "\n"))
 	}
 }
+
+// TestFencesAndKicksUnderLoad fences live roles' producers (another
+// InitProducerID with their transactional id) and has the coordinator
+// remove live roles from their groups, under load: no role may exit, and
+// every request still gets exactly one right reply.
+func TestFencesAndKicksUnderLoad(t *testing.T) {
+	for _, tc := range []struct {
+		g             kafka.Guarantee
+		fences, kicks int
+	}{
+		{kafka.ExactlyOnce, 3, 3},
+		{kafka.AtLeastOnce, 0, 3},
+	} {
+		t.Run(string(tc.g), func(t *testing.T) {
+			rep := runChaos(t, chaos.Config{
+				Guarantee: tc.g, Requests: 300, Rate: 40, Kills: 0, Fences: tc.fences, Kicks: tc.kicks,
+				StragglerRate: -1, Progress: 2 * time.Second,
+			})
+			if rep.Fences != tc.fences || rep.Kicks != tc.kicks {
+				t.Errorf("%d fences and %d kicks, want %d and %d (errors %q)", rep.Fences, rep.Kicks, tc.fences, tc.kicks, rep.Errors)
+			}
+			if rep.UnexpectedExits != 0 {
+				t.Errorf("%d roles exited on their own", rep.UnexpectedExits)
+			}
+			if rep.ClientRestarts < tc.fences {
+				t.Errorf("%d client restarts in the role logs, want at least one per fence (%d)", rep.ClientRestarts, tc.fences)
+			}
+			if !rep.OK() {
+				t.Errorf("%s\nerrors: %q\nproblems:\n%s", rep.Line(), rep.Errors, strings.Join(rep.Problems, "\n"))
+			}
+			t.Logf("%s; client restarts %d", rep.Line(), rep.ClientRestarts)
+		})
+	}
+}

@@ -30,7 +30,9 @@ subcommand and a stable --instance-id), sends --requests requests at --rate per
 second through the Go client (route "chaos", split into --fanout parts, a few of
 them stragglers that miss the deadline), and meanwhile kills --kills roles with
 SIGKILL at random moments (both aggregators, the scatterer and a processor
-first), restarting each after a short pause. Without --brokers it starts
+first), restarting each after a short pause. --fences and --kicks add faults
+that leave the role running: its producer fenced, its member removed from the
+group; it must recover without exiting. Without --brokers it starts
 'scattergather broker' (kfake) as a process of its own and never kills it
 (unless --broker-kills asks for that experiment).
 
@@ -56,6 +58,8 @@ Ctrl-C kills every child process.`,
 			fs.DurationVar(&cfg.Timeout, "timeout", chaos.DefaultTimeout, "request timeout (the deadline of every part)")
 			fs.IntVar(&cfg.Kills, "kills", chaos.DefaultKills, "roles to kill with SIGKILL during the load")
 			fs.IntVar(&cfg.Terms, "terms", 0, "roles to stop with SIGTERM during the load (each must exit 0 within --stop-bound)")
+			fs.IntVar(&cfg.Fences, "fences", 0, "times to fence a live role's producer during the load by initialising its transactional id from the harness (exactly-once); the role must build a new client and go on")
+			fs.IntVar(&cfg.Kicks, "kicks", 0, "times to have the group coordinator remove a live role from its consumer group during the load (LeaveGroup); the role must rejoin and go on")
 			fs.StringVar(&victims, "victims", "scatterer,processor,aggregator", "kinds of role that may be killed or stopped, comma separated")
 			fs.IntVar(&cfg.BrokerKills, "broker-kills", 0, "an experiment: also SIGKILL the kfake broker this many times (not with --brokers); shows what a broker crash does to kfake's transactions, see docs/guarantees.md")
 			fs.IntVar(&cfg.Processors, "processors", chaos.DefaultProcessors, "processor processes")

@@ -492,6 +492,10 @@ func (h *Hop) Run(ctx context.Context, process ProcessFunc, end EndFunc) (err er
 	}
 }
 
+// LogClientRestart is the message of the warning Run logs when it builds a
+// new client (the chaos harness counts them in the role logs).
+const LogClientRestart = "kafka client failed; closing it and building a new one"
+
 // restart closes the client after cause, waits the backoff and builds a
 // new one. It returns false when Run must stop instead: ctx ended or the
 // hop was abandoned meanwhile (nil error), or the new client could not be
@@ -507,7 +511,7 @@ func (h *Hop) restart(ctx context.Context, cause error) (ok bool, err error) {
 		backoff *= 2
 	}
 	backoff = min(backoff, h.cfg.MaxRestartBackoff)
-	h.log.Warn("kafka client failed; closing it and building a new one", "group", h.cfg.Group,
+	h.log.Warn(LogClientRestart, "group", h.cfg.Group,
 		"err", cause, "restarts", n, "in_a_row", h.consecutive, "backoff", backoff)
 	// Closing revokes every partition (OnRevoked), as a rebalance would; a
 	// static member keeps its place in the group for the new client.

@@ -2,6 +2,7 @@ package kafka_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -28,16 +29,24 @@ type hopFault func(ctx context.Context, t *testing.T, c *testkafka.Cluster, grou
 // fence initialises the hop's transactional id from another client, as a
 // restarted instance or a transaction timeout would: the broker bumps the
 // producer epoch and the hop's producer is fenced.
+// Kafka answers CONCURRENT_TRANSACTIONS while the last transaction is
+// being completed: a producer tries again.
 func fence(ctx context.Context, t *testing.T, c *testkafka.Cluster, _, txnID string) error {
-	req := kmsg.NewPtrInitProducerIDRequest()
-	req.TransactionalID = &txnID
-	req.TransactionTimeoutMillis = 30000
-	req.ProducerID, req.ProducerEpoch = -1, -1
-	resp, err := req.RequestWith(ctx, c.Client(t))
-	if err != nil {
-		return err
+	cl := c.Client(t)
+	for {
+		req := kmsg.NewPtrInitProducerIDRequest()
+		req.TransactionalID = &txnID
+		req.TransactionTimeoutMillis = 30000
+		req.ProducerID, req.ProducerEpoch = -1, -1
+		resp, err := req.RequestWith(ctx, cl)
+		if err != nil {
+			return err
+		}
+		if err := kerr.ErrorForCode(resp.ErrorCode); !errors.Is(err, kerr.ConcurrentTransactions) {
+			return err
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	return kerr.ErrorForCode(resp.ErrorCode)
 }
 
 // kick has the group coordinator remove every member of the hop's group,
