@@ -329,6 +329,7 @@ func New(cfg Config) (*Aggregator, error) {
 		Topics:          []string{cfg.Topics.Results()},
 		Guarantee:       cfg.Guarantee,
 		TransactionalID: cfg.Group + "-" + cfg.InstanceID,
+		InstanceID:      cfg.InstanceID,
 		Metrics:         cfg.Metrics,
 		Tick:            cfg.Tick,
 		MaxPollRecords:  max(cfg.MaxPollRecords, 0),

@@ -192,6 +192,7 @@ func (c *Config) hopConfig() kafka.HopConfig {
 		Topics:          []string{c.Topics.Tasks(string(c.Route))},
 		Guarantee:       c.Guarantee,
 		TransactionalID: c.Group + "-" + c.InstanceID,
+		InstanceID:      c.InstanceID,
 		Metrics:         c.Metrics,
 		DrainTimeout:    c.DrainTimeout,
 		Logger:          c.Logger,

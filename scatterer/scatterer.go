@@ -153,6 +153,7 @@ func New(cfg Config) (*Scatterer, error) {
 		Topics:          []string{cfg.Topics.Requests()},
 		Guarantee:       cfg.Guarantee,
 		TransactionalID: cfg.Group + "-" + cfg.InstanceID,
+		InstanceID:      cfg.InstanceID,
 		Metrics:         cfg.Metrics,
 		Logger:          cfg.Logger,
 	})
