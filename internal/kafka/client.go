@@ -52,6 +52,10 @@ type ClientConfig struct {
 	// config, and its hooks are attached to that client alone: for hooks
 	// that must not be shared, such as kprom's per-client metrics.
 	NewHooks func() []kgo.Hook
+	// Hooks are attached to every client built from this config, shared:
+	// for stateless interceptors such as the schema registry's wire-format
+	// rewrite (internal/schemareg).
+	Hooks []kgo.Hook
 }
 
 // Validate reports every problem with c at once.
@@ -90,6 +94,9 @@ func (c ClientConfig) Options() []kgo.Opt {
 	}
 	if c.Logger != nil {
 		opts = append(opts, kgo.WithLogger(kslog.New(c.Logger)))
+	}
+	if len(c.Hooks) > 0 {
+		opts = append(opts, kgo.WithHooks(c.Hooks...))
 	}
 	if c.NewHooks != nil {
 		if hooks := c.NewHooks(); len(hooks) > 0 {
