@@ -27,6 +27,7 @@ type common struct {
 	kafkaLogLevel    string
 	createTopics     bool
 	security         kafka.Security
+	registry         registryFlags
 }
 
 // register defines the shared flags; withBrokers is false for commands that
@@ -36,6 +37,7 @@ func (c *common) register(fs *flag.FlagSet, withBrokers bool) {
 		fs.StringVar(&c.brokers, "brokers", "127.0.0.1:9092", "Kafka seed brokers, comma separated")
 		fs.BoolVar(&c.createTopics, "create-topics", true, "create missing topics at start (and check existing ones)")
 		registerSecurity(fs, &c.security)
+		c.registry.register(fs)
 	}
 	fs.StringVar(&c.prefix, "topic-prefix", kafka.DefaultPrefix, "prefix of every topic name")
 	fs.IntVar(&c.partitions, "partitions", 6, "partitions of requests, tasks.<route>, replies and dlq when created")

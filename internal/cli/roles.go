@@ -44,6 +44,9 @@ func (c *common) setup(ctx context.Context, role string) (*setupResult, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--brokers: %w", err)
 	}
+	if cc, err = c.registry.apply(ctx, cc, log.With("role", role)); err != nil {
+		return nil, err
+	}
 	table, err := c.routes()
 	if err != nil {
 		return nil, fmt.Errorf("--routes-file: %w", err)

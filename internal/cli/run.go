@@ -48,6 +48,9 @@ then lists them. An existing topic with the wrong partition count is an error.`,
 			if err != nil {
 				return fmt.Errorf("--brokers: %w", err)
 			}
+			if cc, err = c.registry.apply(ctx, cc, nil); err != nil {
+				return err
+			}
 			table, err := c.routes()
 			if err != nil {
 				return fmt.Errorf("--routes-file: %w", err)
@@ -348,6 +351,7 @@ Exits 0 when the reply is COMPLETE, 3 when PARTIAL, 4 when FAILED.`,
 		Flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&c.brokers, "brokers", "127.0.0.1:9092", "Kafka seed brokers, comma separated")
 			registerSecurity(fs, &c.security)
+			c.registry.register(fs)
 			fs.StringVar(&c.prefix, "topic-prefix", kafka.DefaultPrefix, "prefix of every topic name")
 			fs.StringVar(&c.kafkaLogLevel, "kafka-log-level", "warn", "level of the Kafka client's own logs, or none")
 			fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
@@ -370,6 +374,9 @@ Exits 0 when the reply is COMPLETE, 3 when PARTIAL, 4 when FAILED.`,
 			cc, err := c.clientConfig(c.brokerList(), "scattergather-request")
 			if err != nil {
 				return fmt.Errorf("--brokers: %w", err)
+			}
+			if cc, err = c.registry.apply(ctx, cc, nil); err != nil {
+				return err
 			}
 			cl, err := client.New(ctx, client.Config{Client: cc, Topics: c.topics()})
 			if err != nil {
