@@ -92,6 +92,7 @@ Then: scattergather replay compare --run ID   (see 'replay compare --help').
 More in docs/replay.md. Exit status 130 when interrupted before the end.`,
 		Flags: func(fs *flag.FlagSet) {
 			c.registerConnection(fs)
+			c.registry.register(fs)
 			fs.StringVar(&from, "from", "", "start of the range (inclusive): RFC3339 time, duration ago (2h), offset:N, earliest; required for a new run")
 			fs.StringVar(&to, "to", "", "end of the range (exclusive): RFC3339 time, duration ago, offset:N or latest; empty: latest (the end when the run is created)")
 			fs.StringVar(&routeList, "route", "", "replay only these routes (comma separated); empty replays all")
@@ -122,6 +123,9 @@ More in docs/replay.md. Exit status 130 when interrupted before the end.`,
 			cc, err := c.clientConfig(c.brokerList(), "scattergather-replay")
 			if err != nil {
 				return fmt.Errorf("--brokers: %w", err)
+			}
+			if cc, err = c.registry.apply(ctx, cc, log); err != nil {
+				return err
 			}
 			cfg := replay.Config{Client: cc, Source: c.topics(), RunID: runID, Rate: float64(rate), BatchSize: batch,
 				IncludeReplays: includeReplays, TransactionTimeout: txTimeout, ReplicationFactor: int16(c.replication), Logger: log}
@@ -239,6 +243,7 @@ Exit status 3 when changes (changed + status changed) exceed --max-changed or
 missing pairs exceed --max-missing, so a deploy pipeline can gate on it.`,
 		Flags: func(fs *flag.FlagSet) {
 			c.registerConnection(fs)
+			c.registry.register(fs)
 			fs.StringVar(&runID, "run", "", "id of the replay run (required)")
 			fs.StringVar(&targetPrefix, "target-prefix", "", "topic prefix the run replayed into; empty: --topic-prefix")
 			fs.BoolVar(&asJSON, "json", false, "compare payloads as JSON, ignoring key order")
@@ -263,6 +268,9 @@ missing pairs exceed --max-missing, so a deploy pipeline can gate on it.`,
 			cc, err := c.clientConfig(c.brokerList(), "scattergather-replay-compare")
 			if err != nil {
 				return fmt.Errorf("--brokers: %w", err)
+			}
+			if cc, err = c.registry.apply(ctx, cc, log); err != nil {
+				return err
 			}
 			cfg := replay.CompareConfig{Client: cc, Source: c.topics(), RunID: runID, JSON: asJSON, Wait: wait, Logger: log, Examples: examples}
 			if examples == 0 {

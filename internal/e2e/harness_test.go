@@ -39,10 +39,11 @@ func testLogger(t testing.TB) *slog.Logger {
 }
 
 // startPipeline builds the stack of cfg on c (Client, Topics, Logger and
-// Layout are filled in) and runs it until the test ends.
+// Layout are filled in; cfg.Client.Hooks are kept) and runs it until the
+// test ends.
 func startPipeline(t *testing.T, c *testkafka.Cluster, cfg stack.Config) *pipeline {
 	t.Helper()
-	cc := kafka.ClientConfig{Brokers: c.Brokers, ClientID: "e2e"}
+	cc := kafka.ClientConfig{Brokers: c.Brokers, ClientID: "e2e", Hooks: cfg.Client.Hooks}
 	cfg.Client = cc
 	cfg.Topics = kafka.Topics{Prefix: c.Prefix}
 	if cfg.Layout.Partitions == 0 {

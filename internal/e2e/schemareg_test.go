@@ -1,0 +1,170 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/scattergather/scattergather/client"
+	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/internal/schemareg"
+	"github.com/scattergather/scattergather/internal/schemareg/registrytest"
+	"github.com/scattergather/scattergather/internal/stack"
+	"github.com/scattergather/scattergather/internal/testkafka"
+	"github.com/scattergather/scattergather/processor"
+	"github.com/scattergather/scattergather/schemas"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// TestSchemaRegistryWireFormat runs the pipeline in registry mode: every
+// record on requests, tasks, results and replies is in the Confluent wire
+// format with the id the registry gave its kind, requests complete, a
+// request from a producer that does not use the registry (single-object)
+// is still served, and a Confluent record with an id the registry did not
+// list is dead-lettered with reason not-avro, its bytes unchanged.
+func TestSchemaRegistryWireFormat(t *testing.T) {
+	c := testkafka.New(t)
+	reg := registrytest.New(t, registrytest.FirstID(7001))
+	r, err := schemareg.New(t.Context(), schemareg.Config{URL: reg.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startPipeline(t, c, stack.Config{
+		Client:     kafka.ClientConfig{Hooks: r.Hooks()},
+		Routes:     table(t, `{"routes":[{"name":"echo","mode":"split","fanout":2,"timeout":"30s"}]}`),
+		Processors: []stack.ProcessorSpec{{Route: "echo", Handler: processor.Echo()}},
+	})
+	id := func(k schemas.Kind) uint32 {
+		v, ok := r.ID(k)
+		if !ok {
+			t.Fatalf("no id for %s", k)
+		}
+		return uint32(v)
+	}
+
+	const n = 20
+	pending := make([]*client.Pending, 0, n)
+	for i := range n {
+		pp, err := p.client.Submit(t.Context(), "echo", []byte(fmt.Sprintf(`"%d"`, i)), client.Options{Timeout: 30 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pending = append(pending, pp)
+	}
+	for i, pp := range pending {
+		reply, err := pp.Await(t.Context())
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		if want := fmt.Sprintf(`["%d","%d"]`, i, i); reply.Status != schemas.ReplyComplete || string(reply.Payload) != want {
+			t.Fatalf("request %d: %s %s, want COMPLETE %s", i, reply.Status, reply.Payload, want)
+		}
+	}
+
+	// A request written single-object by a producer without the registry,
+	// and Confluent records whose schema id the registry never listed.
+	raw := c.Client(t)
+	now := time.Now()
+	legacy, err := schemas.EncodeRequest(schemas.Request{CorrelationID: "legacy", Route: "echo", Payload: []byte(`"old"`),
+		ReplyTo: p.topics.Replies(), SubmittedAt: now, Timeout: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	unknownReq := append(binary.BigEndian.AppendUint32([]byte{0}, 6999), legacy[10:]...)
+	res, err := schemas.EncodeResult(schemas.Result{CorrelationID: "x", PartID: "shard-0", Route: "echo", Status: schemas.ResultOK,
+		Attempt: 1, Tries: 1, StartedAt: now, FinishedAt: now, Deadline: now.Add(time.Minute)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	unknownRes := append(binary.BigEndian.AppendUint32([]byte{0}, 6998), res[10:]...)
+	for _, rec := range []*kgo.Record{
+		{Topic: p.topics.Requests(), Key: []byte("legacy"), Value: legacy},
+		{Topic: p.topics.Requests(), Key: []byte("unknown"), Value: unknownReq},
+		{Topic: p.topics.Results(), Key: []byte("x"), Value: unknownRes},
+	} {
+		if err := raw.ProduceSync(t.Context(), rec).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// The bytes on each topic, read without the hooks.
+	check := func(topic string, want int, kinds ...schemas.Kind) map[schemas.Kind]int {
+		t.Helper()
+		ids := map[uint32]schemas.Kind{}
+		for _, k := range kinds {
+			ids[id(k)] = k
+		}
+		seen := map[schemas.Kind]int{}
+		for _, rec := range readAll(t, c, topic, want, 30*time.Second) {
+			v := rec.Value
+			if len(v) < 5 || v[0] != 0 {
+				if topic == p.topics.Requests() && bytes.Equal(v, legacy) {
+					continue
+				}
+				t.Errorf("%s: record %q starts % x, not the Confluent magic byte", topic, rec.Key, v[:min(len(v), 5)])
+				continue
+			}
+			k, ok := ids[binary.BigEndian.Uint32(v[1:5])]
+			if !ok {
+				if bytes.Equal(v, unknownReq) || bytes.Equal(v, unknownRes) {
+					continue
+				}
+				t.Errorf("%s: record %q has schema id %d, want one of %v", topic, rec.Key, binary.BigEndian.Uint32(v[1:5]), ids)
+				continue
+			}
+			single, ok := r.FromConfluent(v)
+			if got, err := schemas.KindOf(single); !ok || err != nil || got != k {
+				t.Errorf("%s: record %q with the id of %s reads as %s, %v", topic, rec.Key, k, got, err)
+			}
+			seen[k]++
+		}
+		return seen
+	}
+	if got := check(p.topics.Requests(), n+2, schemas.KindRequest); got[schemas.KindRequest] != n {
+		t.Errorf("requests: %d Confluent requests, want %d", got[schemas.KindRequest], n)
+	}
+	if got := check(p.topics.Tasks("echo"), 2*(n+1), schemas.KindTask); got[schemas.KindTask] != 2*(n+1) {
+		t.Errorf("tasks: %d Confluent tasks, want %d", got[schemas.KindTask], 2*(n+1))
+	}
+	got := check(p.topics.Results(), 3*(n+1)+1, schemas.KindManifest, schemas.KindResult)
+	if got[schemas.KindManifest] != n+1 || got[schemas.KindResult] != 2*(n+1) {
+		t.Errorf("results: %v, want %d manifests and %d results", got, n+1, 2*(n+1))
+	}
+	if got := check(p.topics.Replies(), n+1, schemas.KindReply); got[schemas.KindReply] != n+1 {
+		t.Errorf("replies: %d Confluent replies, want %d (the legacy request's included)", got[schemas.KindReply], n+1)
+	}
+	var legacyReplies []schemas.Reply
+	for _, rec := range readAll(t, c, p.topics.Replies(), n+1, 30*time.Second) {
+		single, _ := r.FromConfluent(rec.Value)
+		reply, err := schemas.DecodeReply(single)
+		if err != nil {
+			t.Fatalf("decode reply %q: %v", rec.Key, err)
+		}
+		if reply.CorrelationID == "legacy" {
+			legacyReplies = append(legacyReplies, reply)
+		}
+	}
+	if len(legacyReplies) != 1 || legacyReplies[0].Status != schemas.ReplyComplete {
+		t.Errorf("single-object request: replies %+v, want one COMPLETE", legacyReplies)
+	}
+
+	dlq := readAll(t, c, p.topics.DLQ(), 2, 30*time.Second)
+	type dead struct{ role, reason string }
+	want := map[string]dead{string(unknownReq): {"scatterer", "not-avro"}, string(unknownRes): {"aggregator", "not-avro"}}
+	for _, rec := range dlq {
+		w, ok := want[string(rec.Value)]
+		if !ok {
+			t.Errorf("unexpected dead letter %q: % x (%s)", rec.Key, rec.Value[:min(len(rec.Value), 10)], kafka.Header(rec, kafka.HeaderDLQError))
+			continue
+		}
+		if g := (dead{kafka.Header(rec, kafka.HeaderDLQRole), kafka.Header(rec, kafka.HeaderDLQReason)}); g != w {
+			t.Errorf("dead letter %q: %+v, want %+v", rec.Key, g, w)
+		}
+		delete(want, string(rec.Value))
+	}
+	if len(want) > 0 {
+		t.Errorf("%d unknown-id records not dead-lettered with their bytes unchanged", len(want))
+	}
+}
