@@ -4,18 +4,21 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+
 	"github.com/scattergather/scattergather/client"
 	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/internal/replay"
 	"github.com/scattergather/scattergather/internal/schemareg"
 	"github.com/scattergather/scattergather/internal/schemareg/registrytest"
 	"github.com/scattergather/scattergather/internal/stack"
 	"github.com/scattergather/scattergather/internal/testkafka"
 	"github.com/scattergather/scattergather/processor"
 	"github.com/scattergather/scattergather/schemas"
-	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // TestSchemaRegistryWireFormat runs the pipeline in registry mode: every
@@ -166,5 +169,71 @@ func TestSchemaRegistryWireFormat(t *testing.T) {
 	}
 	if len(want) > 0 {
 		t.Errorf("%d unknown-id records not dead-lettered with their bytes unchanged", len(want))
+	}
+}
+
+// TestSchemaRegistryReplay replays, in place, requests recorded in registry
+// mode: with the registry's hooks (replay --schema-registry) every original
+// is decoded and replayed, and the replays are answered; without them the
+// Confluent originals are skipped as undecodable.
+func TestSchemaRegistryReplay(t *testing.T) {
+	c := testkafka.New(t)
+	reg := registrytest.New(t)
+	r, err := schemareg.New(t.Context(), schemareg.Config{URL: reg.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startPipeline(t, c, stack.Config{
+		Client:     kafka.ClientConfig{Hooks: r.Hooks()},
+		Routes:     table(t, `{"routes":[{"name":"echo","mode":"split","fanout":2,"timeout":"30s"}]}`),
+		Processors: []stack.ProcessorSpec{{Route: "echo", Handler: processor.Echo()}},
+	})
+	const n = 10
+	for i := range n {
+		reply, err := p.client.Do(t.Context(), "echo", []byte(fmt.Sprintf(`"%d"`, i)), client.Options{Timeout: 30 * time.Second})
+		if err != nil || reply.Status != schemas.ReplyComplete {
+			t.Fatalf("request %d: %v %v", i, reply.Status, err)
+		}
+	}
+	from, err := replay.ParseBound("earliest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(cc kafka.ClientConfig) *replay.RunState {
+		t.Helper()
+		rp, err := replay.New(replay.Config{Client: cc, Source: p.topics, From: &from, Logger: testLogger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := rp.Run(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		return rp.State()
+	}
+	plain := p.cc
+	plain.Hooks = nil
+	if st := run(plain); st.Submitted != 0 || st.Skipped[replay.SkipUndecodable] != n {
+		t.Errorf("replay without the registry: submitted %d, skipped %v; want 0 and %d undecodable", st.Submitted, st.Skipped, n)
+	}
+	if st := run(p.cc); st.Submitted != n || st.Skipped[replay.SkipUndecodable] != 0 {
+		t.Errorf("replay with the registry: submitted %d, skipped %v; want %d and none undecodable", st.Submitted, st.Skipped, n)
+	}
+	replayed := 0
+	for _, rec := range readAll(t, c, p.topics.Replies(), 2*n, 30*time.Second) {
+		single, ok := r.FromConfluent(rec.Value)
+		if !ok {
+			t.Errorf("reply %q not in the Confluent wire format: % x", rec.Key, rec.Value[:min(len(rec.Value), 5)])
+			continue
+		}
+		reply, err := schemas.DecodeReply(single)
+		if err != nil {
+			t.Fatalf("decode reply %q: %v", rec.Key, err)
+		}
+		if strings.HasPrefix(string(reply.CorrelationID), "rp-") && reply.Status == schemas.ReplyComplete {
+			replayed++
+		}
+	}
+	if replayed != n {
+		t.Errorf("%d replays answered COMPLETE, want %d", replayed, n)
 	}
 }
