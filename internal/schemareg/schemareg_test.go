@@ -301,3 +301,30 @@ func TestHooksOnABroker(t *testing.T) {
 		t.Errorf("polled through the hook: % x, want % x", got, single)
 	}
 }
+
+// BenchmarkHeaderSwap is the cost the hooks add per record: one allocation
+// and copy of the value each way.
+func BenchmarkHeaderSwap(b *testing.B) {
+	reg := registrytest.New(b)
+	r, err := schemareg.New(b.Context(), schemareg.Config{URL: reg.URL})
+	if err != nil {
+		b.Fatal(err)
+	}
+	v, err := schemas.EncodeRequest(schemas.Request{CorrelationID: "c-1", Route: "echo", Payload: make([]byte, 1024), SubmittedAt: time.Now()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	conf, _ := r.ToConfluent(v)
+	b.Run("produce", func(b *testing.B) {
+		b.SetBytes(int64(len(v)))
+		for b.Loop() {
+			r.ToConfluent(v)
+		}
+	})
+	b.Run("fetch", func(b *testing.B) {
+		b.SetBytes(int64(len(conf)))
+		for b.Loop() {
+			r.FromConfluent(conf)
+		}
+	})
+}
