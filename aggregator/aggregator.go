@@ -16,6 +16,7 @@ import (
 	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/internal/tracing"
 	"github.com/scattergather/scattergather/schemas"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -467,6 +468,7 @@ func (a *Aggregator) process(ctx context.Context, b *kafka.Batch) error {
 		for _, rec := range p.Records {
 			a.handle(m, ps, now, rec)
 		}
+		ps.caughtUp(p.Records[len(p.Records)-1].Offset)
 	})
 	a.stats.peak(m.gauges().open)
 	m.tick(now)
@@ -705,7 +707,7 @@ func (a *Aggregator) backpressure(open int64) {
 // OnPartitionsAssigned before it fetches their offsets), so no result of a
 // partition is processed before its state is back. It does not hold a.mu
 // while it reads: batches of the other partitions go on meanwhile.
-func (a *Aggregator) assigned(ctx context.Context, _ *kgo.Client, assigned map[string][]int32) {
+func (a *Aggregator) assigned(ctx context.Context, cl *kgo.Client, assigned map[string][]int32) {
 	defer a.joined.Store(true)
 	parts := assigned[a.cfg.Topics.Results()]
 	if len(parts) == 0 {
@@ -728,7 +730,12 @@ func (a *Aggregator) assigned(ctx context.Context, _ *kgo.Client, assigned map[s
 		a.log.Error("restore failed; stopping", "partitions", parts, "err", err)
 		return
 	}
-	for _, ps := range states {
+	backlog := a.catchUpOffsets(ctx, cl, parts)
+	holdUntil := a.cfg.Now().Add(catchUpMax).UnixNano()
+	for p, ps := range states {
+		if off, ok := backlog[p]; ok {
+			ps.catchUp, ps.holdUntil = off, holdUntil
+		}
 		a.m.install(ps)
 	}
 	a.obs.restored(time.Since(start))
@@ -736,6 +743,54 @@ func (a *Aggregator) assigned(ctx context.Context, _ *kgo.Client, assigned map[s
 	a.publishGauges()
 	a.log.Info("partitions assigned and restored", "topic", a.cfg.Topics.Results(), "partitions", parts,
 		"open", n.open, "done", n.done, "orphans", n.orphans, "held", n.held, "skipped", n.skipped, "took", time.Since(start))
+}
+
+// catchUpMax bounds how long a restored partition's timers wait for its
+// backlog to be read (partitionState.catchUp).
+const catchUpMax = 2 * time.Second
+
+// catchUpOffsets returns, for each of parts whose results were not all
+// consumed by the group when it was assigned (a backlog the previous owner
+// did not read: it crashed, or the partition had no owner for a while),
+// the last stable offset of the partition then: the restored partition
+// reads up to it before its timers fire, so that a request whose deadline
+// passed meanwhile is answered with the results that came in time rather
+// than MISSING. On error it returns none: the timers fire at once, as
+// without it.
+func (a *Aggregator) catchUpOffsets(ctx context.Context, cl *kgo.Client, parts []int32) map[int32]int64 {
+	results := a.cfg.Topics.Results()
+	adm := kadm.NewClient(cl)
+	ends, err := adm.ListCommittedOffsets(ctx, results)
+	if err == nil {
+		err = ends.Error()
+	}
+	if err != nil {
+		a.log.Warn("end offsets of restored partitions; their deadlines fire without reading the backlog first", "partitions", parts, "err", err)
+		return nil
+	}
+	committed, err := adm.FetchOffsets(ctx, a.cfg.Group)
+	if err == nil {
+		err = committed.Error()
+	}
+	if err != nil {
+		a.log.Warn("committed offsets of restored partitions; their deadlines fire without reading the backlog first", "partitions", parts, "err", err)
+		return nil
+	}
+	backlog := map[int32]int64{}
+	for _, p := range parts {
+		end, ok := ends.Lookup(results, p)
+		if !ok || end.Offset <= 0 {
+			continue
+		}
+		var at int64
+		if c, ok := committed.Lookup(results, p); ok {
+			at = c.At
+		}
+		if at < end.Offset {
+			backlog[p] = end.Offset
+		}
+	}
+	return backlog
 }
 
 func (a *Aggregator) revoked(_ context.Context, _ *kgo.Client, revoked map[string][]int32) {

@@ -118,6 +118,22 @@ type partitionState struct {
 	// earned is what a rebuilt partition's hedged requests had earned of
 	// their routes' hedge budgets; install gives it back.
 	earned map[schemas.Route]earnedTokens
+	// catchUp, set when the partition is restored with a backlog of
+	// results nobody read while it had no owner, is the results offset to
+	// read up to before its timers fire, so that a deadline that passed
+	// meanwhile does not mark parts MISSING that sit in the backlog (see
+	// Aggregator.catchUpOffsets). Timers wait until then or holdUntil
+	// (unix ns), whichever comes first. Zero when caught up.
+	catchUp, holdUntil int64
+}
+
+// caughtUp notes that the partition's records up to offset were read.
+// The backlog ends at catchUp-1, or at catchUp-2 when a transaction's
+// marker (which a consumer never sees) ends it.
+func (ps *partitionState) caughtUp(offset int64) {
+	if ps.catchUp > 0 && offset+2 >= ps.catchUp {
+		ps.catchUp = 0
+	}
 }
 
 func newPartitionState(p int32) *partitionState {
@@ -577,7 +593,11 @@ func (m *machine) nextDue() int64 {
 	var next int64
 	for _, ps := range m.parts {
 		if ps.timers.Len() > 0 {
-			if at := ps.timers.peek().at; next == 0 || at < next {
+			at := ps.timers.peek().at
+			if ps.catchUp > 0 {
+				at = max(at, ps.holdUntil)
+			}
+			if next == 0 || at < next {
 				next = at
 			}
 		}
@@ -594,6 +614,12 @@ func (m *machine) tick(now time.Time) {
 
 func (m *machine) fire(ps *partitionState, now time.Time) {
 	nowNs := now.UnixNano()
+	if ps.catchUp > 0 {
+		if nowNs < ps.holdUntil {
+			return // reading the backlog first
+		}
+		ps.catchUp = 0
+	}
 	for ps.timers.Len() > 0 && ps.timers.peek().at <= nowNs {
 		t := ps.timers.pop()
 		r := ps.reqs[t.id]
