@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/scattergather/scattergather/internal/kafka"
@@ -176,6 +177,13 @@ func check(f *facts, o checkOptions) Report {
 			if !sameReply(reps) {
 				r.ConflictingDuplicates++
 			}
+			var seen []string
+			for _, rf := range reps {
+				seen = append(seen, fmt.Sprintf("%s at %s (completed %s)", rf.reply.Status,
+					rf.visible.Format("15:04:05.000"), rf.reply.CompletedAt.Format("15:04:05.000")))
+			}
+			add("%s: %d replies: %s; %d manifests; deadline %s", id, len(reps), strings.Join(seen, ", "),
+				len(mfs), deadline.Format("15:04:05.000"))
 		}
 		for i, rf := range reps {
 			problems := checkReply(f, id, parts, deadline, rf, o, &r, i == 0)

@@ -97,7 +97,7 @@ func TestCheck(t *testing.T) {
 			change: func(s *scenario) {
 				s.f.replies[s.id] = append(s.f.replies[s.id], s.f.replies[s.id][0])
 			},
-			duplicated: 1,
+			duplicated: 1, problem: "2 replies: COMPLETE at",
 		},
 		{
 			name:      "duplicate reply under at-least-once is reported, not failed",
@@ -105,7 +105,7 @@ func TestCheck(t *testing.T) {
 			change: func(s *scenario) {
 				s.f.replies[s.id] = append(s.f.replies[s.id], s.f.replies[s.id][0])
 			},
-			duplicated: 1, ok: true,
+			duplicated: 1, ok: true, problem: "2 replies: COMPLETE at",
 		},
 		{
 			name: "a result committed twice breaks exactly-once",
