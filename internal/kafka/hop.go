@@ -261,6 +261,7 @@ type Hop struct {
 	sess    *kgo.GroupTransactSession // nil under at-least-once
 	current atomic.Pointer[kgo.Client]
 	closed  bool // Run's goroutine: cl is closed
+	fresh   bool // Run's goroutine: cl has not initialised its producer yet
 
 	// Restarts: in all (Restarts), and in a row without a committed
 	// batch (Run's goroutine), which sets the backoff.
@@ -404,7 +405,7 @@ func (h *Hop) connect() error {
 	if err != nil {
 		return fmt.Errorf("hop %s: %w", h.cfg.Group, err)
 	}
-	h.cl, h.closed = cl, false
+	h.cl, h.closed, h.fresh = cl, false, true
 	h.current.Store(cl)
 	return nil
 }
@@ -459,6 +460,21 @@ func (h *Hop) Run(ctx context.Context, process ProcessFunc, end EndFunc) (err er
 			}
 			return nil
 		}
+		if h.fresh {
+			h.fresh = false
+			if err := h.initProducer(ctx); err != nil {
+				switch {
+				case ctx.Err() != nil:
+					return nil
+				case !restartable(err) || h.isAbandoned():
+					return err
+				}
+				if ok, err := h.restart(ctx, err); !ok {
+					return err
+				}
+				continue
+			}
+		}
 		fetches := h.poll(ctx)
 		if fetches.IsClientClosed() {
 			return nil
@@ -490,6 +506,25 @@ func (h *Hop) Run(ctx context.Context, process ProcessFunc, end EndFunc) (err er
 			return nil
 		}
 	}
+}
+
+// initProducer initialises a new client's transactional producer before
+// it joins the group (exactly-once; nothing to do otherwise). That fences
+// the previous incarnation of the transactional id and has the broker
+// abort the transaction it left open, so that nothing this instance reads
+// on assignment waits for that transaction's timeout: with static
+// membership a restarted instance is assigned its partitions at once, and
+// the aggregator's restore reads its changelog read_committed in the
+// assignment callback. franz-go would otherwise initialise the producer
+// only at the first transaction, after the callback.
+func (h *Hop) initProducer(ctx context.Context) error {
+	if h.sess == nil {
+		return nil
+	}
+	if _, _, err := h.cl.ProducerID(ctx); err != nil {
+		return fmt.Errorf("init producer id of %s: %w", h.cfg.TransactionalID, err)
+	}
+	return nil
 }
 
 // LogClientRestart is the message of the warning Run logs when it builds a

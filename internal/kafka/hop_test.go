@@ -331,3 +331,80 @@ func restartsMetric(t *testing.T, reg prometheus.Gatherer, group string) float64
 	}
 	return 0
 }
+
+// TestHopFencesBeforeJoining: an instance died with a transaction open
+// on a topic that its successor reads, read_committed, while it is being
+// assigned its partitions (as the aggregator restores its changelog). The
+// successor, with the same transactional id, must abort that transaction
+// before it joins, rather than wait for the transaction's timeout (30s).
+func TestHopFencesBeforeJoining(t *testing.T) {
+	c := testkafka.New(t)
+	in := c.CreateTopic(t, "in", 1, nil)
+	state := c.CreateTopic(t, "state", 1, nil)
+	group := c.Name("g")
+	txnID := group + "-0"
+
+	// The dead instance: a transaction open on state, never ended.
+	dead := c.Client(t, kgo.TransactionalID(txnID), kgo.TransactionTimeout(30*time.Second), kgo.DefaultProduceTopic(state))
+	if err := dead.BeginTransaction(); err != nil {
+		t.Fatal(err)
+	}
+	if err := dead.ProduceSync(t.Context(), &kgo.Record{Key: []byte("k"), Value: []byte("uncommitted")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	// A record after it, outside any transaction: a read_committed reader
+	// sees it only once the open transaction is over.
+	if err := c.Client(t, kgo.DefaultProduceTopic(state)).ProduceSync(t.Context(), &kgo.Record{Key: []byte("k"), Value: []byte("after")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+
+	restored := make(chan time.Duration, 1)
+	cfg := kafka.HopConfig{
+		Client:          kafka.ClientConfig{Brokers: c.Brokers},
+		Group:           group,
+		Topics:          []string{in},
+		TransactionalID: txnID,
+		InstanceID:      "g-0",
+		Tick:            100 * time.Millisecond,
+		OnAssigned: func(ctx context.Context, _ *kgo.Client, _ map[string][]int32) {
+			start := time.Now()
+			rd, err := kgo.NewClient(kgo.SeedBrokers(c.Brokers...), kgo.ConsumeTopics(state), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+				kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.FetchMaxWait(100*time.Millisecond))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer rd.Close()
+			for ctx.Err() == nil {
+				found := false
+				rd.PollFetches(ctx).EachRecord(func(r *kgo.Record) { found = found || string(r.Value) == "after" })
+				if found {
+					restored <- time.Since(start)
+					return
+				}
+			}
+		},
+	}
+	hop, err := kafka.NewHop(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := hop.Run(ctx, func(context.Context, *kafka.Batch) error { return nil }, func(bool) {}); err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	select {
+	case took := <-restored:
+		t.Logf("read past the dead instance's transaction %s after the assignment", took.Round(time.Millisecond))
+	case <-time.After(15 * time.Second):
+		t.Fatal("the assignment callback still waits on the dead instance's transaction after 15s: it was not aborted when the successor started")
+	}
+}
