@@ -24,7 +24,10 @@
 // the kernel if the harness dies; every child has exited when Run returns,
 // also when ctx is cancelled (SIGINT). A keeper goroutine per child restarts
 // it when it exits on its own (counted as an unexpected exit, which fails the
-// run) and carries out the schedule's signals.
+// run) and carries out the schedule's signals. Config.Fences and
+// Config.Kicks add faults done through the broker to a role left running
+// (its transactional id initialised by the harness, its member removed
+// from the group): the role must recover by itself.
 //
 // # The check
 //
