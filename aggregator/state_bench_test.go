@@ -95,8 +95,8 @@ func BenchmarkAddPart(b *testing.B) {
 }
 
 // BenchmarkComplete measures one whole request: its manifest, one OK result
-// per part, the completion with the Collect merge and, a late window later,
-// forgetting it. Reply encoding is not included (see the encode case).
+// per part, the completion with the Collect merge and, its deadline and a
+// late window later, forgetting it. Reply encoding is not included (see the encode case).
 func BenchmarkComplete(b *testing.B) {
 	for _, n := range []int{1, 8, 64} {
 		for _, encode := range []bool{false, true} {
@@ -119,7 +119,7 @@ func BenchmarkComplete(b *testing.B) {
 				b.ResetTimer()
 				for i := range b.N {
 					id := ids[i%len(ids)]
-					m.manifest(ps, now, schemas.Manifest{CorrelationID: id, Route: "r", Parts: partIDs, Deadline: now.Add(time.Second), Policy: "all", SubmittedAt: now}, src)
+					m.manifest(ps, now, schemas.Manifest{CorrelationID: id, Route: "r", Parts: partIDs, Deadline: now.Add(time.Millisecond), Policy: "all", SubmittedAt: now}, src)
 					for _, p := range partIDs {
 						m.result(ps, now, schemas.Result{CorrelationID: id, PartID: p, Status: schemas.ResultOK, Payload: payload, Attempt: 1}, src)
 					}
@@ -132,7 +132,9 @@ func BenchmarkComplete(b *testing.B) {
 						}
 					}
 					m.out = m.out[:0]
-					now = now.Add(time.Millisecond)
+					// A done request is remembered until its deadline
+					// plus the late window (1ms each here).
+					now = now.Add(2 * time.Millisecond)
 					m.tick(now) // forgets the request
 					m.commit()
 				}
