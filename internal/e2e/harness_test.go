@@ -3,8 +3,10 @@ package e2e
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -72,6 +74,7 @@ func startPipeline(t *testing.T, c *testkafka.Cluster, cfg stack.Config) *pipeli
 			t.Errorf("stack did not stop within 30s")
 		}
 	})
+	waitReady(t, st)
 	cl, err := client.New(ctx, client.Config{Client: cc, Topics: cfg.Topics, DefaultTimeout: 10 * time.Second})
 	if err != nil {
 		t.Fatalf("client: %v", err)
@@ -79,6 +82,30 @@ func startPipeline(t *testing.T, c *testkafka.Cluster, cfg stack.Config) *pipeli
 	t.Cleanup(cl.Close)
 	p.client = cl
 	return p
+}
+
+// waitReady waits until every role of st has joined its group and holds
+// its assignment, as a deployment waits on /readyz before sending traffic.
+// Tests with short request timeouts would otherwise race the first group
+// join, which on a real broker can take seconds.
+func waitReady(t *testing.T, st *stack.Stack) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var pending []string
+		for _, c := range st.Checks() {
+			if err := c.Ready(); err != nil {
+				pending = append(pending, fmt.Sprintf("%s: %v", c.Name, err))
+			}
+		}
+		if len(pending) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stack not ready after 30s: %s", strings.Join(pending, "; "))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // table parses a route table literal.
