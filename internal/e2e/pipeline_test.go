@@ -201,8 +201,13 @@ func TestExpiredTaskMarkedExpired(t *testing.T) {
 		return []byte(`"ok"`), nil
 	})
 	p := startPipeline(t, c, stack.Config{
-		Routes:      table(t, `{"routes":[{"name":"slow","mode":"split","fanout":3,"timeout":"10s"}]}`),
-		Processors:  []stack.ProcessorSpec{{Route: "slow", Handler: slow}},
+		Routes: table(t, `{"routes":[{"name":"slow","mode":"split","fanout":3,"timeout":"10s"}]}`),
+		// Pipelined, so that the slow task holds back no other: with
+		// Concurrency 1 a polled batch is as slow as its slowest task, and
+		// a fast part fetched in the next poll would expire behind it.
+		Processors: []stack.ProcessorSpec{{Route: "slow", Handler: slow, Tune: func(pc *processor.Config) {
+			pc.Concurrency = 4
+		}}},
 		Aggregators: -1, // started below, once the results are in
 	})
 	// 2s: long enough that the fast parts are handled in time on a loaded
