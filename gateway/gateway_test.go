@@ -765,7 +765,7 @@ func TestMetricsAndTrace(t *testing.T) {
 		{"POST /v1/routes/{route}/requests", "404"},
 		{"other", "404"},
 	} {
-		got := counter(t, reg, "scattergather_gateway_http_requests_total", c.endpoint, c.code)
+		got := counter(t, reg, "scattergather_gateway_http_requests_total", "endpoint", c.endpoint, "code", c.code)
 		if got != 1 {
 			t.Errorf("requests_total{%s,%s} = %v, want 1", c.endpoint, c.code, got)
 		}
@@ -795,8 +795,9 @@ func TestMetricsAndTrace(t *testing.T) {
 	t.Fatal("request record not found")
 }
 
-// counter returns the value of name{endpoint,code} on reg, 0 if absent.
-func counter(t *testing.T, reg *prometheus.Registry, name, endpoint, code string) float64 {
+// counter returns the value of the counter name on reg whose labels
+// include the given name, value pairs; 0 if there is none.
+func counter(t *testing.T, reg *prometheus.Registry, name string, labelPairs ...string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
@@ -806,14 +807,18 @@ func counter(t *testing.T, reg *prometheus.Registry, name, endpoint, code string
 		if mf.GetName() != name {
 			continue
 		}
+	metrics:
 		for _, m := range mf.GetMetric() {
 			labels := map[string]string{}
 			for _, l := range m.GetLabel() {
 				labels[l.GetName()] = l.GetValue()
 			}
-			if labels["endpoint"] == endpoint && labels["code"] == code {
-				return m.GetCounter().GetValue()
+			for i := 0; i+1 < len(labelPairs); i += 2 {
+				if labels[labelPairs[i]] != labelPairs[i+1] {
+					continue metrics
+				}
 			}
+			return m.GetCounter().GetValue()
 		}
 	}
 	return 0

@@ -2,14 +2,12 @@ package cli
 
 import (
 	"bytes"
-	"context"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/scattergather/scattergather/internal/testkafka"
 )
@@ -29,21 +27,7 @@ func TestGatewayCommand(t *testing.T) {
 		"--partitions", "1", "--result-partitions", "1",
 		"--addr", api, "--admin-addr", admin, "--auth-token-file", tokens, "--max-in-flight", "7",
 		"--log-level", "warn", "--kafka-log-level", "none"}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan int, 1)
-	var out, errOut bytes.Buffer
-	go func() { done <- Main(ctx, args, Commands(), &out, &errOut) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case code := <-done:
-			if code != 0 {
-				t.Errorf("gateway exited %d: %s", code, errOut.String())
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("gateway did not stop within 30s of its context")
-		}
-	})
+	errOut := runCommand(t, args)
 	get := func(addr, path, tok string) (int, http.Header, string) {
 		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, "http://"+addr+path, nil)
 		if err != nil {
@@ -60,17 +44,7 @@ func TestGatewayCommand(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, resp.Header, string(b)
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		code, _, body := get(admin, "/readyz", "")
-		if code == http.StatusOK {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("admin /readyz not 200 within 60s: %d %s; stderr: %s", code, body, errOut.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	waitReadyz(t, admin, errOut)
 	for _, tc := range []struct {
 		name, addr, path, token string
 		status                  int

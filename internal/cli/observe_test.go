@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -85,6 +86,73 @@ func freeAddr(t *testing.T) string {
 	return addr
 }
 
+// lockedBuffer is a bytes.Buffer a running command writes while the test
+// reads it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// runCommand runs Main with args as a user would, until the test ends:
+// then it cancels the context (Ctrl-C) and checks the command stopped with
+// exit code 0 within 30s. It returns the command's standard error.
+func runCommand(t *testing.T, args []string) (stderr *lockedBuffer) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan int, 1)
+	var out, errOut lockedBuffer
+	go func() { done <- Main(ctx, args, Commands(), &out, &errOut) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case code := <-done:
+			if code != 0 {
+				t.Errorf("%s exited %d: %s", args[0], code, errOut.String())
+			}
+		case <-time.After(30 * time.Second):
+			t.Errorf("%s did not stop within 30s of its context", args[0])
+		}
+	})
+	return &errOut
+}
+
+// waitReadyz polls http://addr/readyz until it answers 200, for 60s at
+// most.
+func waitReadyz(t *testing.T, addr string, stderr *lockedBuffer) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		code, body := 0, ""
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err != nil {
+			body = err.Error()
+		} else {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			code, body = resp.StatusCode, string(b)
+		}
+		if code == http.StatusOK {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s/readyz not 200 within 60s: %d %s; stderr: %s", addr, code, body, stderr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // TestDevServesMetrics runs the dev command as a user would and checks its
 // one /metrics endpoint: not ready, then ready once every role joined, with
 // the metrics of every role; Ctrl-C (the context) stops it cleanly.
@@ -95,21 +163,7 @@ func TestDevServesMetrics(t *testing.T) {
 	if _, fs, err := ParseOnly([]string{"dev"}, nil); err == nil && fs.Lookup("gateway-addr") != nil {
 		args = append(args, "--gateway-addr", "")
 	}
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan int, 1)
-	var out, errOut bytes.Buffer
-	go func() { done <- Main(ctx, args, Commands(), &out, &errOut) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case code := <-done:
-			if code != 0 {
-				t.Errorf("dev exited %d: %s", code, errOut.String())
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("dev did not stop within 30s of its context")
-		}
-	})
+	stderr := runCommand(t, args)
 	get := func(path string) (int, string) {
 		resp, err := http.Get("http://" + metricsAddr + path)
 		if err != nil {
@@ -119,17 +173,8 @@ func TestDevServesMetrics(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
+	waitReadyz(t, metricsAddr, stderr)
 	deadline := time.Now().Add(60 * time.Second)
-	for {
-		code, body := get("/readyz")
-		if code == http.StatusOK {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("dev /readyz not ready within 60s: %d %s", code, body)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 	var body string
 	for {
 		_, body = get("/metrics")

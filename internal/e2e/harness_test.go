@@ -108,6 +108,23 @@ func waitReady(t *testing.T, st *stack.Stack) {
 	}
 }
 
+// awaitEchoes waits for the reply of each pending request i sent with
+// payload "i" on a split route of the echo handler, and checks that it is
+// COMPLETE with the echo of every part: ["i","i",...], fanout times.
+func awaitEchoes(t *testing.T, pending []*client.Pending, fanout int) {
+	t.Helper()
+	for i, pp := range pending {
+		reply, err := pp.Await(t.Context())
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		want := "[" + strings.TrimSuffix(strings.Repeat(fmt.Sprintf(`"%d",`, i), fanout), ",") + "]"
+		if reply.Status != schemas.ReplyComplete || string(reply.Payload) != want {
+			t.Fatalf("request %d: %s %s, want COMPLETE %s", i, reply.Status, reply.Payload, want)
+		}
+	}
+}
+
 // table parses a route table literal.
 func table(t testing.TB, js string) *routes.Table {
 	t.Helper()

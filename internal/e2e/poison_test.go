@@ -111,16 +111,7 @@ func TestPoisonRecords(t *testing.T) {
 		}
 		pending = append(pending, pp)
 	}
-	for i, pp := range pending {
-		reply, err := pp.Await(t.Context())
-		if err != nil {
-			t.Fatalf("good request %d: %v", i, err)
-		}
-		want := fmt.Sprintf(`["%d","%d","%d","%d"]`, i, i, i, i)
-		if reply.Status != schemas.ReplyComplete || string(reply.Payload) != want {
-			t.Fatalf("good request %d: %s %s, want COMPLETE %s", i, reply.Status, reply.Payload, want)
-		}
-	}
+	awaitEchoes(t, pending, 4)
 
 	dlq := readAll(t, c, p.topics.DLQ(), len(bads), 30*time.Second)
 	type key struct{ role, reason string }

@@ -26,10 +26,12 @@ import (
 // format with the id the registry gave its kind, requests complete, a
 // request from a producer that does not use the registry (single-object)
 // is still served, and a Confluent record with an id the registry did not
-// list is dead-lettered with reason not-avro, its bytes unchanged.
-func TestSchemaRegistryWireFormat(t *testing.T) {
+// registryPipeline starts an in-test schema registry and a pipeline in
+// registry mode on it, with the split route echo of fan-out 2.
+func registryPipeline(t *testing.T, opts ...registrytest.Option) (*testkafka.Cluster, *schemareg.Registry, *pipeline) {
+	t.Helper()
 	c := testkafka.New(t)
-	reg := registrytest.New(t, registrytest.FirstID(7001))
+	reg := registrytest.New(t, opts...)
 	r, err := schemareg.New(t.Context(), schemareg.Config{URL: reg.URL})
 	if err != nil {
 		t.Fatal(err)
@@ -39,6 +41,12 @@ func TestSchemaRegistryWireFormat(t *testing.T) {
 		Routes:     table(t, `{"routes":[{"name":"echo","mode":"split","fanout":2,"timeout":"30s"}]}`),
 		Processors: []stack.ProcessorSpec{{Route: "echo", Handler: processor.Echo()}},
 	})
+	return c, r, p
+}
+
+// list is dead-lettered with reason not-avro, its bytes unchanged.
+func TestSchemaRegistryWireFormat(t *testing.T) {
+	c, r, p := registryPipeline(t, registrytest.FirstID(7001))
 	id := func(k schemas.Kind) uint32 {
 		v, ok := r.ID(k)
 		if !ok {
@@ -56,15 +64,7 @@ func TestSchemaRegistryWireFormat(t *testing.T) {
 		}
 		pending = append(pending, pp)
 	}
-	for i, pp := range pending {
-		reply, err := pp.Await(t.Context())
-		if err != nil {
-			t.Fatalf("request %d: %v", i, err)
-		}
-		if want := fmt.Sprintf(`["%d","%d"]`, i, i); reply.Status != schemas.ReplyComplete || string(reply.Payload) != want {
-			t.Fatalf("request %d: %s %s, want COMPLETE %s", i, reply.Status, reply.Payload, want)
-		}
-	}
+	awaitEchoes(t, pending, 2)
 
 	// A request written single-object by a producer without the registry,
 	// and Confluent records whose schema id the registry never listed.
@@ -177,17 +177,7 @@ func TestSchemaRegistryWireFormat(t *testing.T) {
 // is decoded and replayed, and the replays are answered; without them the
 // Confluent originals are skipped as undecodable.
 func TestSchemaRegistryReplay(t *testing.T) {
-	c := testkafka.New(t)
-	reg := registrytest.New(t)
-	r, err := schemareg.New(t.Context(), schemareg.Config{URL: reg.URL})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := startPipeline(t, c, stack.Config{
-		Client:     kafka.ClientConfig{Hooks: r.Hooks()},
-		Routes:     table(t, `{"routes":[{"name":"echo","mode":"split","fanout":2,"timeout":"30s"}]}`),
-		Processors: []stack.ProcessorSpec{{Route: "echo", Handler: processor.Echo()}},
-	})
+	c, r, p := registryPipeline(t)
 	const n = 10
 	for i := range n {
 		reply, err := p.client.Do(t.Context(), "echo", []byte(fmt.Sprintf(`"%d"`, i)), client.Options{Timeout: 30 * time.Second})
