@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -28,7 +29,7 @@ import (
 // is still served, and a Confluent record with an id the registry did not
 // registryPipeline starts an in-test schema registry and a pipeline in
 // registry mode on it, with the split route echo of fan-out 2.
-func registryPipeline(t *testing.T, opts ...registrytest.Option) (*testkafka.Cluster, *schemareg.Registry, *pipeline) {
+func registryPipeline(t *testing.T, opts ...registrytest.Option) (*testkafka.Cluster, *registrytest.Registry, *schemareg.Registry, *pipeline) {
 	t.Helper()
 	c := testkafka.New(t)
 	reg := registrytest.New(t, opts...)
@@ -41,12 +42,12 @@ func registryPipeline(t *testing.T, opts ...registrytest.Option) (*testkafka.Clu
 		Routes:     table(t, `{"routes":[{"name":"echo","mode":"split","fanout":2,"timeout":"30s"}]}`),
 		Processors: []stack.ProcessorSpec{{Route: "echo", Handler: processor.Echo()}},
 	})
-	return c, r, p
+	return c, reg, r, p
 }
 
 // list is dead-lettered with reason not-avro, its bytes unchanged.
 func TestSchemaRegistryWireFormat(t *testing.T) {
-	c, r, p := registryPipeline(t, registrytest.FirstID(7001))
+	c, _, r, p := registryPipeline(t, registrytest.FirstID(7001))
 	id := func(k schemas.Kind) uint32 {
 		v, ok := r.ID(k)
 		if !ok {
@@ -177,7 +178,7 @@ func TestSchemaRegistryWireFormat(t *testing.T) {
 // is decoded and replayed, and the replays are answered; without them the
 // Confluent originals are skipped as undecodable.
 func TestSchemaRegistryReplay(t *testing.T) {
-	c, r, p := registryPipeline(t)
+	c, _, r, p := registryPipeline(t)
 	const n = 10
 	for i := range n {
 		reply, err := p.client.Do(t.Context(), "echo", []byte(fmt.Sprintf(`"%d"`, i)), client.Options{Timeout: 30 * time.Second})
@@ -225,5 +226,54 @@ func TestSchemaRegistryReplay(t *testing.T) {
 	}
 	if replayed != n {
 		t.Errorf("%d replays answered COMPLETE, want %d", replayed, n)
+	}
+}
+
+// TestSchemaRegistryLearnsLaterIDs: a request whose schema id was registered
+// after the roles started (here the same schema in another text, as another
+// library or an older release registers it) is looked up by id, read and
+// answered, not dead-lettered.
+func TestSchemaRegistryLearnsLaterIDs(t *testing.T) {
+	c, reg, r, p := registryPipeline(t)
+	src, err := schemas.Schema(schemas.KindRequest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	subject, err := schemareg.Subject(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal([]byte(src), &m); err != nil {
+		t.Fatal(err)
+	}
+	compact, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	later := reg.Add(subject, string(compact))
+	req, err := schemas.EncodeRequest(schemas.Request{CorrelationID: "later", Route: "echo", Payload: []byte(`"x"`),
+		ReplyTo: p.topics.Replies(), SubmittedAt: time.Now(), Timeout: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	val := append(binary.BigEndian.AppendUint32([]byte{0}, uint32(later)), req[10:]...)
+	if err := c.Client(t).ProduceSync(t.Context(), &kgo.Record{Topic: p.topics.Requests(), Key: []byte("later"), Value: val}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	recs := readAll(t, c, p.topics.Replies(), 1, 30*time.Second)
+	if len(recs) != 1 {
+		t.Fatalf("%d replies, want 1 (dead letters: %d)", len(recs), len(readAll(t, c, p.topics.DLQ(), 1, time.Second)))
+	}
+	single, ok := r.FromConfluent(recs[0].Value)
+	if !ok {
+		t.Fatalf("reply % x not in the Confluent format", recs[0].Value[:min(len(recs[0].Value), 5)])
+	}
+	reply, err := schemas.DecodeReply(single)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reply.CorrelationID != "later" || reply.Status != schemas.ReplyComplete || string(reply.Payload) != `["x","x"]` {
+		t.Errorf("reply %s %s %s, want later COMPLETE [\"x\",\"x\"]", reply.CorrelationID, reply.Status, reply.Payload)
 	}
 }

@@ -13,9 +13,14 @@
 // registered from single-object to Confluent, and each fetched Confluent
 // record whose id it knows back to single-object, before any role sees it.
 //
-// A fetched record with a schema id the registry did not list at start is
-// left as it is: the role's decoder rejects it as not-avro and dead-letters
-// it with that reason. Single-object records fetched in registry mode are
+// A fetched record with a schema id the registry did not list at start
+// (another producer registered its schema later, e.g. an older release
+// still running during a rolling upgrade) is looked up by id once: if the
+// schemas package knows that schema's fingerprint, the id is learned and
+// the record read. Otherwise the record is left as it is: the role's
+// decoder rejects it as not-avro and dead-letters it with that reason. An
+// id that failed is not looked up again for [RetryUnknownAfter], and while
+// the registry does not answer no id is. Single-object records fetched in registry mode are
 // also left as they are, so producers that do not use the registry still
 // work. The aggregator's state changelog is internal and stays
 // single-object.
@@ -30,6 +35,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/linkedin/goavro/v2"
@@ -44,8 +50,21 @@ import (
 // changelog (schemas.KindAggregationState) is not among them.
 var Kinds = []schemas.Kind{schemas.KindRequest, schemas.KindTask, schemas.KindManifest, schemas.KindResult, schemas.KindReply}
 
-// DefaultTimeout bounds each HTTP request to the registry.
+// DefaultTimeout bounds each HTTP request to the registry at start.
 const DefaultTimeout = 10 * time.Second
+
+// LookupTimeout bounds the lookup of an unknown schema id. It runs in the
+// Kafka client's fetch path, so it is short.
+const LookupTimeout = 2 * time.Second
+
+// RetryUnknownAfter is how long a schema id whose lookup failed (not
+// found, or a schema the schemas package does not know) is not looked up
+// again, and how long no id is after the registry failed to answer.
+const RetryUnknownAfter = 30 * time.Second
+
+// maxFailedIDs caps the failed ids remembered: a stream of garbage ids
+// must not grow memory without bound.
+const maxFailedIDs = 10000
 
 // Config is how to reach the registry.
 type Config struct {
@@ -77,17 +96,29 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Registry holds the schema ids of our record kinds. It is immutable after
-// New and safe for concurrent use.
+// Registry holds the schema ids of our record kinds. It is safe for
+// concurrent use.
 type Registry struct {
 	url string
+	cl  *sr.Client
+	log *slog.Logger
 	// ids is the id each kind's current schema is registered under.
 	ids map[schemas.Kind]int
 	// toID maps a single-object fingerprint to the Confluent id to write.
+	// Both are fixed after New.
 	toID map[uint64]uint32
+
+	mu sync.RWMutex
 	// toHeader maps a Confluent id to the single-object header to read it
-	// with: magic plus a fingerprint the schemas package knows.
+	// with: magic plus a fingerprint the schemas package knows. Ids looked
+	// up after New are added.
 	toHeader map[uint32][]byte
+
+	// lookupMu serialises lookups of unknown ids and guards what follows.
+	lookupMu sync.Mutex
+	failed   map[uint32]time.Time // ids whose lookup failed, and when
+	down     time.Time            // when the registry last failed to answer
+	now      func() time.Time
 }
 
 // New registers the schema of each of Kinds under its subject (a no-op for a
@@ -115,7 +146,8 @@ func New(ctx context.Context, cfg Config) (*Registry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("schema registry %s: %w", cfg.URL, err)
 	}
-	r := &Registry{url: cfg.URL, ids: map[schemas.Kind]int{}, toID: map[uint64]uint32{}, toHeader: map[uint32][]byte{}}
+	r := &Registry{url: cfg.URL, cl: cl, log: log, ids: map[schemas.Kind]int{}, toID: map[uint64]uint32{},
+		toHeader: map[uint32][]byte{}, failed: map[uint32]time.Time{}, now: time.Now}
 	for _, k := range Kinds {
 		if err := r.register(ctx, cl, k, log); err != nil {
 			return nil, fmt.Errorf("schema registry %s: %w", cfg.URL, err)
@@ -157,26 +189,89 @@ func (r *Registry) register(ctx context.Context, cl *sr.Client, k schemas.Kind, 
 		if v.ID == id || v.ID <= 0 {
 			continue
 		}
-		// goavro's Rabin fingerprint is one of those the schemas package
-		// maps to a kind (see its codec.go); a schema it does not know
-		// leaves the id unmapped, and its records go to the DLQ.
-		c, err := goavro.NewCodec(v.Schema.Schema)
+		h, err := readableHeader(v.Schema.Schema)
 		if err != nil {
 			log.Warn("schema registry: skipping unparsable version", "subject", subject, "version", v.Version, "id", v.ID, "err", err)
 			continue
 		}
-		h := singleObjectHeader(uint64(c.Rabin))
 		if got, err := schemas.KindOf(h); err != nil || got != k {
-			continue
+			continue // a schema the schemas package does not know
 		}
 		r.toHeader[uint32(v.ID)] = h
-		if _, ok := r.toID[uint64(c.Rabin)]; !ok {
-			r.toID[uint64(c.Rabin)] = uint32(v.ID)
+		if fp := binary.LittleEndian.Uint64(h[2:]); r.toID[fp] == 0 {
+			r.toID[fp] = uint32(v.ID)
 		}
 		known++
 	}
 	log.Info("schema registered", "kind", k, "subject", subject, "id", id, "versions", len(versions), "readable_versions", known)
 	return nil
+}
+
+// readableHeader returns the single-object header of the Avro schema src:
+// goavro's Rabin fingerprint of it, which is one of those the schemas
+// package maps to a kind (see its codec.go) when it knows the schema.
+func readableHeader(src string) ([]byte, error) {
+	c, err := goavro.NewCodec(src)
+	if err != nil {
+		return nil, err
+	}
+	return singleObjectHeader(uint64(c.Rabin)), nil
+}
+
+// lookup asks the registry for the schema of an id we do not know and
+// returns the single-object header to read its records with, if the
+// schemas package knows that schema. Failed ids are not asked again for
+// RetryUnknownAfter, and no id is while the registry is not answering.
+func (r *Registry) lookup(id uint32) ([]byte, bool) {
+	r.lookupMu.Lock()
+	defer r.lookupMu.Unlock()
+	r.mu.RLock()
+	h, ok := r.toHeader[id] // learned while this call waited
+	r.mu.RUnlock()
+	if ok {
+		return h, true
+	}
+	now := r.now()
+	if at, ok := r.failed[id]; ok && now.Sub(at) < RetryUnknownAfter {
+		return nil, false
+	}
+	if !r.down.IsZero() && now.Sub(r.down) < RetryUnknownAfter {
+		return nil, false
+	}
+	fail := func(reason string, args ...any) ([]byte, bool) {
+		if len(r.failed) >= maxFailedIDs {
+			clear(r.failed)
+		}
+		r.failed[id] = now
+		r.log.Warn("schema registry: records with this schema id cannot be read; they are dead-lettered as not-avro",
+			append([]any{"id", id, "reason", reason}, args...)...)
+		return nil, false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), LookupTimeout)
+	defer cancel()
+	sch, err := r.cl.SchemaByID(ctx, int(id))
+	if err != nil {
+		if re, ok := errors.AsType[*sr.ResponseError](err); ok && re.StatusCode == http.StatusNotFound {
+			return fail("the registry does not have it")
+		}
+		r.down = now
+		r.log.Warn("schema registry: looking up an unknown schema id failed; no id is looked up for a while",
+			"url", r.url, "id", id, "err", httpError(err), "retry_after", RetryUnknownAfter)
+		return nil, false
+	}
+	h, err = readableHeader(sch.Schema)
+	if err != nil {
+		return fail("its schema does not parse", "err", err)
+	}
+	k, err := schemas.KindOf(h)
+	if err != nil {
+		return fail("the schemas package does not know its schema (a newer release's?)")
+	}
+	r.mu.Lock()
+	r.toHeader[id] = h
+	r.mu.Unlock()
+	r.log.Info("schema registry: learned a schema id registered after start", "id", id, "kind", k)
+	return h, true
 }
 
 // httpError adds the HTTP status to the registry's error message.
@@ -247,15 +342,20 @@ func (r *Registry) ToConfluent(v []byte) ([]byte, bool) {
 }
 
 // FromConfluent returns v as a single-object record if it is in the
-// Confluent wire format with a schema id we know; otherwise it returns v and
-// false. v is not modified: the result is a new slice.
+// Confluent wire format with a schema id we know or can look up (see the
+// package doc); otherwise it returns v and false. v is not modified: the result is a new slice.
 func (r *Registry) FromConfluent(v []byte) ([]byte, bool) {
 	if len(v) < confluentLen || v[0] != 0 {
 		return v, false
 	}
-	h, ok := r.toHeader[binary.BigEndian.Uint32(v[1:confluentLen])]
+	id := binary.BigEndian.Uint32(v[1:confluentLen])
+	r.mu.RLock()
+	h, ok := r.toHeader[id]
+	r.mu.RUnlock()
 	if !ok {
-		return v, false
+		if h, ok = r.lookup(id); !ok {
+			return v, false
+		}
 	}
 	out := make([]byte, 0, len(h)+len(v)-confluentLen)
 	out = append(out, h...)

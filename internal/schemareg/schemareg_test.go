@@ -215,6 +215,73 @@ func TestEarlierVersionsMapWhenTheSchemaIsKnown(t *testing.T) {
 	}
 }
 
+// TestIDsRegisteredAfterStartAreLookedUp: a schema registered after New (an
+// older release's producer starting during a rolling upgrade) is looked up
+// by id the first time a record carries it, and read if the schemas package
+// knows it. An id that cannot be read is asked once, not for every record,
+// and while the registry is down no id is asked.
+func TestIDsRegisteredAfterStartAreLookedUp(t *testing.T) {
+	const byID = "GET /schemas/ids/{id}"
+	reg := registrytest.New(t)
+	r := newRegistry(t, reg)
+	src := schemaText(t, schemas.KindRequest)
+	subject, err := schemareg.Subject(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal([]byte(src), &m); err != nil {
+		t.Fatal(err)
+	}
+	compact, err := json.Marshal(m) // the same schema in another text: another id
+	if err != nil {
+		t.Fatal(err)
+	}
+	m["fields"] = append(m["fields"].([]any), map[string]any{"name": "extra", "type": "string", "default": ""})
+	changed, err := json.Marshal(m) // a schema the schemas package does not know
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameID, otherID := reg.Add(subject, string(compact)), reg.Add(subject, string(changed))
+	body := encodeRequest(t)[10:]
+	confluent := func(id int) []byte { return append(binary.BigEndian.AppendUint32([]byte{0}, uint32(id)), body...) }
+
+	for range 3 {
+		got, ok := r.FromConfluent(confluent(sameID))
+		if !ok {
+			t.Fatal("a record with an id registered after start was not read")
+		}
+		if dec, err := schemas.DecodeRequest(got); err != nil || dec.CorrelationID != "c-1" {
+			t.Fatalf("decode: %+v, %v", dec, err)
+		}
+		if _, ok := r.FromConfluent(confluent(otherID)); ok {
+			t.Fatal("a record of a schema the schemas package does not know was read")
+		}
+		if _, ok := r.FromConfluent(confluent(9999)); ok {
+			t.Fatal("a record with an id the registry does not have was read")
+		}
+	}
+	if n := reg.Calls(byID); n != 3 {
+		t.Errorf("%d lookups by id for 3 ids read 3 times each, want 3 (one per id)", n)
+	}
+
+	// Down: one failed lookup, then none until RetryUnknownAfter.
+	reg.SetDown(true)
+	before := reg.Calls(byID)
+	for id := 20000; id < 20010; id++ {
+		if _, ok := r.FromConfluent(confluent(id)); ok {
+			t.Fatalf("id %d read from a registry that is down", id)
+		}
+	}
+	if n := reg.Calls(byID) - before; n != 1 {
+		t.Errorf("%d lookups while the registry is down, want 1", n)
+	}
+	// The ids learned before are still read.
+	if _, ok := r.FromConfluent(confluent(sameID)); !ok {
+		t.Error("a learned id is not read while the registry is down")
+	}
+}
+
 func TestNewErrors(t *testing.T) {
 	reg := registrytest.New(t, registrytest.BasicAuth("sg", "secret"))
 	for _, tc := range []struct {

@@ -33,6 +33,7 @@ type Registry struct {
 	texts    map[int]string   // id -> schema text
 	subjects map[string][]int // subject -> ids by version-1
 	calls    map[string]int   // "METHOD pattern" -> count
+	down     bool             // answer every request 503
 }
 
 // Option configures a Registry.
@@ -62,7 +63,12 @@ func New(t testing.TB, opts ...Option) *Registry {
 		_, pattern := mux.Handler(req)
 		r.mu.Lock()
 		r.calls[pattern]++
+		down := r.down
 		r.mu.Unlock()
+		if down {
+			writeError(w, http.StatusServiceUnavailable, 50003, "Service Unavailable")
+			return
+		}
 		if r.user != "" {
 			if u, p, ok := req.BasicAuth(); !ok || u != r.user || p != r.pass {
 				writeError(w, http.StatusUnauthorized, 401, "Unauthorized")
@@ -103,6 +109,14 @@ func (r *Registry) add(subject, schema string) int {
 	}
 	r.subjects[subject] = append(r.subjects[subject], id)
 	return id
+}
+
+// SetDown makes the registry answer every request with HTTP 503 (down) or
+// serve again.
+func (r *Registry) SetDown(down bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.down = down
 }
 
 // Calls returns how many requests matched pattern, e.g.
