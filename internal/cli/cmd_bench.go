@@ -78,6 +78,8 @@ Examples:
   scattergather bench --brokers 127.0.0.1:19092 --sweep processors=1,2,4 --handler sleep --sleep-delay 5ms`,
 		Flags: func(fs *flag.FlagSet) {
 			fs.StringVar(&c.brokers, "brokers", "", "Kafka seed brokers, comma separated; empty starts an embedded broker (kfake) in this process")
+			registerSecurity(fs, &c.security)
+			c.registry.register(fs)
 			fs.StringVar(&c.prefix, "topic-prefix", kafka.DefaultPrefix, "prefix of every topic name; without --external each phase creates and deletes its own topics under <prefix>bench.<run id>.")
 			fs.IntVar(&c.partitions, "partitions", 6, "partitions of requests, tasks.<route> and replies (pipeline and baseline)")
 			fs.IntVar(&c.resultPartitions, "result-partitions", 6, "partitions of results and aggregator-state (pipeline and baseline)")
@@ -144,6 +146,9 @@ Examples:
 			}
 			brokers := c.brokerList()
 			if len(brokers) == 0 {
+				if sec := c.security.String(); sec != "plaintext" {
+					return fmt.Errorf("--tls/--sasl-* (%s) need --brokers: the embedded broker speaks plaintext", sec)
+				}
 				if cfg.External {
 					return errors.New("--external needs --brokers: the roles to drive run on a real cluster or a dev broker")
 				}
@@ -157,6 +162,11 @@ Examples:
 			}
 			if cfg.Client, err = c.clientConfig(brokers, "scattergather-bench"); err != nil {
 				return fmt.Errorf("--brokers: %w", err)
+			}
+			// In registry mode the pipeline's records travel in the Confluent
+			// wire format; the baseline's are not Avro and pass untouched.
+			if cfg.Client, err = c.registry.apply(ctx, cfg.Client, log); err != nil {
+				return err
 			}
 			if cpuProfile != "" {
 				f, err := os.Create(cpuProfile)
