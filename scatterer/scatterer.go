@@ -10,10 +10,15 @@
 // exactly-once the tasks, the manifest and the request's offset commit in one
 // transaction, so a crash never leaves a request half scattered.
 //
-// A request that cannot be scattered (undecodable, unknown route, fan-out or
-// timeout out of bounds, oversized payload) goes to the dead-letter topic
-// with its reason; if it has a correlation id, its requester also gets a
-// FAILED reply naming the reason, so no caller waits for a timeout.
+// A request that cannot be scattered goes to the dead-letter topic with its
+// reason; if it has a correlation id, its requester also gets a FAILED reply
+// naming the reason, so no caller waits for a timeout. The reasons:
+// not-avro, unknown-schema, wrong-schema, malformed (undecodable, from
+// schemas.DecodeError), no-correlation-id, unknown-route, invalid-reply-to
+// (not under the replies topic), payload-too-large (Config.MaxPayloadBytes),
+// invalid-timeout (negative or above the route's MaxTimeout),
+// invalid-submitted-at (more than MaxClockSkew ahead of the scatterer's
+// clock), invalid-fanout, split-failed.
 //
 // Usage:
 //
@@ -45,6 +50,13 @@ import (
 
 // DefaultMaxPayloadBytes caps a request's payload unless configured.
 const DefaultMaxPayloadBytes = 1 << 20
+
+// MaxClockSkew is how far a request's submitted_at may lie ahead of the
+// scatterer's clock: a requester's clock may run somewhat fast, but a
+// request from further in the future is rejected (invalid-submitted-at)
+// rather than given a deadline that far ahead, which the aggregator could
+// not even keep (its changelog holds times up to year 294247).
+const MaxClockSkew = time.Hour
 
 // Config configures a Scatterer.
 type Config struct {
@@ -289,9 +301,14 @@ func (s *Scatterer) Plan(req schemas.Request) (Plan, *Rejection) {
 	case req.Timeout > 0:
 		timeout = req.Timeout
 	}
+	now := s.cfg.Now()
 	submitted := req.SubmittedAt
+	if submitted.After(now.Add(MaxClockSkew)) {
+		return Plan{}, reject("invalid-submitted-at", "submitted at %s, more than %s after the scatterer's clock (%s)",
+			submitted.UTC().Format(time.RFC3339Nano), MaxClockSkew, now.UTC().Format(time.RFC3339Nano))
+	}
 	if submitted.IsZero() || submitted.Unix() <= 0 {
-		submitted = s.cfg.Now()
+		submitted = now
 	}
 	deadline := submitted.Add(timeout)
 

@@ -76,6 +76,12 @@ func TestPlan(t *testing.T) {
 		{name: "reply-to outside replies", req: req("search", func(r *schemas.Request) { r.ReplyTo = "sg.tasks.search" }), reason: "invalid-reply-to"},
 		{name: "json array not an array", req: req("items", func(r *schemas.Request) { r.Payload = []byte(`{}`) }), reason: "split-failed"},
 		{name: "json array empty", req: req("items", func(r *schemas.Request) { r.Payload = []byte(`[]`) }), reason: "invalid-fanout"},
+		{name: "submitted at the clock-skew limit", req: req("search", func(r *schemas.Request) { r.SubmittedAt = now.Add(scatterer.MaxClockSkew) }),
+			parts: []schemas.PartID{"shard-0", "shard-1", "shard-2", "shard-3"}, tasks: 4, deadline: scatterer.MaxClockSkew + 2*time.Second},
+		{name: "submitted beyond the clock-skew limit", req: req("search", func(r *schemas.Request) { r.SubmittedAt = now.Add(scatterer.MaxClockSkew + time.Millisecond) }),
+			reason: "invalid-submitted-at"},
+		{name: "submitted in year 300000", req: req("search", func(r *schemas.Request) { r.SubmittedAt = time.Date(300000, 1, 1, 0, 0, 0, 0, time.UTC) }),
+			reason: "invalid-submitted-at"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -165,10 +171,12 @@ func TestScatterOnBroker(t *testing.T) {
 		}
 		return b
 	}
-	good := schemas.Request{CorrelationID: "good-1", Route: "search", Payload: []byte(`{}`), SubmittedAt: time.Now()}
-	unknown := schemas.Request{CorrelationID: "bad-route", Route: "nope", Payload: []byte(`{}`), SubmittedAt: time.Now()}
-	good2 := schemas.Request{CorrelationID: "good-2", Route: "quotes", Payload: []byte(`{}`), SubmittedAt: time.Now()}
-	for _, v := range [][]byte{enc(good), []byte("garbage"), enc(unknown), enc(good2)} {
+	// The scatterer's clock is now.
+	good := schemas.Request{CorrelationID: "good-1", Route: "search", Payload: []byte(`{}`), SubmittedAt: now}
+	unknown := schemas.Request{CorrelationID: "bad-route", Route: "nope", Payload: []byte(`{}`), SubmittedAt: now}
+	future := schemas.Request{CorrelationID: "future", Route: "search", Payload: []byte(`{}`), SubmittedAt: time.Date(300000, 1, 1, 0, 0, 0, 0, time.UTC)}
+	good2 := schemas.Request{CorrelationID: "good-2", Route: "quotes", Payload: []byte(`{}`), SubmittedAt: now}
+	for _, v := range [][]byte{enc(good), []byte("garbage"), enc(unknown), enc(future), enc(good2)} {
 		if err := prod.ProduceSync(t.Context(), &kgo.Record{Key: []byte("k"), Value: v}).FirstErr(); err != nil {
 			t.Fatal(err)
 		}
@@ -204,7 +212,7 @@ func TestScatterOnBroker(t *testing.T) {
 	if !slices.Equal(manifests, []string{"good-1", "good-2"}) {
 		t.Errorf("manifests for %v, want good-1 and good-2", manifests)
 	}
-	dlq := read(t, c, topics.DLQ(), 2)
+	dlq := read(t, c, topics.DLQ(), 3)
 	reasons := map[string]bool{}
 	for _, r := range dlq {
 		reasons[kafka.Header(r, kafka.HeaderDLQReason)] = true
@@ -212,18 +220,22 @@ func TestScatterOnBroker(t *testing.T) {
 			t.Errorf("dead letter headers %v", r.Headers)
 		}
 	}
-	if !reasons["not-avro"] || !reasons["unknown-route"] {
-		t.Errorf("dead-letter reasons %v, want not-avro and unknown-route", reasons)
+	if len(dlq) != 3 || !reasons["not-avro"] || !reasons["unknown-route"] || !reasons["invalid-submitted-at"] {
+		t.Errorf("%d dead letters with reasons %v, want not-avro, unknown-route and invalid-submitted-at", len(dlq), reasons)
 	}
-	replies := read(t, c, topics.Replies(), 1)
-	if len(replies) != 1 {
-		t.Fatalf("%d replies, want 1 FAILED reply", len(replies))
+	replies := read(t, c, topics.Replies(), 2)
+	if len(replies) != 2 {
+		t.Fatalf("%d replies, want 2 FAILED replies", len(replies))
 	}
-	reply, err := schemas.DecodeReply(replies[0].Value)
-	if err != nil || reply.CorrelationID != "bad-route" || reply.Status != schemas.ReplyFailed || !strings.Contains(reply.Error, "unknown-route") {
-		t.Fatalf("reply %+v (%v), want FAILED for bad-route naming the reason", reply, err)
+	wantReason := map[schemas.CorrelationID]string{"bad-route": "unknown-route", "future": "invalid-submitted-at"}
+	for _, r := range replies {
+		reply, err := schemas.DecodeReply(r.Value)
+		if err != nil || reply.Status != schemas.ReplyFailed || wantReason[reply.CorrelationID] == "" || !strings.Contains(reply.Error, wantReason[reply.CorrelationID]) {
+			t.Fatalf("reply %+v (%v), want FAILED for bad-route or future naming its reason", reply, err)
+		}
+		delete(wantReason, reply.CorrelationID)
 	}
-	if st := s.Stats(); st.Requests != 2 || st.Tasks != 5 || st.Rejected != 2 || st.FailedReplies != 1 {
+	if st := s.Stats(); st.Requests != 2 || st.Tasks != 5 || st.Rejected != 3 || st.FailedReplies != 2 {
 		t.Errorf("stats %+v", st)
 	}
 }

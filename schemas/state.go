@@ -1,6 +1,7 @@
 package schemas
 
 import (
+	"cmp"
 	"encoding/binary"
 	"fmt"
 	"math"
@@ -148,8 +149,11 @@ func AppendAggregationState(dst []byte, s *AggregationState) ([]byte, error) {
 	dst = appendString(dst, string(s.CorrelationID))
 	switch s.Entry {
 	case EntryOpen:
-		dst = appendLong(dst, 0)
 		mf := &s.Open
+		if err := cmp.Or(checkMicros("deadline", mf.Deadline), checkMicros("submitted_at", mf.SubmittedAt)); err != nil {
+			return dst[:start], err
+		}
+		dst = appendLong(dst, 0)
 		dst = appendString(dst, string(mf.Route))
 		if len(mf.Parts) > 0 {
 			dst = appendLong(dst, int64(len(mf.Parts)))
@@ -184,6 +188,9 @@ func AppendAggregationState(dst []byte, s *AggregationState) ([]byte, error) {
 	case EntryPart:
 		dst = appendLong(dst, 1)
 		p := &s.Part
+		if err := checkMicros("arrived_at", p.ArrivedAt); err != nil {
+			return dst[:start], err
+		}
 		i := slices.Index(stateStatuses[:], p.Status)
 		if i < 0 {
 			return dst[:start], fmt.Errorf("encode %s: part %q: status %q is not one of %v", KindAggregationState, p.PartID, p.Status, stateStatuses)
@@ -201,6 +208,9 @@ func AppendAggregationState(dst []byte, s *AggregationState) ([]byte, error) {
 	case EntryHeld:
 		dst = appendLong(dst, 2)
 		h := &s.Held
+		if err := checkMicros("arrived_at", h.ArrivedAt); err != nil {
+			return dst[:start], err
+		}
 		dst = appendLong(dst, int64(h.Partition))
 		dst = appendLong(dst, h.Offset)
 		dst = appendBytes(dst, h.Value)
@@ -214,6 +224,9 @@ func AppendAggregationState(dst []byte, s *AggregationState) ([]byte, error) {
 		dst = appendLong(dst, 0)
 		dst = appendLong(dst, h.ArrivedAt.UnixMicro())
 	case EntryDone:
+		if err := cmp.Or(checkMicros("completed_at", s.Done.CompletedAt), checkMicros("forget_at", s.Done.ForgetAt)); err != nil {
+			return dst[:start], err
+		}
 		dst = appendLong(dst, 3)
 		dst = appendLong(dst, s.Done.CompletedAt.UnixMicro())
 		dst = appendLong(dst, s.Done.ForgetAt.UnixMicro())
@@ -221,6 +234,17 @@ func AppendAggregationState(dst []byte, s *AggregationState) ([]byte, error) {
 		return dst[:start], fmt.Errorf("encode %s: %s: no such entry", KindAggregationState, s.Entry)
 	}
 	return dst, nil
+}
+
+// checkMicros reports a time that the changelog's timestamp-micros cannot
+// hold: t.UnixMicro() wraps silently outside about the years -290308 to
+// 294247, and the entry would restore with another time.
+func checkMicros(field string, t time.Time) error {
+	if time.UnixMicro(t.UnixMicro()).Unix() == t.Unix() {
+		return nil
+	}
+	return fmt.Errorf("encode %s: %s: %s is outside the range of timestamp-micros (%s to %s)", KindAggregationState, field,
+		t.Format(time.RFC3339Nano), time.UnixMicro(math.MinInt64).UTC().Format(time.RFC3339Nano), time.UnixMicro(math.MaxInt64).UTC().Format(time.RFC3339Nano))
 }
 
 func appendLong(dst []byte, v int64) []byte {
@@ -366,14 +390,7 @@ func (d *decoder) state() AggregationState {
 		mf.Policy = d.str("policy")
 		mf.SubmittedAt = d.time("submitted_at")
 		mf.ReplyTo = d.str("reply_to")
-		d.blocks("headers", func() {
-			k := d.str("headers key")
-			v := d.str("headers value")
-			if mf.Headers == nil {
-				mf.Headers = map[string]string{}
-			}
-			mf.Headers[k] = v
-		})
+		mf.Headers = d.stringMap("headers")
 		switch u := d.long("replay_of"); {
 		case d.err != nil || u == 0:
 		case u == 1:

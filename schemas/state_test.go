@@ -3,7 +3,9 @@ package schemas_test
 import (
 	"bytes"
 	"errors"
+	"math"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -284,14 +286,69 @@ func TestAggregationStateDecodeErrors(t *testing.T) {
 	}
 }
 
+// TestAggregationStateDuplicateHeaderKey: an open entry whose headers map
+// names a key twice is refused, as goavro and the pipeline records' decoders
+// refuse it, rather than read with the last value.
+func TestAggregationStateDuplicateHeaderKey(t *testing.T) {
+	s := schemas.AggregationState{CorrelationID: "c", Entry: schemas.EntryOpen, Open: schemas.Manifest{
+		CorrelationID: "c", Parts: []schemas.PartID{"p"}, Deadline: stateT0, Headers: map[string]string{"a": "1", "b": "2"},
+	}}
+	good, err := schemas.EncodeAggregationState(&s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := schemas.DecodeAggregationState(good); err != nil {
+		t.Fatalf("the unpatched record: %v", err)
+	}
+	// The headers are written sorted: key "a", then key "b"; make the second "a".
+	i := bytes.Index(good, []byte("\x02b\x022"))
+	if i < 0 {
+		t.Fatalf("no header b in %x", good)
+	}
+	bad := append([]byte{}, good...)
+	bad[i+1] = 'a'
+	_, err = schemas.DecodeAggregationState(bad)
+	var de *schemas.DecodeError
+	if !errors.As(err, &de) || de.Reason != "malformed" || !strings.Contains(err.Error(), `headers: duplicate key "a"`) {
+		t.Fatalf("DecodeAggregationState(%x) = %v, want a malformed DecodeError naming the duplicate key", bad, err)
+	}
+	src, err := schemas.Schema(schemas.KindAggregationState)
+	if err != nil {
+		t.Fatal(err)
+	}
+	codec, err := goavro.NewCodec(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := codec.NativeFromBinary(bad[10:]); err == nil {
+		t.Fatal("goavro reads the duplicate key; the codecs should agree")
+	}
+}
+
+var (
+	farFuture = time.Date(300000, 1, 1, 0, 0, 0, 0, time.UTC)
+	farPast   = time.Date(-300000, 1, 1, 0, 0, 0, 0, time.UTC)
+	minMicro  = time.UnixMicro(math.MinInt64).UTC()
+	maxMicro  = time.UnixMicro(math.MaxInt64).UTC()
+)
+
 func TestAggregationStateEncodeErrors(t *testing.T) {
 	cases := []struct {
-		name string
-		s    schemas.AggregationState
+		name  string
+		s     schemas.AggregationState
+		field string // in the error
 	}{
-		{"no entry", schemas.AggregationState{CorrelationID: "c"}},
-		{"bad status", schemas.AggregationState{CorrelationID: "c", Entry: schemas.EntryPart, Part: schemas.PartState{Status: "MAYBE"}}},
-		{"attempt beyond int", schemas.AggregationState{CorrelationID: "c", Entry: schemas.EntryPart, Part: schemas.PartState{Status: schemas.ResultOK, Attempt: 1 << 40}}},
+		{"no entry", schemas.AggregationState{CorrelationID: "c"}, "no such entry"},
+		{"bad status", schemas.AggregationState{CorrelationID: "c", Entry: schemas.EntryPart, Part: schemas.PartState{Status: "MAYBE"}}, "part \"\""},
+		{"attempt beyond int", schemas.AggregationState{CorrelationID: "c", Entry: schemas.EntryPart, Part: schemas.PartState{Status: schemas.ResultOK, Attempt: 1 << 40}}, "part \"\""},
+		// Times timestamp-micros cannot hold must not be written wrapped
+		// (year 300000 would restore as year -284555).
+		{"deadline in year 300000", schemas.AggregationState{CorrelationID: "c", Entry: schemas.EntryOpen, Open: schemas.Manifest{Deadline: farFuture}}, ": deadline: "},
+		{"submitted_at in year 300000", schemas.AggregationState{CorrelationID: "c", Entry: schemas.EntryOpen, Open: schemas.Manifest{SubmittedAt: farFuture}}, ": submitted_at: "},
+		{"part arrived_at in year -300000", schemas.AggregationState{CorrelationID: "c", Entry: schemas.EntryPart, Part: schemas.PartState{Status: schemas.ResultOK, ArrivedAt: farPast}}, ": arrived_at: "},
+		{"held arrived_at in year 300000", schemas.AggregationState{CorrelationID: "c", Entry: schemas.EntryHeld, Held: schemas.HeldRecord{ArrivedAt: farFuture}}, ": arrived_at: "},
+		{"done completed_at in year 300000", schemas.AggregationState{CorrelationID: "c", Entry: schemas.EntryDone, Done: schemas.DoneState{CompletedAt: farFuture}}, ": completed_at: "},
+		{"done forget_at one microsecond past the range", schemas.AggregationState{CorrelationID: "c", Entry: schemas.EntryDone, Done: schemas.DoneState{ForgetAt: maxMicro.Add(time.Microsecond)}}, ": forget_at: "},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -300,8 +357,32 @@ func TestAggregationStateEncodeErrors(t *testing.T) {
 			if err == nil {
 				t.Fatal("encoded")
 			}
+			if !strings.Contains(err.Error(), tc.field) {
+				t.Errorf("error %q does not name %s", err, tc.field)
+			}
 			if string(out) != "prefix" {
 				t.Fatalf("a failed append left %q", out)
+			}
+		})
+	}
+}
+
+// TestAggregationStateTimeRange: the first and last microsecond that
+// timestamp-micros holds encode and come back unchanged.
+func TestAggregationStateTimeRange(t *testing.T) {
+	for _, tm := range []time.Time{minMicro, maxMicro} {
+		t.Run(tm.Format(time.RFC3339Nano), func(t *testing.T) {
+			s := schemas.AggregationState{CorrelationID: "c", Entry: schemas.EntryDone, Done: schemas.DoneState{CompletedAt: tm, ForgetAt: tm}}
+			b, err := schemas.EncodeAggregationState(&s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := schemas.DecodeAggregationState(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !got.Done.CompletedAt.Equal(tm) || !got.Done.ForgetAt.Equal(tm) {
+				t.Fatalf("decoded %s and %s, want %s", got.Done.CompletedAt, got.Done.ForgetAt, tm)
 			}
 		})
 	}
