@@ -32,34 +32,41 @@ type tokens struct {
 	path string
 	log  *slog.Logger
 
-	set     atomic.Pointer[[][sha256.Size]byte]
-	next    atomic.Int64 // unix nanoseconds: when to look at the file again
-	mu      sync.Mutex   // one reload at a time; guards lastErr
-	lastErr string       // the last reload error logged, so it is logged once
+	set atomic.Pointer[[][sha256.Size]byte]
+	// loaded is when the file was first read; it carries the monotonic
+	// clock, so that a wall clock stepped back does not delay reloads.
+	loaded time.Time
+	// next is when to look at the file again, as time since loaded.
+	next    atomic.Int64
+	mu      sync.Mutex        // one reload at a time; guards lastErr and sum
+	lastErr string            // the last reload error logged, so it is logged once
+	sum     [sha256.Size]byte // of the file content the tokens were read from
 }
 
 // loadTokens reads the token file at path; it fails when the file cannot
 // be read or holds no token or a malformed one.
 func loadTokens(path string, log *slog.Logger) (*tokens, error) {
-	t := &tokens{path: path, log: log}
-	set, err := readTokenFile(path)
-	if err != nil {
-		return nil, err
-	}
-	t.set.Store(&set)
-	t.next.Store(time.Now().Add(authReload).UnixNano())
-	return t, nil
-}
-
-// readTokenFile parses a token file: one token a line; blank lines and
-// lines starting with # are skipped, spaces around a token are trimmed.
-// A token is RFC 6750's b64token (A-Z a-z 0-9 - . _ ~ + / then any '='),
-// at least MinTokenLength long. Errors name the line, never the token.
-func readTokenFile(path string) ([][sha256.Size]byte, error) {
+	t := &tokens{path: path, log: log, loaded: time.Now()}
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("auth token file: %w", err)
 	}
+	set, err := parseTokens(path, b)
+	if err != nil {
+		return nil, err
+	}
+	t.set.Store(&set)
+	t.sum = sha256.Sum256(b)
+	t.next.Store(int64(authReload))
+	return t, nil
+}
+
+// parseTokens parses b, the content of the token file at path: one token
+// a line; blank lines and lines starting with # are skipped, spaces around
+// a token are trimmed. A token is RFC 6750's b64token (A-Z a-z 0-9 - . _ ~
+// + / then any '='), at least MinTokenLength long. Errors name the line,
+// never the token.
+func parseTokens(path string, b []byte) ([][sha256.Size]byte, error) {
 	var (
 		set  [][sha256.Size]byte
 		errs []error
@@ -108,8 +115,8 @@ func isB64Token(tok []byte) bool {
 }
 
 // valid reports whether tok is one of the tokens.
-func (t *tokens) valid(tok string, now time.Time) bool {
-	t.maybeReload(now)
+func (t *tokens) valid(tok string) bool {
+	t.maybeReload()
 	sum := sha256.Sum256([]byte(tok))
 	ok := 0
 	for _, d := range *t.set.Load() {
@@ -118,18 +125,38 @@ func (t *tokens) valid(tok string, now time.Time) bool {
 	return ok == 1
 }
 
-// maybeReload reads the file again when authReload has passed since the
-// last time. A file that cannot be read or holds no valid token keeps the
-// tokens as they were (a rotation that writes the file in place may be
-// caught half-written), with a warning.
-func (t *tokens) maybeReload(now time.Time) {
+// maybeReload reads the file again when authReload has passed (on the
+// monotonic clock) since the last time. A file that cannot be read, holds
+// no valid token, or has changed and does not end with a newline keeps the
+// tokens as they were, with a warning: a rotation that writes the file in
+// place may be caught half-written, its last token cut short. Rotate by
+// writing a new file and renaming it over the old one.
+func (t *tokens) maybeReload() {
+	since := int64(time.Since(t.loaded))
 	next := t.next.Load()
-	if now.UnixNano() < next || !t.next.CompareAndSwap(next, now.Add(authReload).UnixNano()) {
+	if since < next || !t.next.CompareAndSwap(next, since+int64(authReload)) {
 		return
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	set, err := readTokenFile(t.path)
+	b, err := os.ReadFile(t.path)
+	if err != nil {
+		err = fmt.Errorf("auth token file: %w", err)
+	}
+	sum := sha256.Sum256(b)
+	if err == nil && sum == t.sum {
+		t.lastErr = ""
+		return // unchanged
+	}
+	var set [][sha256.Size]byte
+	switch {
+	case err != nil:
+	case len(b) > 0 && b[len(b)-1] != '\n':
+		err = fmt.Errorf("auth token file %s: changed but does not end with a newline; it may be half-written "+
+			"(rotate by writing a new file and renaming it over this one; end the last token with a newline)", t.path)
+	default:
+		set, err = parseTokens(t.path, b)
+	}
 	if err != nil {
 		if msg := err.Error(); msg != t.lastErr {
 			t.lastErr = msg
@@ -138,6 +165,7 @@ func (t *tokens) maybeReload(now time.Time) {
 		return
 	}
 	t.lastErr = ""
+	t.sum = sum
 	old := t.set.Swap(&set)
 	if !sameDigests(*old, set) {
 		t.log.Info("auth tokens reloaded", "file", t.path, "tokens", len(set), "before", len(*old))
@@ -176,7 +204,7 @@ func (g *Gateway) authorize(w http.ResponseWriter, r *http.Request) bool {
 		w.Header().Set("WWW-Authenticate", challenge)
 		writeError(w, http.StatusUnauthorized, CodeUnauthorized, "this gateway needs an Authorization: Bearer <token> header")
 		return false
-	case !g.tokens.valid(tok, time.Now()):
+	case !g.tokens.valid(tok):
 		g.m.authFailures.WithLabelValues("invalid").Inc()
 		w.Header().Set("WWW-Authenticate", challengeInvalid)
 		writeError(w, http.StatusUnauthorized, CodeUnauthorized, "the bearer token is not one this gateway accepts")

@@ -46,8 +46,12 @@
 // error="invalid_token" when a token was given), before anything else is
 // looked at. The file holds one token a line, so that two are valid
 // while callers move from the old to the new; it is read again at most
-// once a second. Tokens are compared by their SHA-256 digests in constant
-// time, and never logged.
+// once a second (on the monotonic clock). Rotate by writing a new file
+// and renaming it over the old one: a file written in place can be read
+// half-written, so a changed file that does not end with a newline (or
+// cannot be read, or holds a malformed token or none) is not taken, with a
+// warning, and the tokens read before stay valid. Tokens are compared by
+// their SHA-256 digests in constant time, and never logged.
 //
 // # Limits
 //

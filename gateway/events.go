@@ -128,7 +128,11 @@ func (g *Gateway) streamEvents(w http.ResponseWriter, r *http.Request) {
 	}
 	topic := g.cfg.Topics.Results()
 	part := partitionOf(id, n)
-	cl, err := kafka.NewClient(g.cfg.Client,
+	cc := g.cfg.Client
+	// No per-client metrics hooks: a client of one stream would add its
+	// own series (client=N) to the registry for every stream ever opened.
+	cc.NewHooks = nil
+	cl, err := kafka.NewClient(cc,
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {part: start}}),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.FetchMaxWait(200*time.Millisecond),
@@ -213,8 +217,8 @@ func (g *Gateway) follow(ctx context.Context, out sse, cl *kgo.Client, id schema
 		if snap.reply == nil {
 			select {
 			case <-snap.done:
-				if s, ok := g.store.get(id); ok {
-					snap = s
+				if s, ok := g.store.get(id); ok && s.reply != nil {
+					snap.reply, snap.view = s.reply, s.view
 				}
 			default:
 			}
@@ -229,6 +233,12 @@ func (g *Gateway) follow(ctx context.Context, out sse, cl *kgo.Client, id schema
 				return
 			}
 		} else if !snap.deadline.IsZero() && now.After(snap.deadline.Add(g.cfg.ReplyGrace)) {
+			// Look once more: the store keeps an evicted entry's waiters
+			// only within its bounds.
+			if s, ok := g.store.get(id); ok && s.reply != nil {
+				snap.reply, snap.view = s.reply, s.view
+				continue
+			}
 			out.event(EventError, "", ErrorBody{Code: "no-reply",
 				Error: fmt.Sprintf("no reply by the deadline %s plus %s; the pipeline may be down", snap.deadline.Format(time.RFC3339Nano), g.cfg.ReplyGrace)})
 			return

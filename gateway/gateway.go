@@ -47,7 +47,14 @@ type Gateway struct {
 
 	mu               sync.Mutex // guards resultPartitions
 	resultPartitions int
+	// listTimeout bounds the lookup of the results topic's partitions
+	// (listTopicsTimeout; tests shorten it).
+	listTimeout time.Duration
 }
+
+// listTopicsTimeout bounds how long an event stream waits for the results
+// topic's partition count when the broker does not answer.
+const listTopicsTimeout = 5 * time.Second
 
 // New checks cfg and builds a gateway; nothing touches the network until
 // Run.
@@ -64,6 +71,8 @@ func New(cfg Config) (*Gateway, error) {
 		streams:  make(chan struct{}, cfg.MaxStreams),
 		closing:  make(chan struct{}),
 		inflight: newInflight(cfg.MaxInFlight),
+
+		listTimeout: listTopicsTimeout,
 	}
 	for _, r := range cfg.Routes {
 		g.routes[r.Name] = r
@@ -188,13 +197,18 @@ func partitionOf(id schemas.CorrelationID, partitions int) int32 {
 // resultsPartitions returns the partition count of the results topic,
 // asking the broker once and then remembering it (a mismatch with the
 // aggregator's state topic is an error elsewhere, so it does not change
-// while the pipeline runs).
+// while the pipeline runs). The broker is asked outside the lock and for
+// at most g.listTimeout, so that with the broker down each caller gets an
+// error soon rather than queueing behind another's request.
 func (g *Gateway) resultsPartitions(ctx context.Context) (int, error) {
 	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.resultPartitions > 0 {
-		return g.resultPartitions, nil
+	n := g.resultPartitions
+	g.mu.Unlock()
+	if n > 0 {
+		return n, nil
 	}
+	ctx, cancel := context.WithTimeout(ctx, g.listTimeout)
+	defer cancel()
 	topic := g.cfg.Topics.Results()
 	td, err := kadm.NewClient(g.producer).ListTopics(ctx, topic)
 	if err != nil {
@@ -207,6 +221,8 @@ func (g *Gateway) resultsPartitions(ctx context.Context) (int, error) {
 		}
 		return 0, fmt.Errorf("topic %s: no partitions", topic)
 	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
 	g.resultPartitions = len(d.Partitions)
 	return g.resultPartitions, nil
 }

@@ -49,8 +49,12 @@ type snapshot struct {
 // its own submissions and by the tail of the requests and replies topics.
 // Entries leave in insertion order when there are more than maxEntries or
 // they hold more than maxBytes, and when they are older than retention.
-// A waiter holding an evicted entry's done channel times out on its own.
-// Safe for concurrent use.
+// An entry evicted for room before its reply came is kept, without its
+// bytes, among the orphans (at most maxEntries, for up to retention): a
+// later record of its id takes over its done channel, so that a waiter
+// holding that channel (a ?wait= long-poll, an event stream) wakes when
+// the reply comes although the entry it saw is gone. Safe for concurrent
+// use.
 type store struct {
 	maxEntries int
 	maxBytes   int64
@@ -63,10 +67,16 @@ type store struct {
 	bytes int64
 	// evicted counts entries dropped for room (not for age).
 	evicted uint64
+	// orphans are entries evicted for room before their reply, by id, in
+	// eviction order in orphanQ[orphanHead:] (stale slots skipped).
+	orphans    map[schemas.CorrelationID]*entry
+	orphanQ    []*entry
+	orphanHead int
 }
 
 func newStore(maxEntries int, maxBytes int64, retention time.Duration) *store {
-	return &store{maxEntries: maxEntries, maxBytes: maxBytes, retention: retention, m: map[schemas.CorrelationID]*entry{}}
+	return &store{maxEntries: maxEntries, maxBytes: maxBytes, retention: retention, m: map[schemas.CorrelationID]*entry{},
+		orphans: map[schemas.CorrelationID]*entry{}}
 }
 
 // entryOverhead approximates an entry's memory besides its reply.
@@ -90,6 +100,11 @@ func (s *store) get(id schemas.CorrelationID) (snapshot, bool) {
 // insert adds e; the caller holds the lock.
 func (s *store) insert(e *entry, now time.Time) {
 	e.done = make(chan struct{})
+	if o, ok := s.orphans[e.id]; ok {
+		// Waiters of the evicted entry wake when this one's reply comes.
+		e.done = o.done
+		delete(s.orphans, e.id)
+	}
 	e.size += int64(len(e.id)) + entryOverhead
 	s.m[e.id] = e
 	s.queue = append(s.queue, e)
@@ -184,6 +199,9 @@ func (s *store) evict(now time.Time) {
 		case len(s.m) > s.maxEntries || s.bytes > s.maxBytes:
 			s.drop(e)
 			s.evicted++
+			if e.reply == nil {
+				s.orphan(e, now)
+			}
 		case now.Sub(e.at) > s.retention:
 			s.drop(e)
 		default:
@@ -194,6 +212,38 @@ func (s *store) evict(now time.Time) {
 		s.head++
 	}
 	s.compact()
+}
+
+// orphan keeps e, evicted before its reply, for a later record of its id,
+// dropping the oldest orphans beyond maxEntries or older than retention;
+// the caller holds the lock.
+func (s *store) orphan(e *entry, now time.Time) {
+	s.orphans[e.id] = e
+	s.orphanQ = append(s.orphanQ, e)
+	s.trimOrphans(now)
+}
+
+// trimOrphans drops orphans beyond maxEntries or older than retention at
+// now; the caller holds the lock.
+func (s *store) trimOrphans(now time.Time) {
+	for s.orphanHead < len(s.orphanQ) {
+		o := s.orphanQ[s.orphanHead]
+		live := s.orphans[o.id] == o
+		if live && len(s.orphans) <= s.maxEntries && now.Sub(o.at) <= s.retention {
+			break
+		}
+		if live {
+			delete(s.orphans, o.id)
+		}
+		s.orphanQ[s.orphanHead] = nil
+		s.orphanHead++
+	}
+	if s.orphanHead > 0 && s.orphanHead >= len(s.orphanQ)/2 {
+		n := copy(s.orphanQ, s.orphanQ[s.orphanHead:])
+		clear(s.orphanQ[n:])
+		s.orphanQ = s.orphanQ[:n]
+		s.orphanHead = 0
+	}
 }
 
 // compact reclaims the queue's consumed front once it is half the slice.
@@ -211,6 +261,7 @@ func (s *store) expire(now time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.evict(now)
+	s.trimOrphans(now)
 }
 
 // stats returns the entry count, their bytes and the evictions for room.
