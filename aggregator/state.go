@@ -3,6 +3,7 @@ package aggregator
 import (
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/scattergather/scattergather/schemas"
@@ -362,6 +363,15 @@ func (m *machine) manifest(ps *partitionState, now time.Time, mf schemas.Manifes
 		m.delta.duplicates++
 		return
 	}
+	if err := timesInRange(mf); err != nil {
+		// Not from our scatterer (it refuses such requests): the state
+		// keeps times as Unix nanoseconds, which these would overflow.
+		m.deadLetter(src, "bad-manifest", fmt.Errorf("manifest %s: %w", mf.CorrelationID, err))
+		if r != nil {
+			m.expire(ps, r, "bad-manifest", fmt.Errorf("held for manifest %s, which is malformed", r.id))
+		}
+		return
+	}
 	nowNs := now.UnixNano()
 	if dl := nanos(mf.Deadline); dl != 0 && dl+m.lateWindow <= nowNs {
 		// Read again by a group reset past the late window (or after an
@@ -647,6 +657,26 @@ func (m *machine) fire(ps *partitionState, now time.Time) {
 }
 
 // nanos returns t in Unix nanoseconds, 0 for the zero time.
+// The times a manifest may carry: those Unix nanoseconds can hold (the
+// years 1678 to 2262).
+var (
+	minNanos = time.Unix(0, math.MinInt64)
+	maxNanos = time.Unix(0, math.MaxInt64)
+)
+
+// timesInRange reports a manifest time that the state cannot hold.
+func timesInRange(mf schemas.Manifest) error {
+	for _, f := range []struct {
+		name string
+		t    time.Time
+	}{{"deadline", mf.Deadline}, {"submitted_at", mf.SubmittedAt}} {
+		if !f.t.IsZero() && (f.t.Before(minNanos) || f.t.After(maxNanos)) {
+			return fmt.Errorf("%s %s is out of range (%d to %d)", f.name, f.t.UTC().Format(time.RFC3339), minNanos.Year(), maxNanos.Year())
+		}
+	}
+	return nil
+}
+
 func nanos(t time.Time) int64 {
 	if t.IsZero() {
 		return 0

@@ -628,6 +628,16 @@ func TestMachineDeadLetters(t *testing.T) {
 			err:    `manifest x: policy "most": want all, first, deadline or quorum:K`,
 		},
 		{
+			name: "manifest with a deadline past what the state holds",
+			run: func(h *harness) {
+				mf := h.mf("x", time.Second, []string{"a"})
+				mf.Deadline = time.Date(300000, 1, 1, 0, 0, 0, 0, time.UTC)
+				h.manifest(mf)
+			},
+			reason: "bad-manifest",
+			err:    "manifest x: deadline 300000-01-01T00:00:00Z is out of range (1677 to 2262)",
+		},
+		{
 			name:   "manifest with a quorum larger than its parts",
 			run:    func(h *harness) { h.manifest(h.mf("x", time.Second, []string{"a"}, withPolicy("quorum:2"))) },
 			reason: "bad-manifest",

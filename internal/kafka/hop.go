@@ -282,6 +282,17 @@ type Hop struct {
 	// Group membership, kept by the rebalance callbacks for Membership.
 	joined     atomic.Bool
 	partitions atomic.Int64
+
+	// sessFlagged is set, under exactly-once, when a revocation or loss
+	// reached our callbacks and no GroupTransactSession.End has run since.
+	// The session passes on only the first revocation (and the first
+	// loss) until End resets it (franz-go v1.22.3, txn.go), so a hop that
+	// ends its batches without End (nothing to commit, or the produce-only
+	// transaction of an idle batch) would miss every later one: its role
+	// would keep the state of partitions it no longer owns. A flagged hop
+	// ends its next batch with End. rebalanced wakes a poll for that.
+	sessFlagged atomic.Bool
+	rebalanced  chan struct{}
 }
 
 // Membership reports whether the hop's client is a member of its group
@@ -327,7 +338,7 @@ func NewHop(cfg HopConfig) (*Hop, error) {
 	if len(cfg.ManualPartitionTopics) > 0 || len(cfg.ManualPartitionPrefixes) > 0 {
 		opts = append(opts, kgo.RecordPartitioner(manualFor(cfg.ManualPartitionTopics, cfg.ManualPartitionPrefixes, kgo.StickyKeyPartitioner(nil))))
 	}
-	h := &Hop{cfg: cfg, log: log, idle: make(chan struct{}, 1), abandoned: make(chan struct{})}
+	h := &Hop{cfg: cfg, log: log, idle: make(chan struct{}, 1), abandoned: make(chan struct{}), rebalanced: make(chan struct{}, 1)}
 	// The callbacks also track the membership for readiness (Membership);
 	// kgo calls OnPartitionsAssigned after every join, even with nothing
 	// assigned.
@@ -340,6 +351,13 @@ func NewHop(cfg HopConfig) (*Hop, error) {
 	}))
 	revoked := func(lost bool) func(context.Context, *kgo.Client, map[string][]int32) {
 		return func(ctx context.Context, cl *kgo.Client, rev map[string][]int32) {
+			if cfg.Guarantee == ExactlyOnce {
+				h.sessFlagged.Store(true)
+				select {
+				case h.rebalanced <- struct{}{}:
+				default:
+				}
+			}
 			if cfg.OnRevoked != nil {
 				if cfg.Guarantee == ExactlyOnce {
 					select {
@@ -398,6 +416,7 @@ func (h *Hop) connect() error {
 		var sess *kgo.GroupTransactSession
 		if sess, err = kgo.NewGroupTransactSession(opts...); err == nil {
 			h.sess, cl = sess, sess.Client()
+			h.sessFlagged.Store(false)
 		}
 	} else {
 		cl, err = kgo.NewClient(opts...)
@@ -479,11 +498,23 @@ func (h *Hop) Run(ctx context.Context, process ProcessFunc, end EndFunc) (err er
 		if fetches.IsClientClosed() {
 			return nil
 		}
+		var groupErr error
 		fetches.EachError(func(topic string, p int32, ferr error) {
+			if _, ok := errors.AsType[*kgo.ErrGroupSession](ferr); ok && !restartable(ferr) && groupErr == nil {
+				// kgo retries its group management forever and only
+				// reports the error here: FENCED_INSTANCE_ID (another
+				// live instance has our InstanceID), or an authorisation
+				// failure, would leave this instance a member of nothing.
+				groupErr = fmt.Errorf("group %s: %w", h.cfg.Group, ferr)
+				return
+			}
 			if !errors.Is(ferr, context.Canceled) && !errors.Is(ferr, context.DeadlineExceeded) {
 				h.log.Warn("fetch error", "group", h.cfg.Group, "topic", topic, "partition", p, "err", ferr)
 			}
 		})
+		if groupErr != nil {
+			return groupErr
+		}
 		final := ctx.Err() != nil // this batch is the final one
 		if err := h.runBatch(ctx, fetches, process, ended); err != nil {
 			switch {
@@ -615,7 +646,11 @@ func (h *Hop) poll(ctx context.Context) kgo.Fetches {
 		ctx, cancel = context.WithTimeout(ctx, h.cfg.Tick)
 		defer cancel()
 	}
-	if h.cfg.Wake != nil {
+	var rebalanced <-chan struct{} // a nil channel never wakes
+	if h.sess != nil {
+		rebalanced = h.rebalanced
+	}
+	if h.cfg.Wake != nil || rebalanced != nil {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithCancel(ctx)
 		exited := make(chan struct{})
@@ -625,6 +660,8 @@ func (h *Hop) poll(ctx context.Context) kgo.Fetches {
 			defer close(exited)
 			select {
 			case <-h.cfg.Wake:
+				cancel()
+			case <-rebalanced:
 				cancel()
 			case <-ctx.Done():
 			}
@@ -665,10 +702,13 @@ func (h *Hop) runBatch(ctx context.Context, fetches kgo.Fetches, process Process
 
 	b := &Batch{Fetches: fetches}
 	perr := process(bctx, b)
-	if perr == nil && len(b.out) == 0 && len(b.state) == 0 && !b.committing() && (fetches.NumRecords() == 0 || b.deferred) {
+	// A flagged session must see End (see Hop.sessFlagged): the batch
+	// takes the transaction's full path even with nothing to commit.
+	flagged := h.sess != nil && h.sessFlagged.Load()
+	if !flagged && perr == nil && len(b.out) == 0 && len(b.state) == 0 && !b.committing() && (fetches.NumRecords() == 0 || b.deferred) {
 		return nil
 	}
-	if idle && !b.committing() {
+	if idle && !b.committing() && !flagged {
 		return h.endProduceOnly(ctx, bctx, b, perr, end)
 	}
 	if idle {
@@ -692,7 +732,7 @@ func (h *Hop) endTransaction(ctx, bctx context.Context, b *Batch, perr error, en
 		end(false)
 		return h.batchError(ctx, perr)
 	}
-	if len(b.out) == 0 && len(b.state) == 0 && len(h.cl.UncommittedOffsets()) == 0 {
+	if len(b.out) == 0 && len(b.state) == 0 && len(h.cl.UncommittedOffsets()) == 0 && !h.sessFlagged.Load() {
 		// Nothing to write and nothing to commit (a role's own commit
 		// offsets equal the committed ones): franz-go would end no
 		// transaction, yet hold its session's lock for 500ms, since no
@@ -726,6 +766,9 @@ func (h *Hop) endTransaction(ctx, bctx context.Context, b *Batch, perr error, en
 	if prodErr != nil {
 		try = kgo.TryAbort
 	}
+	// End resets the session's revocation flags: a revocation after this
+	// point flags the hop again.
+	h.sessFlagged.Store(false)
 	committed, err := h.sess.End(b.commitContext(bctx), try)
 	end(committed)
 	switch {

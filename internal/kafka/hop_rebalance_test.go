@@ -1,0 +1,154 @@
+package kafka_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/internal/testkafka"
+)
+
+// runHop runs h with a ProcessFunc that does nothing until the test ends;
+// the returned stop cancels it and waits, and done yields Run's error.
+func runHop(t *testing.T, h *kafka.Hop) (stop func(), done <-chan error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	errs, exited := make(chan error, 1), make(chan struct{})
+	go func() {
+		defer close(exited)
+		errs <- h.Run(ctx, func(context.Context, *kafka.Batch) error { return nil }, func(bool) {})
+	}()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case <-exited:
+			case <-time.After(30 * time.Second):
+				t.Error("hop did not stop within 30s")
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop, errs
+}
+
+func eventually(t *testing.T, timeout time.Duration, what func() string, ok func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(timeout); !ok(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %s: %s", timeout, what())
+		}
+	}
+}
+
+// TestIdleHopSeesEveryRevocation: an exactly-once hop that polls nothing
+// (an idle or paused aggregator) goes through rebalance after rebalance
+// and its OnRevoked runs for each, so that it never keeps partitions it
+// no longer owns. franz-go's GroupTransactSession passes on only the first
+// revocation until its End runs, and an idle batch does not need End.
+func TestIdleHopSeesEveryRevocation(t *testing.T) {
+	c := testkafka.New(t)
+	in := c.CreateTopic(t, "in", 6, nil)
+	group := c.Name("g")
+	var mu sync.Mutex
+	owned := map[string]map[int32]bool{}
+	count := func(name string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(owned[name])
+	}
+	newHop := func(name string) *kafka.Hop {
+		mu.Lock()
+		owned[name] = map[int32]bool{}
+		mu.Unlock()
+		h, err := kafka.NewHop(kafka.HopConfig{
+			Client: kafka.ClientConfig{Brokers: c.Brokers}, Group: group, Topics: []string{in},
+			Guarantee: kafka.ExactlyOnce, TransactionalID: group + "-" + name, InstanceID: name,
+			Tick: 50 * time.Millisecond,
+			OnAssigned: func(_ context.Context, _ *kgo.Client, as map[string][]int32) {
+				mu.Lock()
+				defer mu.Unlock()
+				for _, p := range as[in] {
+					owned[name][p] = true
+				}
+			},
+			OnRevoked: func(_ context.Context, _ *kgo.Client, rev map[string][]int32) {
+				mu.Lock()
+				defer mu.Unlock()
+				for _, p := range rev[in] {
+					delete(owned[name], p)
+				}
+			},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	state := func() string {
+		return fmt.Sprintf("partitions held by the callbacks: a %d, b %d, c %d", count("a"), count("b"), count("c"))
+	}
+
+	runHop(t, newHop("a"))
+	eventually(t, 30*time.Second, state, func() bool { return count("a") == 6 })
+	// b joins (a's first revocation), then leaves; c joins (the second).
+	stopB, _ := runHop(t, newHop("b"))
+	eventually(t, 30*time.Second, state, func() bool { return count("b") > 0 && count("a")+count("b") == 6 })
+	stopB()
+	eventually(t, 30*time.Second, state, func() bool { return count("a") == 6 })
+	runHop(t, newHop("c"))
+	eventually(t, 30*time.Second, state, func() bool {
+		return count("c") > 0 && count("a") > 0 && count("a")+count("c") == 6
+	})
+}
+
+// TestFencedInstanceEndsRun: of two live instances with the same
+// InstanceID, the older one is fenced (FENCED_INSTANCE_ID) and its Run ends
+// with that error rather than staying a member of nothing forever.
+func TestFencedInstanceEndsRun(t *testing.T) {
+	for _, g := range []kafka.Guarantee{kafka.ExactlyOnce, kafka.AtLeastOnce} {
+		t.Run(string(g), func(t *testing.T) {
+			c := testkafka.New(t)
+			in := c.CreateTopic(t, "in", 2, nil)
+			group := c.Name("g")
+			newHop := func(txn string) *kafka.Hop {
+				cfg := kafka.HopConfig{Client: kafka.ClientConfig{Brokers: c.Brokers}, Group: group, Topics: []string{in},
+					Guarantee: g, InstanceID: "same", Tick: 50 * time.Millisecond, RestartBackoff: 50 * time.Millisecond}
+				if g == kafka.ExactlyOnce {
+					cfg.TransactionalID = txn
+				}
+				h, err := kafka.NewHop(cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return h
+			}
+			first := newHop(group + "-1")
+			_, firstDone := runHop(t, first)
+			eventually(t, 30*time.Second, func() string { return "the first instance did not join" },
+				func() bool { j, _ := first.Membership(); return j })
+			second := newHop(group + "-2")
+			_, secondDone := runHop(t, second)
+			select {
+			case err := <-firstDone:
+				if !errors.Is(err, kerr.FencedInstanceID) {
+					t.Errorf("the fenced instance's Run ended with %v, want FENCED_INSTANCE_ID", err)
+				}
+			case err := <-secondDone:
+				t.Fatalf("the newer instance's Run ended: %v", err)
+			case <-time.After(30 * time.Second):
+				t.Fatal("the fenced instance's Run did not end within 30s")
+			}
+			eventually(t, 30*time.Second, func() string { return "the newer instance holds no partitions" },
+				func() bool { _, n := second.Membership(); return n == 2 })
+		})
+	}
+}
