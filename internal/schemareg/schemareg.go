@@ -19,8 +19,9 @@
 // schemas package knows that schema's fingerprint, the id is learned and
 // the record read. Otherwise the record is left as it is: the role's
 // decoder rejects it as not-avro and dead-letters it with that reason. An
-// id that failed is not looked up again for [RetryUnknownAfter], and while
-// the registry does not answer no id is. Single-object records fetched in registry mode are
+// id that failed is not looked up again for [RetryUnknownAfter], while the
+// registry does not answer no id is, and there are at most
+// [MaxLookupsPerSecond] lookups a second. Single-object records fetched in registry mode are
 // also left as they are, so producers that do not use the registry still
 // work. The aggregator's state changelog is internal and stays
 // single-object.
@@ -58,9 +59,15 @@ const DefaultTimeout = 10 * time.Second
 const LookupTimeout = 2 * time.Second
 
 // RetryUnknownAfter is how long a schema id whose lookup failed (not
-// found, or a schema the schemas package does not know) is not looked up
-// again, and how long no id is after the registry failed to answer.
-const RetryUnknownAfter = 30 * time.Second
+// found, e.g. on a registry follower that has not replicated it yet, or a
+// schema the schemas package does not know) is not looked up again, and
+// how long no id is after the registry failed to answer.
+const RetryUnknownAfter = 5 * time.Second
+
+// MaxLookupsPerSecond caps the lookups of unknown ids: a stream of records
+// with garbage ids costs at most this many registry requests (and
+// warnings) a second. Records over the cap are left as they are.
+const MaxLookupsPerSecond = 10
 
 // maxFailedIDs caps the failed ids remembered: a stream of garbage ids
 // must not grow memory without bound.
@@ -118,6 +125,8 @@ type Registry struct {
 	lookupMu sync.Mutex
 	failed   map[uint32]time.Time // ids whose lookup failed, and when
 	down     time.Time            // when the registry last failed to answer
+	second   time.Time            // start of the current second of lookups
+	lookups  int                  // lookups in that second
 	now      func() time.Time
 }
 
@@ -238,6 +247,13 @@ func (r *Registry) lookup(id uint32) ([]byte, bool) {
 	if !r.down.IsZero() && now.Sub(r.down) < RetryUnknownAfter {
 		return nil, false
 	}
+	if now.Sub(r.second) >= time.Second {
+		r.second, r.lookups = now, 0
+	}
+	if r.lookups >= MaxLookupsPerSecond {
+		return nil, false // not remembered as failed: asked again later
+	}
+	r.lookups++
 	fail := func(reason string, args ...any) ([]byte, bool) {
 		if len(r.failed) >= maxFailedIDs {
 			clear(r.failed)

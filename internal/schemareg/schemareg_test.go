@@ -265,9 +265,22 @@ func TestIDsRegisteredAfterStartAreLookedUp(t *testing.T) {
 		t.Errorf("%d lookups by id for 3 ids read 3 times each, want 3 (one per id)", n)
 	}
 
+	// A burst of records with garbage ids: at most MaxLookupsPerSecond
+	// lookups (the burst takes far less than a second here), counted
+	// from a new second.
+	time.Sleep(time.Second)
+	before := reg.Calls(byID)
+	for id := 30000; id < 30000+3*schemareg.MaxLookupsPerSecond; id++ {
+		r.FromConfluent(confluent(id))
+	}
+	if n := reg.Calls(byID) - before; n != schemareg.MaxLookupsPerSecond {
+		t.Errorf("%d lookups for %d garbage ids in a burst, want %d", n, 3*schemareg.MaxLookupsPerSecond, schemareg.MaxLookupsPerSecond)
+	}
+	time.Sleep(time.Second) // a new second of lookups
+
 	// Down: one failed lookup, then none until RetryUnknownAfter.
 	reg.SetDown(true)
-	before := reg.Calls(byID)
+	before = reg.Calls(byID)
 	for id := 20000; id < 20010; id++ {
 		if _, ok := r.FromConfluent(confluent(id)); ok {
 			t.Fatalf("id %d read from a registry that is down", id)
