@@ -719,6 +719,10 @@ func (a *Aggregator) assigned(ctx context.Context, cl *kgo.Client, assigned map[
 	defer stop()
 	start := time.Now()
 	states, n, err := a.restore(ctx, parts)
+	var backlog map[int32]int64
+	if err == nil {
+		backlog = a.catchUpOffsets(ctx, cl, parts) // two admin round trips: not under a.mu
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if err != nil {
@@ -730,7 +734,6 @@ func (a *Aggregator) assigned(ctx context.Context, cl *kgo.Client, assigned map[
 		a.log.Error("restore failed; stopping", "partitions", parts, "err", err)
 		return
 	}
-	backlog := a.catchUpOffsets(ctx, cl, parts)
 	holdUntil := a.cfg.Now().Add(catchUpMax).UnixNano()
 	for p, ps := range states {
 		if off, ok := backlog[p]; ok {
