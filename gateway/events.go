@@ -10,6 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/scatterer"
 	"github.com/scattergather/scattergather/schemas"
 )
 
@@ -17,7 +18,10 @@ import (
 // one manifest (when the request was scattered), a part per result as it
 // arrives (duplicates dropped), then the reply, after which the stream
 // ends. A stream that gets no reply by the deadline plus ReplyGrace ends
-// with an error event.
+// with an error event; the deadline is the manifest's once it is seen (a
+// request the gateway saw with no timeout, for a route it does not serve,
+// has none before), and at most scatterer.DefaultMaxTimeout from the
+// stream's start until then.
 const (
 	EventManifest = "manifest"
 	EventPart     = "part"
@@ -165,6 +169,12 @@ func (g *Gateway) follow(ctx context.Context, out sse, cl *kgo.Client, id schema
 		replyAt      time.Time // when the stream first saw the reply
 		lastWrite    = time.Now()
 	)
+	if snap.deadline.IsZero() {
+		// A request seen on the topic with no timeout, for a route this
+		// gateway does not know: its manifest will say (below); until then
+		// the stream waits as long as the longest default timeout.
+		snap.deadline = lastWrite.Add(scatterer.DefaultMaxTimeout)
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -196,6 +206,9 @@ func (g *Gateway) follow(ctx context.Context, out sse, cl *kgo.Client, id schema
 					return
 				}
 				sentManifest = true
+				if !m.Deadline.IsZero() {
+					snap.deadline = m.Deadline // the scatterer's word
+				}
 				ev := ManifestEvent{CorrelationID: string(id), Route: string(m.Route), Deadline: m.Deadline, Policy: m.Policy, Parts: []string{}}
 				for _, p := range m.Parts {
 					ev.Parts = append(ev.Parts, string(p))

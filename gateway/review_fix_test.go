@@ -375,3 +375,54 @@ func TestStreamClientHasNoMetrics(t *testing.T) {
 		t.Errorf("%d stream clients got metrics hooks", hooks-before)
 	}
 }
+
+// TestEventsTakeTheManifestDeadline: a stream of a request whose deadline
+// the gateway does not know (seen on the topic with no timeout, for a route
+// it does not serve) ends at the deadline its manifest gives, plus the
+// grace, when no reply comes; it used to stay open for good.
+func TestEventsTakeTheManifestDeadline(t *testing.T) {
+	c := testkafka.New(t)
+	topics := kafka.Topics{Prefix: c.Prefix}
+	for _, name := range []string{topics.Requests(), topics.Replies(), topics.Results()} {
+		if _, err := c.Admin(t).CreateTopic(t.Context(), 3, -1, nil, name); err != nil {
+			t.Fatalf("create %s: %v", name, err)
+		}
+	}
+	g, url := fixGateway(t, c.Brokers, c.Prefix, func(c *Config) { c.ReplyGrace = 200 * time.Millisecond })
+	for deadline := time.Now().Add(20 * time.Second); g.Ready() != nil; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("gateway not ready after 20s: %v", g.Ready())
+		}
+	}
+	now := time.Now()
+	g.store.requested("hidden-1", "hidden", now, time.Time{}, now, now)
+	mf, err := schemas.EncodeManifest(schemas.Manifest{CorrelationID: "hidden-1", Route: "hidden", Parts: []schemas.PartID{"a"},
+		Deadline: now.Add(time.Second), Policy: "all", SubmittedAt: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Client(t).ProduceSync(t.Context(), &kgo.Record{Topic: topics.Results(), Key: []byte("hidden-1"), Value: mf}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "GET", url+"/v1/requests/hidden-1/events", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatalf("the stream did not end within 15s (%v): %s", err, body)
+	}
+	if !bytes.Contains(body, []byte("event: manifest")) || !bytes.Contains(body, []byte(`"code":"no-reply"`)) {
+		t.Errorf("stream %s, want the manifest then a no-reply error", body)
+	}
+	if took := time.Since(now); took > 10*time.Second {
+		t.Errorf("the stream ended after %s, want about the manifest's deadline (1s) plus the grace", took)
+	}
+}
