@@ -32,8 +32,8 @@
 // so; before, it served /healthz and /readyz itself.
 //
 // Each endpoint takes only its own query parameters (timeout, fanout and
-// wait on a POST; wait on a GET), each at most once: anything else is a
-// 400, so that a misspelt ?timout=2s is not a request with the default
+// wait on a POST; wait on GET /v1/requests/{id}; none on the routes and
+// the event stream), each at most once: anything else is a 400, so that a misspelt ?timout=2s is not a request with the default
 // timeout. A timeout is at least 1ms and is cut to whole milliseconds, the
 // resolution of the request record.
 //

@@ -95,6 +95,10 @@ func (s sse) comment(text string) error {
 // records, from its submission on, with a Kafka client of its own, and
 // takes the reply from the store.
 func (g *Gateway) streamEvents(w http.ResponseWriter, r *http.Request) {
+	if _, perr := parseQuery(r.URL.RawQuery, nil); perr != nil {
+		perr.write(w)
+		return
+	}
 	id := schemas.CorrelationID(r.PathValue("id"))
 	snap, ok := g.store.get(id)
 	if !ok {

@@ -162,7 +162,11 @@ func routeBody(r scatterer.Route) RouteBody {
 	return b
 }
 
-func (g *Gateway) listRoutes(w http.ResponseWriter, _ *http.Request) {
+func (g *Gateway) listRoutes(w http.ResponseWriter, r *http.Request) {
+	if _, perr := parseQuery(r.URL.RawQuery, nil); perr != nil {
+		perr.write(w)
+		return
+	}
 	out := struct {
 		Routes []RouteBody `json:"routes"`
 	}{Routes: []RouteBody{}}
@@ -173,6 +177,10 @@ func (g *Gateway) listRoutes(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (g *Gateway) getRoute(w http.ResponseWriter, r *http.Request) {
+	if _, perr := parseQuery(r.URL.RawQuery, nil); perr != nil {
+		perr.write(w)
+		return
+	}
 	rt, err := g.lookupRoute(r.PathValue("route"))
 	if err != nil {
 		err.write(w)

@@ -65,6 +65,8 @@ func parseQuery(raw string, known []string) (url.Values, *apiError) {
 	}
 	for k, vs := range q {
 		switch {
+		case len(known) == 0:
+			return nil, badInput(http.StatusBadRequest, CodeBadRequest, "unknown query parameter %q; this endpoint takes none", k)
 		case !slices.Contains(known, k):
 			return nil, badInput(http.StatusBadRequest, CodeBadRequest, "unknown query parameter %q; this endpoint takes %s", k, strings.Join(known, ", "))
 		case len(vs) > 1:
@@ -148,7 +150,7 @@ func parseTimeout(s string, rt scatterer.Route) (time.Duration, *apiError) {
 func parseFanout(s string, rt scatterer.Route) (int, *apiError) {
 	n, err := strconv.Atoi(s)
 	switch {
-	case err != nil:
+	case err != nil || s != strconv.Itoa(n): // no sign, no leading zeros
 		return 0, badInput(http.StatusBadRequest, CodeInvalidFanout, "fanout %q is not a whole number", s)
 	case rt.Mode == scatterer.Broadcast && n != len(rt.Recipients):
 		return 0, badInput(http.StatusBadRequest, CodeInvalidFanout, "fanout %d: broadcast route %s always has its %d recipients", n, rt.Name, len(rt.Recipients))
