@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -36,7 +37,30 @@ func (f *gatewayFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.maxStreams, "max-streams", gateway.DefaultMaxStreams, "gateway: most concurrent /events streams (each reads one results partition)")
 	fs.IntVar(&f.maxInFlight, "max-in-flight", gateway.DefaultMaxInFlight, "gateway: most requests submitted through this gateway and not yet replied to; above it a POST is answered 429 with Retry-After (a request stops counting at its reply, or 10s after its deadline)")
 	fs.DurationVar(&f.produceTimeout, "produce-timeout", gateway.DefaultProduceTimeout, "gateway: how long a POST waits for Kafka to take the request before answering 503")
-	fs.StringVar(&f.authTokenFile, "auth-token-file", "", fmt.Sprintf("gateway: file of bearer tokens, one a line (# comments; each at least %d of A-Z a-z 0-9 - . _ ~ + /); when set, every /v1/ request needs 'Authorization: Bearer <token>' (else 401). Re-read every second: add the new token, move the callers, remove the old one. Empty: no authentication", gateway.MinTokenLength))
+	fs.StringVar(&f.authTokenFile, "auth-token-file", "", fmt.Sprintf("gateway: file of bearer tokens, one a line (# comments; each at least %d of A-Z a-z 0-9 - . _ ~ + /); when set, every /v1/ request needs 'Authorization: Bearer <token>' (else 401). Re-read every second; rotate by writing a new file and renaming it over this one: add the new token, move the callers, remove the old one. Empty: no authentication", gateway.MinTokenLength))
+}
+
+// validate checks the flags as given: the config takes 0 for its default,
+// but on the command line 0 would read as "no limit", which there is not.
+func (f *gatewayFlags) validate() error {
+	var errs []error
+	for _, l := range []struct {
+		flag string
+		n    int64
+	}{{"--max-body-bytes", f.maxBody}, {"--max-cached-requests", int64(f.maxCached)}, {"--max-streams", int64(f.maxStreams)}, {"--max-in-flight", int64(f.maxInFlight)}} {
+		if l.n < 1 {
+			errs = append(errs, fmt.Errorf("%s %d: want at least 1 (there is no unlimited)", l.flag, l.n))
+		}
+	}
+	for _, d := range []struct {
+		flag string
+		d    time.Duration
+	}{{"--max-wait", f.maxWait}, {"--reply-retention", f.retention}, {"--produce-timeout", f.produceTimeout}} {
+		if d.d <= 0 {
+			errs = append(errs, fmt.Errorf("%s %s: want a positive duration", d.flag, d.d))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // config returns the gateway config for the route table.
@@ -141,6 +165,9 @@ at start, so any instance, also a restarted one, answers for recent requests.
 			}
 			ob, err := o.build(s.log)
 			if err != nil {
+				return err
+			}
+			if err := f.validate(); err != nil {
 				return err
 			}
 			cfg, err := f.config(s.table)

@@ -103,4 +103,15 @@ func TestGatewayFlags(t *testing.T) {
 	if code == 0 || !strings.Contains(errOut.String(), "auth token file") || !strings.Contains(errOut.String(), missing) {
 		t.Errorf("exit %d, stderr %q; want an error about the token file", code, errOut.String())
 	}
+
+	// 0 is no limit nowhere: it is refused, naming each flag.
+	out.Reset()
+	errOut.Reset()
+	code = Main(t.Context(), []string{"gateway", "--brokers", "127.0.0.1:1", "--create-topics=false", "--addr", "127.0.0.1:0",
+		"--admin-addr", "", "--max-in-flight", "0", "--max-streams", "-1", "--max-wait", "0s"}, Commands(), &out, &errOut)
+	for _, want := range []string{"--max-in-flight 0: want at least 1", "--max-streams -1", "--max-wait 0s: want a positive duration"} {
+		if code == 0 || !strings.Contains(errOut.String(), want) {
+			t.Errorf("exit %d, stderr %q; want an error naming %q", code, errOut.String(), want)
+		}
+	}
 }
