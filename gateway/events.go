@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -75,7 +76,11 @@ func (s sse) event(name, id string, data any) error {
 	if err != nil {
 		return err
 	}
-	if id != "" {
+	// An id from a record (a part id, a correlation id a Go client chose)
+	// is not checked like the gateway's own: one with a line break would
+	// end the field early and inject another, so it is left out; the data
+	// carries it, escaped by JSON.
+	if id != "" && !strings.ContainsAny(id, "\r\n") {
 		_, err = fmt.Fprintf(s.w, "event: %s\nid: %s\ndata: %s\n\n", name, id, b)
 	} else {
 		_, err = fmt.Fprintf(s.w, "event: %s\ndata: %s\n\n", name, b)
@@ -85,6 +90,7 @@ func (s sse) event(name, id string, data any) error {
 }
 
 func (s sse) comment(text string) error {
+	text = strings.NewReplacer("\r", " ", "\n", " ").Replace(text)
 	_, err := fmt.Fprintf(s.w, ": %s\n\n", text)
 	s.f.Flush()
 	return err

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -424,5 +425,27 @@ func TestEventsTakeTheManifestDeadline(t *testing.T) {
 	}
 	if took := time.Since(now); took > 10*time.Second {
 		t.Errorf("the stream ended after %s, want about the manifest's deadline (1s) plus the grace", took)
+	}
+}
+
+// TestSSEFieldsStayOnTheirLine: ids and comments with line breaks (a
+// correlation or part id a Go client chose) cannot inject events.
+func TestSSEFieldsStayOnTheirLine(t *testing.T) {
+	rec := httptest.NewRecorder()
+	out := sse{w: rec, f: rec}
+	if err := out.comment("events of request a\nevent: reply\ndata: {}"); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.event(EventPart, "p\r\nevent: reply", map[string]string{"part": "p\nx"}); err != nil {
+		t.Fatal(err)
+	}
+	got := rec.Body.String()
+	if n := strings.Count("\n"+got, "\nevent: "); n != 1 {
+		t.Errorf("%d events in %q, want 1", n, got)
+	}
+	for _, line := range strings.Split(got, "\n") {
+		if line != "" && !strings.HasPrefix(line, ": ") && !strings.HasPrefix(line, "event: part") && !strings.HasPrefix(line, "data: ") {
+			t.Errorf("line %q in %q", line, got)
+		}
 	}
 }
