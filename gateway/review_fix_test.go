@@ -66,7 +66,12 @@ func fixGateway(t *testing.T, brokers []string, prefix string, mod func(*Config)
 // kfakeGateway is fixGateway on the test's broker with its topics made.
 func kfakeGateway(t *testing.T, mod func(*Config)) (*Gateway, string) {
 	t.Helper()
-	c := testkafka.New(t)
+	return gatewayOn(t, testkafka.New(t), mod)
+}
+
+// gatewayOn is fixGateway on c with its topics made, once ready.
+func gatewayOn(t *testing.T, c *testkafka.Cluster, mod func(*Config)) (*Gateway, string) {
+	t.Helper()
 	topics := kafka.Topics{Prefix: c.Prefix}
 	for _, name := range []string{topics.Requests(), topics.Replies(), topics.Results()} {
 		if _, err := c.Admin(t).CreateTopic(t.Context(), 3, -1, nil, name); err != nil {
@@ -384,17 +389,7 @@ func TestStreamClientHasNoMetrics(t *testing.T) {
 func TestEventsTakeTheManifestDeadline(t *testing.T) {
 	c := testkafka.New(t)
 	topics := kafka.Topics{Prefix: c.Prefix}
-	for _, name := range []string{topics.Requests(), topics.Replies(), topics.Results()} {
-		if _, err := c.Admin(t).CreateTopic(t.Context(), 3, -1, nil, name); err != nil {
-			t.Fatalf("create %s: %v", name, err)
-		}
-	}
-	g, url := fixGateway(t, c.Brokers, c.Prefix, func(c *Config) { c.ReplyGrace = 200 * time.Millisecond })
-	for deadline := time.Now().Add(20 * time.Second); g.Ready() != nil; time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("gateway not ready after 20s: %v", g.Ready())
-		}
-	}
+	g, url := gatewayOn(t, c, func(c *Config) { c.ReplyGrace = 200 * time.Millisecond })
 	now := time.Now()
 	g.store.requested("hidden-1", "hidden", now, time.Time{}, now, now)
 	mf, err := schemas.EncodeManifest(schemas.Manifest{CorrelationID: "hidden-1", Route: "hidden", Parts: []schemas.PartID{"a"},

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -169,30 +168,11 @@ func TestHeaderSwap(t *testing.T) {
 
 func TestEarlierVersionsMapWhenTheSchemaIsKnown(t *testing.T) {
 	reg := registrytest.New(t)
-	src := schemaText(t, schemas.KindRequest)
-	subject, err := schemareg.Subject(src)
-	if err != nil {
-		t.Fatal(err)
-	}
 	// Another producer registered the same schema in another text (compact
 	// JSON, as a different library writes it): a different id, the same
 	// schema. And a schema the schemas package does not know.
-	var m map[string]any
-	if err := json.Unmarshal([]byte(src), &m); err != nil {
-		t.Fatal(err)
-	}
-	compact, err := json.Marshal(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sameID := reg.Add(subject, string(compact))
-	fields := m["fields"].([]any)
-	m["fields"] = append(fields, map[string]any{"name": "extra", "type": "string", "default": ""})
-	changed, err := json.Marshal(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	otherID := reg.Add(subject, string(changed))
+	subject, same, changed := registrytest.Variants(t, schemas.KindRequest)
+	sameID, otherID := reg.Add(subject, same), reg.Add(subject, changed)
 
 	r := newRegistry(t, reg)
 	id, _ := r.ID(schemas.KindRequest)
@@ -224,25 +204,8 @@ func TestIDsRegisteredAfterStartAreLookedUp(t *testing.T) {
 	const byID = "GET /schemas/ids/{id}"
 	reg := registrytest.New(t)
 	r := newRegistry(t, reg)
-	src := schemaText(t, schemas.KindRequest)
-	subject, err := schemareg.Subject(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m map[string]any
-	if err := json.Unmarshal([]byte(src), &m); err != nil {
-		t.Fatal(err)
-	}
-	compact, err := json.Marshal(m) // the same schema in another text: another id
-	if err != nil {
-		t.Fatal(err)
-	}
-	m["fields"] = append(m["fields"].([]any), map[string]any{"name": "extra", "type": "string", "default": ""})
-	changed, err := json.Marshal(m) // a schema the schemas package does not know
-	if err != nil {
-		t.Fatal(err)
-	}
-	sameID, otherID := reg.Add(subject, string(compact)), reg.Add(subject, string(changed))
+	subject, same, changed := registrytest.Variants(t, schemas.KindRequest)
+	sameID, otherID := reg.Add(subject, same), reg.Add(subject, changed)
 	body := encodeRequest(t)[10:]
 	confluent := func(id int) []byte { return append(binary.BigEndian.AppendUint32([]byte{0}, uint32(id)), body...) }
 
