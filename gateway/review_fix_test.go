@@ -89,6 +89,21 @@ func gatewayOn(t *testing.T, c *testkafka.Cluster, mod func(*Config)) (*Gateway,
 	return g, url
 }
 
+// openEvents opens an event stream; its body is closed when the test ends.
+func openEvents(t *testing.T, ctx context.Context, url string) *http.Response {
+	t.Helper()
+	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { res.Body.Close() })
+	return res
+}
+
 // TestReplyAfterEviction: a request evicted from the reply cache (size 1)
 // before its reply came still gets that reply on an event stream opened
 // before the eviction, and a ?wait= long-poll begun before it returns the
@@ -104,15 +119,7 @@ func TestReplyAfterEviction(t *testing.T) {
 	}
 
 	// The stream of a, open before b evicts a.
-	req, err := http.NewRequestWithContext(t.Context(), "GET", url+"/v1/requests/a/events", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
+	res := openEvents(t, t.Context(), url+"/v1/requests/a/events")
 	if res.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(res.Body)
 		t.Fatalf("events: %d %s", res.StatusCode, b)
@@ -402,15 +409,7 @@ func TestEventsTakeTheManifestDeadline(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 15*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, "GET", url+"/v1/requests/hidden-1/events", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
+	res := openEvents(t, ctx, url+"/v1/requests/hidden-1/events")
 	body, err := io.ReadAll(res.Body)
 	if err != nil {
 		t.Fatalf("the stream did not end within 15s (%v): %s", err, body)
