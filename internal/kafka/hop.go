@@ -293,6 +293,128 @@ type Hop struct {
 	// ends its next batch with End. rebalanced wakes a poll for that.
 	sessFlagged atomic.Bool
 	rebalanced  chan struct{}
+
+	// synced learns each sync's whole assignment, and owned is what the
+	// callbacks gave the role. The session can still swallow a revocation
+	// that comes while its End runs (it checks its flag after End unlocks
+	// and before End resets it), so at every assignment and client close
+	// the hop revokes what the role owns beyond the group's word.
+	synced *syncTracker
+	ownMu  sync.Mutex
+	owned  map[string]map[int32]bool
+}
+
+// syncTracker is the group balancer (cooperative-sticky, kgo's default),
+// noting the whole assignment of each sync: OnPartitionsAssigned is passed
+// only what was added.
+type syncTracker struct {
+	kgo.GroupBalancer
+	last atomic.Pointer[map[string][]int32]
+}
+
+func (t *syncTracker) ParseSyncAssignment(b []byte) (map[string][]int32, error) {
+	m, err := t.GroupBalancer.ParseSyncAssignment(b)
+	if err == nil {
+		c := make(map[string][]int32, len(m))
+		for topic, ps := range m {
+			c[topic] = slices.Clone(ps)
+		}
+		t.last.Store(&c)
+	}
+	return m, err
+}
+
+// own adds (or removes) partitions to what the role owns.
+func (h *Hop) own(m map[string][]int32, add bool) {
+	h.ownMu.Lock()
+	defer h.ownMu.Unlock()
+	for topic, ps := range m {
+		for _, p := range ps {
+			if add {
+				if h.owned[topic] == nil {
+					h.owned[topic] = map[int32]bool{}
+				}
+				h.owned[topic][p] = true
+			} else {
+				delete(h.owned[topic], p)
+			}
+		}
+	}
+}
+
+// unowned returns what the role owns beyond keep (all it owns when keep
+// is nil).
+func (h *Hop) unowned(keep map[string][]int32) map[string][]int32 {
+	h.ownMu.Lock()
+	defer h.ownMu.Unlock()
+	var out map[string][]int32
+	for topic, ps := range h.owned {
+		for p := range ps {
+			if keep == nil || !slices.Contains(keep[topic], p) {
+				if out == nil {
+					out = map[string][]int32{}
+				}
+				out[topic] = append(out[topic], p)
+			}
+		}
+	}
+	for _, ps := range out {
+		slices.Sort(ps)
+	}
+	return out
+}
+
+// assigned hands as to the role's OnAssigned, after revoking what the role
+// owns beyond the sync's whole assignment (see Hop.synced).
+func (h *Hop) assigned(ctx context.Context, cl *kgo.Client, as map[string][]int32) {
+	if last := h.synced.last.Load(); last != nil {
+		if stale := h.unowned(*last); len(stale) > 0 {
+			h.log.Warn("revoking partitions whose revocation the transaction session did not pass on", "group", h.cfg.Group, "partitions", stale)
+			h.revoke(ctx, cl, stale, false)
+		}
+	}
+	if h.cfg.OnAssigned != nil {
+		h.cfg.OnAssigned(ctx, cl, as)
+	}
+	h.own(as, true)
+	h.partitions.Add(countPartitions(as))
+	h.joined.Store(true)
+}
+
+// revoke hands rev to the role's OnRevoked (under exactly-once after the
+// idle batch in flight, see Hop.idle) and forgets it.
+func (h *Hop) revoke(ctx context.Context, cl *kgo.Client, rev map[string][]int32, lost bool) {
+	rev = h.ownedOf(rev)
+	if h.cfg.OnRevoked != nil && len(rev) > 0 {
+		if h.cfg.Guarantee == ExactlyOnce {
+			select {
+			case h.idle <- struct{}{}:
+				defer func() { <-h.idle }()
+			case <-h.abandoned:
+			}
+		}
+		h.cfg.OnRevoked(ctx, cl, rev)
+	}
+	h.own(rev, false)
+	h.partitions.Add(-countPartitions(rev))
+	if lost {
+		h.joined.Store(false)
+	}
+}
+
+// ownedOf returns the part of m the role owns.
+func (h *Hop) ownedOf(m map[string][]int32) map[string][]int32 {
+	h.ownMu.Lock()
+	defer h.ownMu.Unlock()
+	out := map[string][]int32{}
+	for topic, ps := range m {
+		for _, p := range ps {
+			if h.owned[topic][p] {
+				out[topic] = append(out[topic], p)
+			}
+		}
+	}
+	return out
 }
 
 // Membership reports whether the hop's client is a member of its group
@@ -338,17 +460,13 @@ func NewHop(cfg HopConfig) (*Hop, error) {
 	if len(cfg.ManualPartitionTopics) > 0 || len(cfg.ManualPartitionPrefixes) > 0 {
 		opts = append(opts, kgo.RecordPartitioner(manualFor(cfg.ManualPartitionTopics, cfg.ManualPartitionPrefixes, kgo.StickyKeyPartitioner(nil))))
 	}
-	h := &Hop{cfg: cfg, log: log, idle: make(chan struct{}, 1), abandoned: make(chan struct{}), rebalanced: make(chan struct{}, 1)}
+	h := &Hop{cfg: cfg, log: log, idle: make(chan struct{}, 1), abandoned: make(chan struct{}), rebalanced: make(chan struct{}, 1),
+		synced: &syncTracker{GroupBalancer: kgo.CooperativeStickyBalancer()}, owned: map[string]map[int32]bool{}}
+	opts = append(opts, kgo.Balancers(h.synced))
 	// The callbacks also track the membership for readiness (Membership);
 	// kgo calls OnPartitionsAssigned after every join, even with nothing
 	// assigned.
-	opts = append(opts, kgo.OnPartitionsAssigned(func(ctx context.Context, cl *kgo.Client, as map[string][]int32) {
-		if cfg.OnAssigned != nil {
-			cfg.OnAssigned(ctx, cl, as)
-		}
-		h.partitions.Add(countPartitions(as))
-		h.joined.Store(true)
-	}))
+	opts = append(opts, kgo.OnPartitionsAssigned(h.assigned))
 	revoked := func(lost bool) func(context.Context, *kgo.Client, map[string][]int32) {
 		return func(ctx context.Context, cl *kgo.Client, rev map[string][]int32) {
 			if cfg.Guarantee == ExactlyOnce {
@@ -358,20 +476,7 @@ func NewHop(cfg HopConfig) (*Hop, error) {
 				default:
 				}
 			}
-			if cfg.OnRevoked != nil {
-				if cfg.Guarantee == ExactlyOnce {
-					select {
-					case h.idle <- struct{}{}:
-						defer func() { <-h.idle }()
-					case <-h.abandoned:
-					}
-				}
-				cfg.OnRevoked(ctx, cl, rev)
-			}
-			h.partitions.Add(-countPartitions(rev))
-			if lost {
-				h.joined.Store(false)
-			}
+			h.revoke(ctx, cl, rev, lost)
 		}
 	}
 	opts = append(opts, kgo.OnPartitionsRevoked(revoked(false)), kgo.OnPartitionsLost(revoked(true)))
@@ -1006,6 +1111,12 @@ func (h *Hop) closeClient() {
 	}
 	h.closed = true
 	defer func() {
+		// Closing revokes every partition; one whose revocation the
+		// transaction session swallowed is revoked here.
+		if stale := h.unowned(nil); len(stale) > 0 {
+			h.log.Warn("revoking partitions whose revocation the transaction session did not pass on", "group", h.cfg.Group, "partitions", stale)
+			h.revoke(context.Background(), h.cl, stale, true)
+		}
 		h.joined.Store(false)
 		h.partitions.Store(0)
 	}()

@@ -1,9 +1,11 @@
 package kafka
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -40,5 +42,46 @@ func TestRestartable(t *testing.T) {
 				t.Errorf("restartable(%v) = %v, want %v", tc.err, got, tc.want)
 			}
 		})
+	}
+}
+
+// TestAssignedRevokesWhatTheSyncDropped: a partition the role owns that the
+// latest sync no longer lists (its revocation swallowed by the transaction
+// session) is revoked before the assignment is passed on, once; a
+// revocation of what the role no longer owns is not passed on again.
+func TestAssignedRevokesWhatTheSyncDropped(t *testing.T) {
+	var calls []string
+	h, err := NewHop(HopConfig{
+		Client: ClientConfig{Brokers: []string{"127.0.0.1:1"}}, Group: "g", Topics: []string{"t"},
+		Guarantee: ExactlyOnce, TransactionalID: "g-a",
+		OnAssigned: func(_ context.Context, _ *kgo.Client, as map[string][]int32) {
+			calls = append(calls, fmt.Sprint("assigned ", as))
+		},
+		OnRevoked: func(_ context.Context, _ *kgo.Client, rev map[string][]int32) {
+			calls = append(calls, fmt.Sprint("revoked ", rev))
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.cl.Close()
+	ctx := t.Context()
+	sync := func(m map[string][]int32) { h.synced.last.Store(&m) }
+
+	sync(map[string][]int32{"t": {0, 1, 2}})
+	h.assigned(ctx, nil, map[string][]int32{"t": {0, 1, 2}})
+	// A cooperative rebalance takes 0 and 2: the session swallows their
+	// revocation; the next sync lists 1 only.
+	sync(map[string][]int32{"t": {1}})
+	h.assigned(ctx, nil, map[string][]int32{})
+	// A revocation of 0, which the role no longer owns, is not passed on.
+	h.revoke(ctx, nil, map[string][]int32{"t": {0, 1}}, false)
+
+	want := "assigned map[t:[0 1 2]] | revoked map[t:[0 2]] | assigned map[] | revoked map[t:[1]]"
+	if got := strings.Join(calls, " | "); got != want {
+		t.Errorf("callbacks:\n got %s\nwant %s", got, want)
+	}
+	if joined, n := h.Membership(); !joined || n != 0 {
+		t.Errorf("membership joined=%v partitions=%d, want true 0", joined, n)
 	}
 }
