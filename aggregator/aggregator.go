@@ -468,7 +468,9 @@ func (a *Aggregator) process(ctx context.Context, b *kafka.Batch) error {
 		for _, rec := range p.Records {
 			a.handle(m, ps, now, rec)
 		}
-		ps.caughtUp(p.Records[len(p.Records)-1].Offset)
+		last := p.Records[len(p.Records)-1].Offset
+		ps.caughtUp(last)
+		m.readTo(p.Partition, last)
 	})
 	a.stats.peak(m.gauges().open)
 	m.tick(now)
@@ -633,7 +635,7 @@ func (a *Aggregator) end(committed bool) {
 		a.committed(a.m.commit())
 		return
 	}
-	a.m.abort()
+	a.m.abort(a.cfg.Now().Add(catchUpMax).UnixNano())
 	a.obs.abort()
 	a.publishGauges()
 	a.arm()

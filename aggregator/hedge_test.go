@@ -242,7 +242,7 @@ func TestMachineHedges(t *testing.T) {
 			t.Fatalf("%d outputs, want 3 hedges", n)
 		}
 		h.m.out = h.m.out[:0]
-		h.m.abort()
+		h.m.abort(0)
 		h.checkChangelog()
 		h.advance(0)
 		if got := partIDs(h.hedges()); !slices.Equal(got, []string{"x/a#2", "x/b#2", "x/c#2"}) {

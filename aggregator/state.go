@@ -219,6 +219,19 @@ type machine struct {
 	// log is the changelog of the batch in flight, written by changelog
 	// once the batch's records and timers have been applied.
 	log changelog
+	// read is the last offset the batch in flight read of each partition
+	// (see abort).
+	read []partRead
+}
+
+type partRead struct {
+	p      int32
+	offset int64
+}
+
+// readTo notes that the batch in flight read partition p up to offset.
+func (m *machine) readTo(p int32, offset int64) {
+	m.read = append(m.read, partRead{p, offset})
 }
 
 func newMachine(lateWindow time.Duration, mergeFor func(schemas.Route) Merge) *machine {
@@ -255,8 +268,17 @@ func (m *machine) commit() counters {
 }
 
 // abort ends the batch in flight by undoing every change it made: its
-// records will be consumed again.
-func (m *machine) abort() {
+// records will be consumed again. Until they are (or until holdUntil, unix
+// ns), the timers of their partitions wait, as after a restore: a deadline
+// that passes meanwhile must not mark MISSING a part whose result was read
+// and is on its way back.
+func (m *machine) abort(holdUntil int64) {
+	for _, r := range m.read {
+		if ps := m.parts[r.p]; ps != nil {
+			ps.catchUp = max(ps.catchUp, r.offset+1)
+			ps.holdUntil = max(ps.holdUntil, holdUntil)
+		}
+	}
 	for i := len(m.slotUndo) - 1; i >= 0; i-- {
 		u := m.slotUndo[i]
 		u.slots[u.i] = u.old
@@ -290,6 +312,7 @@ func (m *machine) endBatch() {
 	m.delta = counters{}
 	m.seq++
 	m.log.reset()
+	m.read = m.read[:0]
 }
 
 // dirty reports whether the batch in flight changed anything.

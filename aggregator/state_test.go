@@ -783,7 +783,7 @@ func TestMachineAbortRestoresState(t *testing.T) {
 			if len(first) == 0 && !h.m.dirty() {
 				t.Fatal("the batch changed nothing; the test proves nothing")
 			}
-			h.m.abort()
+			h.m.abort(0)
 			if after := snapshot(h.m); !reflect.DeepEqual(before, after) {
 				t.Fatalf("state after abort differs:\n before %+v\n after  %+v", before, after)
 			}
@@ -813,9 +813,49 @@ func TestMachineAbortRestoresCounts(t *testing.T) {
 	h := newHarness(t)
 	h.m.manifest(h.ps, h.now, h.mf("x", time.Second, []string{"a"}), h.src("x"))
 	h.feed(ok("x", "a", `1`))
-	h.m.abort()
+	h.m.abort(0)
 	if c := h.m.commit(); c != (counters{}) {
 		t.Errorf("counts after abort: %+v", c)
+	}
+}
+
+// TestMachineAbortHoldsTimersUntilReread: the results an aborted batch read
+// come back when the client re-reads from the committed offset; a deadline
+// that passes before they do waits for them (at most until the hold ends),
+// so that the reply is COMPLETE rather than missing them.
+func TestMachineAbortHoldsTimersUntilReread(t *testing.T) {
+	h := newHarness(t)
+	h.manifest(h.mf("x", time.Second, []string{"a", "b"}))
+	ra, rb := ok("x", "a", `1`), ok("x", "b", `2`)
+	h.feed(ra)
+	h.feed(rb)
+	h.m.readTo(0, h.offset)
+	h.m.abort(h.now.Add(5 * time.Second).UnixNano())
+	h.m.out = h.m.out[:0] // the hop aborts the batch's records
+	h.offset -= 2         // the client goes back to the committed offset
+
+	h.advance(2 * time.Second) // past the deadline, before the re-read
+	h.none()
+	h.feed(ra)
+	h.feed(rb)
+	h.ps.caughtUp(h.offset)
+	h.advance(time.Millisecond)
+	if r := h.one(); r.Status != schemas.ReplyComplete {
+		t.Errorf("status %s, want COMPLETE: %s", r.Status, r.Error)
+	}
+
+	// Without the re-read, the timers fire when the hold ends.
+	h = newHarness(t)
+	h.manifest(h.mf("y", time.Second, []string{"a"}))
+	h.feed(ok("y", "a", `1`))
+	h.m.readTo(0, h.offset)
+	h.m.abort(h.now.Add(3 * time.Second).UnixNano())
+	h.m.out = h.m.out[:0]
+	h.advance(2 * time.Second)
+	h.none()
+	h.advance(2 * time.Second)
+	if r := h.one(); r.Status != schemas.ReplyFailed {
+		t.Errorf("status %s, want FAILED once the hold ended", r.Status)
 	}
 }
 
