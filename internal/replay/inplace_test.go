@@ -60,11 +60,15 @@ type inPlace struct {
 	cc         kafka.ClientConfig
 	timeout    time.Duration // the route's
 	lateWindow time.Duration // the aggregator's; 0 for the default
+	// joined reports, for each role built, whether it holds its group
+	// assignment (the latest of each role counts).
+	joined map[string]func() (bool, int)
 }
 
 func newInPlace(t *testing.T, timeout, lateWindow time.Duration) *inPlace {
 	c := testkafka.New(t)
-	ip := &inPlace{t: t, c: c, topics: kafka.Topics{Prefix: c.Prefix}, cc: clientConfig(c), timeout: timeout, lateWindow: lateWindow}
+	ip := &inPlace{t: t, c: c, topics: kafka.Topics{Prefix: c.Prefix}, cc: clientConfig(c), timeout: timeout, lateWindow: lateWindow,
+		joined: map[string]func() (bool, int){}}
 	ensureTopics(t, c, ip.topics, "echo")
 	return ip
 }
@@ -75,6 +79,7 @@ func (ip *inPlace) scatterer() func(context.Context) error {
 	if err != nil {
 		ip.t.Fatal(err)
 	}
+	ip.joined["scatterer"] = s.GroupAssignment
 	return s.Run
 }
 
@@ -83,6 +88,7 @@ func (ip *inPlace) processor() func(context.Context) error {
 	if err != nil {
 		ip.t.Fatal(err)
 	}
+	ip.joined["processor"] = p.GroupAssignment
 	return p.Run
 }
 
@@ -91,6 +97,7 @@ func (ip *inPlace) aggregator() *aggregator.Aggregator {
 	if err != nil {
 		ip.t.Fatal(err)
 	}
+	ip.joined["aggregator"] = a.GroupAssignment
 	return a
 }
 
@@ -99,6 +106,18 @@ func (ip *inPlace) aggregator() *aggregator.Aggregator {
 // was sent.
 func (ip *inPlace) roundTrip(agg *aggregator.Aggregator, n int) (last time.Time) {
 	t := ip.t
+	// The route's timeout is short: wait for every role's first group
+	// join, which takes seconds on a real broker.
+	if !waitFor(30*time.Second, func() bool {
+		for _, joined := range ip.joined {
+			if ok, _ := joined(); !ok {
+				return false
+			}
+		}
+		return true
+	}) {
+		t.Fatal("the roles did not all join their groups within 30s")
+	}
 	cl, err := client.New(t.Context(), client.Config{Client: ip.cc, Topics: ip.topics, DefaultTimeout: ip.timeout})
 	if err != nil {
 		t.Fatal(err)
