@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -287,7 +288,9 @@ type Aggregator struct {
 	// rather than up to a tick late on a partition with few records. Its
 	// function only sends without blocking.
 	alarm *time.Timer
-	wake  chan struct{}
+	// topics knows which reply-to topics exist.
+	topics kafka.TopicCache
+	wake   chan struct{}
 
 	// quit is closed when Run is stopping, to cancel a restore in
 	// progress: the client's callbacks get the client's context, which
@@ -331,6 +334,8 @@ func New(cfg Config) (*Aggregator, error) {
 		Guarantee:       cfg.Guarantee,
 		TransactionalID: cfg.Group + "-" + cfg.InstanceID,
 		InstanceID:      cfg.InstanceID,
+		DeadLetters:     cfg.Topics.DLQ(),
+		Role:            "aggregator",
 		Metrics:         cfg.Metrics,
 		Tick:            cfg.Tick,
 		MaxPollRecords:  max(cfg.MaxPollRecords, 0),
@@ -580,10 +585,6 @@ func (a *Aggregator) record(ctx context.Context, o output) (*kgo.Record, error) 
 		a.log.Warn("record dead-lettered", "correlation_id", string(o.src.Key), "reason", o.reason, "partition", o.src.Partition, "offset", o.src.Offset, "err", o.err)
 		return kafka.DeadLetter(a.cfg.Topics.DLQ(), o.src, role, o.reason, o.err), nil
 	}
-	v, err := schemas.EncodeReply(o.reply)
-	if err != nil {
-		return nil, fmt.Errorf("reply %s: %w", o.reply.CorrelationID, err)
-	}
 	topic := a.cfg.Topics.Replies()
 	if o.replyTo != "" {
 		if strings.HasPrefix(o.replyTo, topic) {
@@ -591,6 +592,65 @@ func (a *Aggregator) record(ctx context.Context, o output) (*kgo.Record, error) 
 		} else {
 			a.log.Warn("reply-to is not a replies topic; replying to the default", "correlation_id", o.reply.CorrelationID, "reply_to", o.replyTo, "topic", topic)
 		}
+	}
+	rec, err := a.replyRecord(topic, o)
+	if err != nil {
+		return nil, err
+	}
+	if !kafka.Fits(rec) {
+		// Kafka would refuse it: the reply says so, without its payload,
+		// and keeps every part's status.
+		size := kafka.RecordSize(rec)
+		a.log.Warn("reply too large; answering FAILED without its payload", "correlation_id", o.reply.CorrelationID, "bytes", size)
+		o.reply = tooLargeReply(o.reply, size)
+		if rec, err = a.replyRecord(topic, o); err != nil {
+			return nil, err
+		}
+	}
+	if topic != a.cfg.Topics.Replies() {
+		// A reply to a topic that does not exist (deleted since the
+		// scatterer checked it) is a dead letter, not a produce error
+		// that holds back the batch's other replies.
+		exists, err := a.topics.Exists(ctx, a.hop.Client(), topic)
+		if err != nil {
+			a.log.Warn("reply-to topic lookup failed; replying there anyway", "correlation_id", o.reply.CorrelationID, "topic", topic, "err", err)
+		} else if !exists {
+			a.log.Warn("reply-to topic does not exist; reply dead-lettered", "correlation_id", o.reply.CorrelationID, "topic", topic)
+			return kafka.DeadLetterOutput(a.cfg.Topics.DLQ(), rec, role, ReasonUnknownReplyTopic,
+				fmt.Errorf("reply-to topic %q does not exist", topic)), nil
+		}
+	}
+	return rec, nil
+}
+
+// ReasonUnknownReplyTopic is the dead-letter reason of a reply whose
+// reply-to topic does not exist.
+const ReasonUnknownReplyTopic = "unknown-reply-topic"
+
+// ReasonReplyTooLarge begins the error of a reply that was too large for a
+// record (kafka.MaxRecordBytes) and is sent FAILED without its payload.
+const ReasonReplyTooLarge = "reply-too-large"
+
+// tooLargeReply returns r, of size bytes, FAILED without its payload: the
+// parts keep their statuses, their errors cut to 1 KiB.
+func tooLargeReply(r schemas.Reply, size int) schemas.Reply {
+	r.Error = fmt.Sprintf("%s: the merged reply of %d bytes exceeds the %d bytes a record may take (it was %s)",
+		ReasonReplyTooLarge, size, kafka.MaxRecordBytes, r.Status)
+	r.Status, r.Payload = schemas.ReplyFailed, nil
+	r.Parts = slices.Clone(r.Parts)
+	for i := range r.Parts {
+		if e := r.Parts[i].Error; len(e) > 1024 {
+			r.Parts[i].Error = e[:1024]
+		}
+	}
+	return r
+}
+
+// replyRecord encodes o's reply for topic.
+func (a *Aggregator) replyRecord(topic string, o output) (*kgo.Record, error) {
+	v, err := schemas.EncodeReply(o.reply)
+	if err != nil {
+		return nil, fmt.Errorf("reply %s: %w", o.reply.CorrelationID, err)
 	}
 	rec := &kgo.Record{
 		Topic:   topic,

@@ -193,6 +193,8 @@ func (c *Config) hopConfig() kafka.HopConfig {
 		Guarantee:       c.Guarantee,
 		TransactionalID: c.Group + "-" + c.InstanceID,
 		InstanceID:      c.InstanceID,
+		DeadLetters:     c.Topics.DLQ(),
+		Role:            "processor",
 		Metrics:         c.Metrics,
 		DrainTimeout:    c.DrainTimeout,
 		Logger:          c.Logger,

@@ -263,6 +263,15 @@ func (p *Processor) handleRecord(ctx context.Context, rec *kgo.Record) (outcome,
 		return o, err
 	}
 	out, err := resultRecord(p.cfg.Topics.Results(), res)
+	if err == nil && !kafka.Fits(out) {
+		// Kafka would refuse the result: the part is an ERROR that says
+		// so, and the request is answered without its payload.
+		size := kafka.RecordSize(out)
+		res.Status, res.Payload = schemas.ResultError, nil
+		res.Error = fmt.Sprintf("%s: the result of %d bytes exceeds the %d bytes a record may take", ReasonResultTooLarge, size, kafka.MaxRecordBytes)
+		p.log.Warn("result too large; answering the part ERROR", "correlation_id", res.CorrelationID, "part_id", res.PartID, "bytes", size)
+		out, err = resultRecord(p.cfg.Topics.Results(), res)
+	}
 	if err != nil {
 		// Our own record failed to encode: a bug, not a bad input.
 		// Stop rather than leave the aggregator waiting unawares.
@@ -298,6 +307,10 @@ func (p *Processor) emit(b *kafka.Batch, o outcome) {
 	}
 	b.Produce(o.out)
 }
+
+// ReasonResultTooLarge begins the error of a part whose result was larger
+// than a record may be (kafka.MaxRecordBytes).
+const ReasonResultTooLarge = "result-too-large"
 
 // resultRecord encodes res for the results topic, keyed by correlation id so
 // that a request's results and manifest share a partition.

@@ -14,11 +14,16 @@
 // reason; if it has a correlation id, its requester also gets a FAILED reply
 // naming the reason, so no caller waits for a timeout. The reasons:
 // not-avro, unknown-schema, wrong-schema, malformed (undecodable, from
-// schemas.DecodeError), no-correlation-id, unknown-route, invalid-reply-to
-// (not under the replies topic), payload-too-large (Config.MaxPayloadBytes),
+// schemas.DecodeError: the FAILED reply goes to the default replies topic
+// when the record's key is a valid correlation id, see ValidCorrelationID),
+// no-correlation-id, unknown-route, invalid-reply-to (not under the replies
+// topic), unknown-reply-topic (no such topic: the reply goes to the default
+// replies topic), payload-too-large (Config.MaxPayloadBytes),
 // invalid-timeout (negative or above the route's MaxTimeout),
 // invalid-submitted-at (more than MaxClockSkew ahead of the scatterer's
-// clock), invalid-fanout, split-failed.
+// clock), invalid-fanout, split-failed, task-too-large and
+// manifest-too-large (a record that Kafka would refuse, over
+// kafka.MaxRecordBytes).
 //
 // Usage:
 //
@@ -147,7 +152,8 @@ type Scatterer struct {
 	routes map[schemas.Route]Route
 	hop    *kafka.Hop
 	n      counters
-	obs    *observer // metrics and spans; used on Run's goroutine
+	obs    *observer        // metrics and spans; used on Run's goroutine
+	topics kafka.TopicCache // which reply-to topics exist
 }
 
 // New validates cfg and builds the Scatterer's client; Run joins the group.
@@ -166,6 +172,8 @@ func New(cfg Config) (*Scatterer, error) {
 		Guarantee:       cfg.Guarantee,
 		TransactionalID: cfg.Group + "-" + cfg.InstanceID,
 		InstanceID:      cfg.InstanceID,
+		DeadLetters:     cfg.Topics.DLQ(),
+		Role:            "scatterer",
 		Metrics:         cfg.Metrics,
 		Logger:          cfg.Logger,
 	})
@@ -201,10 +209,10 @@ func (s *Scatterer) Run(ctx context.Context) error {
 	return err
 }
 
-func (s *Scatterer) process(_ context.Context, b *kafka.Batch) error {
+func (s *Scatterer) process(ctx context.Context, b *kafka.Batch) error {
 	var errs []error
 	b.Fetches.EachRecord(func(rec *kgo.Record) {
-		out, err := s.scatter(rec)
+		out, err := s.scatter(ctx, rec)
 		if err != nil {
 			errs = append(errs, err)
 			return
@@ -234,7 +242,7 @@ func reject(reason string, format string, args ...any) *Rejection {
 // scatter returns the records for one consumed request: its tasks and
 // manifest, or its dead letter and FAILED reply. Only an encoding failure of
 // our own records is an error.
-func (s *Scatterer) scatter(rec *kgo.Record) ([]*kgo.Record, error) {
+func (s *Scatterer) scatter(ctx context.Context, rec *kgo.Record) ([]*kgo.Record, error) {
 	req, err := schemas.DecodeRequest(rec.Value)
 	if err != nil {
 		reason := "malformed"
@@ -242,31 +250,98 @@ func (s *Scatterer) scatter(rec *kgo.Record) ([]*kgo.Record, error) {
 		if errors.As(err, &de) {
 			reason = de.Reason
 		}
-		s.n.rejected.Add(1)
-		return []*kgo.Record{kafka.DeadLetter(s.cfg.Topics.DLQ(), rec, "scatterer", reason, err)}, nil
+		// The key of a request is its correlation id: its caller gets a
+		// FAILED reply on the default replies topic (its own reply topic
+		// is in the value that did not decode).
+		if id := schemas.CorrelationID(rec.Key); ValidCorrelationID(id) {
+			req = schemas.Request{CorrelationID: id}
+		}
+		return s.rejected(req, rec, &Rejection{Reason: reason, Err: err})
 	}
 	p, rej := s.Plan(req)
+	if rej == nil {
+		rej = s.checkReplyTo(ctx, req)
+	}
 	if rej != nil {
-		s.n.rejected.Add(1)
-		out := []*kgo.Record{kafka.DeadLetter(s.cfg.Topics.DLQ(), rec, "scatterer", rej.Reason, rej)}
-		if req.CorrelationID != "" {
-			reply, err := s.failedReply(req, rej)
-			if err != nil {
-				return nil, err
-			}
-			s.n.failedReplies.Add(1)
-			out = append(out, reply)
-		}
-		s.cfg.Logger.Warn("request rejected", "correlation_id", req.CorrelationID, "route", req.Route, "reason", rej.Reason, "err", rej.Err)
-		return out, nil
+		return s.rejected(req, rec, rej)
 	}
 	out, err := s.records(p)
 	if err != nil {
 		return nil, err
 	}
+	if rej := tooLarge(out); rej != nil {
+		return s.rejected(req, rec, rej)
+	}
 	s.n.requests.Add(1)
 	s.n.tasks.Add(int64(len(p.Tasks)))
 	return out, nil
+}
+
+// rejected returns the dead letter of the request in rec and, when it has a
+// correlation id, its FAILED reply.
+func (s *Scatterer) rejected(req schemas.Request, rec *kgo.Record, rej *Rejection) ([]*kgo.Record, error) {
+	s.n.rejected.Add(1)
+	out := []*kgo.Record{kafka.DeadLetter(s.cfg.Topics.DLQ(), rec, "scatterer", rej.Reason, rej)}
+	if req.CorrelationID != "" {
+		reply, err := s.failedReply(req, rej)
+		if err != nil {
+			return nil, err
+		}
+		s.n.failedReplies.Add(1)
+		out = append(out, reply)
+	}
+	s.cfg.Logger.Warn("request rejected", "correlation_id", req.CorrelationID, "route", req.Route, "reason", rej.Reason, "err", rej.Err)
+	return out, nil
+}
+
+// checkReplyTo refuses a request whose reply_to topic does not exist: its
+// reply could not be written, and its caller would wait for a timeout. A
+// lookup that fails lets the request through; the aggregator dead-letters
+// the reply if the topic is still missing then.
+func (s *Scatterer) checkReplyTo(ctx context.Context, req schemas.Request) *Rejection {
+	if req.ReplyTo == "" || req.ReplyTo == s.cfg.Topics.Replies() {
+		return nil
+	}
+	exists, err := s.topics.Exists(ctx, s.hop.Client(), req.ReplyTo)
+	if err != nil {
+		s.cfg.Logger.Warn("reply-to topic lookup failed; accepting the request", "correlation_id", req.CorrelationID, "topic", req.ReplyTo, "err", err)
+		return nil
+	}
+	if !exists {
+		return reject("unknown-reply-topic", "reply-to topic %q does not exist", req.ReplyTo)
+	}
+	return nil
+}
+
+// tooLarge refuses a request one of whose records Kafka would refuse.
+func tooLarge(out []*kgo.Record) *Rejection {
+	for _, r := range out {
+		if kafka.Fits(r) {
+			continue
+		}
+		what := "task"
+		if kafka.Header(r, HeaderType) == "manifest" {
+			what = "manifest"
+		}
+		return reject(what+"-too-large", "%s record of %d bytes for %s exceeds the %d bytes a record may take", what, kafka.RecordSize(r), r.Topic, kafka.MaxRecordBytes)
+	}
+	return nil
+}
+
+// ValidCorrelationID reports whether id is 1 to 128 of A-Z a-z 0-9 . _ : -,
+// the ids the client and the gateway make and accept.
+func ValidCorrelationID(id schemas.CorrelationID) bool {
+	if len(id) == 0 || len(id) > 128 {
+		return false
+	}
+	for _, c := range []byte(id) {
+		switch {
+		case c >= 'A' && c <= 'Z', c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '.', c == '_', c == ':', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // Plan is what one request scatters into.
@@ -458,7 +533,7 @@ func (s *Scatterer) failedReply(req schemas.Request, rej *Rejection) (*kgo.Recor
 		return nil, fmt.Errorf("failed reply %s: %w", req.CorrelationID, err)
 	}
 	topic := req.ReplyTo
-	if rej.Reason == "invalid-reply-to" || topic == "" {
+	if rej.Reason == "invalid-reply-to" || rej.Reason == "unknown-reply-topic" || topic == "" {
 		topic = s.cfg.Topics.Replies()
 	}
 	return &kgo.Record{Topic: topic, Key: []byte(req.CorrelationID), Value: v,

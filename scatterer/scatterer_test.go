@@ -176,8 +176,14 @@ func TestScatterOnBroker(t *testing.T) {
 	unknown := schemas.Request{CorrelationID: "bad-route", Route: "nope", Payload: []byte(`{}`), SubmittedAt: now}
 	future := schemas.Request{CorrelationID: "future", Route: "search", Payload: []byte(`{}`), SubmittedAt: time.Date(300000, 1, 1, 0, 0, 0, 0, time.UTC)}
 	good2 := schemas.Request{CorrelationID: "good-2", Route: "quotes", Payload: []byte(`{}`), SubmittedAt: now}
+	// The undecodable record is keyed by a correlation id, as the client
+	// and the gateway key requests: its caller gets a FAILED reply too.
 	for _, v := range [][]byte{enc(good), []byte("garbage"), enc(unknown), enc(future), enc(good2)} {
-		if err := prod.ProduceSync(t.Context(), &kgo.Record{Key: []byte("k"), Value: v}).FirstErr(); err != nil {
+		key := "k"
+		if string(v) == "garbage" {
+			key = "garbled"
+		}
+		if err := prod.ProduceSync(t.Context(), &kgo.Record{Key: []byte(key), Value: v}).FirstErr(); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -223,19 +229,19 @@ func TestScatterOnBroker(t *testing.T) {
 	if len(dlq) != 3 || !reasons["not-avro"] || !reasons["unknown-route"] || !reasons["invalid-submitted-at"] {
 		t.Errorf("%d dead letters with reasons %v, want not-avro, unknown-route and invalid-submitted-at", len(dlq), reasons)
 	}
-	replies := read(t, c, topics.Replies(), 2)
-	if len(replies) != 2 {
-		t.Fatalf("%d replies, want 2 FAILED replies", len(replies))
+	replies := read(t, c, topics.Replies(), 3)
+	if len(replies) != 3 {
+		t.Fatalf("%d replies, want 3 FAILED replies", len(replies))
 	}
-	wantReason := map[schemas.CorrelationID]string{"bad-route": "unknown-route", "future": "invalid-submitted-at"}
+	wantReason := map[schemas.CorrelationID]string{"bad-route": "unknown-route", "future": "invalid-submitted-at", "garbled": "not-avro"}
 	for _, r := range replies {
 		reply, err := schemas.DecodeReply(r.Value)
 		if err != nil || reply.Status != schemas.ReplyFailed || wantReason[reply.CorrelationID] == "" || !strings.Contains(reply.Error, wantReason[reply.CorrelationID]) {
-			t.Fatalf("reply %+v (%v), want FAILED for bad-route or future naming its reason", reply, err)
+			t.Fatalf("reply %+v (%v), want FAILED for bad-route, future or garbled naming its reason", reply, err)
 		}
 		delete(wantReason, reply.CorrelationID)
 	}
-	if st := s.Stats(); st.Requests != 2 || st.Tasks != 5 || st.Rejected != 3 || st.FailedReplies != 2 {
+	if st := s.Stats(); st.Requests != 2 || st.Tasks != 5 || st.Rejected != 3 || st.FailedReplies != 3 {
 		t.Errorf("stats %+v", st)
 	}
 }

@@ -64,10 +64,10 @@ func TestPoisonRecords(t *testing.T) {
 	}
 	fanout := func(n int) *int { return &n }
 	bads := []bad{
-		{p.topics.Requests(), "g1", []byte("\x00\x01garbage"), "scatterer", "not-avro", ""},
-		{p.topics.Requests(), "g2", unknownFP, "scatterer", "unknown-schema", ""},
-		{p.topics.Requests(), "g3", valid[:len(valid)-3], "scatterer", "malformed", ""},
-		{p.topics.Requests(), "g4", task, "scatterer", "wrong-schema", ""},
+		{p.topics.Requests(), "g1", []byte("\x00\x01garbage"), "scatterer", "not-avro", "g1"},
+		{p.topics.Requests(), "g2", unknownFP, "scatterer", "unknown-schema", "g2"},
+		{p.topics.Requests(), "g3", valid[:len(valid)-3], "scatterer", "malformed", "g3"},
+		{p.topics.Requests(), "g4", task, "scatterer", "wrong-schema", "g4"},
 		{p.topics.Requests(), "big", request("big", "echo", func(r *schemas.Request) { r.Payload = make([]byte, 5000) }), "scatterer", "payload-too-large", "big"},
 		{p.topics.Requests(), "route", request("route", "nope", nil), "scatterer", "unknown-route", "route"},
 		{p.topics.Requests(), "f0", request("f0", "echo", func(r *schemas.Request) { r.Fanout = fanout(0) }), "scatterer", "invalid-fanout", "f0"},
@@ -132,7 +132,7 @@ func TestPoisonRecords(t *testing.T) {
 		t.Errorf("dead letters by role/reason:\n got %v\nwant %v", sorted(got), sorted(want))
 	}
 
-	replies := p.replies(t, n+1+7, time.Second)
+	replies := p.replies(t, n+1+11, time.Second)
 	for _, b := range bads {
 		if b.failedID == "" {
 			continue

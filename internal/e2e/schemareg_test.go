@@ -135,8 +135,10 @@ func TestSchemaRegistryWireFormat(t *testing.T) {
 	if got[schemas.KindManifest] != n+1 || got[schemas.KindResult] != 2*(n+1) {
 		t.Errorf("results: %v, want %d manifests and %d results", got, n+1, 2*(n+1))
 	}
-	if got := check(p.topics.Replies(), n+1, schemas.KindReply); got[schemas.KindReply] != n+1 {
-		t.Errorf("replies: %d Confluent replies, want %d (the legacy request's included)", got[schemas.KindReply], n+1)
+	// The request with an unknown schema id is keyed by its correlation
+	// id: it is answered FAILED (unknown-schema).
+	if got := check(p.topics.Replies(), n+2, schemas.KindReply); got[schemas.KindReply] != n+2 {
+		t.Errorf("replies: %d Confluent replies, want %d (the legacy request's and the unknown one's included)", got[schemas.KindReply], n+2)
 	}
 	var legacyReplies []schemas.Reply
 	for _, rec := range readAll(t, c, p.topics.Replies(), n+1, 30*time.Second) {

@@ -19,7 +19,11 @@ const (
 // DeadLetter returns a copy of the consumed record src, addressed to the DLQ
 // topic dlq, with headers naming where it came from, which role rejected it,
 // a short reason code and the error message. Key, value and the original
-// headers are kept, so the record can be inspected and re-driven.
+// headers are kept, so the record can be inspected and re-driven. A dead
+// letter that would not fit in a record (MaxRecordBytes: a source record
+// near the broker's limit, plus these headers) is a stand-in instead: the
+// sg-dlq-* headers, sg-dlq-size (the source value's size),
+// sg-dlq-truncated, and the first StandInBytes of the key and value.
 func DeadLetter(dlq string, src *kgo.Record, role, reason string, err error) *kgo.Record {
 	msg := ""
 	if err != nil {
@@ -35,7 +39,11 @@ func DeadLetter(dlq string, src *kgo.Record, role, reason string, err error) *kg
 		kgo.RecordHeader{Key: HeaderDLQReason, Value: []byte(reason)},
 		kgo.RecordHeader{Key: HeaderDLQError, Value: []byte(msg)},
 	)
-	return &kgo.Record{Topic: dlq, Key: src.Key, Value: src.Value, Headers: headers}
+	dl := &kgo.Record{Topic: dlq, Key: src.Key, Value: src.Value, Headers: headers}
+	if !Fits(dl) {
+		return standIn(dl)
+	}
+	return dl
 }
 
 // Header returns the value of the last header named key in r, or "".

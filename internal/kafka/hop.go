@@ -99,6 +99,15 @@ type HopConfig struct {
 	// group: a role that keeps work in flight across batches finishes it
 	// there, within DrainTimeout.
 	FinalBatch bool
+	// DeadLetters is the dead-letter topic. A record of a batch that Kafka
+	// refuses for good (its topic does not exist or may not be written, it
+	// is too large, the broker calls it invalid) is replaced there by its
+	// dead letter (Role names the role in its sg-dlq-role header), and the
+	// batch is written again without it; see reject.go. Empty: such a
+	// record aborts the batch and ends Run.
+	DeadLetters string
+	// Role names the role in the dead letters the hop writes.
+	Role string
 	// Opts are passed to the client after the hop's options.
 	Opts []kgo.Opt
 }
@@ -267,6 +276,7 @@ type Hop struct {
 	// batch (Run's goroutine), which sets the backoff.
 	restarts    atomic.Int64
 	restartsVec prometheus.Counter // nil without HopConfig.Metrics
+	rejectedVec *prometheus.CounterVec
 	consecutive int
 
 	// idle is held, under exactly-once, while a batch that consumed no
@@ -488,19 +498,18 @@ func NewHop(cfg HopConfig) (*Hop, error) {
 	}
 	h.opts = append(opts, cfg.Opts...)
 	if cfg.Metrics != nil {
-		vec := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "scattergather", Name: "hop_restarts_total",
+		vec, err := registerCounterVec(cfg.Metrics, prometheus.CounterOpts{Namespace: "scattergather", Name: "hop_restarts_total",
 			Help: "Kafka clients a consume-produce hop closed and built again after an error it can recover from (a producer fenced, the member removed from its group), by consumer group."},
-			[]string{"group"})
-		if err := cfg.Metrics.Register(vec); err != nil {
-			are, ok := errors.AsType[prometheus.AlreadyRegisteredError](err)
-			if !ok {
-				return nil, fmt.Errorf("hop %s: register metric: %w", cfg.Group, err)
-			}
-			if vec, ok = are.ExistingCollector.(*prometheus.CounterVec); !ok {
-				return nil, fmt.Errorf("hop %s: register metric: %w", cfg.Group, err)
-			}
+			"group")
+		if err != nil {
+			return nil, fmt.Errorf("hop %s: register metric: %w", cfg.Group, err)
 		}
 		h.restartsVec = vec.WithLabelValues(cfg.Group)
+		if h.rejectedVec, err = registerCounterVec(cfg.Metrics, prometheus.CounterOpts{Namespace: "scattergather", Name: "records_rejected_total",
+			Help: "Output records Kafka refused for good (unknown topic, not authorised, too large, invalid), each written as a dead letter instead, by consumer group and reason."},
+			"group", "reason"); err != nil {
+			return nil, fmt.Errorf("hop %s: register metric: %w", cfg.Group, err)
+		}
 	}
 	if err := h.connect(); err != nil {
 		return nil, err
@@ -845,27 +854,33 @@ func (h *Hop) endTransaction(ctx, bctx context.Context, b *Batch, perr error, en
 		end(true)
 		return nil
 	}
-	if err := h.sess.Begin(); err != nil {
-		end(false)
-		return fmt.Errorf("begin transaction: %w", err)
-	}
+	// A record Kafka refuses for good aborts this attempt only: the
+	// transaction is ended without the session (which would rewind the
+	// consumer to the committed offsets) and begun again with a dead
+	// letter in the record's place (see reject.go).
+	out := slices.Concat(b.out, b.state)
 	var (
-		mu      sync.Mutex
 		prodErr error
+		failed  []failedRecord
 	)
-	for _, r := range slices.Concat(b.out, b.state) {
-		h.sess.Produce(bctx, r, func(r *kgo.Record, err error) {
-			if err != nil {
-				mu.Lock()
-				if prodErr == nil {
-					prodErr = fmt.Errorf("produce to %s: %w", r.Topic, err)
-				}
-				mu.Unlock()
-			}
-		})
-	}
-	if err := h.cl.Flush(bctx); err != nil && prodErr == nil {
-		prodErr = err
+	for round := 0; ; round++ {
+		if err := h.sess.Begin(); err != nil {
+			end(false)
+			return fmt.Errorf("begin transaction: %w", err)
+		}
+		failed, prodErr = h.produceAll(bctx, out)
+		if prodErr == nil || round == maxRejectRounds {
+			break
+		}
+		next, ok := h.replaceRejected(out, failed)
+		if !ok {
+			break
+		}
+		if err := h.abortAttempt(bctx); err != nil {
+			end(false)
+			return fmt.Errorf("end transaction: %w", errors.Join(err, prodErr))
+		}
+		out = next
 	}
 	try := kgo.TryCommit
 	if prodErr != nil {
@@ -879,6 +894,9 @@ func (h *Hop) endTransaction(ctx, bctx context.Context, b *Batch, perr error, en
 	switch {
 	case err != nil:
 		return fmt.Errorf("end transaction: %w", errors.Join(err, prodErr))
+	case allRejected(failed):
+		// Even the dead letters were refused: retrying cannot help.
+		return fmt.Errorf("write dead letters to %q: %w", h.cfg.DeadLetters, prodErr)
 	case prodErr != nil:
 		h.log.Warn("transaction aborted", "group", h.cfg.Group, "err", prodErr)
 	case !committed:
@@ -902,7 +920,30 @@ func (h *Hop) endProduceOnly(ctx, bctx context.Context, b *Batch, perr error, en
 		end(false)
 		return fmt.Errorf("begin transaction: %w", err)
 	}
-	prodErr := h.cl.ProduceSync(bctx, slices.Concat(b.out, b.state)...).FirstErr()
+	out := slices.Concat(b.out, b.state)
+	var (
+		prodErr error
+		failed  []failedRecord
+	)
+	for round := 0; ; round++ {
+		failed, prodErr = h.produceAll(bctx, out)
+		if prodErr == nil || round == maxRejectRounds {
+			break
+		}
+		next, ok := h.replaceRejected(out, failed)
+		if !ok {
+			break
+		}
+		if err := h.abortAttempt(bctx); err != nil {
+			end(false)
+			return fmt.Errorf("end transaction: %w", errors.Join(err, prodErr))
+		}
+		if err := h.sess.Begin(); err != nil {
+			end(false)
+			return fmt.Errorf("begin transaction: %w", err)
+		}
+		out = next
+	}
 	try := kgo.TryCommit
 	if prodErr != nil {
 		try = kgo.TryAbort
@@ -915,6 +956,9 @@ func (h *Hop) endProduceOnly(ctx, bctx context.Context, b *Batch, perr error, en
 		return fmt.Errorf("end transaction: %w", errors.Join(err, prodErr))
 	}
 	end(try == kgo.TryCommit)
+	if allRejected(failed) {
+		return fmt.Errorf("write dead letters to %q: %w", h.cfg.DeadLetters, prodErr)
+	}
 	if prodErr != nil {
 		h.log.Warn("transaction aborted", "group", h.cfg.Group, "err", prodErr)
 	}
@@ -929,15 +973,24 @@ func (h *Hop) commitAfterProduce(ctx, bctx context.Context, b *Batch, perr error
 	}
 	// Output first, then state: see Batch.ProduceState.
 	for _, out := range [][]*kgo.Record{b.out, b.state} {
-		if len(out) == 0 {
-			continue
-		}
-		if err := h.cl.ProduceSync(bctx, out...).FirstErr(); err != nil {
-			// Some records may have been written: they will be written again
-			// when the batch is consumed again, which is what at-least-once
-			// allows.
-			end(false)
-			return fmt.Errorf("produce: %w", err)
+		// What was written stays written; a record Kafka refuses for good
+		// is replaced by its dead letter (see reject.go).
+		for round := 0; len(out) > 0; round++ {
+			failed, err := h.produceAll(bctx, out)
+			if err == nil {
+				break
+			}
+			var ok bool
+			if round < maxRejectRounds {
+				out, ok = h.replaceRejected(nil, failed)
+			}
+			if !ok {
+				// Some records may have been written: they will be written
+				// again when the batch is consumed again, which is what
+				// at-least-once allows.
+				end(false)
+				return fmt.Errorf("produce: %w", err)
+			}
 		}
 	}
 	if err := h.commitOffsets(bctx, b); err != nil {
@@ -1181,4 +1234,20 @@ func drainContext(parent context.Context, d time.Duration) (context.Context, con
 		stop()
 		cancel()
 	}
+}
+
+// registerCounterVec registers a counter vector, or finds the equal one a
+// hop of the same process registered before.
+func registerCounterVec(reg prometheus.Registerer, opts prometheus.CounterOpts, labels ...string) (*prometheus.CounterVec, error) {
+	vec := prometheus.NewCounterVec(opts, labels)
+	if err := reg.Register(vec); err != nil {
+		are, ok := errors.AsType[prometheus.AlreadyRegisteredError](err)
+		if !ok {
+			return nil, err
+		}
+		if vec, ok = are.ExistingCollector.(*prometheus.CounterVec); !ok {
+			return nil, err
+		}
+	}
+	return vec, nil
 }

@@ -66,6 +66,9 @@
 //	scattergather_hop_restarts_total{group}                  Kafka clients a role closed and built again after an
 //	                                                         error it recovers from (producer fenced, member removed
 //	                                                         from its group; internal/kafka.Hop)
+//	scattergather_records_rejected_total{group,reason}       output records Kafka refused for good (unknown-topic,
+//	                                                         topic-authorization-failed, record-too-large,
+//	                                                         invalid-record), each written as a dead letter instead
 //	scattergather_consumer_lag{group,topic,partition}        records behind the end offset, sampled (LagSampler)
 //	scattergather_consumer_lag_sample_errors_total{group}    failed lag samples
 //	scattergather_ready{check}                               1 when the named readiness check passes (Server)
