@@ -187,6 +187,10 @@ at start, so any instance, also a restarted one, answers for recent requests.
 				return err
 			}
 			s.log.Info("gateway listening", "url", "http://"+ln.Addr().String())
+			t := c.topics()
+			if err := ob.watchTopics(s.client, []string{t.Requests(), t.Replies(), t.Results()}, c.topicsHint()); err != nil {
+				return err
+			}
 			return ob.run(ctx, s.client, nil, []metrics.Check{{Name: "gateway", Ready: g.Ready}}, g.Run)
 		},
 	}

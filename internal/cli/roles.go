@@ -96,6 +96,14 @@ to the dlq topic with their reason and are answered FAILED.`,
 			if err != nil {
 				return err
 			}
+			t := c.topics()
+			watched := []string{t.Requests()}
+			for _, r := range s.table.Names() {
+				watched = append(watched, t.Tasks(r))
+			}
+			if err := ob.watchTopics(s.client, append(watched, t.Results(), t.Replies(), t.DLQ()), c.topicsHint()); err != nil {
+				return err
+			}
 			return ob.run(ctx, s.client, []string{sc.Group()},
 				[]metrics.Check{{Name: "scatterer", Ready: stack.GroupReady(sc.GroupAssignment)}}, sc.Run)
 		},
@@ -234,6 +242,10 @@ scattergather_processor_unknown_recipient_tasks_total and warned about once.`,
 			if err != nil {
 				return err
 			}
+			t := c.topics()
+			if err := ob.watchTopics(s.client, []string{t.Tasks(route), t.Results(), t.DLQ()}, c.topicsHint()); err != nil {
+				return err
+			}
 			return ob.run(ctx, s.client, []string{p.Group()},
 				[]metrics.Check{{Name: "processor", Ready: stack.GroupReady(p.GroupAssignment)}}, p.Run)
 		},
@@ -292,6 +304,10 @@ deadlines bring them down to 90% of the limit; it holds at most
 				MaxOpenRequests: noLimit(maxOpen), MaxPollRecords: noLimit(maxPoll),
 				Metrics: ob.registerer(), Tracer: ob.tracer("aggregator")})
 			if err != nil {
+				return err
+			}
+			t := c.topics()
+			if err := ob.watchTopics(s.client, []string{t.Results(), t.State(), t.Replies(), t.DLQ()}, c.topicsHint()); err != nil {
 				return err
 			}
 			return ob.run(ctx, s.client, []string{a.Group()},
