@@ -265,7 +265,7 @@ func (p *Processor) handleRecord(ctx context.Context, rec *kgo.Record) (outcome,
 		return p.deadLetterOutcome(o, reason, err), nil
 	}
 	if t.PartID == "" {
-		if known, ok := recipientsOf(rec); ok && !slices.Contains(known, string(p.cfg.Recipient)) && p.cfg.Recipient != "" {
+		if known, ok := recipientsOf(rec); p.cfg.Recipient != "" && ok && !slices.Contains(known, string(p.cfg.Recipient)) {
 			p.unknownRecipient(t, known)
 			return o, nil // no result: the aggregator expects none from us
 		}

@@ -143,6 +143,9 @@ func (c *common) topicsHint() string {
 	if c.routesFile != "" {
 		cmd += " --routes-file " + c.routesFile
 	}
+	if c.security != (kafka.Security{}) {
+		cmd += " and this command's TLS/SASL flags"
+	}
 	if !c.createTopics {
 		cmd += " (or start this command with --create-topics)"
 	}
