@@ -26,6 +26,8 @@ const (
 	DefaultRetryAfter        = 5 * time.Second
 	DefaultReplyGrace        = 10 * time.Second
 	DefaultShutdownTimeout   = 10 * time.Second
+	DefaultPingInterval      = time.Second
+	DefaultPingTimeout       = 2 * time.Second
 )
 
 // Config configures a [Gateway]. Validate fills in the defaults.
@@ -90,6 +92,13 @@ type Config struct {
 	// ShutdownTimeout bounds the graceful HTTP shutdown when Run's context
 	// ends; default 10s.
 	ShutdownTimeout time.Duration
+	// PingInterval is how often the gateway asks Kafka for metadata (the
+	// broker list, no topics) to know it is reachable, and PingTimeout how
+	// long an answer may take: Ready fails from the first ping that fails
+	// until one is answered, so within about PingInterval + PingTimeout of
+	// an outage. Defaults 1s and 2s.
+	PingInterval time.Duration
+	PingTimeout  time.Duration
 	// Logger; nil discards logs.
 	Logger *slog.Logger
 	// Metrics registers the gateway's metrics (see the package doc); nil:
@@ -135,6 +144,8 @@ func (c *Config) Validate() error {
 		{"retry after", &c.RetryAfter, DefaultRetryAfter},
 		{"reply grace", &c.ReplyGrace, DefaultReplyGrace},
 		{"shutdown timeout", &c.ShutdownTimeout, DefaultShutdownTimeout},
+		{"ping interval", &c.PingInterval, DefaultPingInterval},
+		{"ping timeout", &c.PingTimeout, DefaultPingTimeout},
 	} {
 		switch {
 		case *d.v < 0:

@@ -27,7 +27,8 @@
 // That is all the gateway's handler serves: health, readiness and metrics
 // belong on another port, the admin port, which the gateway command serves
 // with internal/metrics (--admin-addr: /metrics, /healthz, and /readyz,
-// whose check is [Gateway.Ready]: caught up with the replies topic). The
+// whose check is [Gateway.Ready]: caught up with the replies topic, and
+// Kafka reachable). The
 // API's port answers /healthz, /readyz and /metrics with a 404 that says
 // so; before, it served /healthz and /readyz itself.
 //
@@ -90,9 +91,20 @@
 // whoever submitted it: 202 while it is pending, 200 once replied. Until it
 // has read up to where the topics ended at its start, it answers an id it
 // does not know with 503 "catching-up" rather than a wrong 404; Ready
-// (the admin port's /readyz) passes then. Requests whose reply goes to
-// another reply topic (a Go client's own, see package client) are not
-// tracked.
+// (the admin port's /readyz) passes then. While its topics do not exist,
+// Ready fails naming them. Requests whose reply goes to another reply
+// topic (a Go client's own, see package client) are not tracked.
+//
+// # Kafka unreachable
+//
+// The gateway asks Kafka for metadata (the broker list only) every
+// PingInterval (1s), giving it PingTimeout (2s) to answer. From the first
+// ping that fails until one is answered, Ready fails with "Kafka
+// unreachable for <how long>: <error>", so /readyz turns 503 within about
+// 3s of an outage and a load balancer stops sending POSTs that would each
+// wait ProduceTimeout for their 503; it passes again at the first answer.
+// The tail alone would not tell: the Kafka client retries a fetch from a
+// broker that is gone without reporting it.
 //
 // # Event streams
 //
@@ -121,8 +133,8 @@
 //
 // # Concurrency and shutdown
 //
-// Run owns two goroutines besides the HTTP server's: the serve loop and the
-// tail of the requests and replies topics. When its context ends it stops
+// Run owns three goroutines besides the HTTP server's: the serve loop, the
+// tail of the requests and replies topics, and the pings. When its context ends it stops
 // accepting connections, ends long waits (answered 202 with a Location) and
 // event streams (an error event), gives running requests up to
 // ShutdownTimeout, waits for every handler and for the tail, and closes its

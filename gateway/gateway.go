@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,8 +28,13 @@ type Gateway struct {
 	routes map[schemas.Route]scatterer.Route
 	store  *store
 	state  atomic.Int32 // tailConnecting, tailCatchingUp, tailReady
-	mux    *http.ServeMux
-	m      *gatewayMetrics
+	// down is set while Kafka does not answer the pings (ping.go).
+	down atomic.Pointer[brokerDown]
+	// tailErr is why the tail is connecting (its last setup error), nil
+	// once it caught up.
+	tailErr atomic.Pointer[error]
+	mux     *http.ServeMux
+	m       *gatewayMetrics
 	// tokens are the accepted bearer tokens; nil: no authentication.
 	tokens *tokens
 	// inflight counts this gateway's requests awaiting their reply.
@@ -131,8 +137,9 @@ func (g *Gateway) Run(ctx context.Context) error {
 	tailCtx, stopTail := context.WithCancel(ctx)
 	defer stopTail()
 	var wg sync.WaitGroup
-	// The tail exits when tailCtx ends.
+	// The tail and the pings exit when tailCtx ends.
 	wg.Go(func() { g.tail(tailCtx) })
+	wg.Go(func() { g.ping(tailCtx) })
 
 	serveErr := make(chan error, 1)
 	// Serve returns http.ErrServerClosed once Shutdown or Close is called.
@@ -176,12 +183,24 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // Ready reports nil once the gateway has read the requests and replies
-// topics back over its retention window (then an unknown id is a 404), and
-// why not otherwise. It is the readiness check of the admin port's /readyz
-// (see the package doc); safe for concurrent use.
+// topics back over its retention window (then an unknown id is a 404) and
+// while Kafka answers its pings (a metadata request every PingInterval),
+// and why not otherwise. It is the readiness check of the admin port's
+// /readyz (see the package doc); safe for concurrent use.
 func (g *Gateway) Ready() error {
+	var why []string
+	if err := g.unreachable(); err != nil {
+		why = append(why, err.Error())
+	}
 	if s := g.state.Load(); s != tailReady {
-		return fmt.Errorf("gateway: %s", tailStateNames[s])
+		reason := tailStateNames[s]
+		if err := g.tailErr.Load(); s == tailConnecting && err != nil {
+			reason += ": " + (*err).Error()
+		}
+		why = append(why, reason)
+	}
+	if len(why) > 0 {
+		return errors.New("gateway: " + strings.Join(why, "; "))
 	}
 	return nil
 }

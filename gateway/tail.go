@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -37,6 +38,7 @@ func (g *Gateway) tail(ctx context.Context) {
 			return
 		}
 		g.state.Store(tailConnecting)
+		g.tailErr.Store(&err)
 		level := slog.LevelWarn
 		if errors.Is(err, kerr.UnknownTopicOrPartition) || errors.Is(err, errNoTopics) {
 			level = slog.LevelInfo // not created yet: normal while a pipeline starts
@@ -60,6 +62,24 @@ func (g *Gateway) tailOnce(ctx context.Context) error {
 	since := time.Now().Add(-g.cfg.ReplyRetention)
 	starts, err := adm.ListOffsetsAfterMilli(ctx, since.UnixMilli(), topics...)
 	if err == nil {
+		// Named, so that Ready says which topics to create.
+		var missing []string
+		for _, t := range topics {
+			ps, ok := starts[t]
+			if !ok {
+				missing = append(missing, t)
+				continue
+			}
+			for _, o := range ps {
+				if errors.Is(o.Err, kerr.UnknownTopicOrPartition) {
+					missing = append(missing, t)
+					break
+				}
+			}
+		}
+		if len(missing) > 0 {
+			return fmt.Errorf("%w: %s", errNoTopics, strings.Join(missing, ", "))
+		}
 		err = starts.Error()
 	}
 	if err != nil {
@@ -78,15 +98,6 @@ func (g *Gateway) tailOnce(ctx context.Context) error {
 	behind := map[string]map[int32]int64{} // partition → last offset to read
 	for _, t := range topics {
 		from[t], behind[t] = map[int32]kgo.Offset{}, map[int32]int64{}
-	}
-	missing := []string{}
-	for _, t := range topics {
-		if _, ok := starts[t]; !ok {
-			missing = append(missing, t)
-		}
-	}
-	if len(missing) > 0 {
-		return fmt.Errorf("%w: %v", errNoTopics, missing)
 	}
 	starts.Each(func(o kadm.ListedOffset) {
 		from[o.Topic][o.Partition] = kgo.NewOffset().At(o.Offset)
@@ -150,6 +161,7 @@ func (g *Gateway) tailOnce(ctx context.Context) error {
 
 // ready marks the end of the catch-up.
 func (g *Gateway) ready() {
+	g.tailErr.Store(nil)
 	if g.state.Swap(tailReady) != tailReady {
 		n, b, _ := g.store.stats()
 		g.log.Info("caught up with requests and replies", "window", g.cfg.ReplyRetention, "entries", n, "bytes", b)

@@ -36,6 +36,17 @@
 // broadcast route each recipient runs its own group (Config.Recipient), all
 // of them get every task, and each answers as its recipient.
 //
+// A recipient the route does not have (a misspelt one, or one the
+// scatterer's route table does not list yet) would answer every task as a
+// part no manifest expects, which the aggregator only dead-letters. The
+// scatterer lists the route's recipients on each broadcast task (record
+// header sg-recipients); a processor whose Recipient is not among them
+// writes no result for the task, counts it (Stats.UnknownRecipient,
+// scattergather_processor_unknown_recipient_tasks_total) and logs one
+// warning naming its recipient and the route's. Tasks without the header
+// (from an older scatterer) are answered as before. The processor command,
+// which has the route table, refuses such a --recipient at start.
+//
 // Concurrency: with Config.Concurrency 1 (the default), Run handles each
 // polled batch with one goroutine per partition, records of a partition in
 // order, and waits for them before it commits the batch: results and

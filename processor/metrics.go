@@ -22,10 +22,13 @@ type observer struct {
 	duration  prometheus.Observer
 	retries   prometheus.Counter
 	panics    prometheus.Counter
-	tracer    *tracing.Tracer
-	run       *runner
-	route     string
-	recipient string
+	// unknownRecipient counts, as they are read, broadcast tasks skipped
+	// because their route does not have the processor's recipient.
+	unknownRecipient prometheus.Counter
+	tracer           *tracing.Tracer
+	run              *runner
+	route            string
+	recipient        string
 
 	mu      sync.Mutex
 	pending []pendingResult
@@ -73,6 +76,13 @@ func newObserver(cfg *Config, run *runner) (*observer, error) {
 		return nil, err
 	}
 	o.panics = panics.WithLabelValues(o.route, o.recipient)
+	unknown, err := metrics.NewCounterVec(reg, "processor_unknown_recipient_tasks_total",
+		"Broadcast tasks skipped, no result written, because their route's recipients do not include the processor's, by route and recipient.",
+		"route", "recipient")
+	if err != nil {
+		return nil, err
+	}
+	o.unknownRecipient = unknown.WithLabelValues(o.route, o.recipient)
 	return o, nil
 }
 

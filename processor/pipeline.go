@@ -401,8 +401,10 @@ func (pl *pipeline) emit(b *kafka.Batch) {
 			// A copy: after an aborted batch the outcome is produced again,
 			// and a produced record is the client's until its promise.
 			o := e.o
-			rec := *o.out
-			o.out = &rec
+			if o.out != nil { // nil: skipped, nothing to write
+				rec := *o.out
+				o.out = &rec
+			}
 			pl.p.emit(b, o)
 			pl.n.add(e.o.n)
 			e.state = entEmitted

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -20,6 +22,10 @@ const (
 	typeResult = "result"
 )
 
+// headerRecipients is scatterer.HeaderRecipients: on a broadcast task, the
+// route's recipients, comma separated.
+const headerRecipients = "sg-recipients"
+
 // reasonNoPartID is the dead-letter reason of a broadcast task that reached
 // a processor without a Recipient.
 const reasonNoPartID = "no-part-id"
@@ -34,6 +40,9 @@ type Processor struct {
 	nOK, nError, nExpired, nDLQ atomic.Uint64
 	// Batches whose output was thrown away to be consumed again.
 	nAborted atomic.Uint64
+	// Broadcast tasks skipped: their route does not have cfg.Recipient.
+	nUnknownRecipient atomic.Uint64
+	warnedRecipient   atomic.Bool // the warning is logged once
 
 	obs *observer                 // metrics and spans
 	hop atomic.Pointer[kafka.Hop] // of the Run in progress, for readiness
@@ -51,6 +60,10 @@ type Stats struct {
 	// AbortedBatches counts batches that were not committed (shutdown,
 	// rebalance, produce failure); their tasks are consumed again.
 	AbortedBatches uint64
+	// UnknownRecipient counts broadcast tasks skipped, as they are read,
+	// because their route's recipients (the task's sg-recipients header)
+	// do not include Config.Recipient.
+	UnknownRecipient uint64
 }
 
 // Processed returns the number of committed results.
@@ -97,6 +110,8 @@ func (p *Processor) Stats() Stats {
 		Retries:        p.run.nRetries.Load(),
 		Panics:         p.run.nPanics.Load(),
 		AbortedBatches: p.nAborted.Load(),
+
+		UnknownRecipient: p.nUnknownRecipient.Load(),
 	}
 }
 
@@ -250,6 +265,10 @@ func (p *Processor) handleRecord(ctx context.Context, rec *kgo.Record) (outcome,
 		return p.deadLetterOutcome(o, reason, err), nil
 	}
 	if t.PartID == "" {
+		if known, ok := recipientsOf(rec); p.cfg.Recipient != "" && ok && !slices.Contains(known, string(p.cfg.Recipient)) {
+			p.unknownRecipient(t, known)
+			return o, nil // no result: the aggregator expects none from us
+		}
 		t.PartID = p.cfg.Recipient
 	}
 	if t.PartID == "" {
@@ -289,6 +308,32 @@ func (p *Processor) handleRecord(ctx context.Context, rec *kgo.Record) (outcome,
 	return o, nil
 }
 
+// recipientsOf returns the recipients a broadcast task's header lists;
+// false when it has none (a scatterer older than the header).
+func recipientsOf(rec *kgo.Record) ([]string, bool) {
+	for _, h := range rec.Headers {
+		if h.Key == headerRecipients {
+			return strings.Split(string(h.Value), ","), true
+		}
+	}
+	return nil, false
+}
+
+// unknownRecipient counts a broadcast task whose route does not have this
+// processor's Recipient, and says so once: such a processor (a misspelt
+// --recipient, a recipient not yet in the scatterer's route table) would
+// otherwise answer every task as a part no manifest lists, which the
+// aggregator dead-letters. The task gets no result.
+func (p *Processor) unknownRecipient(t schemas.Task, known []string) {
+	p.nUnknownRecipient.Add(1)
+	p.obs.unknownRecipient.Inc()
+	if !p.warnedRecipient.Swap(true) {
+		p.log.Warn("recipient unknown to the route: its broadcast tasks are skipped, no result written (logged once; counted in scattergather_processor_unknown_recipient_tasks_total)",
+			"recipient", p.cfg.Recipient, "route_recipients", strings.Join(known, ","), "correlation_id", t.CorrelationID,
+			"fix", "start the processor with one of the route's recipients, or add it to the route table the scatterer serves")
+	}
+}
+
 func (p *Processor) deadLetterOutcome(o outcome, reason string, err error) outcome {
 	o.reason, o.err = reason, err
 	o.out = kafka.DeadLetter(p.cfg.Topics.DLQ(), o.src, "processor", reason, err)
@@ -298,6 +343,9 @@ func (p *Processor) deadLetterOutcome(o outcome, reason string, err error) outco
 
 // emit adds o's record to b and tells the observer.
 func (p *Processor) emit(b *kafka.Batch, o outcome) {
+	if o.out == nil {
+		return // skipped (unknownRecipient)
+	}
 	if o.reason != "" {
 		rec := o.src
 		p.log.Warn("task dead-lettered", "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset, "reason", o.reason, "err", o.err)

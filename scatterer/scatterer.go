@@ -478,9 +478,24 @@ func uniqueParts(parts []Part) error {
 // Record headers that say what a record is, for tools that do not decode Avro.
 const HeaderType = "sg-type"
 
+// HeaderRecipients, on a broadcast task, lists the route's recipients,
+// comma separated, so that a processor started as a recipient the route
+// does not have can tell (and say so) rather than answer as a part the
+// aggregator does not expect.
+const HeaderRecipients = "sg-recipients"
+
 func (s *Scatterer) records(p Plan) ([]*kgo.Record, error) {
 	out := make([]*kgo.Record, 0, len(p.Tasks)+1)
 	topic := s.cfg.Topics.Tasks(string(p.Route.Name))
+	var recipients []byte
+	if p.Route.Mode == Broadcast {
+		for i, r := range p.Route.Recipients {
+			if i > 0 {
+				recipients = append(recipients, ',')
+			}
+			recipients = append(recipients, r...)
+		}
+	}
 	for _, t := range p.Tasks {
 		v, err := schemas.EncodeTask(t)
 		if err != nil {
@@ -492,8 +507,11 @@ func (s *Scatterer) records(p Plan) ([]*kgo.Record, error) {
 		if t.PartID == "" {
 			key = []byte(t.CorrelationID)
 		}
-		out = append(out, &kgo.Record{Topic: topic, Key: key, Value: v,
-			Headers: []kgo.RecordHeader{{Key: HeaderType, Value: []byte("task")}}})
+		headers := []kgo.RecordHeader{{Key: HeaderType, Value: []byte("task")}}
+		if recipients != nil {
+			headers = append(headers, kgo.RecordHeader{Key: HeaderRecipients, Value: recipients})
+		}
+		out = append(out, &kgo.Record{Topic: topic, Key: key, Value: v, Headers: headers})
 	}
 	v, err := schemas.EncodeManifest(p.Manifest)
 	if err != nil {

@@ -201,9 +201,17 @@ func TestScatterOnBroker(t *testing.T) {
 		if err != nil || string(r.Key) != string(task.PartID) || task.CorrelationID != "good-1" {
 			t.Errorf("task %+v key %q err %v: want keyed by its shard", task, r.Key, err)
 		}
+		if h := kafka.Header(r, scatterer.HeaderRecipients); h != "" {
+			t.Errorf("split task has %s %q", scatterer.HeaderRecipients, h)
+		}
 	}
-	if qt := read(t, c, topics.Tasks("quotes"), 1); len(qt) != 1 {
+	qt := read(t, c, topics.Tasks("quotes"), 1)
+	if len(qt) != 1 {
 		t.Fatalf("%d quote tasks, want 1 broadcast task", len(qt))
+	}
+	// The processors check their recipient against it.
+	if h := kafka.Header(qt[0], scatterer.HeaderRecipients); h != "acme,globex" {
+		t.Errorf("broadcast task's %s %q, want acme,globex", scatterer.HeaderRecipients, h)
 	}
 	results := read(t, c, topics.Results(), 2)
 	var manifests []string

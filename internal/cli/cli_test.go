@@ -127,6 +127,11 @@ func TestRoleFlagErrors(t *testing.T) {
 	}{
 		{[]string{"processor"}, "--route is required"},
 		{[]string{"processor", "--route", "echo", "--handler", "magic"}, "--handler"},
+		// Refused before anything connects (no broker listens on the
+		// default address here), naming the recipient and the known ones.
+		{[]string{"processor", "--route", "quotes", "--recipient", "acmee"}, `--recipient: recipient "acmee" is unknown to route quotes, whose recipients are acme, globex, initech`},
+		{[]string{"processor", "--route", "quotes"}, "--recipient: route quotes broadcasts to acme, globex, initech"},
+		{[]string{"processor", "--route", "echo", "--recipient", "acme"}, `--recipient: recipient "acme": route echo is a split route and has no recipients`},
 		{[]string{"scatterer", "--guarantee", "maybe"}, "--guarantee"},
 		{[]string{"aggregator", "--log-format", "xml"}, "log format"},
 		{[]string{"request"}, "--route is required"},

@@ -137,7 +137,9 @@ func gatewayCmd() *Command {
   GET  /v1/requests/{id}/events      Server-Sent Events: manifest, each part, the reply
   GET  /v1/routes                    the route table
 and, on --admin-addr (not on --addr): /metrics, /healthz, /readyz (200 once
-the replies topic is read back over --reply-retention).
+the replies topic is read back over --reply-retention and while Kafka answers
+a metadata ping sent every second; 503 within about 3s of Kafka becoming
+unreachable).
 
 A reply is JSON: status COMPLETE, PARTIAL or FAILED, the merged payload and a
 marker per part. Errors are JSON {"error": ..., "code": ...}: 400 bad input
@@ -185,6 +187,10 @@ at start, so any instance, also a restarted one, answers for recent requests.
 				return err
 			}
 			s.log.Info("gateway listening", "url", "http://"+ln.Addr().String())
+			t := c.topics()
+			if err := ob.watchTopics(s.client, []string{t.Requests(), t.Replies(), t.Results()}, c.topicsHint()); err != nil {
+				return err
+			}
 			return ob.run(ctx, s.client, nil, []metrics.Check{{Name: "gateway", Ready: g.Ready}}, g.Run)
 		},
 	}

@@ -35,7 +35,7 @@ type common struct {
 func (c *common) register(fs *flag.FlagSet, withBrokers bool) {
 	if withBrokers {
 		fs.StringVar(&c.brokers, "brokers", "127.0.0.1:9092", "Kafka seed brokers, comma separated")
-		fs.BoolVar(&c.createTopics, "create-topics", true, "create missing topics at start (and check existing ones)")
+		fs.BoolVar(&c.createTopics, "create-topics", true, "create missing topics at start (and check existing ones); without it, missing topics are named in the log and /readyz (503) until they exist")
 		registerSecurity(fs, &c.security)
 		c.registry.register(fs)
 	}
@@ -134,4 +134,20 @@ type setupResult struct {
 	guarantee kafka.Guarantee
 	client    kafka.ClientConfig
 	table     *routes.Table
+}
+
+// topicsHint is the command that creates the topics this command's flags
+// name, for the log and /readyz of a role that finds them missing.
+func (c *common) topicsHint() string {
+	cmd := "scattergather topics --brokers " + c.brokers + " --topic-prefix " + c.prefix
+	if c.routesFile != "" {
+		cmd += " --routes-file " + c.routesFile
+	}
+	if c.security != (kafka.Security{}) {
+		cmd += " and this command's TLS/SASL flags"
+	}
+	if !c.createTopics {
+		cmd += " (or start this command with --create-topics)"
+	}
+	return cmd
 }

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -51,6 +52,20 @@ type observability struct {
 	kafka    *metrics.KafkaMetrics
 	exporter *tracing.Exporter
 	log      *slog.Logger
+	// topics, when set, is watched by run (watchTopics).
+	topics *kafka.TopicWatch
+}
+
+// watchTopics has run check that topics exist (kafka.TopicWatch): until
+// they do, the log warns naming them and hint, and /readyz fails with its
+// check "topics" saying the same.
+func (ob *observability) watchTopics(cc kafka.ClientConfig, topics []string, hint string) error {
+	w, err := kafka.NewTopicWatch(kafka.TopicWatchConfig{Client: cc, Topics: topics, Hint: hint, Logger: ob.log})
+	if err != nil {
+		return err
+	}
+	ob.topics = w
+	return nil
 }
 
 func (o *observeFlags) build(log *slog.Logger) (*observability, error) {
@@ -94,11 +109,16 @@ func (ob *observability) client(cc kafka.ClientConfig, role string) kafka.Client
 }
 
 // run runs main alongside the metrics server (serving checks), the lag
-// sampler of groups (none when groups is empty) and the span exporter, until ctx ends or main returns;
+// sampler of groups (none when groups is empty), the topic watch (with its
+// check "topics") and the span exporter, until ctx ends or main returns;
 // then it stops the others and waits for them. The server binds before main
 // starts, so a taken port is an error at once.
 func (ob *observability) run(ctx context.Context, cc kafka.ClientConfig, groups []string, checks []metrics.Check, main func(context.Context) error) error {
 	var side []func(context.Context) error
+	if ob.topics != nil {
+		checks = append(slices.Clone(checks), metrics.Check{Name: "topics", Ready: ob.topics.Ready})
+		side = append(side, ob.topics.Run)
+	}
 	if ob.reg != nil {
 		srv, err := metrics.NewServer(metrics.ServerConfig{Addr: ob.flags.metricsAddr, Gatherer: ob.reg, Registerer: ob.reg,
 			Checks: checks, Logger: ob.log})

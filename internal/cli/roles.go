@@ -96,6 +96,14 @@ to the dlq topic with their reason and are answered FAILED.`,
 			if err != nil {
 				return err
 			}
+			t := c.topics()
+			watched := []string{t.Requests()}
+			for _, r := range s.table.Names() {
+				watched = append(watched, t.Tasks(r))
+			}
+			if err := ob.watchTopics(s.client, append(watched, t.Results(), t.Replies(), t.DLQ()), c.topicsHint()); err != nil {
+				return err
+			}
 			return ob.run(ctx, s.client, []string{sc.Group()},
 				[]metrics.Check{{Name: "scatterer", Ready: stack.GroupReady(sc.GroupAssignment)}}, sc.Run)
 		},
@@ -178,13 +186,19 @@ func processorCmd() *Command {
 keyed by correlation id. Handler errors are retried with exponential backoff,
 then reported as ERROR; tasks past their deadline are answered EXPIRED without
 running the handler; undecodable tasks go to the dlq topic. Start more
-instances with the same flags to share the route's partitions.`,
+instances with the same flags to share the route's partitions.
+
+--recipient must be one of the route's recipients in the route table
+(--routes-file, else the demo routes); another is refused at start, naming the
+route's. A broadcast task whose sg-recipients header (the scatterer's table)
+lacks this processor's recipient gets no result: it is counted in
+scattergather_processor_unknown_recipient_tasks_total and warned about once.`,
 		Flags: func(fs *flag.FlagSet) {
 			c.register(fs, true)
 			o.register(fs, DefaultProcessorMetricsAddr)
 			h.register(fs)
 			fs.StringVar(&route, "route", "", "route whose tasks to handle (required)")
-			fs.StringVar(&recipient, "recipient", "", "broadcast routes: the recipient this processor answers as")
+			fs.StringVar(&recipient, "recipient", "", "broadcast routes: the recipient this processor answers as, one of the route's recipients in the route table (another is refused at start; none on a split route)")
 			fs.StringVar(&group, "group", "", "consumer group; default <prefix>processor.<route>[.<recipient>]")
 			fs.IntVar(&retries, "retries", processor.DefaultRetries, "handler retries after the first try")
 			fs.DurationVar(&backoff, "backoff", processor.DefaultBackoff, "first retry delay, doubled per retry")
@@ -200,16 +214,22 @@ instances with the same flags to share the route's partitions.`,
 			if err != nil {
 				return err
 			}
+			// Checked before anything connects: a misspelt --recipient
+			// would answer every task as a part no manifest expects.
+			table, err := c.routes()
+			if err != nil {
+				return fmt.Errorf("--routes-file: %w", err)
+			}
+			r, ok := table.Find(route)
+			if !ok {
+				return fmt.Errorf("--route %q: not in the route table (have %v)", route, table.Names())
+			}
+			if err := r.CheckRecipient(recipient); err != nil {
+				return fmt.Errorf("--recipient: %w", err)
+			}
 			s, err := c.setup(ctx, "processor")
 			if err != nil {
 				return err
-			}
-			r, ok := s.table.Find(route)
-			if !ok {
-				return fmt.Errorf("--route %q: not in the route table (have %v)", route, s.table.Names())
-			}
-			if r.Mode == "broadcast" && recipient == "" {
-				return fmt.Errorf("--recipient is required: route %s broadcasts to %v", route, r.Recipients)
 			}
 			ob, err := o.build(s.log)
 			if err != nil {
@@ -220,6 +240,10 @@ instances with the same flags to share the route's partitions.`,
 				Retries: &retries, Backoff: backoff, Concurrency: conc, Ordering: processor.Ordering(ordering), CommitInterval: interval, Logger: s.log.With("route", route),
 				Metrics: ob.registerer(), Tracer: ob.tracer("processor")}, handler)
 			if err != nil {
+				return err
+			}
+			t := c.topics()
+			if err := ob.watchTopics(s.client, []string{t.Tasks(route), t.Results(), t.DLQ()}, c.topicsHint()); err != nil {
 				return err
 			}
 			return ob.run(ctx, s.client, []string{p.Group()},
@@ -280,6 +304,10 @@ deadlines bring them down to 90% of the limit; it holds at most
 				MaxOpenRequests: noLimit(maxOpen), MaxPollRecords: noLimit(maxPoll),
 				Metrics: ob.registerer(), Tracer: ob.tracer("aggregator")})
 			if err != nil {
+				return err
+			}
+			t := c.topics()
+			if err := ob.watchTopics(s.client, []string{t.Results(), t.State(), t.Replies(), t.DLQ()}, c.topicsHint()); err != nil {
 				return err
 			}
 			return ob.run(ctx, s.client, []string{a.Group()},

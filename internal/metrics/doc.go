@@ -37,6 +37,7 @@
 //	scattergather_task_duration_seconds{route,recipient}         handler time of a task, all tries and backoff included
 //	scattergather_task_retries_total{route,recipient}            handler retries
 //	scattergather_handler_panics_total{route,recipient}          handler panics recovered
+//	scattergather_processor_unknown_recipient_tasks_total{route,recipient}  broadcast tasks skipped, no result: the route's recipients (sg-recipients header) lack the processor's; counted as read
 //
 // Aggregator (package aggregator):
 //

@@ -20,6 +20,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/scattergather/scattergather/aggregator"
@@ -168,6 +170,22 @@ func (t *Table) Find(name string) (Route, bool) {
 		}
 	}
 	return Route{}, false
+}
+
+// CheckRecipient reports whether a processor may answer r's tasks as
+// recipient: a broadcast route needs one of its recipients, a split route
+// none (its tasks name their parts). The error names the route's
+// recipients.
+func (r Route) CheckRecipient(recipient string) error {
+	switch {
+	case r.Mode == "broadcast" && recipient == "":
+		return fmt.Errorf("route %s broadcasts to %s: a processor must answer as one of them", r.Name, strings.Join(r.Recipients, ", "))
+	case r.Mode == "broadcast" && !slices.Contains(r.Recipients, recipient):
+		return fmt.Errorf("recipient %q is unknown to route %s, whose recipients are %s", recipient, r.Name, strings.Join(r.Recipients, ", "))
+	case r.Mode != "broadcast" && recipient != "":
+		return fmt.Errorf("recipient %q: route %s is a %s route and has no recipients (its tasks name their parts)", recipient, r.Name, r.Mode)
+	}
+	return nil
 }
 
 // Scatterer returns the scatterer's view of r.

@@ -109,3 +109,27 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestCheckRecipient(t *testing.T) {
+	quotes, _ := Demo().Find("quotes")
+	echo, _ := Demo().Find("echo")
+	tests := []struct {
+		route     Route
+		recipient string
+		want      string // in the error; empty: no error
+	}{
+		{quotes, "acme", ""},
+		{quotes, "acmee", `recipient "acmee" is unknown to route quotes, whose recipients are acme, globex, initech`},
+		{quotes, "", "route quotes broadcasts to acme, globex, initech"},
+		{echo, "", ""},
+		{echo, "acme", "route echo is a split route and has no recipients"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.route.Name+"/"+tt.recipient, func(t *testing.T) {
+			err := tt.route.CheckRecipient(tt.recipient)
+			if (err == nil) != (tt.want == "") || err != nil && !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("CheckRecipient(%q) = %v, want %q", tt.recipient, err, tt.want)
+			}
+		})
+	}
+}
