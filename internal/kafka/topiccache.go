@@ -7,9 +7,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // TopicCache tells whether topics exist, from the cluster's metadata,
@@ -18,7 +18,8 @@ import (
 // after the client's metadata retries (seconds), and would hold back the
 // whole batch. A topic seen is trusted for ExistsTTL, one found missing
 // for MissingTTL, so that a topic created or deleted meanwhile is noticed
-// soon. Safe for concurrent use.
+// soon; a lookup that failed is not tried again for MissingTTL, the topic
+// taken to exist meanwhile. Safe for concurrent use.
 type TopicCache struct {
 	// ExistsTTL and MissingTTL default to 10s and 2s.
 	ExistsTTL, MissingTTL time.Duration
@@ -33,7 +34,7 @@ type TopicCache struct {
 
 type topicSeen struct {
 	exists bool
-	at     time.Time
+	until  time.Time // the answer is trusted until then
 }
 
 // Exists reports whether topic exists, asking the cluster through cl when
@@ -45,25 +46,35 @@ func (c *TopicCache) Exists(ctx context.Context, cl *kgo.Client, topic string) (
 	c.mu.Lock()
 	seen, ok := c.known[topic]
 	c.mu.Unlock()
-	if ok {
-		ttl := c.ttl(c.ExistsTTL, 10*time.Second)
-		if !seen.exists {
-			ttl = c.ttl(c.MissingTTL, 2*time.Second)
-		}
-		if now.Sub(seen.at) < ttl {
-			return seen.exists, nil
-		}
+	if ok && now.Before(seen.until) {
+		return seen.exists, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, c.ttl(c.Timeout, 2*time.Second))
 	defer cancel()
-	details, err := kadm.NewClient(cl).ListTopics(ctx, topic)
-	if err != nil {
-		return true, fmt.Errorf("metadata of topic %s: %w", topic, err)
+	// A request of its own: the client's cached metadata (kadm's
+	// ListTopics) may be up to MetadataMinAge old.
+	req := kmsg.NewPtrMetadataRequest()
+	rt := kmsg.NewMetadataRequestTopic()
+	rt.Topic = kmsg.StringPtr(topic)
+	req.Topics = append(req.Topics, rt)
+	resp, err := req.RequestWith(ctx, cl)
+	listed, terr := false, error(nil)
+	if err == nil {
+		for _, t := range resp.Topics {
+			if t.Topic != nil && *t.Topic == topic {
+				listed, terr = true, kerr.ErrorForCode(t.ErrorCode)
+			}
+		}
+		if terr != nil && !errors.Is(terr, kerr.UnknownTopicOrPartition) {
+			err = terr
+		}
 	}
-	td, ok := details[topic]
-	exists := ok && td.Err == nil
-	if ok && td.Err != nil && !errors.Is(td.Err, kerr.UnknownTopicOrPartition) {
-		return true, fmt.Errorf("metadata of topic %s: %w", topic, td.Err)
+	exists := err != nil || (listed && terr == nil)
+	ttl := c.ttl(c.ExistsTTL, 10*time.Second)
+	if err != nil || !exists {
+		// A failed lookup is not asked again for MissingTTL either: while
+		// the brokers do not answer, every record would wait for it.
+		ttl = c.ttl(c.MissingTTL, 2*time.Second)
 	}
 	c.mu.Lock()
 	if c.known == nil {
@@ -72,8 +83,11 @@ func (c *TopicCache) Exists(ctx context.Context, cl *kgo.Client, topic string) (
 	if len(c.known) >= maxTopicsCached {
 		clear(c.known) // a bound, not an eviction policy: the next lookups refill it
 	}
-	c.known[topic] = topicSeen{exists: exists, at: now}
+	c.known[topic] = topicSeen{exists: exists, until: now.Add(ttl)}
 	c.mu.Unlock()
+	if err != nil {
+		return true, fmt.Errorf("metadata of topic %s: %w", topic, err)
+	}
 	return exists, nil
 }
 
