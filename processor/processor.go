@@ -282,12 +282,12 @@ func (p *Processor) handleRecord(ctx context.Context, rec *kgo.Record) (outcome,
 		return o, err
 	}
 	out, err := resultRecord(p.cfg.Topics.Results(), res)
-	if err == nil && !kafka.Fits(out) {
+	if err == nil && kafka.RecordSize(out) > MaxResultBytes {
 		// Kafka would refuse the result: the part is an ERROR that says
 		// so, and the request is answered without its payload.
 		size := kafka.RecordSize(out)
 		res.Status, res.Payload = schemas.ResultError, nil
-		res.Error = fmt.Sprintf("%s: the result of %d bytes exceeds the %d bytes a record may take", ReasonResultTooLarge, size, kafka.MaxRecordBytes)
+		res.Error = fmt.Sprintf("%s: the result of %d bytes exceeds the %d bytes a result may take", ReasonResultTooLarge, size, MaxResultBytes)
 		p.log.Warn("result too large; answering the part ERROR", "correlation_id", res.CorrelationID, "part_id", res.PartID, "bytes", size)
 		out, err = resultRecord(p.cfg.Topics.Results(), res)
 	}
@@ -357,8 +357,15 @@ func (p *Processor) emit(b *kafka.Batch, o outcome) {
 }
 
 // ReasonResultTooLarge begins the error of a part whose result was larger
-// than a record may be (kafka.MaxRecordBytes).
+// than MaxResultBytes.
 const ReasonResultTooLarge = "result-too-large"
+
+// MaxResultBytes is the largest result record a processor writes: what a
+// record may take (kafka.MaxRecordBytes, 999,887 bytes) less 4 KiB, since
+// the aggregator keeps each result in its changelog with the request's ids
+// around it (an entry about the size of the result plus twice the
+// correlation id and the part id), and that record must fit too.
+const MaxResultBytes = kafka.MaxRecordBytes - 4<<10
 
 // resultRecord encodes res for the results topic, keyed by correlation id so
 // that a request's results and manifest share a partition.
