@@ -152,7 +152,8 @@ func TestOversizedRecords(t *testing.T) {
 				Routes: table(t, `{"routes":[
 					{"name":"echo","mode":"split","fanout":2,"timeout":"10s"},
 					{"name":"big","mode":"split","fanout":2,"timeout":"10s"},
-					{"name":"wide","mode":"split","fanout":16,"max_fanout":16,"timeout":"20s"}]}`),
+					{"name":"wide","mode":"split","fanout":16,"max_fanout":16,"timeout":"20s"},
+					{"name":"many","mode":"split","split":"json-array","max_fanout":100000,"timeout":"10s"}]}`),
 				Processors: []stack.ProcessorSpec{
 					{Route: "echo", Handler: processor.Echo()},
 					{Route: "big", Handler: processor.HandlerFunc(func(_ context.Context, t schemas.Task) ([]byte, error) {
@@ -187,6 +188,17 @@ func TestOversizedRecords(t *testing.T) {
 				Payload: fill(1_000_000)}))
 			goodRequests(t, p, 100)
 
+			// 100,000 parts: every task fits, the manifest listing them does not.
+			many := "[" + strings.TrimSuffix(strings.Repeat("0,", 100_000), ",") + "]"
+			manyReply, err := p.client.Do(t.Context(), "many", []byte(many), client.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if manyReply.Status != schemas.ReplyFailed || !strings.Contains(manyReply.Error, "manifest-too-large") {
+				t.Errorf("route many: %s %q, want FAILED naming manifest-too-large", manyReply.Status, manyReply.Error)
+			}
+			goodRequests(t, p, 100)
+
 			bigReply, err := p.client.Do(t.Context(), "big", []byte(`"x"`), client.Options{})
 			if err != nil {
 				t.Fatal(err)
@@ -214,14 +226,14 @@ func TestOversizedRecords(t *testing.T) {
 			}
 			goodRequests(t, p, 100)
 
-			replies := p.replies(t, 504, 0)
+			replies := p.replies(t, 605, 0)
 			for id, reason := range map[schemas.CorrelationID]string{"huge-request": "not-avro", "huge-task": "task-too-large"} {
 				if rs := replies[id]; len(rs) != 1 || rs[0].Status != schemas.ReplyFailed || !strings.Contains(rs[0].Error, reason) {
 					t.Errorf("request %s: replies %+v, want one FAILED naming %s", id, rs, reason)
 				}
 			}
-			got, dls := dlqReasons(t, c, p.topics.DLQ(), 3)
-			want := map[string]int{"scatterer/not-avro": 1, "processor/not-avro": 1, "scatterer/task-too-large": 1}
+			got, dls := dlqReasons(t, c, p.topics.DLQ(), 4)
+			want := map[string]int{"scatterer/not-avro": 1, "processor/not-avro": 1, "scatterer/task-too-large": 1, "scatterer/manifest-too-large": 1}
 			if fmt.Sprint(got) != fmt.Sprint(want) {
 				t.Errorf("dead letters: %v, want %v", got, want)
 			}
