@@ -284,3 +284,60 @@ func hopWrongCA(t *testing.T, cc kafka.ClientConfig, name string, g kafka.Guaran
 	}
 	t.Logf("failed in %v: %v", took.Round(time.Millisecond), err)
 }
+
+// TestTLSRealKafka runs the round trip against the real broker's SSL and
+// SASL_SSL listeners that scripts/kafka-local.sh starts (KAFKA_TLS_BROKERS,
+// KAFKA_SASL_SSL_BROKERS, KAFKA_TLS_CA): with the CA that signed the
+// broker's certificate it works, over TLS alone and with every SASL
+// mechanism; a wrong CA, the system pool or a wrong server name fail fast
+// with the certificate error, for a plain client and for a hop (a role's
+// consume-produce loop). With KAFKA_BROKERS set and those variables
+// missing it fails rather than skipping (testkafka.TLS).
+func TestTLSRealKafka(t *testing.T) {
+	sec := testkafka.TLS(t)
+	c := testkafka.New(t) // the same cluster: its prefix, and its topics deleted at the end
+	tlsOnly := kafka.ClientConfig{Brokers: sec.TLSBrokers, Security: kafka.Security{CAFile: sec.CAFile}}
+	t.Run("tls", func(t *testing.T) {
+		if err := roundTrip(t.Context(), tlsOnly, c.Name("tls")); err != nil {
+			t.Fatalf("tls with the CA: %v", err)
+		}
+	})
+	for _, mech := range []string{kafka.SASLScramSHA256, kafka.SASLScramSHA512, kafka.SASLPlain} {
+		t.Run("tls+"+mech, func(t *testing.T) {
+			cc := kafka.ClientConfig{Brokers: sec.SASLSSLBrokers, Security: kafka.Security{CAFile: sec.CAFile,
+				SASLMechanism: mech, SASLUser: sec.User, SASLPassword: sec.Password}}
+			if err := roundTrip(t.Context(), cc, c.Name("sasl_ssl."+strings.ToLower(mech))); err != nil {
+				t.Fatalf("tls and sasl with the CA and the right password: %v", err)
+			}
+			cc.Security.SASLPassword = "wrong"
+			if err := roundTrip(t.Context(), cc, c.Name("sasl_ssl.bad."+strings.ToLower(mech))); err == nil {
+				t.Fatal("wrong password accepted over SASL_SSL")
+			}
+		})
+	}
+	for _, w := range wrongCAs(t, sec.CAFile) {
+		for _, l := range []struct {
+			name    string
+			brokers []string
+			sasl    bool
+		}{{"tls", sec.TLSBrokers, false}, {"tls+" + kafka.SASLScramSHA256, sec.SASLSSLBrokers, true}} {
+			t.Run(l.name+"/"+w.name, func(t *testing.T) {
+				t.Parallel()
+				cc := kafka.ClientConfig{Brokers: l.brokers, Security: w.sec}
+				if l.sasl {
+					cc.Security.SASLMechanism, cc.Security.SASLUser, cc.Security.SASLPassword = kafka.SASLScramSHA256, sec.User, sec.Password
+				}
+				start := time.Now()
+				err := roundTrip(t.Context(), cc, c.Name("wrongca"))
+				took := time.Since(start)
+				if err == nil || !strings.Contains(err.Error(), w.want) {
+					t.Fatalf("round trip = %v after %v, want an error with %q", err, took.Round(time.Millisecond), w.want)
+				}
+				if took > failsFast {
+					t.Fatalf("took %v to fail, want under %v: %v", took.Round(time.Millisecond), failsFast, err)
+				}
+				hopWrongCA(t, cc, c.Name("hop."+strings.ReplaceAll(w.name, " ", "_")+"."+l.name), kafka.ExactlyOnce, w.want)
+			})
+		}
+	}
+}
