@@ -124,7 +124,7 @@ func awaitEchoes(t *testing.T, pending []*client.Pending, fanout int) {
 		}
 		want := "[" + strings.TrimSuffix(strings.Repeat(fmt.Sprintf(`"%d",`, i), fanout), ",") + "]"
 		if reply.Status != schemas.ReplyComplete || string(reply.Payload) != want {
-			t.Fatalf("request %d: %s %s, want COMPLETE %s", i, reply.Status, reply.Payload, want)
+			t.Fatalf("request %d: %s %s (error %q), want COMPLETE %s", i, reply.Status, reply.Payload, reply.Error, want)
 		}
 	}
 }

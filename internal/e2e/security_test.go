@@ -51,13 +51,13 @@ func TestSecuredPipeline(t *testing.T) {
 			const fanout = 3
 			p := startPipeline(t, c, stack.Config{
 				Client:     tc.cc,
-				Routes:     table(t, fmt.Sprintf(`{"routes":[{"name":"echo","mode":"split","fanout":%d,"timeout":"20s"}]}`, fanout)),
+				Routes:     table(t, fmt.Sprintf(`{"routes":[{"name":"echo","mode":"split","fanout":%d,"timeout":"30s"}]}`, fanout)),
 				Processors: []stack.ProcessorSpec{{Route: "echo", Handler: processor.Echo()}},
 			})
 			const n = 20
 			pending := make([]*client.Pending, n)
 			for i := range pending {
-				pp, err := p.client.Submit(t.Context(), "echo", []byte(fmt.Sprintf(`"%d"`, i)), client.Options{Timeout: 20 * time.Second})
+				pp, err := p.client.Submit(t.Context(), "echo", []byte(fmt.Sprintf(`"%d"`, i)), client.Options{Timeout: 30 * time.Second})
 				if err != nil {
 					t.Fatalf("submit %d: %v", i, err)
 				}
