@@ -98,9 +98,11 @@ kafka-start: ## start a real Apache Kafka on 127.0.0.1 (KAFKA_NODES=3 for three 
 kafka-stop: ## stop the real Apache Kafka and delete its data
 	scripts/kafka-local.sh stop
 
-# test-kafka runs the whole suite with KAFKA_BROKERS set. It starts a broker
-# and stops it afterwards, even on failure; one that was already running
-# (make kafka-start) is used and left running.
+# test-kafka runs the whole suite with KAFKA_BROKERS set, and the secured
+# listeners' KAFKA_SASL_* and KAFKA_TLS_* (KAFKA_SASL_SSL_BROKERS, KAFKA_TLS_CA)
+# exported from `scripts/kafka-local.sh env`. It starts a broker and stops it
+# afterwards, even on failure; one that was already running (make
+# kafka-start) is used and left running.
 test-kafka: ## go test ./... against a real Apache Kafka started for the run
 	@report="$(CURDIR)/.kafka/test-kafka-report.txt"; \
 	if scripts/kafka-local.sh status >/dev/null 2>&1; then \
@@ -110,7 +112,7 @@ test-kafka: ## go test ./... against a real Apache Kafka started for the run
 		scripts/kafka-local.sh start --brokers $(KAFKA_NODES) || exit 1; \
 	fi; \
 	brokers=$$(scripts/kafka-local.sh env | sed -n 's/^KAFKA_BROKERS=//p'); \
-	eval "$$(scripts/kafka-local.sh env | grep '^KAFKA_SASL_' | sed 's/^/export /')"; \
+	eval "$$(scripts/kafka-local.sh env | grep -E '^KAFKA_(SASL|TLS)_' | sed 's/^/export /')"; \
 	mkdir -p .kafka; : > "$$report"; \
 	echo "test-kafka: KAFKA_BROKERS=$$brokers $(GO) test -count=1 $(PKGS)"; \
 	rc=0; KAFKA_BROKERS=$$brokers SG_TESTKAFKA_REPORT="$$report" \

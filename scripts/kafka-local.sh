@@ -5,7 +5,7 @@
 #   scripts/kafka-local.sh start [--brokers 1|3]   start, wait until ready, print KAFKA_BROKERS
 #   scripts/kafka-local.sh stop                    stop our nodes, delete their data
 #   scripts/kafka-local.sh status                  what runs, and whether it answers
-#   scripts/kafka-local.sh env                     print KAFKA_BROKERS=... of the running cluster
+#   scripts/kafka-local.sh env                     print KAFKA_BROKERS=... (and the secured listeners) of the running cluster
 #   scripts/kafka-local.sh logs [N]                last N (default 80) lines of each node's log
 #
 # Everything lives under .kafka/ at the repo root (git-ignored):
@@ -14,17 +14,27 @@
 #   .kafka/data/       log dirs (deleted by stop)
 #   .kafka/logs/       node-N/server.log (log4j2) and node-N/stdout.log (JVM)
 #   .kafka/run/        node-N.pid, nodes (how many), brokers (the seed list)
+#   .kafka/tls/        a throw-away CA (ca.pem, ca.key) and the brokers' certificate
+#                      and PKCS12 keystore (broker.p12), made on the first start
+#                      and kept: delete the directory to make new ones
 #
-# Ports: node N (1..3) listens for clients on 19091+N (PLAINTEXT), on
-# 19141+N (SASL_PLAINTEXT: SCRAM-SHA-256, SCRAM-SHA-512 and PLAIN for the
-# user sgtest, password sgtest-secret) and for the controller quorum on
-# 19191+N; SG_KAFKA_PORT moves the client base. `env` also prints
-# KAFKA_SASL_BROKERS, KAFKA_SASL_USER and KAFKA_SASL_PASSWORD for the
-# security tests.
+# Ports: node N (1..3) listens for clients on
+#   19091+N  PLAINTEXT
+#   19116+N  SSL (TLS, server certificate only)
+#   19141+N  SASL_PLAINTEXT (SCRAM-SHA-256, SCRAM-SHA-512 and PLAIN for the
+#            user sgtest, password sgtest-secret)
+#   19166+N  SASL_SSL (the same users and mechanisms over TLS)
+# and for the controller quorum on 19191+N. SG_KAFKA_PORT (default 19092)
+# moves them all: they are SG_KAFKA_PORT-1+N plus 0, 25, 50, 75 and 100.
+# The certificate names DNS:localhost and IP:127.0.0.1 and is signed by
+# .kafka/tls/ca.pem. `env` also prints, for the security tests,
+# KAFKA_SASL_BROKERS, KAFKA_SASL_USER, KAFKA_SASL_PASSWORD,
+# KAFKA_TLS_BROKERS, KAFKA_SASL_SSL_BROKERS and KAFKA_TLS_CA (the CA's PEM).
 #
 # Environment: SG_KAFKA_HOME (default <repo>/.kafka), SG_KAFKA_START_TIMEOUT
 # (seconds, default 120), SG_KAFKA_HEAP (JVM heap flags per node),
-# JAVA (java binary), MVN (mvn binary).
+# JAVA (java binary), MVN (mvn binary), OPENSSL (openssl binary, for the
+# certificates).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -34,10 +44,12 @@ run=$home/run
 conf=$home/conf
 data=$home/data
 logs=$home/logs
+tlsdir=$home/tls
 pom=$repo/scripts/kafka/pom.xml
 log4j=$repo/scripts/kafka/log4j2.xml
 java=${JAVA:-java}
 mvn=${MVN:-mvn}
+openssl=${OPENSSL:-openssl}
 client_base=${SG_KAFKA_PORT:-19092}
 controller_base=$((client_base + 100))
 start_timeout=${SG_KAFKA_START_TIMEOUT:-120}
@@ -53,24 +65,33 @@ usage() {
 
 client_port() { echo $((client_base + $1 - 1)); }
 controller_port() { echo $((controller_base + $1 - 1)); }
+ssl_port() { echo $((client_base + 25 + $1 - 1)); }
 sasl_port() { echo $((client_base + 50 + $1 - 1)); }
+sasl_ssl_port() { echo $((client_base + 75 + $1 - 1)); }
 sasl_user=sgtest
 sasl_password=sgtest-secret
 
-sasl_brokers_for() {
-	local n=$1 i out=""
+# addrs_for n port_fn lists 127.0.0.1:<port> of nodes 1..n, comma separated.
+addrs_for() {
+	local n=$1 fn=$2 i out=""
 	for ((i = 1; i <= n; i++)); do
-		out+="${out:+,}127.0.0.1:$(sasl_port "$i")"
+		out+="${out:+,}127.0.0.1:$("$fn" "$i")"
 	done
 	echo "$out"
 }
+brokers_for() { addrs_for "$1" client_port; }
 
-brokers_for() {
-	local n=$1 i out=""
-	for ((i = 1; i <= n; i++)); do
-		out+="${out:+,}127.0.0.1:$(client_port "$i")"
-	done
-	echo "$out"
+# print_env prints what the tests need to reach the running n nodes on each
+# of their listeners.
+print_env() {
+	local n=$1
+	echo "KAFKA_BROKERS=$(addrs_for "$n" client_port)"
+	echo "KAFKA_SASL_BROKERS=$(addrs_for "$n" sasl_port)"
+	echo "KAFKA_SASL_USER=$sasl_user"
+	echo "KAFKA_SASL_PASSWORD=$sasl_password"
+	echo "KAFKA_TLS_BROKERS=$(addrs_for "$n" ssl_port)"
+	echo "KAFKA_SASL_SSL_BROKERS=$(addrs_for "$n" sasl_ssl_port)"
+	echo "KAFKA_TLS_CA=$tlsdir/ca.pem"
 }
 
 # pid_alive tells whether the pid file names a live kafka.Kafka process of
@@ -138,6 +159,48 @@ build_probe() {
 	fi
 }
 
+# make_certs makes, once per $home, a throw-away CA and a certificate for
+# the brokers (DNS:localhost, IP:127.0.0.1) signed by it, in a PKCS12
+# keystore for the SSL and SASL_SSL listeners. Later starts reuse them
+# unless a file is missing or the certificate expires within a day. The CA
+# key stays beside them: this CA signs nothing but test brokers.
+tls_password=sgtest-keystore
+make_certs() {
+	if [[ -s $tlsdir/ca.pem && -s $tlsdir/broker.pem && -s $tlsdir/broker.p12 ]] &&
+		"$openssl" x509 -checkend 86400 -noout -in "$tlsdir/broker.pem" >/dev/null 2>&1; then
+		return 0
+	fi
+	command -v "$openssl" >/dev/null || die "openssl not found: it makes the TLS listeners' certificates (set OPENSSL)"
+	local t0=$SECONDS tmp=$home/tls.tmp
+	rm -rf "$tmp"
+	mkdir -p "$tmp"
+	if ! (
+		set -e
+		cd "$tmp"
+		"$openssl" req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+			-subj "/CN=scattergather kafka-local test CA" \
+			-addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign \
+			-keyout ca.key -out ca.pem
+		"$openssl" req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+			-subj "/CN=localhost" -keyout broker.key -out broker.csr
+		printf '%s\n' "subjectAltName=DNS:localhost,IP:127.0.0.1" "basicConstraints=CA:FALSE" \
+			"keyUsage=critical,digitalSignature" "extendedKeyUsage=serverAuth" >broker.ext
+		"$openssl" x509 -req -in broker.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+			-days 825 -sha256 -extfile broker.ext -out broker.pem
+		"$openssl" pkcs12 -export -name broker -in broker.pem -inkey broker.key \
+			-certfile ca.pem -passout "pass:$tls_password" -out broker.p12
+		rm -f broker.csr broker.ext ca.srl
+		chmod 600 ca.key broker.key broker.p12
+	) >"$home/tls.log" 2>&1; then
+		cat "$home/tls.log" >&2
+		rm -rf "$tmp"
+		die "making the TLS certificates failed (see above)"
+	fi
+	rm -rf "$tlsdir"
+	mv "$tmp" "$tlsdir"
+	say "made a test CA and broker certificate in ${tlsdir#"$repo"/} in $((SECONDS - t0))s"
+}
+
 # cluster_id makes a KRaft cluster id: 16 random bytes, URL-safe base64
 # without padding, like org.apache.kafka.common.Uuid. Kafka never hands out
 # one starting with '-' (it reads as a flag), nor do we.
@@ -161,17 +224,28 @@ write_config() {
 process.roles=broker,controller
 node.id=$i
 controller.quorum.voters=$voters
-listeners=PLAINTEXT://127.0.0.1:$(client_port "$i"),SASL_PLAINTEXT://127.0.0.1:$(sasl_port "$i"),CONTROLLER://127.0.0.1:$(controller_port "$i")
-advertised.listeners=PLAINTEXT://127.0.0.1:$(client_port "$i"),SASL_PLAINTEXT://127.0.0.1:$(sasl_port "$i")
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT
+listeners=PLAINTEXT://127.0.0.1:$(client_port "$i"),SSL://127.0.0.1:$(ssl_port "$i"),SASL_PLAINTEXT://127.0.0.1:$(sasl_port "$i"),SASL_SSL://127.0.0.1:$(sasl_ssl_port "$i"),CONTROLLER://127.0.0.1:$(controller_port "$i")
+advertised.listeners=PLAINTEXT://127.0.0.1:$(client_port "$i"),SSL://127.0.0.1:$(ssl_port "$i"),SASL_PLAINTEXT://127.0.0.1:$(sasl_port "$i"),SASL_SSL://127.0.0.1:$(sasl_ssl_port "$i")
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT
 
-# The SASL listener for the security tests: SCRAM users are created by
+# The SASL listeners for the security tests: SCRAM users are created by
 # the storage format (--add-scram), the PLAIN user is listed here. No
 # authorizer: an authenticated user may do anything.
 sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512,PLAIN
 listener.name.sasl_plaintext.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$sasl_user="$sasl_password";
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$sasl_user="$sasl_password";
+
+# The SSL and SASL_SSL listeners present the certificate make_certs made
+# (signed by $tlsdir/ca.pem); clients need no certificate of their own.
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$tlsdir/broker.p12
+ssl.keystore.password=$tls_password
+ssl.key.password=$tls_password
+ssl.client.auth=none
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
 log.dirs=$data/node-$i
@@ -287,7 +361,7 @@ cmd_start() {
 		have=$(cat "$run/nodes" 2>/dev/null || echo "?")
 		if [[ $have == "$n" && $(wc -w <<<"$live") == "$n" ]]; then
 			say "already running ($n node(s), pids $(cat "$run"/node-*.pid | tr '\n' ' '))"
-			echo "KAFKA_BROKERS=$(cat "$run/brokers")"
+			print_env "$n"
 			return 0
 		fi
 		die "a cluster of $have node(s) is running ($(tr '\n' ' ' <<<"$live")); run '$0 stop' first"
@@ -298,10 +372,11 @@ cmd_start() {
 	rm -f "$run"/*.pid "$run/nodes" "$run/brokers"
 	fetch_jars
 	build_probe
+	make_certs
 
 	local i p
 	for ((i = 1; i <= n; i++)); do
-		for p in "$(client_port "$i")" "$(sasl_port "$i")" "$(controller_port "$i")"; do
+		for p in "$(client_port "$i")" "$(ssl_port "$i")" "$(sasl_port "$i")" "$(sasl_ssl_port "$i")" "$(controller_port "$i")"; do
 			if port_busy "$p"; then die "port $p on 127.0.0.1 is taken by another process; set SG_KAFKA_PORT to move ours"; fi
 		done
 	done
@@ -359,11 +434,8 @@ cmd_start() {
 	done
 	[[ -s $run/probe.out ]] && say "$(cat "$run/probe.out")"
 	say "started $n node(s) in $((SECONDS - t0))s; logs in ${logs#"$repo"/}"
-	say "to use it: export KAFKA_BROKERS=$(cat "$run/brokers")"
-	echo "KAFKA_BROKERS=$(cat "$run/brokers")"
-	echo "KAFKA_SASL_BROKERS=$(sasl_brokers_for "$(cat "$run/nodes")")"
-	echo "KAFKA_SASL_USER=$sasl_user"
-	echo "KAFKA_SASL_PASSWORD=$sasl_password"
+	say "to use it: export KAFKA_BROKERS=$(cat "$run/brokers") (or eval the lines below, prefixed with export)"
+	print_env "$n"
 }
 
 # cmd_stop sends TERM, then KILL after stop_timeout seconds, and deletes the
@@ -427,18 +499,12 @@ cmd_status() {
 			return 1
 		fi
 	fi
-	echo "KAFKA_BROKERS=$(cat "$run/brokers")"
-	echo "KAFKA_SASL_BROKERS=$(sasl_brokers_for "$(cat "$run/nodes")")"
-	echo "KAFKA_SASL_USER=$sasl_user"
-	echo "KAFKA_SASL_PASSWORD=$sasl_password"
+	print_env "$(cat "$run/nodes")"
 }
 
 cmd_env() {
 	[[ -n $(running_nodes) && -f $run/brokers ]] || die "not running; run '$0 start' first"
-	echo "KAFKA_BROKERS=$(cat "$run/brokers")"
-	echo "KAFKA_SASL_BROKERS=$(sasl_brokers_for "$(cat "$run/nodes")")"
-	echo "KAFKA_SASL_USER=$sasl_user"
-	echo "KAFKA_SASL_PASSWORD=$sasl_password"
+	print_env "$(cat "$run/nodes")"
 }
 
 case ${1:-} in

@@ -42,10 +42,14 @@ func testLogger(t testing.TB) *slog.Logger {
 
 // startPipeline builds the stack of cfg on c (Client, Topics, Logger and
 // Layout are filled in; cfg.Client.Hooks are kept) and runs it until the
-// test ends.
+// test ends. A cfg.Client with Brokers reaches c through those, with its
+// Security: a secured listener of the same cluster (security_test.go).
 func startPipeline(t *testing.T, c *testkafka.Cluster, cfg stack.Config) *pipeline {
 	t.Helper()
 	cc := kafka.ClientConfig{Brokers: c.Brokers, ClientID: "e2e", Hooks: cfg.Client.Hooks}
+	if len(cfg.Client.Brokers) > 0 {
+		cc.Brokers, cc.Security = cfg.Client.Brokers, cfg.Client.Security
+	}
 	cfg.Client = cc
 	cfg.Topics = kafka.Topics{Prefix: c.Prefix}
 	if cfg.Layout.Partitions == 0 {
@@ -120,7 +124,7 @@ func awaitEchoes(t *testing.T, pending []*client.Pending, fanout int) {
 		}
 		want := "[" + strings.TrimSuffix(strings.Repeat(fmt.Sprintf(`"%d",`, i), fanout), ",") + "]"
 		if reply.Status != schemas.ReplyComplete || string(reply.Payload) != want {
-			t.Fatalf("request %d: %s %s, want COMPLETE %s", i, reply.Status, reply.Payload, want)
+			t.Fatalf("request %d: %s %s (error %q), want COMPLETE %s", i, reply.Status, reply.Payload, reply.Error, want)
 		}
 	}
 }

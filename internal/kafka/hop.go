@@ -2,6 +2,8 @@ package kafka
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -654,7 +656,7 @@ func (h *Hop) Run(ctx context.Context, process ProcessFunc, end EndFunc) (err er
 }
 
 // initProducer initialises a new client's transactional producer before
-// it joins the group (exactly-once; nothing to do otherwise). That fences
+// it joins the group (exactly-once; see below for at-least-once). That fences
 // the previous incarnation of the transactional id and has the broker
 // abort the transaction it left open, so that nothing this instance reads
 // on assignment waits for that transaction's timeout: with static
@@ -662,8 +664,18 @@ func (h *Hop) Run(ctx context.Context, process ProcessFunc, end EndFunc) (err er
 // the aggregator's restore reads its changelog read_committed in the
 // assignment callback. franz-go would otherwise initialise the producer
 // only at the first transaction, after the callback.
+//
+// At least once there is no producer to initialise: the client pings the
+// brokers instead, so that an error no new client heals (a broker
+// certificate it does not trust) ends Run at once, as it does exactly once.
+// kgo's KIP-848 group loop retries dial errors, TLS ones included, and
+// reports them only after many attempts. Other ping errors (a broker not
+// up yet) are left to kgo's own retries, as before.
 func (h *Hop) initProducer(ctx context.Context) error {
 	if h.sess == nil {
+		if err := h.cl.Ping(ctx); err != nil && !restartable(err) {
+			return fmt.Errorf("connect to the brokers of %s: %w", h.cfg.Group, err)
+		}
 		return nil
 	}
 	if _, _, err := h.cl.ProducerID(ctx); err != nil {
@@ -727,12 +739,34 @@ func restartable(err error) bool {
 	if errors.Is(err, kgo.ErrClientClosed) {
 		return false
 	}
+	if certificateError(err) {
+		return false
+	}
 	for _, fatal := range fatalErrors {
 		if errors.Is(err, fatal) {
 			return false
 		}
 	}
 	return true
+}
+
+// certificateError reports whether err is a broker certificate that failed
+// verification (unknown CA, a name it does not cover, expired): a wrong
+// --tls-ca-file or --tls-server-name, which no new client heals. kgo does
+// not retry a dial that fails so, but Run would build new clients forever
+// (backing off to MaxRestartBackoff) with the role never ready.
+func certificateError(err error) bool {
+	if _, ok := errors.AsType[*tls.CertificateVerificationError](err); ok {
+		return true
+	}
+	if _, ok := errors.AsType[x509.UnknownAuthorityError](err); ok {
+		return true
+	}
+	if _, ok := errors.AsType[x509.HostnameError](err); ok {
+		return true
+	}
+	_, ok := errors.AsType[x509.CertificateInvalidError](err)
+	return ok
 }
 
 // fatalErrors end Run: trying again with a new client does not help.

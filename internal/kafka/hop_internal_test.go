@@ -2,6 +2,8 @@ package kafka
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -36,6 +38,11 @@ func TestRestartable(t *testing.T) {
 		{"record too large", fmt.Errorf("produce to x: %w", kerr.MessageTooLarge), false},
 		{"another instance has the instance id", fmt.Errorf("end transaction: %w", kerr.FencedInstanceID), false},
 		{"client closed", kgo.ErrClientClosed, false},
+		// A broker certificate that fails verification is a wrong CA or
+		// server name: as kgo wraps it after a failed TLS dial.
+		{"unknown CA", fmt.Errorf("init producer id of g-a: unable to dial: %w", &tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}}), false},
+		{"name not in the certificate", fmt.Errorf("unable to dial: %w", x509.HostnameError{Host: "kafka.example"}), false},
+		{"certificate expired", fmt.Errorf("unable to dial: %w", x509.CertificateInvalidError{Reason: x509.Expired}), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := restartable(tc.err); got != tc.want {

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/big"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -153,7 +154,8 @@ func TestSecretsNeverPrinted(t *testing.T) {
 }
 
 // selfSigned writes a CA certificate to dir and returns its path and a
-// server certificate for localhost/127.0.0.1 signed by it.
+// server certificate for localhost and 127.0.0.1 signed by it, as
+// scripts/kafka-local.sh makes for the real broker.
 func selfSigned(t *testing.T, dir string) (string, tls.Certificate) {
 	t.Helper()
 	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -168,6 +170,7 @@ func selfSigned(t *testing.T, dir string) (string, tls.Certificate) {
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "localhost"},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), DNSNames: []string{"localhost"},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
 	if err != nil {
@@ -213,5 +216,128 @@ func TestSASLRealKafka(t *testing.T) {
 				t.Fatal("wrong password accepted")
 			}
 		})
+	}
+}
+
+// wrongCA is how a test's TLS client can fail to trust the broker: each
+// must end in a clear certificate error, fast.
+type wrongCA struct {
+	name string
+	sec  kafka.Security
+	want string // in the error
+}
+
+// wrongCAs are a CA that did not sign the broker's certificate, the
+// system pool (which does not hold the test CA either) and a server name
+// the certificate does not cover.
+func wrongCAs(t *testing.T, rightCA string) []wrongCA {
+	otherCA, _ := selfSigned(t, t.TempDir())
+	return []wrongCA{
+		{"other CA", kafka.Security{CAFile: otherCA}, "x509: certificate signed by unknown authority"},
+		{"system pool", kafka.Security{TLS: true}, "x509: certificate signed by unknown authority"},
+		{"wrong server name", kafka.Security{CAFile: rightCA, ServerName: "kafka.example"}, "x509: certificate is valid for localhost, not kafka.example"},
+	}
+}
+
+// failsFast is how quickly a certificate error must surface: well under
+// the clients' default timeouts (a role would otherwise look hung).
+const failsFast = 10 * time.Second
+
+// TestHopWrongCA: a hop whose client does not trust the broker's
+// certificate ends Run with the certificate error at once, for both
+// guarantees, instead of building new clients forever (a role that never
+// becomes ready and only logs warnings). On kfake with TLS, so `make test`
+// covers it; TestTLSRealKafka does the same against Kafka.
+func TestHopWrongCA(t *testing.T) {
+	dir := t.TempDir()
+	caFile, serverCert := selfSigned(t, dir)
+	c := testkafka.NewKfake(t, kfake.TLS(&tls.Config{Certificates: []tls.Certificate{serverCert}, MinVersion: tls.VersionTLS12}))
+	for _, g := range []kafka.Guarantee{kafka.ExactlyOnce, kafka.AtLeastOnce} {
+		for _, w := range wrongCAs(t, caFile) {
+			t.Run(string(g)+"/"+w.name, func(t *testing.T) {
+				t.Parallel()
+				hopWrongCA(t, kafka.ClientConfig{Brokers: c.Brokers, Security: w.sec}, c.Name(string(g)+"."+strings.ReplaceAll(w.name, " ", "_")), g, w.want)
+			})
+		}
+	}
+}
+
+// hopWrongCA runs a hop on cc, whose TLS settings do not trust the
+// broker, and checks that Run ends within failsFast with want in its error.
+func hopWrongCA(t *testing.T, cc kafka.ClientConfig, name string, g kafka.Guarantee, want string) {
+	t.Helper()
+	hop, err := kafka.NewHop(kafka.HopConfig{Client: cc, Group: name, Topics: []string{name}, Guarantee: g,
+		TransactionalID: name, InstanceID: "i1", Tick: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 3*failsFast)
+	defer cancel()
+	start := time.Now()
+	err = hop.Run(ctx, func(context.Context, *kafka.Batch) error { return nil }, func(bool) {})
+	took := time.Since(start)
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("Run = %v after %v, want an error with %q", err, took.Round(time.Millisecond), want)
+	}
+	if took > failsFast {
+		t.Fatalf("Run took %v to fail, want under %v: %v", took.Round(time.Millisecond), failsFast, err)
+	}
+	t.Logf("failed in %v: %v", took.Round(time.Millisecond), err)
+}
+
+// TestTLSRealKafka runs the round trip against the real broker's SSL and
+// SASL_SSL listeners that scripts/kafka-local.sh starts (KAFKA_TLS_BROKERS,
+// KAFKA_SASL_SSL_BROKERS, KAFKA_TLS_CA): with the CA that signed the
+// broker's certificate it works, over TLS alone and with every SASL
+// mechanism; a wrong CA, the system pool or a wrong server name fail fast
+// with the certificate error, for a plain client and for a hop (a role's
+// consume-produce loop). With KAFKA_BROKERS set and those variables
+// missing it fails rather than skipping (testkafka.TLS).
+func TestTLSRealKafka(t *testing.T) {
+	sec := testkafka.TLS(t)
+	c := testkafka.New(t) // the same cluster: its prefix, and its topics deleted at the end
+	tlsOnly := kafka.ClientConfig{Brokers: sec.TLSBrokers, Security: kafka.Security{CAFile: sec.CAFile}}
+	t.Run("tls", func(t *testing.T) {
+		if err := roundTrip(t.Context(), tlsOnly, c.Name("tls")); err != nil {
+			t.Fatalf("tls with the CA: %v", err)
+		}
+	})
+	for _, mech := range []string{kafka.SASLScramSHA256, kafka.SASLScramSHA512, kafka.SASLPlain} {
+		t.Run("tls+"+mech, func(t *testing.T) {
+			cc := kafka.ClientConfig{Brokers: sec.SASLSSLBrokers, Security: kafka.Security{CAFile: sec.CAFile,
+				SASLMechanism: mech, SASLUser: sec.User, SASLPassword: sec.Password}}
+			if err := roundTrip(t.Context(), cc, c.Name("sasl_ssl."+strings.ToLower(mech))); err != nil {
+				t.Fatalf("tls and sasl with the CA and the right password: %v", err)
+			}
+			cc.Security.SASLPassword = "wrong"
+			if err := roundTrip(t.Context(), cc, c.Name("sasl_ssl.bad."+strings.ToLower(mech))); err == nil {
+				t.Fatal("wrong password accepted over SASL_SSL")
+			}
+		})
+	}
+	for _, w := range wrongCAs(t, sec.CAFile) {
+		for _, l := range []struct {
+			name    string
+			brokers []string
+			sasl    bool
+		}{{"tls", sec.TLSBrokers, false}, {"tls+" + kafka.SASLScramSHA256, sec.SASLSSLBrokers, true}} {
+			t.Run(l.name+"/"+w.name, func(t *testing.T) {
+				t.Parallel()
+				cc := kafka.ClientConfig{Brokers: l.brokers, Security: w.sec}
+				if l.sasl {
+					cc.Security.SASLMechanism, cc.Security.SASLUser, cc.Security.SASLPassword = kafka.SASLScramSHA256, sec.User, sec.Password
+				}
+				start := time.Now()
+				err := roundTrip(t.Context(), cc, c.Name("wrongca"))
+				took := time.Since(start)
+				if err == nil || !strings.Contains(err.Error(), w.want) {
+					t.Fatalf("round trip = %v after %v, want an error with %q", err, took.Round(time.Millisecond), w.want)
+				}
+				if took > failsFast {
+					t.Fatalf("took %v to fail, want under %v: %v", took.Round(time.Millisecond), failsFast, err)
+				}
+				hopWrongCA(t, cc, c.Name("hop."+strings.ReplaceAll(w.name, " ", "_")+"."+l.name), kafka.ExactlyOnce, w.want)
+			})
+		}
 	}
 }

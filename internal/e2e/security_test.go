@@ -1,0 +1,184 @@
+package e2e
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"maps"
+	"math/big"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/scattergather/scattergather/aggregator"
+	"github.com/scattergather/scattergather/client"
+	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/internal/stack"
+	"github.com/scattergather/scattergather/internal/testkafka"
+	"github.com/scattergather/scattergather/processor"
+	"github.com/scattergather/scattergather/scatterer"
+)
+
+// TestSecuredPipeline runs the whole pipeline (scatterer, processors,
+// aggregator and the request-reply client, every one of their clients)
+// over the real broker's SSL listener, and over its SASL_SSL listener with
+// SCRAM-SHA-256 and SCRAM-SHA-512, and checks every reply. It needs the
+// listeners of scripts/kafka-local.sh (`make test-kafka` exports them); on
+// kfake it skips, and with KAFKA_BROKERS set but no TLS listener it fails
+// (testkafka.TLS).
+func TestSecuredPipeline(t *testing.T) {
+	sec := testkafka.TLS(t)
+	for _, tc := range []struct {
+		name string
+		cc   kafka.ClientConfig
+	}{
+		{"tls", kafka.ClientConfig{Brokers: sec.TLSBrokers, Security: kafka.Security{CAFile: sec.CAFile}}},
+		{"tls+" + kafka.SASLScramSHA256, kafka.ClientConfig{Brokers: sec.SASLSSLBrokers, Security: kafka.Security{CAFile: sec.CAFile,
+			SASLMechanism: kafka.SASLScramSHA256, SASLUser: sec.User, SASLPassword: sec.Password}}},
+		{"tls+" + kafka.SASLScramSHA512, kafka.ClientConfig{Brokers: sec.SASLSSLBrokers, Security: kafka.Security{CAFile: sec.CAFile,
+			SASLMechanism: kafka.SASLScramSHA512, SASLUser: sec.User, SASLPassword: sec.Password}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := testkafka.New(t)
+			const fanout = 3
+			p := startPipeline(t, c, stack.Config{
+				Client:     tc.cc,
+				Routes:     table(t, fmt.Sprintf(`{"routes":[{"name":"echo","mode":"split","fanout":%d,"timeout":"30s"}]}`, fanout)),
+				Processors: []stack.ProcessorSpec{{Route: "echo", Handler: processor.Echo()}},
+			})
+			const n = 20
+			pending := make([]*client.Pending, n)
+			for i := range pending {
+				pp, err := p.client.Submit(t.Context(), "echo", []byte(fmt.Sprintf(`"%d"`, i)), client.Options{Timeout: 30 * time.Second})
+				if err != nil {
+					t.Fatalf("submit %d: %v", i, err)
+				}
+				pending[i] = pp
+			}
+			awaitEchoes(t, pending, fanout)
+		})
+	}
+}
+
+// failsFast bounds how long a role or client that does not trust the
+// broker's certificate may take to say so: well under the default
+// timeouts, which would otherwise make it look hung.
+const failsFast = 10 * time.Second
+
+// TestSecuredPipelineWrongCA: with a CA that did not sign the broker's
+// certificate, on the SSL and the SASL_SSL listener, the topic set-up
+// (stack.EnsureTopics, as every role command runs at start), the
+// request-reply client and each role's Run fail within failsFast with the
+// x509 error, rather than retrying until a timeout.
+func TestSecuredPipelineWrongCA(t *testing.T) {
+	sec := testkafka.TLS(t)
+	c := testkafka.New(t)
+	otherCA := writeCA(t)
+	tp := kafka.Topics{Prefix: c.Prefix}
+	tb := table(t, `{"routes":[{"name":"echo","mode":"split","fanout":2,"timeout":"5s"}]}`)
+	// The topics exist (made over plaintext), so nothing but the
+	// certificate stands in the roles' way.
+	if err := stack.EnsureTopics(t.Context(), kafka.ClientConfig{Brokers: c.Brokers}, tp,
+		kafka.Layout{Partitions: 2, ResultPartitions: 2, ReplicationFactor: -1}, tb.Names()); err != nil {
+		t.Fatal(err)
+	}
+	srs, err := tb.ScattererRoutes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	merges, err := tb.Merges()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const want = "x509: certificate signed by unknown authority"
+	for _, l := range []struct {
+		name string
+		cc   kafka.ClientConfig
+	}{
+		{"tls", kafka.ClientConfig{Brokers: sec.TLSBrokers, Security: kafka.Security{CAFile: otherCA}}},
+		{"tls+" + kafka.SASLScramSHA256, kafka.ClientConfig{Brokers: sec.SASLSSLBrokers, Security: kafka.Security{CAFile: otherCA,
+			SASLMechanism: kafka.SASLScramSHA256, SASLUser: sec.User, SASLPassword: sec.Password}}},
+	} {
+		steps := map[string]func(ctx context.Context) error{
+			"topics": func(ctx context.Context) error {
+				return stack.EnsureTopics(ctx, l.cc, tp, kafka.Layout{Partitions: 2, ResultPartitions: 2, ReplicationFactor: -1}, tb.Names())
+			},
+			"client": func(ctx context.Context) error {
+				cl, err := client.New(ctx, client.Config{Client: l.cc, Topics: tp})
+				if err == nil {
+					cl.Close()
+				}
+				return err
+			},
+		}
+		for _, g := range []kafka.Guarantee{kafka.ExactlyOnce, kafka.AtLeastOnce} {
+			steps[string(g)+"/scatterer"] = func(ctx context.Context) error {
+				s, err := scatterer.New(scatterer.Config{Client: l.cc, Topics: tp, Routes: srs, Guarantee: g, InstanceID: "wrongca"})
+				if err != nil {
+					return err
+				}
+				return s.Run(ctx)
+			}
+			steps[string(g)+"/processor"] = func(ctx context.Context) error {
+				p, err := processor.New(processor.Config{Client: l.cc, Topics: tp, Route: "echo", Guarantee: g, InstanceID: "wrongca"}, processor.Echo())
+				if err != nil {
+					return err
+				}
+				return p.Run(ctx)
+			}
+			steps[string(g)+"/aggregator"] = func(ctx context.Context) error {
+				a, err := aggregator.New(aggregator.Config{Client: l.cc, Topics: tp, Guarantee: g, Merges: merges, InstanceID: "wrongca"})
+				if err != nil {
+					return err
+				}
+				return a.Run(ctx)
+			}
+		}
+		for _, name := range slices.Sorted(maps.Keys(steps)) {
+			t.Run(l.name+"/"+name, func(t *testing.T) {
+				ctx, cancel := context.WithTimeout(t.Context(), 3*failsFast)
+				defer cancel()
+				start := time.Now()
+				err := steps[name](ctx)
+				took := time.Since(start)
+				if err == nil || !strings.Contains(err.Error(), want) {
+					t.Fatalf("%s = %v after %v, want an error with %q", name, err, took.Round(time.Millisecond), want)
+				}
+				if took > failsFast {
+					t.Fatalf("%s took %v to fail, want under %v: %v", name, took.Round(time.Millisecond), failsFast, err)
+				}
+				t.Logf("failed in %v: %v", took.Round(time.Millisecond), err)
+			})
+		}
+	}
+}
+
+// writeCA writes a fresh CA certificate, which signed nothing the broker
+// has, to a PEM file and returns its path.
+func writeCA(t *testing.T) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "not the broker's CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true,
+		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "other-ca.pem")
+	if err := os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return file
+}
