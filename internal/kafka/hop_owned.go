@@ -1,0 +1,149 @@
+package kafka
+
+import (
+	"context"
+	"slices"
+	"sync/atomic"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// What the role owns, and revocations franz-go does not pass on.
+//
+// Invariant: the role's OnAssigned and OnRevoked see every partition it
+// gains and loses, exactly once each, so that per-partition state is never
+// kept for a partition another member owns. franz-go's
+// GroupTransactSession passes on only the first revocation until End runs,
+// and drops one that arrives while End runs (v1.22.3, txn.go; see
+// docs/DESIGN.md), so the hop also learns each sync's whole assignment
+// through its group balancer and revokes what the role owns beyond it.
+
+// syncTracker is the group balancer (cooperative-sticky, kgo's default),
+// noting the whole assignment of each sync: OnPartitionsAssigned is passed
+// only what was added.
+type syncTracker struct {
+	kgo.GroupBalancer
+	last atomic.Pointer[map[string][]int32]
+}
+
+func (t *syncTracker) ParseSyncAssignment(b []byte) (map[string][]int32, error) {
+	m, err := t.GroupBalancer.ParseSyncAssignment(b)
+	if err == nil {
+		c := make(map[string][]int32, len(m))
+		for topic, ps := range m {
+			c[topic] = slices.Clone(ps)
+		}
+		t.last.Store(&c)
+	}
+	return m, err
+}
+
+// own adds (or removes) partitions to what the role owns.
+func (h *Hop) own(m map[string][]int32, add bool) {
+	h.ownMu.Lock()
+	defer h.ownMu.Unlock()
+	for topic, ps := range m {
+		for _, p := range ps {
+			if add {
+				if h.owned[topic] == nil {
+					h.owned[topic] = map[int32]bool{}
+				}
+				h.owned[topic][p] = true
+			} else {
+				delete(h.owned[topic], p)
+			}
+		}
+	}
+}
+
+// unowned returns what the role owns beyond keep (all it owns when keep
+// is nil).
+func (h *Hop) unowned(keep map[string][]int32) map[string][]int32 {
+	h.ownMu.Lock()
+	defer h.ownMu.Unlock()
+	var out map[string][]int32
+	for topic, ps := range h.owned {
+		for p := range ps {
+			if keep == nil || !slices.Contains(keep[topic], p) {
+				if out == nil {
+					out = map[string][]int32{}
+				}
+				out[topic] = append(out[topic], p)
+			}
+		}
+	}
+	for _, ps := range out {
+		slices.Sort(ps)
+	}
+	return out
+}
+
+// assigned hands as to the role's OnAssigned, after revoking what the role
+// owns beyond the sync's whole assignment (see Hop.synced).
+func (h *Hop) assigned(ctx context.Context, cl *kgo.Client, as map[string][]int32) {
+	if last := h.synced.last.Load(); last != nil {
+		if stale := h.unowned(*last); len(stale) > 0 {
+			h.log.Warn("revoking partitions whose revocation the transaction session did not pass on", "group", h.cfg.Group, "partitions", stale)
+			h.revoke(ctx, cl, stale, false)
+		}
+	}
+	if h.cfg.OnAssigned != nil {
+		h.cfg.OnAssigned(ctx, cl, as)
+	}
+	h.own(as, true)
+	h.partitions.Add(countPartitions(as))
+	h.joined.Store(true)
+}
+
+// revoke hands rev to the role's OnRevoked (under exactly-once after the
+// idle batch in flight, see Hop.idle) and forgets it.
+func (h *Hop) revoke(ctx context.Context, cl *kgo.Client, rev map[string][]int32, lost bool) {
+	rev = h.ownedOf(rev)
+	if h.cfg.OnRevoked != nil && len(rev) > 0 {
+		if h.cfg.Guarantee == ExactlyOnce {
+			select {
+			case h.idle <- struct{}{}:
+				defer func() { <-h.idle }()
+			case <-h.abandoned:
+			}
+		}
+		h.cfg.OnRevoked(ctx, cl, rev)
+	}
+	h.own(rev, false)
+	h.partitions.Add(-countPartitions(rev))
+	if lost {
+		h.joined.Store(false)
+	}
+}
+
+// ownedOf returns the part of m the role owns.
+func (h *Hop) ownedOf(m map[string][]int32) map[string][]int32 {
+	h.ownMu.Lock()
+	defer h.ownMu.Unlock()
+	out := map[string][]int32{}
+	for topic, ps := range m {
+		for _, p := range ps {
+			if h.owned[topic][p] {
+				out[topic] = append(out[topic], p)
+			}
+		}
+	}
+	return out
+}
+
+// Membership reports whether the hop's client is a member of its group
+// with an assignment (possibly empty: a group may have more members than
+// partitions), and how many partitions it holds. It is false before the
+// first assignment, after the session is lost and after Run returns. Safe
+// for concurrent use.
+func (h *Hop) Membership() (joined bool, partitions int) {
+	return h.joined.Load(), int(h.partitions.Load())
+}
+
+func countPartitions(m map[string][]int32) int64 {
+	n := 0
+	for _, ps := range m {
+		n += len(ps)
+	}
+	return int64(n)
+}

@@ -1,0 +1,147 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Ending a batch under exactly-once.
+//
+// Invariant: a batch's output records and its consumed offsets (or the
+// role's own commit offsets, Batch.Commit) are committed in one Kafka
+// transaction, or none of them is. An aborted batch is consumed again:
+// GroupTransactSession.End rewinds the client to the committed offsets.
+// The only abort that does not rewind is that of one attempt at writing a
+// batch whose record Kafka refused for good (reject.go): the same batch is
+// written again at once, without that record.
+
+func (h *Hop) endTransaction(ctx, bctx context.Context, b *Batch, perr error, end EndFunc) error {
+	if perr != nil {
+		// Nothing was produced yet: there is no transaction to abort, but the
+		// polled records must be consumed again.
+		h.rewind(b)
+		end(false)
+		return h.batchError(ctx, perr)
+	}
+	if len(b.out) == 0 && len(b.state) == 0 && len(h.cl.UncommittedOffsets()) == 0 && !h.sessFlagged.Load() {
+		// Nothing to write and nothing to commit (a role's own commit
+		// offsets equal the committed ones): franz-go would end no
+		// transaction, yet hold its session's lock for 500ms, since no
+		// TxnOffsetCommit response told it the broker has KIP-447.
+		end(true)
+		return nil
+	}
+	// A record Kafka refuses for good aborts this attempt only: the
+	// transaction is ended without the session (which would rewind the
+	// consumer to the committed offsets) and begun again with a dead
+	// letter in the record's place (see reject.go).
+	out := slices.Concat(b.out, b.state)
+	var (
+		prodErr error
+		failed  []failedRecord
+	)
+	for round := 0; ; round++ {
+		if err := h.sess.Begin(); err != nil {
+			end(false)
+			return fmt.Errorf("begin transaction: %w", err)
+		}
+		failed, prodErr = h.produceAll(bctx, out)
+		if prodErr == nil || round == maxRejectRounds {
+			break
+		}
+		next, ok := h.replaceRejected(out, failed)
+		if !ok {
+			break
+		}
+		if err := h.abortAttempt(bctx); err != nil {
+			end(false)
+			return fmt.Errorf("end transaction: %w", errors.Join(err, prodErr))
+		}
+		out = next
+	}
+	try := kgo.TryCommit
+	if prodErr != nil {
+		try = kgo.TryAbort
+	}
+	// End resets the session's revocation flags: a revocation after this
+	// point flags the hop again.
+	h.sessFlagged.Store(false)
+	committed, err := h.sess.End(b.commitContext(bctx), try)
+	end(committed)
+	switch {
+	case err != nil:
+		return fmt.Errorf("end transaction: %w", errors.Join(err, prodErr))
+	case allRejected(failed):
+		// Even the dead letters were refused: retrying cannot help.
+		return fmt.Errorf("write dead letters to %q: %w", h.cfg.DeadLetters, prodErr)
+	case prodErr != nil:
+		h.log.Warn("transaction aborted", "group", h.cfg.Group, "err", prodErr)
+	case !committed:
+		h.log.Info("transaction aborted by a rebalance; records will be consumed again", "group", h.cfg.Group)
+	}
+	return nil
+}
+
+// endProduceOnly runs the transaction of a batch that consumed nothing (a
+// tick's timers fired) with the client's own EndTransaction. With no offsets
+// to commit it needs no group generation check, and GroupTransactSession.End
+// would cost 500ms: without a TxnOffsetCommit response it cannot tell that
+// the broker supports KIP-447 and holds the session's lock that long
+// (franz-go v1.22.3). A revocation waits for it (see Hop.idle).
+func (h *Hop) endProduceOnly(ctx, bctx context.Context, b *Batch, perr error, end EndFunc) error {
+	if perr != nil {
+		end(false)
+		return h.batchError(ctx, perr)
+	}
+	if err := h.sess.Begin(); err != nil {
+		end(false)
+		return fmt.Errorf("begin transaction: %w", err)
+	}
+	out := slices.Concat(b.out, b.state)
+	var (
+		prodErr error
+		failed  []failedRecord
+	)
+	for round := 0; ; round++ {
+		failed, prodErr = h.produceAll(bctx, out)
+		if prodErr == nil || round == maxRejectRounds {
+			break
+		}
+		next, ok := h.replaceRejected(out, failed)
+		if !ok {
+			break
+		}
+		if err := h.abortAttempt(bctx); err != nil {
+			end(false)
+			return fmt.Errorf("end transaction: %w", errors.Join(err, prodErr))
+		}
+		if err := h.sess.Begin(); err != nil {
+			end(false)
+			return fmt.Errorf("begin transaction: %w", err)
+		}
+		out = next
+	}
+	try := kgo.TryCommit
+	if prodErr != nil {
+		try = kgo.TryAbort
+		if err := h.cl.AbortBufferedRecords(bctx); err != nil {
+			prodErr = errors.Join(prodErr, err)
+		}
+	}
+	if err := h.cl.EndTransaction(bctx, try); err != nil {
+		end(false)
+		return fmt.Errorf("end transaction: %w", errors.Join(err, prodErr))
+	}
+	end(try == kgo.TryCommit)
+	if allRejected(failed) {
+		return fmt.Errorf("write dead letters to %q: %w", h.cfg.DeadLetters, prodErr)
+	}
+	if prodErr != nil {
+		h.log.Warn("transaction aborted", "group", h.cfg.Group, "err", prodErr)
+	}
+	return nil
+}
