@@ -479,7 +479,8 @@ func (a *Aggregator) process(ctx context.Context, b *kafka.Batch) error {
 	})
 	a.stats.peak(m.gauges().open)
 	m.tick(now)
-	for _, o := range m.out {
+	for i := range m.out {
+		o := &m.out[i]
 		rec, err := a.record(ctx, o)
 		if err != nil {
 			clear(m.out)
@@ -489,7 +490,7 @@ func (a *Aggregator) process(ctx context.Context, b *kafka.Batch) error {
 		if rec == nil {
 			continue // a hedge that cannot be sent
 		}
-		a.obs.output(o, rec, now)
+		a.obs.output(*o, rec, now)
 		b.Produce(rec)
 	}
 	clear(m.out)
@@ -577,7 +578,9 @@ func decodeReason(err error) string {
 }
 
 // record turns an output of the machine into a record to produce.
-func (a *Aggregator) record(ctx context.Context, o output) (*kgo.Record, error) {
+// A reply too large is changed in o to the FAILED reply that is sent, so
+// that the metrics count what the caller gets.
+func (a *Aggregator) record(ctx context.Context, o *output) (*kgo.Record, error) {
 	if o.task != nil {
 		return a.hedgeRecord(ctx, *o.task)
 	}
@@ -593,7 +596,7 @@ func (a *Aggregator) record(ctx context.Context, o output) (*kgo.Record, error) 
 			a.log.Warn("reply-to is not a replies topic; replying to the default", "correlation_id", o.reply.CorrelationID, "reply_to", o.replyTo, "topic", topic)
 		}
 	}
-	rec, err := a.replyRecord(topic, o)
+	rec, err := a.replyRecord(topic, *o)
 	if err != nil {
 		return nil, err
 	}
@@ -603,7 +606,7 @@ func (a *Aggregator) record(ctx context.Context, o output) (*kgo.Record, error) 
 		size := kafka.RecordSize(rec)
 		a.log.Warn("reply too large; answering FAILED without its payload", "correlation_id", o.reply.CorrelationID, "bytes", size)
 		o.reply = tooLargeReply(o.reply, size)
-		if rec, err = a.replyRecord(topic, o); err != nil {
+		if rec, err = a.replyRecord(topic, *o); err != nil {
 			return nil, err
 		}
 	}
