@@ -18,7 +18,9 @@ import (
 	"github.com/scattergather/scattergather/internal/tracing"
 	"github.com/scattergather/scattergather/schemas"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // Defaults of [Config].
@@ -208,6 +210,12 @@ type Stats struct {
 	HedgesIssued int64
 	HedgesDenied int64
 	HedgesWon    int64
+	// CatchUpsExpired counts the times a partition's due timers stopped
+	// waiting for it to be read up to their due time (the deadline rule),
+	// or up to its backlog after a restore or an aborted batch, and fired
+	// at the bound with what was read: deadlines that may have marked
+	// MISSING parts whose results were in the topic.
+	CatchUpsExpired int64
 }
 
 type stats struct {
@@ -219,7 +227,7 @@ type stats struct {
 	restoredOpen, restoredDone           atomic.Int64
 	restoredHeld, restoreSkipped         atomic.Int64
 	hedgesIssued, hedgesDenied           atomic.Int64
-	hedgesWon                            atomic.Int64
+	hedgesWon, catchUpsExpired           atomic.Int64
 	pauses, openPeak                     atomic.Int64
 	paused                               atomic.Bool
 }
@@ -249,6 +257,7 @@ func (s *stats) add(c counters) {
 	s.hedgesIssued.Add(c.hedgesIssued)
 	s.hedgesDenied.Add(c.hedgesDenied)
 	s.hedgesWon.Add(c.hedgesWon)
+	s.catchUpsExpired.Add(c.catchUpsExpired)
 }
 
 func (s *stats) addRestored(n restored) {
@@ -301,6 +310,10 @@ type Aggregator struct {
 	// restoring counts partitions assigned and not restored yet.
 	joined    atomic.Bool
 	restoring atomic.Int32
+
+	// bg counts the goroutines that learn restored partitions' end
+	// offsets (catchUp); Run waits for them.
+	bg sync.WaitGroup
 
 	stats stats
 	obs   *observer // metrics and spans; guarded by mu
@@ -382,7 +395,10 @@ func (a *Aggregator) Run(ctx context.Context) error {
 		}
 		return err
 	}
-	if err := a.hop.Run(ctx, process, a.end); err != nil {
+	err := a.hop.Run(ctx, process, a.end)
+	a.stopRestores()
+	a.bg.Wait()
+	if err != nil {
 		return fmt.Errorf("aggregator: %w", err)
 	}
 	return nil
@@ -432,6 +448,8 @@ func (a *Aggregator) Stats() Stats {
 		HedgesIssued: s.hedgesIssued.Load(),
 		HedgesDenied: s.hedgesDenied.Load(),
 		HedgesWon:    s.hedgesWon.Load(),
+
+		CatchUpsExpired: s.catchUpsExpired.Load(),
 	}
 }
 
@@ -450,6 +468,9 @@ func (a *Aggregator) process(ctx context.Context, b *kafka.Batch) error {
 		a.committed(m.commit())
 	}
 	now := a.cfg.Now()
+	// Whether the poll took all the client had fetched: for the deadline
+	// rule (machine.polled), once the batch's records are read.
+	drained := a.hop.Client().BufferedFetchRecords() == 0
 	results := a.cfg.Topics.Results()
 	var unowned []int32
 	b.Fetches.EachPartition(func(p kgo.FetchTopicPartition) {
@@ -466,18 +487,37 @@ func (a *Aggregator) process(ctx context.Context, b *kafka.Batch) error {
 		return kafka.ErrAbort
 	}
 	b.Fetches.EachPartition(func(p kgo.FetchTopicPartition) {
-		if p.Topic != results || len(p.Records) == 0 {
+		if p.Topic != results || p.Err != nil {
 			return
 		}
 		ps := m.parts[p.Partition]
+		if ps == nil {
+			return // no records: nothing to consume again
+		}
+		// What the fetch saw of the partition's end, for the deadline
+		// rule: free with every fetch, no round trip.
+		ps.fetched(p.LastStableOffset, len(p.Records) > 0)
+		if len(p.Records) == 0 {
+			return
+		}
+		var ts, size int64
 		for _, rec := range p.Records {
 			a.handle(m, ps, now, rec)
+			ts = max(ts, rec.Timestamp.UnixNano())
+			size += int64(len(rec.Key) + len(rec.Value))
 		}
 		last := p.Records[len(p.Records)-1].Offset
-		ps.caughtUp(last)
+		ps.read(last, ts, size)
+		m.bytes += size
 		m.readTo(p.Partition, last)
 	})
+	if drained {
+		m.polled(now.UnixNano())
+	}
 	a.stats.peak(m.gauges().open)
+	// While fetching is paused nothing more is read: due timers fire with
+	// what was.
+	m.follow = !a.paused
 	m.tick(now)
 	for i := range m.out {
 		o := &m.out[i]
@@ -780,18 +820,14 @@ func (a *Aggregator) assigned(ctx context.Context, cl *kgo.Client, assigned map[
 	}
 	a.restoring.Add(int32(len(parts)))
 	defer a.restoring.Add(-int32(len(parts)))
-	ctx, stop := a.restoreContext(ctx)
+	rctx, stop := a.restoreContext(ctx)
 	defer stop()
 	start := time.Now()
-	states, n, err := a.restore(ctx, parts)
-	var backlog map[int32]int64
-	if err == nil {
-		backlog = a.catchUpOffsets(ctx, cl, parts) // two admin round trips: not under a.mu
-	}
+	states, n, err := a.restore(rctx, parts)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if err != nil {
-		if ctx.Err() != nil {
+		if rctx.Err() != nil {
 			a.log.Info("restore interrupted: stopping", "partitions", parts)
 			return
 		}
@@ -799,13 +835,18 @@ func (a *Aggregator) assigned(ctx context.Context, cl *kgo.Client, assigned map[
 		a.log.Error("restore failed; stopping", "partitions", parts, "err", err)
 		return
 	}
-	holdUntil := a.cfg.Now().Add(catchUpMax).UnixNano()
-	for p, ps := range states {
-		if off, ok := backlog[p]; ok {
-			ps.catchUp, ps.holdUntil = off, holdUntil
-		}
+	// The timers of the restored partitions wait until their end offsets
+	// are known and read (catchUp); the listing runs beside the fetches.
+	now := a.cfg.Now()
+	for _, ps := range states {
+		ps.catchUp, ps.holdUntil = catchUnknown, now.Add(catchUpMax).UnixNano()
 		a.m.install(ps)
 	}
+	a.bg.Add(1)
+	go func() { // exits once every partition's end is known, at the hold's end, or when the client or Run stops; Run waits
+		defer a.bg.Done()
+		a.catchUp(ctx, cl, states, now.Add(catchUpMax))
+	}()
 	a.obs.restored(time.Since(start))
 	a.stats.addRestored(n)
 	a.publishGauges()
@@ -814,51 +855,122 @@ func (a *Aggregator) assigned(ctx context.Context, cl *kgo.Client, assigned map[
 }
 
 // catchUpMax bounds how long a restored partition's timers wait for its
-// backlog to be read (partitionState.catchUp).
+// backlog to be read (partitionState.catchUp), and how long its end offset
+// is asked for.
 const catchUpMax = 2 * time.Second
 
-// catchUpOffsets returns, for each of parts whose results were not all
-// consumed by the group when it was assigned (a backlog the previous owner
-// did not read: it crashed, or the partition had no owner for a while),
-// the last stable offset of the partition then: the restored partition
-// reads up to it before its timers fire, so that a request whose deadline
-// passed meanwhile is answered with the results that came in time rather
-// than MISSING. On error it returns none: the timers fire at once, as
-// without it.
-func (a *Aggregator) catchUpOffsets(ctx context.Context, cl *kgo.Client, parts []int32) map[int32]int64 {
+// catchUpTry bounds one listing of end and committed offsets, so that a
+// broker that does not answer holds back only its partitions' next try.
+const catchUpTry = 500 * time.Millisecond
+
+// catchUp learns, for each restored partition of states, what it must read
+// before its timers fire: if the group had not consumed all of its results
+// when it was assigned (a backlog the previous owner did not read: it
+// crashed, or the partition had no owner for a while), its last stable
+// offset then, so that a request whose deadline passed meanwhile is
+// answered with the results that came in time rather than MISSING. It asks
+// only for these partitions, the leaders of each separately, and asks
+// again for those that did not answer (a leader down or moving) until
+// until; meanwhile their timers wait (catchUnknown), and a fetch of the
+// partition, which carries its last stable offset, may tell it first.
+// What is still unknown at until fires with what was read, as after the
+// hold's end.
+func (a *Aggregator) catchUp(ctx context.Context, cl *kgo.Client, states map[int32]*partitionState, until time.Time) {
+	ctx, stop := a.restoreContext(ctx)
+	defer stop()
+	pending := slices.Sorted(maps.Keys(states))
+	backoff := 50 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		tctx, cancel := context.WithTimeout(ctx, catchUpTry)
+		ends, committed, err := a.catchUpOffsets(tctx, cl, pending)
+		cancel()
+		a.mu.Lock()
+		pending = slices.DeleteFunc(pending, func(p int32) bool {
+			ps := states[p]
+			if a.m.parts[p] != ps || ps.catchUp != catchUnknown {
+				return true // revoked, or a fetch told it
+			}
+			end, ok := ends[p]
+			if !ok {
+				return false
+			}
+			ps.caughtUpTo(end, committed[p])
+			return true
+		})
+		a.arm()
+		a.mu.Unlock()
+		if len(pending) == 0 {
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Now().Add(backoff).After(until) {
+			a.log.Warn("end offsets of restored partitions not known in time: their overdue deadlines fire with what was read",
+				"partitions", pending, "attempts", attempt, "err", err)
+			return
+		}
+		a.log.Debug("end offsets of restored partitions; trying again", "partitions", pending, "attempt", attempt, "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 400*time.Millisecond)
+	}
+}
+
+// catchUpOffsets lists the last stable offsets of parts of the results
+// topic (ListOffsets read_committed, to each partition's leader) and the
+// group's committed offsets of them. It returns the partitions that
+// answered both, and the errors of those that did not.
+func (a *Aggregator) catchUpOffsets(ctx context.Context, cl *kgo.Client, parts []int32) (ends, committed map[int32]int64, err error) {
 	results := a.cfg.Topics.Results()
-	adm := kadm.NewClient(cl)
-	ends, err := adm.ListCommittedOffsets(ctx, results)
-	if err == nil {
-		err = ends.Error()
-	}
-	if err != nil {
-		a.log.Warn("end offsets of restored partitions; their deadlines fire without reading the backlog first", "partitions", parts, "err", err)
-		return nil
-	}
-	committed, err := adm.FetchOffsets(ctx, a.cfg.Group)
-	if err == nil {
-		err = committed.Error()
-	}
-	if err != nil {
-		a.log.Warn("committed offsets of restored partitions; their deadlines fire without reading the backlog first", "partitions", parts, "err", err)
-		return nil
-	}
-	backlog := map[int32]int64{}
+	req := kmsg.NewPtrListOffsetsRequest()
+	req.IsolationLevel = 1 // read_committed: the last stable offset
+	rt := kmsg.NewListOffsetsRequestTopic()
+	rt.Topic = results
 	for _, p := range parts {
-		end, ok := ends.Lookup(results, p)
-		if !ok || end.Offset <= 0 {
+		rp := kmsg.NewListOffsetsRequestTopicPartition()
+		rp.Partition = p
+		rp.Timestamp = -1 // the end
+		rt.Partitions = append(rt.Partitions, rp)
+	}
+	req.Topics = append(req.Topics, rt)
+	var errs []error
+	listed := map[int32]int64{}
+	for _, sh := range cl.RequestSharded(ctx, req) {
+		if sh.Err != nil {
+			errs = append(errs, fmt.Errorf("list end offsets (broker %d): %w", sh.Meta.NodeID, sh.Err))
 			continue
 		}
-		var at int64
-		if c, ok := committed.Lookup(results, p); ok {
-			at = c.At
-		}
-		if at < end.Offset {
-			backlog[p] = end.Offset
+		for _, t := range sh.Resp.(*kmsg.ListOffsetsResponse).Topics {
+			for _, p := range t.Partitions {
+				if err := kerr.ErrorForCode(p.ErrorCode); err != nil {
+					errs = append(errs, fmt.Errorf("list end offset of %s/%d: %w", t.Topic, p.Partition, err))
+					continue
+				}
+				listed[p.Partition] = p.Offset
+			}
 		}
 	}
-	return backlog
+	if len(listed) == 0 {
+		return nil, nil, errors.Join(errs...)
+	}
+	offs, err := kadm.NewClient(cl).FetchOffsetsForTopics(ctx, a.cfg.Group, results)
+	if err == nil {
+		err = offs.Error()
+	}
+	if err != nil {
+		return nil, nil, errors.Join(append(errs, fmt.Errorf("committed offsets of %s: %w", a.cfg.Group, err))...)
+	}
+	committed = make(map[int32]int64, len(listed))
+	for p := range listed {
+		if c, ok := offs.Lookup(results, p); ok {
+			committed[p] = c.At
+		}
+	}
+	return listed, committed, errors.Join(errs...)
 }
 
 func (a *Aggregator) revoked(_ context.Context, _ *kgo.Client, revoked map[string][]int32) {

@@ -2,8 +2,15 @@ package aggregator
 
 import (
 	"fmt"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/schemas"
@@ -19,55 +26,319 @@ func TestCatchUpAfterOutage(t *testing.T) {
 	for _, g := range []kafka.Guarantee{kafka.ExactlyOnce, kafka.AtLeastOnce} {
 		t.Run(string(g), func(t *testing.T) {
 			t.Parallel()
-			const requests = 300
-			f := newFixture(t, 3)
-			a := f.start("a", g)
-			waitFor(t, "instance ready", 30*time.Second, a.agg.Ready)
-
-			deadline := time.Now().Add(4 * time.Second)
-			id := func(i int) string { return fmt.Sprintf("req-%04d", i) }
-			for i := range requests {
-				f.w.send(int32(i)%f.parts, f.w.manifest(id(i), deadline, "", "a", "b"),
-					f.w.result(id(i), "a", schemas.ResultOK, payload(id(i), "a"), "", deadline))
-			}
-			waitFor(t, "every request open", 30*time.Second, func() bool { return a.agg.Stats().Manifests == requests })
-			a.stopNow(t)
-
-			for i := range requests {
-				f.w.send(int32(i)%f.parts, f.w.result(id(i), "b", schemas.ResultOK, payload(id(i), "b"), "", deadline))
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("the second parts were written after the deadline: the machine is too slow for this test")
-			}
-			time.Sleep(time.Until(deadline) + 300*time.Millisecond)
-
-			// Small batches: the backlog takes many, and every batch fires
-			// the timers that are due.
-			b := f.start("a", g, func(c *Config) { c.MaxPollRecords = 20 })
-			l := f.replyLog()
-			l.until("every reply", 30*time.Second, func() bool { return len(l.replies) == requests })
-			waitFor(t, "restored", 10*time.Second, b.agg.Ready)
-			settled := time.Now().Add(time.Second) // time for a second reply to show
-			l.until("a second of reading", 5*time.Second, func() bool { return time.Now().After(settled) })
-
-			var partial []string
-			for i := range requests {
-				reps := l.replies[schemas.CorrelationID(id(i))]
-				if len(reps) != 1 {
-					t.Errorf("%s: %d replies, want 1", id(i), len(reps))
-					continue
-				}
-				if reps[0].Status != schemas.ReplyComplete {
-					partial = append(partial, fmt.Sprintf("%s %s", id(i), reps[0].Status))
-				}
-			}
-			if len(partial) > 0 {
-				t.Errorf("%d of %d replies not COMPLETE although every part was in the topic before the deadline, e.g. %v",
-					len(partial), requests, partial[:min(len(partial), 5)])
-			}
-			if s := b.agg.Stats(); s.RestoredOpen != requests {
-				t.Errorf("restored %d open requests, want %d", s.RestoredOpen, requests)
-			}
+			catchUpAfterOutage(t, newFixture(t, 3), g, nil)
 		})
 	}
+}
+
+// TestCatchUpBrokerRefusesListOffsets: as TestCatchUpAfterOutage, on three
+// brokers, one of which refuses to list end offsets (ListOffsets) for a
+// while after the restart, or does not answer for that while. The restored
+// instance must ask only for its own partitions, each of its leader, keep
+// the timers of those whose end it does not know yet waiting, and learn it
+// later (from the broker asked again, or from a fetch): every reply
+// COMPLETE. (Before, one refusing leader failed the listing of the whole
+// topic, and every overdue deadline fired at once with the backlog unread.
+// A leader that does not answer passed before too: the listing held up the
+// assignment, and the fetching of every partition, until it answered; now
+// each try is cut at catchUpTry and the fetches do not wait.) kfake only:
+// it needs a broker that misbehaves.
+func TestCatchUpBrokerRefusesListOffsets(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		g    kafka.Guarantee
+		hang bool // else refuse
+	}{
+		{"refuses/" + string(kafka.ExactlyOnce), kafka.ExactlyOnce, false},
+		{"refuses/" + string(kafka.AtLeastOnce), kafka.AtLeastOnce, false},
+		{"hangs/" + string(kafka.ExactlyOnce), kafka.ExactlyOnce, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			f := newFixture(t, 3, kfake.NumBrokers(3))
+			if f.c.Fake == nil {
+				t.Skip("needs kfake to make a broker misbehave")
+			}
+			fake := f.c.Fake
+			victim := fake.LeaderFor(f.topics.Results(), 0)
+			var until atomic.Int64 // unix ns; 0: answer
+			var hit atomic.Int32
+			fake.ControlKey(int16(kmsg.ListOffsets), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
+				fake.KeepControl()
+				req := kreq.(*kmsg.ListOffsetsRequest)
+				end := false
+				for _, rt := range req.Topics {
+					for _, rp := range rt.Partitions {
+						end = end || rp.Timestamp == -1
+					}
+				}
+				wait := time.Until(time.Unix(0, until.Load()))
+				if !end || wait <= 0 || fake.CurrentNode() != victim {
+					return nil, nil, false // the consumer's own resets, or answer
+				}
+				hit.Add(1)
+				if tt.hang {
+					fake.SleepControl(func() { time.Sleep(wait) })
+					return nil, nil, false // then answer
+				}
+				resp := req.ResponseKind().(*kmsg.ListOffsetsResponse)
+				for _, rt := range req.Topics {
+					st := kmsg.NewListOffsetsResponseTopic()
+					st.Topic = rt.Topic
+					for _, rp := range rt.Partitions {
+						sp := kmsg.NewListOffsetsResponseTopicPartition()
+						sp.Partition = rp.Partition
+						sp.ErrorCode = kerr.UnknownServerError.Code
+						st.Partitions = append(st.Partitions, sp)
+					}
+					resp.Topics = append(resp.Topics, st)
+				}
+				return resp, nil, true
+			})
+			catchUpAfterOutage(t, f, tt.g, func() { until.Store(time.Now().Add(1500 * time.Millisecond).UnixNano()) })
+			if hit.Load() == 0 {
+				t.Errorf("broker %d saw no listing of end offsets while it misbehaved: the test tested nothing", victim)
+			}
+			t.Logf("broker %d refused or held %d listings of end offsets", victim, hit.Load())
+		})
+	}
+}
+
+// catchUpAfterOutage runs the outage of TestCatchUpAfterOutage on f;
+// beforeRestart, if set, runs just before the second instance starts.
+func catchUpAfterOutage(t *testing.T, f *fixture, g kafka.Guarantee, beforeRestart func()) {
+	const requests = 300
+	a := f.start("a", g)
+	waitFor(t, "instance ready", 30*time.Second, a.agg.Ready)
+
+	deadline := time.Now().Add(4 * time.Second)
+	id := func(i int) string { return fmt.Sprintf("req-%04d", i) }
+	for i := range requests {
+		f.w.send(int32(i)%f.parts, f.w.manifest(id(i), deadline, "", "a", "b"),
+			f.w.result(id(i), "a", schemas.ResultOK, payload(id(i), "a"), "", deadline))
+	}
+	waitFor(t, "every request open", 30*time.Second, func() bool { return a.agg.Stats().Manifests == requests })
+	a.stopNow(t)
+
+	for i := range requests {
+		f.w.send(int32(i)%f.parts, f.w.result(id(i), "b", schemas.ResultOK, payload(id(i), "b"), "", deadline))
+	}
+	if time.Now().After(deadline) {
+		t.Fatalf("the second parts were written after the deadline: the machine is too slow for this test")
+	}
+	time.Sleep(time.Until(deadline) + 300*time.Millisecond)
+
+	if beforeRestart != nil {
+		beforeRestart()
+	}
+	// Small batches: the backlog takes many, and every batch fires
+	// the timers that are due.
+	b := f.start("a", g, func(c *Config) { c.MaxPollRecords = 20 })
+	l := f.replyLog()
+	l.until("every reply", 30*time.Second, func() bool { return len(l.replies) == requests })
+	waitFor(t, "restored", 10*time.Second, b.agg.Ready)
+	settled := time.Now().Add(time.Second) // time for a second reply to show
+	l.until("a second of reading", 5*time.Second, func() bool { return time.Now().After(settled) })
+
+	var partial []string
+	for i := range requests {
+		reps := l.replies[schemas.CorrelationID(id(i))]
+		if len(reps) != 1 {
+			t.Errorf("%s: %d replies, want 1", id(i), len(reps))
+			continue
+		}
+		if reps[0].Status != schemas.ReplyComplete {
+			partial = append(partial, fmt.Sprintf("%s %s", id(i), reps[0].Status))
+		}
+	}
+	if len(partial) > 0 {
+		t.Errorf("%d of %d replies not COMPLETE although every part was in the topic before the deadline, e.g. %v",
+			len(partial), requests, partial[:min(len(partial), 5)])
+	}
+	if s := b.agg.Stats(); s.RestoredOpen != requests {
+		t.Errorf("restored %d open requests, want %d", s.RestoredOpen, requests)
+	}
+}
+
+// TestDeadlineReadsBacklogFirst: a live aggregator falls behind (one batch
+// takes 2s, as a slow merge, a GC pause or a stalled disk would make it)
+// while a request's results are written, 1s before its deadline, behind
+// other records. When it resumes, past the deadline, it reads five records
+// a batch and every batch fires what is due: the request must still be
+// answered COMPLETE, its deadline held until the partition is read up to
+// it. (Before, the first batch after the stall fired the deadline, and the
+// results in the topic came back MISSING.)
+func TestDeadlineReadsBacklogFirst(t *testing.T) {
+	for _, g := range []kafka.Guarantee{kafka.ExactlyOnce, kafka.AtLeastOnce} {
+		t.Run(string(g), func(t *testing.T) {
+			t.Parallel()
+			const fillers = 40
+			f := newFixture(t, 1)
+			stalled := make(chan struct{})
+			var once sync.Once
+			slow := func(parts []Part) ([]byte, error) {
+				once.Do(func() {
+					close(stalled)
+					time.Sleep(2 * time.Second)
+				})
+				return Collect()(parts)
+			}
+			a := f.start("a", g, func(c *Config) {
+				c.MaxPollRecords = 5
+				c.Merges = map[schemas.Route]Merge{"slow": slow}
+			})
+			waitFor(t, "instance ready", 30*time.Second, a.agg.Ready)
+			far := time.Now().Add(time.Minute)
+			f.w.send(0, f.w.with(f.w.manifest("slow", far, "", "a"), func(m *schemas.Manifest) { m.Route = "slow" }),
+				f.w.result("slow", "a", schemas.ResultOK, `0`, "", far))
+			<-stalled
+
+			deadline := time.Now().Add(time.Second)
+			recs := []*kgo.Record{f.w.manifest("x", deadline, "", "a", "b")}
+			for i := range fillers {
+				id := fmt.Sprintf("fill-%02d", i)
+				recs = append(recs, f.w.manifest(id, far, "", "a"), f.w.result(id, "a", schemas.ResultOK, `0`, "", far))
+			}
+			recs = append(recs, f.w.result("x", "a", schemas.ResultOK, `1`, "", deadline),
+				f.w.result("x", "b", schemas.ResultOK, `2`, "", deadline))
+			f.w.send(0, recs...)
+			if left := time.Until(deadline); left < 500*time.Millisecond {
+				t.Fatalf("the results were written %s before the deadline: the machine is too slow for this test", left)
+			}
+
+			l := f.replyLog()
+			l.until("every reply", 30*time.Second, func() bool { return len(l.replies) == fillers+2 })
+			for id, reps := range l.replies {
+				if len(reps) != 1 || reps[0].Status != schemas.ReplyComplete {
+					t.Errorf("%s: replies %+v, want one COMPLETE", id, reps)
+				}
+			}
+			t.Logf("catch-ups expired: %d", a.agg.Stats().CatchUpsExpired)
+		})
+	}
+}
+
+// The deadline rule on the machine: a timer due at T fires once its
+// partition is read up to T (machine.fire). The machine takes the time as
+// an argument and starts no timer or goroutine, so these tests drive its
+// clock by hand rather than under testing/synctest.
+
+// readAt feeds result r as read from the partition's next offset, created
+// at ts, and notes the read.
+func (h *harness) readAt(r schemas.Result, ts time.Time) {
+	h.feed(r)
+	h.ps.read(h.offset, ts.UnixNano(), 100)
+}
+
+// poll moves the clock by d and runs a batch that found the client's
+// buffer drained, as the role does after a poll.
+func (h *harness) poll(d time.Duration) {
+	h.now = h.now.Add(d)
+	h.m.polled(h.now.UnixNano())
+	h.m.tick(h.now)
+	h.commit()
+}
+
+// TestMachineDeadlineWaitsUntilRead: a deadline does not fire while
+// results written before it may sit unread in the partition.
+func TestMachineDeadlineWaitsUntilRead(t *testing.T) {
+	// open opens x (parts a and b, deadline in 1s) with a read; when
+	// behind, the last fetch reported 1,000 more records (a fetch cut at
+	// its byte limit).
+	open := func(t *testing.T, behind bool) (*harness, time.Time) {
+		h := newHarness(t)
+		h.m.follow = true
+		mf := h.mf("x", time.Second, []string{"a", "b"})
+		h.manifest(mf)
+		h.readAt(ok("x", "a", `1`), h.now)
+		h.commit()
+		end := h.offset + 1
+		if behind {
+			end = h.offset + 1001
+		}
+		h.ps.fetched(end, true)
+		h.poll(0)
+		return h, mf.Deadline
+	}
+
+	t.Run("caught up: fires once a fetch sent at the deadline came back", func(t *testing.T) {
+		h, deadline := open(t, false)
+		h.poll(deadline.Sub(h.now)) // a drained poll at the deadline
+		h.none()
+		if next := h.m.nextDue(); next != h.now.Add(settleGap).UnixNano() {
+			t.Errorf("next wake in %s, want settleGap", time.Duration(next-h.now.UnixNano()))
+		}
+		h.poll(settleGap)
+		if r := h.one(); r.Status != schemas.ReplyPartial {
+			t.Errorf("status %s, want PARTIAL", r.Status)
+		}
+	})
+	t.Run("caught up, polls every 2ms: fires settleGap after the deadline", func(t *testing.T) {
+		h, deadline := open(t, false)
+		h.poll(deadline.Sub(h.now))
+		for h.now.Before(deadline.Add(settleGap)) {
+			h.none()
+			h.poll(2 * time.Millisecond)
+		}
+		if r := h.one(); r.Status != schemas.ReplyPartial {
+			t.Errorf("status %s, want PARTIAL", r.Status)
+		}
+	})
+	t.Run("transaction markers after the last record: caught up", func(t *testing.T) {
+		h, deadline := open(t, false)
+		h.ps.fetched(h.offset+5, true) // four markers after it: not records
+		h.poll(deadline.Sub(h.now))
+		h.poll(settleGap)
+		if r := h.one(); r.Status != schemas.ReplyPartial {
+			t.Errorf("status %s, want PARTIAL", r.Status)
+		}
+	})
+	t.Run("behind: the results in the topic are read first", func(t *testing.T) {
+		h, deadline := open(t, true)
+		h.poll(deadline.Sub(h.now) + 300*time.Millisecond) // a stalled batch
+		h.poll(settleGap)
+		h.poll(settleGap)
+		h.none()
+		if next, now := h.m.nextDue(), h.now.UnixNano(); next <= now {
+			t.Errorf("next wake %s from now: the poll would spin", time.Duration(next-now))
+		}
+		h.offset += 999                                         // the records before it
+		h.readAt(ok("x", "b", `2`), deadline.Add(-time.Second)) // written in time
+		h.commit()
+		if r := h.one(); r.Status != schemas.ReplyComplete {
+			t.Errorf("status %s, want COMPLETE", r.Status)
+		}
+	})
+	t.Run("behind: a record created at the deadline says the rest was read", func(t *testing.T) {
+		h, deadline := open(t, true)
+		h.poll(deadline.Sub(h.now))
+		h.none()
+		h.readAt(ok("y", "a", `3`), deadline) // an orphan, held
+		h.commit()
+		h.poll(time.Millisecond)
+		if r := h.one(); r.Status != schemas.ReplyPartial {
+			t.Errorf("status %s, want PARTIAL", r.Status)
+		}
+	})
+	t.Run("behind: fires at the bound with what was read", func(t *testing.T) {
+		h, deadline := open(t, true)
+		h.poll(deadline.Sub(h.now) + 5*time.Second) // the first tick that finds it due
+		h.poll(behindMax - time.Millisecond)
+		h.none()
+		h.poll(time.Millisecond)
+		if r := h.one(); r.Status != schemas.ReplyPartial {
+			t.Errorf("status %s, want PARTIAL", r.Status)
+		}
+		if h.total.catchUpsExpired != 1 {
+			t.Errorf("%d catch-ups expired, want 1", h.total.catchUpsExpired)
+		}
+	})
+	t.Run("paused: fires at the deadline", func(t *testing.T) {
+		h, deadline := open(t, true)
+		h.m.follow = false
+		h.poll(deadline.Sub(h.now))
+		if r := h.one(); r.Status != schemas.ReplyPartial {
+			t.Errorf("status %s, want PARTIAL", r.Status)
+		}
+	})
 }

@@ -108,8 +108,23 @@
 // records: the hop returns from polling when the earliest timer is due (an
 // alarm wakes it) and at least every Config.Tick, so a deadline fires on
 // time on an idle partition too (Kafka Streams' stream-time punctuation
-// would stall there). A manifest whose deadline has passed completes in
-// the batch that brings it.
+// would stall there).
+//
+// A deadline is a promise about the results produced before it, not about
+// what this consumer has read by then: a timer due at T fires only once
+// its partition has been read up to T, that is once a record created at T
+// or later was read, or once the partition was read to the end of its last
+// fetch and a fetch the client sent at T or later has come back (a poll
+// found the client's buffer drained, and another did 10ms later). On an
+// idle partition that is 10ms after T. An instance that has fallen behind
+// (a slow batch, a pause, a backlog after a fault) thus reads what was
+// committed before the deadline first; its due timers wait at most a
+// second (behindMax) and then fire with what was read, and
+// Stats.CatchUpsExpired counts those waits. While fetching is paused (MaxOpenRequests) nothing
+// more is read, and timers fire when due. docs/guarantees.md has the rule
+// and where it is weaker. A manifest whose deadline has passed completes
+// in the batch that brings it, or, when the results behind it are not read
+// yet, once they are.
 //
 // # Backpressure
 //
@@ -198,10 +213,14 @@
 // that transaction is aborted (by the transaction timeout, or at once when
 // the owner restarts with the same instance id). The machine's lock is not
 // held while reading, so other partitions are served meanwhile. The state
-// is rebuilt with every timer at its original time: a deadline that passed
-// while nobody owned the partition fires at the first tick, with what had
-// arrived; held results expire and done requests are forgotten when they
-// would have been. A restore that fails restoreAttempts times makes Run
+// is rebuilt with every timer at its original time; a deadline that passed
+// while nobody owned the partition fires once the partition's backlog is
+// read: the end offsets of the assigned partitions (and only those) are
+// listed from their leaders beside the fetches, a partition whose leader
+// does not answer asked again, its timers waiting meanwhile (a fetch of it,
+// which reports the end too, may tell first), for 2s at most (catchUpMax).
+// Held results expire and done requests are forgotten when they would have
+// been. A restore that fails restoreAttempts times makes Run
 // fail; entries that do not decode are skipped, counted in
 // Stats.RestoreSkipped and logged. [Aggregator.Ready] reports whether every
 // assigned partition is restored. On revocation the partition's state is
@@ -211,5 +230,8 @@
 //
 // Batches run on Run's goroutine; partition assignment and revocation
 // come from the client's rebalance goroutine; one mutex guards the state.
+// Each assignment starts a goroutine that lists the new partitions' end
+// offsets; it ends within catchUpMax or when the client or Run stops, and
+// Run waits for it.
 // A Merge is called on Run's goroutine, one request at a time.
 package aggregator

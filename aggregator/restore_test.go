@@ -37,7 +37,9 @@ type fixture struct {
 	w      *writer
 }
 
-func newFixture(t *testing.T, parts int32) *fixture {
+// newFixture makes a fixture with parts partitions of results; kfakeOpts
+// apply when the broker is kfake.
+func newFixture(t *testing.T, parts int32, kfakeOpts ...kfake.Opt) *fixture {
 	// kfake's cleaner can drop the abort marker of a transaction whose data
 	// it dropped while keeping the transaction in its aborted index; a
 	// read_committed consumer then takes the producer's later, committed
@@ -45,7 +47,7 @@ func newFixture(t *testing.T, parts int32) *fixture {
 	// TestKfakeCompactionHidesCommittedData). testkafka runs kfake's cleaner
 	// every second; here it runs at kfake's default, hourly, so never
 	// within a test. Real Kafka compacts as it is configured.
-	c := testkafka.New(t, testkafka.WithKfakeOpts(kfake.BrokerConfigs(map[string]string{"log.cleaner.backoff.ms": "3600000"})))
+	c := testkafka.New(t, testkafka.WithKfakeOpts(append([]kfake.Opt{kfake.BrokerConfigs(map[string]string{"log.cleaner.backoff.ms": "3600000"})}, kfakeOpts...)...))
 	f := &fixture{t: t, c: c, topics: kafka.Topics{Prefix: c.Prefix}, parts: parts}
 	results := c.CreateTopic(t, "results", parts, nil)
 	c.CreateTopic(t, "aggregator-state", parts, map[string]*string{"cleanup.policy": kadm.StringPtr("compact")})

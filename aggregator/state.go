@@ -14,6 +14,14 @@ import (
 // before its manifest is held.
 const orphanGrace = time.Second
 
+// behindMax bounds how long a partition's due timers wait for it to be
+// read up to their due time (the deadline rule, machine.fire): half the
+// Go client's default Grace (2s), so that a reply held to the bound still
+// reaches a caller who waits the default grace past its timeout, with a
+// second left for the batch that carries it. A consumer further behind
+// than a second of reading answers from what it read, as without the rule.
+const behindMax = time.Second
+
 // indexAbove is the part count above which a request looks its parts up in
 // a map rather than scanning the manifest's part list.
 const indexAbove = 8
@@ -119,23 +127,89 @@ type partitionState struct {
 	// earned is what a rebuilt partition's hedged requests had earned of
 	// their routes' hedge budgets; install gives it back.
 	earned map[schemas.Route]earnedTokens
-	// catchUp, set when the partition is restored with a backlog of
-	// results nobody read while it had no owner, is the results offset to
-	// read up to before its timers fire, so that a deadline that passed
-	// meanwhile does not mark parts MISSING that sit in the backlog (see
-	// Aggregator.catchUpOffsets). Timers wait until then or holdUntil
-	// (unix ns), whichever comes first. Zero when caught up.
+	// pos is the offset after the last record read, end the highest last
+	// stable offset a fetch of the partition reported (read_committed: the
+	// end of what a consumer may read); both 0 until a fetch says.
+	pos, end int64
+	// upTo is the latest time (unix ns) up to which the partition is known
+	// to be read: every result committed to it before upTo has been read.
+	// See machine.fire for how it is learnt.
+	upTo int64
+	// waitSince is when the due timers that wait for upTo began to wait
+	// (unix ns); 0 when none waits.
+	waitSince int64
+	// bytes counts the key and value bytes read since the last poll that
+	// found the client's buffer drained (see machine.polled).
+	bytes int64
+	// catchUp is the results offset to read up to before due timers fire,
+	// so that a deadline does not mark MISSING a part whose result sits in
+	// the topic: set when a restored partition has a backlog nobody read
+	// (Aggregator.catchUp; catchUnknown until its end offset is known) and
+	// after an aborted batch (its records are read again). The timers wait
+	// until then or holdUntil (unix ns), whichever comes first. Zero when
+	// caught up.
 	catchUp, holdUntil int64
 }
 
-// caughtUp notes that the partition's records up to offset were read.
+// catchUnknown is catchUp while the end offset to read up to is not known
+// yet: the timers wait (at most until holdUntil) until a listing of the
+// end offsets or a fetch tells it.
+const catchUnknown = -1
+
+// read notes that the partition's records up to offset were read, the
+// latest of them created at ts (unix ns), size bytes of keys and values.
 // The backlog ends at catchUp-1, or at catchUp-2 when a transaction's
 // marker (which a consumer never sees) ends it.
-func (ps *partitionState) caughtUp(offset int64) {
+func (ps *partitionState) read(offset, ts, size int64) {
+	ps.pos = offset + 1
+	ps.bytes += size
+	// A record created at ts was appended at ts or later, so at or past
+	// the end offset the partition had at ts: everything committed before
+	// ts lies before it, and was read.
+	ps.upTo = max(ps.upTo, ts)
 	if ps.catchUp > 0 && offset+2 >= ps.catchUp {
 		ps.catchUp = 0
 	}
 }
+
+// fetched notes what a fetch of the partition reported: its last stable
+// offset lso, and whether it returned records. A fetch that returned none
+// had nothing visible for the partition from its fetch offset to lso
+// (only transaction markers or aborted records, which the client skips),
+// so the partition is read up to lso.
+func (ps *partitionState) fetched(lso int64, records bool) {
+	if lso <= 0 {
+		return
+	}
+	ps.end = max(ps.end, lso)
+	if ps.catchUp == catchUnknown {
+		ps.catchUp = lso
+	}
+	if !records {
+		// Not enough to end a catch-up: the records of an aborted batch
+		// are read again from the committed offset, which a fetch
+		// buffered before the abort may not show.
+		ps.pos = max(ps.pos, lso)
+	}
+}
+
+// caughtUpTo is the answer of a listing of end offsets for a partition
+// whose catchUp was catchUnknown: end is its last stable offset and
+// committed the group's committed offset at or after the listing.
+func (ps *partitionState) caughtUpTo(end, committed int64) {
+	if ps.catchUp != catchUnknown {
+		return // a fetch told it first
+	}
+	if end <= 0 || committed >= end || ps.pos+1 >= end {
+		ps.catchUp = 0
+		return
+	}
+	ps.catchUp = end
+}
+
+// behind reports whether the last fetch of the partition ended past what
+// was read; one offset of slack for a transaction marker at the end.
+func (ps *partitionState) behind() bool { return ps.end > ps.pos+1 }
 
 func newPartitionState(p int32) *partitionState {
 	return &partitionState{partition: p, reqs: map[schemas.CorrelationID]*request{}}
@@ -161,6 +235,9 @@ type counters struct {
 	hedgesIssued     int64 // tasks re-issued
 	hedgesDenied     int64 // hedges the budget did not allow
 	hedgesWon        int64 // parts whose recorded result came from a hedge
+	// catchUpsExpired counts holds of a partition's due timers that ended
+	// at their bound, before the partition was read up to their offset.
+	catchUpsExpired int64
 }
 
 // output is a record to produce: a reply, a dead letter when src is set,
@@ -222,6 +299,66 @@ type machine struct {
 	// read is the last offset the batch in flight read of each partition
 	// (see abort).
 	read []partRead
+	// follow says whether due timers wait until their partition is read
+	// up to their due time (see fire); the aggregator turns it on, and off
+	// while its fetching is paused, when nothing more is read.
+	follow bool
+	// drains are the recent polls after which the client had nothing
+	// buffered, the last one latest, and settled the latest such poll that
+	// another came settleGap or more after (unix ns; see polled).
+	drains  []int64
+	settled int64
+	// bytes counts the key and value bytes read since the last drained
+	// poll, on every partition.
+	bytes int64
+}
+
+// A fetch response ends at the partition's last stable offset unless the
+// broker cut it at its byte limits (kgo's FetchMaxPartitionBytes, 1MiB,
+// and FetchMaxBytes, 50MiB, by default). What a drained poll read of a
+// partition, under half of those, was whole: its end is the partition's
+// read position, although the transaction markers there, which the client
+// never returns, leave the last record up to markerSlack offsets before it
+// (one marker per transaction that wrote to the partition and committed
+// after the last record: a few producers).
+const (
+	wholeFetchBytes = 512 << 10
+	wholePollBytes  = 25 << 20
+	markerSlack     = 64
+)
+
+// settleGap is how long after a poll that found nothing buffered a fetch
+// the client sent then is taken to have come back with what was committed
+// before it: a fetch round trip, when the broker has data to return at
+// once. A LAN round trip is a millisecond or two.
+const settleGap = 10 * time.Millisecond
+
+// polled notes a poll at now (unix ns) after which the client had drained
+// all it had buffered. The client sends the next fetch only once its
+// buffer is drained; so when a poll finds it drained, a fetch went out
+// then, and by a later drained poll settleGap or more later, that fetch
+// came back and every record it brought was read: every partition not
+// behind is then read up to the earlier poll.
+//
+// The poll's records must have been read (partitionState.read) before.
+func (m *machine) polled(now int64) {
+	for _, ps := range m.parts {
+		if m.bytes < wholePollBytes && ps.bytes < wholeFetchBytes && ps.end-ps.pos <= markerSlack {
+			ps.pos = max(ps.pos, ps.end)
+		}
+		ps.bytes = 0
+	}
+	m.bytes = 0
+	i := len(m.drains) - 1
+	for i >= 0 && m.drains[i] > now-int64(settleGap) {
+		i--
+	}
+	if i >= 0 {
+		m.settled = m.drains[i]
+		// The polls before it can settle nothing later than it.
+		m.drains = m.drains[:copy(m.drains, m.drains[i+1:])]
+	}
+	m.drains = append(m.drains, now)
 }
 
 type partRead struct {
@@ -275,7 +412,9 @@ func (m *machine) commit() counters {
 func (m *machine) abort(holdUntil int64) {
 	for _, r := range m.read {
 		if ps := m.parts[r.p]; ps != nil {
-			ps.catchUp = max(ps.catchUp, r.offset+1)
+			if ps.catchUp != catchUnknown {
+				ps.catchUp = max(ps.catchUp, r.offset+1)
+			}
 			ps.holdUntil = max(ps.holdUntil, holdUntil)
 		}
 	}
@@ -620,15 +759,31 @@ func (m *machine) expire(ps *partitionState, r *request, reason string, err erro
 	m.remove(ps, r)
 }
 
-// nextDue returns when the earliest timer of any partition is due (Unix
-// nanoseconds; it may be a stale one), 0 when there is none.
+// nextDue returns when the earliest timer of any partition is due, or
+// may fire if it waits (Unix nanoseconds; it may be a stale one), 0 when
+// there is none.
 func (m *machine) nextDue() int64 {
 	var next int64
 	for _, ps := range m.parts {
 		if ps.timers.Len() > 0 {
 			at := ps.timers.peek().at
-			if ps.catchUp > 0 {
+			switch {
+			case ps.catchUp != 0:
 				at = max(at, ps.holdUntil)
+			case ps.waitSince != 0:
+				// Reading more comes with a batch, which fires what it
+				// can; a partition read up to its last fetch may be
+				// settled by a drained poll settleGap after the last one
+				// (at once if that was longer ago). Else the bound.
+				wake := ps.waitSince + int64(behindMax)
+				if !ps.behind() {
+					settle := int64(settleGap)
+					if n := len(m.drains); n > 0 {
+						settle += m.drains[n-1]
+					}
+					wake = min(wake, settle)
+				}
+				at = max(at, wake)
 			}
 			if next == 0 || at < next {
 				next = at
@@ -645,25 +800,59 @@ func (m *machine) tick(now time.Time) {
 	}
 }
 
+// fire fires the timers of ps due at now. A timer due at T fires only
+// once ps is read up to T (the deadline rule, docs/guarantees.md): once
+// every result committed to the partition before T has been read, so that
+// a deadline does not mark MISSING a part whose result was in the topic in
+// time. ps is read up to T when
+//   - a record created at T or later was read (partitionState.read), or
+//   - ps is not behind the last fetch of it, and a poll at T or later
+//     found nothing buffered and a fetch sent then has come back
+//     (machine.polled: settled >= T).
+//
+// Due timers wait for that at most behindMax from the first tick that
+// found them waiting (or from their due time, for those that came due
+// while others waited); then they fire with what was read. Restored and
+// aborted partitions first wait for catchUp.
 func (m *machine) fire(ps *partitionState, now time.Time) {
 	nowNs := now.UnixNano()
-	if ps.catchUp > 0 {
-		if nowNs < ps.holdUntil {
-			return // reading the backlog first
-		}
-		ps.catchUp = 0
+	force := false
+	if m.follow && !ps.behind() {
+		ps.upTo = max(ps.upTo, m.settled)
 	}
 	for ps.timers.Len() > 0 && ps.timers.peek().at <= nowNs {
-		t := ps.timers.pop()
+		if ps.catchUp != 0 {
+			if nowNs < ps.holdUntil {
+				return // reading up to catchUp first
+			}
+			// The bound: fire what is due with what was read.
+			ps.catchUp, force = 0, true
+			m.delta.catchUpsExpired++
+		}
+		t := ps.timers.peek()
 		r := ps.reqs[t.id]
-		if r == nil {
+		if r == nil || (r.due != t.at && (r.hedge == nil || r.hedge.fired || r.hedge.at != t.at)) {
+			ps.timers.pop()
 			continue // stale
 		}
+		if m.follow && !force && t.at > ps.upTo {
+			if ps.waitSince == 0 {
+				ps.waitSince = nowNs
+			} else {
+				ps.waitSince = max(ps.waitSince, t.at)
+			}
+			if nowNs < ps.waitSince+int64(behindMax) {
+				return
+			}
+			force = true
+			m.delta.catchUpsExpired++
+		}
+		ps.timers.pop()
 		if r.phase == phaseOpen && r.hedge != nil && !r.hedge.fired && r.hedge.at == t.at {
 			m.hedge(ps, r)
 		}
 		if r.due != t.at {
-			continue // stale
+			continue // a hedge timer only
 		}
 		switch r.phase {
 		case phaseOpen:
@@ -677,6 +866,7 @@ func (m *machine) fire(ps *partitionState, now time.Time) {
 			m.remove(ps, r)
 		}
 	}
+	ps.waitSince = 0
 }
 
 // nanos returns t in Unix nanoseconds, 0 for the zero time.

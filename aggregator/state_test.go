@@ -150,6 +150,7 @@ func (c *counters) add(d counters) {
 	c.hedgesDenied += d.hedgesDenied
 	c.hedgesWon += d.hedgesWon
 	c.manifestsExpired += d.manifestsExpired
+	c.catchUpsExpired += d.catchUpsExpired
 }
 
 // replies takes the replies produced so far.
@@ -838,7 +839,7 @@ func TestMachineAbortHoldsTimersUntilReread(t *testing.T) {
 	h.none()
 	h.feed(ra)
 	h.feed(rb)
-	h.ps.caughtUp(h.offset)
+	h.ps.read(h.offset, 0, 0)
 	h.advance(time.Millisecond)
 	if r := h.one(); r.Status != schemas.ReplyComplete {
 		t.Errorf("status %s, want COMPLETE: %s", r.Status, r.Error)
