@@ -558,13 +558,14 @@ func (h *Harness) run(ctx context.Context, r *run) (rep Report, err error) {
 			home = "SG_KAFKA_HOME " + cfg.KafkaHome
 		}
 		h.say("broker faults on the %d-node cluster of %s (%s)%s", cluster.nodes, cfg.KafkaLocal, home, allowed)
-		// A fault takes the pause, a restart (10-15s on two shared cores)
-		// and the catch-up; faults that do not fit in the load's first
-		// 70% come after the load, while the run drains.
+		// A fault takes the pause, a restart (10-35s on two shared cores)
+		// and the catch-up, one after the other from 10% of the load on:
+		// what does not fit comes after the load, while the run drains.
+		n := cfg.BrokerKills + cfg.BrokerBounces
 		load := time.Duration(float64(cfg.Requests) / cfg.Rate * float64(time.Second))
-		if need := time.Duration(cfg.BrokerKills+cfg.BrokerBounces) * ((cfg.BrokerPauseMin+cfg.BrokerPauseMax)/2 + 15*time.Second); need > load*6/10 {
-			h.say("broker faults: %d of them take about %s (a pause of %s-%s, a restart, the catch-up), the load %s: the later ones will come after it; lower --rate or raise --requests to have all of them under load",
-				cfg.BrokerKills+cfg.BrokerBounces, need.Round(time.Second), cfg.BrokerPauseMin, cfg.BrokerPauseMax, load.Round(time.Second))
+		if need := time.Duration(n) * ((cfg.BrokerPauseMin+cfg.BrokerPauseMax)/2 + 15*time.Second); need > load*8/10 {
+			h.say("broker faults: %d take about %s in all (each a pause of %s-%s, a restart, the catch-up), the load lasts %s: some will come after it, while the run drains; lower --rate or raise --requests to have them all under load",
+				n, need.Round(time.Second), cfg.BrokerPauseMin, cfg.BrokerPauseMax, load.Round(time.Second))
 		}
 	}
 	if len(cfg.Brokers) > 0 {
