@@ -108,11 +108,12 @@ scripts/kafka-local.sh, with --kafka-home as SG_KAFKA_HOME) and checks first
 that --brokers are that cluster's nodes. Use --replication-factor 3 (topics
 with min.insync.replicas 2); a cluster where one node down stops writes (one
 node, or replication not above min.insync.replicas) is refused unless
---allow-broker-outage. For example:
+--allow-broker-outage. A fault takes 20-60s (pause, restart, catch-up):
+lower --rate to keep them all under load. For example:
 
   SG_KAFKA_PORT=27092 scripts/kafka-local.sh start --brokers 3
   scattergather chaos --brokers 127.0.0.1:27092,127.0.0.1:27093,127.0.0.1:27094 \
-    --replication-factor 3 --kills 6 --broker-kills 2 --broker-bounces 1
+    --replication-factor 3 --rate 20 --kills 6 --broker-kills 2 --broker-bounces 1
 
 Afterwards it reads replies, results and tasks from the start (read_committed)
 and checks: every request has exactly one reply, none is missing; a COMPLETE
