@@ -497,10 +497,16 @@ node_start() {
 	[[ -s $logs/node-$i/stdout.log ]] && cat "$logs/node-$i/stdout.log" >>"$logs/node-$i/stdout-previous.log"
 	started=$(grep -c "Kafka Server started" "$logs/node-$i/server.log" 2>/dev/null || true)
 	start_node "$i"
+	local pid state
+	pid=$(<"$f")
 	while :; do
-		if ! pid_alive "$f"; then
-			tail -n 40 "$logs/node-$i/server.log" "$logs/node-$i/stdout.log" >&2 2>/dev/null || true
-			die "node $i exited while starting (its log is above)"
+		# Right after the fork the child may not run java yet (its cmdline
+		# is still ours), so pid_alive is not enough: dead means gone or a
+		# zombie.
+		state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null || true)
+		if [[ -z $state || $state == Z ]]; then
+			tail -n 40 "$logs/node-$i/stdout.log" >&2 2>/dev/null || true
+			die "node $i (pid $pid) exited while starting (the end of its stdout.log is above; server.log has the rest)"
 		fi
 		# This JVM logged that it started (the count changed), and, with
 		# kprobe, metadata lists every node and each one answers.
