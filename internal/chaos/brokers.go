@@ -40,7 +40,10 @@ type BrokerFault struct {
 	// of the transaction and offsets topics had all its replicas in sync
 	// again (-1: not within healBound).
 	Restart, Healed time.Duration
-	Err             error
+	// Stopped: the signal was delivered and the node went down; Err says
+	// what went wrong (the node may then still be down).
+	Stopped bool
+	Err     error
 }
 
 // healBound bounds the wait for a restarted node to be back in every ISR.
@@ -256,6 +259,7 @@ func (b *brokerFaults) do(ctx context.Context, ev brokerEvent, at time.Duration)
 		say("broker fault: %v", err)
 		return f
 	}
+	f.Stopped = true
 	if ev.sig == syscall.SIGKILL {
 		b.kills.Add(1)
 	} else {

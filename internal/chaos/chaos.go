@@ -766,9 +766,11 @@ func (s *session) load(ctx context.Context, cl *client.Client, sched []event, bs
 func (s *session) brokersDone() {
 	for _, f := range s.brokers.wait() {
 		s.rep.BrokerFaults = append(s.rep.BrokerFaults, f)
-		switch {
-		case f.Err != nil:
+		if f.Err != nil {
 			s.rep.Errors = append(s.rep.Errors, fmt.Sprintf("%s node %d: %v", f.Signal, f.Node, f.Err))
+		}
+		switch {
+		case !f.Stopped:
 		case f.Signal == "SIGKILL":
 			s.rep.BrokerKills++
 		default:
