@@ -150,3 +150,25 @@ chaos-kafka: build ## the chaos run on a real Apache Kafka (started for the run 
 	fi; \
 	brokers=$$(scripts/kafka-local.sh env | sed -n 's/^KAFKA_BROKERS=//p'); \
 	$(BIN) chaos --brokers $$brokers $(CHAOS_FLAGS)
+
+# chaos-kafka-brokers crashes Kafka nodes too: a 3-node cluster (started for
+# the run and stopped after it, even on failure; a running one is used and
+# left running), topics with replication factor 3 (min.insync.replicas 2),
+# and a short run that kills roles and a node (SIGKILL, restarted 5-15s
+# later with its own config and data by kafka-local.sh start-node).
+# CHAOS_BROKER_FLAGS go to the command; SG_KAFKA_PORT and SG_KAFKA_HOME move
+# the cluster as for kafka-local.sh. 600 requests at 15/s (40s) keep the load on
+# while the node is down and comes back.
+CHAOS_BROKER_FLAGS ?= --requests 600 --rate 15 --kills 2 --broker-kills 1 --guarantee exactly-once --progress 10s
+
+.PHONY: chaos-kafka-brokers
+
+chaos-kafka-brokers: build ## chaos on a 3-node Apache Kafka that also kills a node (started for the run unless one is running)
+	@if scripts/kafka-local.sh status >/dev/null 2>&1; then \
+		echo "chaos-kafka-brokers: using the cluster that is already running (left running)"; \
+	else \
+		trap 'scripts/kafka-local.sh stop' EXIT; trap 'exit 130' INT TERM; \
+		scripts/kafka-local.sh start --brokers 3 || exit 1; \
+	fi; \
+	brokers=$$(scripts/kafka-local.sh env | sed -n 's/^KAFKA_BROKERS=//p'); \
+	$(BIN) chaos --brokers $$brokers --kafka-local scripts/kafka-local.sh --replication-factor 3 $(CHAOS_BROKER_FLAGS)

@@ -7,6 +7,10 @@
 #   scripts/kafka-local.sh status                  what runs, and whether it answers
 #   scripts/kafka-local.sh env                     print KAFKA_BROKERS=... (and the secured listeners) of the running cluster
 #   scripts/kafka-local.sh logs [N]                last N (default 80) lines of each node's log
+#   scripts/kafka-local.sh kill N                  SIGKILL node N of the running cluster (a crash)
+#   scripts/kafka-local.sh stop-node N             stop node N cleanly (SIGTERM), keeping its data
+#   scripts/kafka-local.sh start-node N            start node N again with its config and data, wait until ready
+#   scripts/kafka-local.sh bounce N                stop-node N, then start-node N
 #
 # Everything lives under .kafka/ at the repo root (git-ignored):
 #   .kafka/lib/        the broker's jars (kept between runs; deleted jars are fetched again)
@@ -59,7 +63,7 @@ say() { printf 'kafka-local: %s\n' "$*"; }
 die() { printf 'kafka-local: error: %s\n' "$*" >&2; exit 1; }
 
 usage() {
-	sed -n '2,9p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+	sed -n '2,/^# Everything/{/^# Everything/!p}' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 	exit 2
 }
 
@@ -381,7 +385,7 @@ cmd_start() {
 		done
 	done
 
-	if ((n == 1)); then heap=${SG_KAFKA_HEAP:--Xms256m -Xmx768m}; else heap=${SG_KAFKA_HEAP:--Xms192m -Xmx512m}; fi
+	heap=$(heap_for "$n")
 	rm -rf "$data" "$logs"
 	mkdir -p "$data" "$logs"
 
@@ -507,8 +511,96 @@ cmd_env() {
 	print_env "$(cat "$run/nodes")"
 }
 
+# --- one node of the running cluster: crashes and restarts ----------------
+# kill, stop-node, start-node and bounce act on node N of the cluster that
+# `start` made (scattergather chaos --broker-kills/--broker-bounces calls
+# them). They find the node by run/node-N.pid, checked as stop checks it, so
+# they never touch a process that is not ours. start-node runs node N again
+# with the config and the data dir it had, as after a crash or a restart,
+# and returns once metadata lists every node again and each one answers
+# (kprobe), or fails after SG_KAFKA_START_TIMEOUT seconds.
+
+# heap_for prints the JVM heap flags of a node in a cluster of $1 nodes.
+heap_for() {
+	if (($1 == 1)); then echo "${SG_KAFKA_HEAP:--Xms256m -Xmx768m}"; else echo "${SG_KAFKA_HEAP:--Xms192m -Xmx512m}"; fi
+}
+
+# node_check dies unless $1 names a node of the cluster `start` made.
+node_check() {
+	local i=$1 n
+	[[ -f $run/nodes ]] || die "no cluster under $home: run '$0 start' first"
+	n=$(<"$run/nodes")
+	[[ $i =~ ^[0-9]+$ ]] && ((i >= 1 && i <= n)) || die "node: want 1..$n, not '$i'"
+	[[ -f $conf/node-$i.properties && -d $data/node-$i ]] || die "node $i has no config or data under $home"
+}
+
+# node_signal sends SIG$2 to node $1 and waits until it is gone; a TERM not
+# obeyed within stop_timeout is followed by KILL. pid_alive, not kill -0,
+# tells when it is gone: a dead node may linger as a zombie here.
+node_signal() {
+	local i=$1 sig=$2 f=$run/node-$1.pid pid t=$SECONDS
+	pid_alive "$f" || die "node $i is not running"
+	pid=$(<"$f")
+	kill -"$sig" "$pid"
+	while pid_alive "$f"; do
+		if [[ $sig == TERM ]] && ((SECONDS - t >= stop_timeout)); then
+			say "node $i (pid $pid) ignored TERM for ${stop_timeout}s; killing it"
+			sig=KILL
+			kill -KILL "$pid" 2>/dev/null || true
+		fi
+		sleep 0.1
+	done
+	say "node $i (pid $pid) stopped by SIG$sig after $((SECONDS - t))s"
+}
+
+# node_start starts node $1 again and waits until the cluster is whole.
+node_start() {
+	local i=$1 f=$run/node-$1.pid n t0=$SECONDS started probe_bin=$home/bin/kprobe
+	if pid_alive "$f"; then die "node $i is already running (pid $(<"$f"))"; fi
+	n=$(<"$run/nodes")
+	heap=$(heap_for "$n")
+	# start_node empties stdout.log: keep what the previous JVM wrote.
+	[[ -s $logs/node-$i/stdout.log ]] && cat "$logs/node-$i/stdout.log" >>"$logs/node-$i/stdout-previous.log"
+	started=$(grep -c "Kafka Server started" "$logs/node-$i/server.log" 2>/dev/null || true)
+	start_node "$i"
+	local pid state
+	pid=$(<"$f")
+	while :; do
+		# Right after the fork the child may not run java yet (its cmdline
+		# is still ours), so pid_alive is not enough: dead means gone or a
+		# zombie.
+		state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null || true)
+		if [[ -z $state || $state == Z ]]; then
+			tail -n 40 "$logs/node-$i/stdout.log" >&2 2>/dev/null || true
+			die "node $i (pid $pid) exited while starting (the end of its stdout.log is above; server.log has the rest)"
+		fi
+		# This JVM logged that it started (the count changed), and, with
+		# kprobe, metadata lists every node and each one answers.
+		if [[ $(grep -c "Kafka Server started" "$logs/node-$i/server.log" 2>/dev/null) != "$started" ]] &&
+			{ [[ ! -x $probe_bin ]] || "$probe_bin" -brokers "$(<"$run/brokers")" -want "$n" -timeout 2s >"$run/probe.out" 2>&1; }; then
+			break
+		fi
+		((SECONDS - t0 < start_timeout)) || die "node $i not ready after ${start_timeout}s: $(cat "$run/probe.out" 2>/dev/null)"
+		sleep 0.5
+	done
+	say "node $i started as pid $(<"$f"), ready after $((SECONDS - t0))s"
+}
+
+node_cmd() {
+	local cmd=$1
+	(($# == 2)) || usage
+	node_check "$2"
+	case $cmd in
+	kill) node_signal "$2" KILL ;;
+	stop-node) node_signal "$2" TERM ;;
+	start-node) node_start "$2" ;;
+	bounce) node_signal "$2" TERM && node_start "$2" ;;
+	esac
+}
+
 case ${1:-} in
 start) shift; cmd_start "$@" ;;
+kill | stop-node | start-node | bounce) node_cmd "$@" ;;
 stop) cmd_stop ;;
 status) cmd_status ;;
 env) cmd_env ;;

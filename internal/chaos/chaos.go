@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math"
 	mrand "math/rand/v2"
 	"net"
@@ -29,7 +30,6 @@ import (
 
 	"github.com/scattergather/scattergather/client"
 	"github.com/scattergather/scattergather/internal/kafka"
-	"github.com/scattergather/scattergather/internal/stack"
 	"github.com/scattergather/scattergather/schemas"
 )
 
@@ -38,23 +38,25 @@ const Route schemas.Route = "chaos"
 
 // Defaults of [Config].
 const (
-	DefaultRequests      = 2000
-	DefaultRate          = 50
-	DefaultFanout        = 4
-	DefaultTimeout       = 3 * time.Second
-	DefaultProcessors    = 2
-	DefaultAggregators   = 2
-	DefaultPartitions    = 6
-	DefaultKills         = 6
-	DefaultPauseMin      = 200 * time.Millisecond
-	DefaultPauseMax      = 2 * time.Second
-	DefaultStragglerRate = 0.002
-	DefaultSlack         = time.Second
-	DefaultOnTime        = 300 * time.Millisecond
-	DefaultDrainTimeout  = 2 * time.Minute
-	DefaultStopBound     = 20 * time.Second
-	DefaultSettle        = 3 * time.Second
-	DefaultProgress      = 5 * time.Second
+	DefaultRequests       = 2000
+	DefaultRate           = 50
+	DefaultFanout         = 4
+	DefaultTimeout        = 3 * time.Second
+	DefaultProcessors     = 2
+	DefaultAggregators    = 2
+	DefaultPartitions     = 6
+	DefaultKills          = 6
+	DefaultPauseMin       = 200 * time.Millisecond
+	DefaultPauseMax       = 2 * time.Second
+	DefaultStragglerRate  = 0.002
+	DefaultSlack          = time.Second
+	DefaultOnTime         = 300 * time.Millisecond
+	DefaultDrainTimeout   = 2 * time.Minute
+	DefaultStopBound      = 20 * time.Second
+	DefaultSettle         = 3 * time.Second
+	DefaultProgress       = 5 * time.Second
+	DefaultBrokerPauseMin = 5 * time.Second
+	DefaultBrokerPauseMax = 15 * time.Second
 )
 
 // Config configures a chaos run. Zero fields take the defaults above;
@@ -66,9 +68,14 @@ type Config struct {
 	// Env is added to each child's environment.
 	Env []string
 	// Brokers of a running Kafka to use; empty starts `Exe broker` (kfake)
-	// as a child process on a free port with a temporary data dir. The
-	// broker is never killed: only roles are (see docs/guarantees.md).
+	// as a child process on a free port with a temporary data dir. Its
+	// nodes are killed only with BrokerKills or BrokerBounces, through
+	// KafkaLocal.
 	Brokers []string
+	// ReplicationFactor of the run's topics; 0 or -1 takes the broker's
+	// default. At 3 or more the topics also get min.insync.replicas 2, so
+	// that one node down stops no write.
+	ReplicationFactor int
 	// Prefix of the run's topics and groups; default "chaos-<random>.", so
 	// runs never see each other's data. Only topics under a generated
 	// prefix are ever deleted.
@@ -109,12 +116,32 @@ type Config struct {
 	// Victims limits the kinds of role that are killed or stopped:
 	// "scatterer", "processor", "aggregator"; empty means all three.
 	Victims []string
-	// BrokerKills also kills the broker the harness runs (not with
-	// Brokers) that many times, restarting it on the same port and data
-	// dir. An experiment, off by default: it shows what a crash of kfake
-	// does to transactions (docs/guarantees.md); exactly-once is not
-	// expected to survive it on kfake.
-	BrokerKills int
+	// BrokerKills is how many times a broker gets SIGKILL during the load.
+	// With Brokers: a random node of the cluster of KafkaLocal, started
+	// again (its config and data as they were) after a pause in
+	// [BrokerPauseMin, BrokerPauseMax]; BrokerBounces adds clean restarts
+	// (SIGTERM) of a random node. One broker fault at a time; each waits
+	// until the node is back and every replica in sync (2 minutes at most).
+	// A cluster where one node down stops writes (one node, or a topic
+	// whose replication factor is not above its min.insync.replicas) is
+	// refused unless AllowBrokerOutage.
+	//
+	// Without Brokers, BrokerKills kills the kfake broker the harness runs,
+	// restarting it on the same port and data dir: an experiment that
+	// shows what a crash of kfake does to transactions
+	// (docs/guarantees.md); exactly-once is not expected to survive it.
+	BrokerKills, BrokerBounces int
+	// BrokerPauseMin and BrokerPauseMax bound how long a node of Brokers
+	// stays down; default 5s and 15s.
+	BrokerPauseMin, BrokerPauseMax time.Duration
+	// AllowBrokerOutage lets broker faults go ahead where a node down
+	// stops writes: the run then measures an outage, not a failover.
+	AllowBrokerOutage bool
+	// KafkaLocal is scripts/kafka-local.sh, which runs the cluster at
+	// Brokers; broker faults call its env, kill, stop-node and start-node.
+	// KafkaHome is the SG_KAFKA_HOME it runs with; empty keeps the
+	// environment's (the script's default is .kafka at its repo root).
+	KafkaLocal, KafkaHome string
 	// StragglerRate is the fraction of tasks the sleep handler delays past
 	// their deadline, so that PARTIAL replies occur; default 0.002. Set it
 	// below zero for none.
@@ -178,12 +205,23 @@ func (c *Config) Validate() error {
 	intDefault("aggregators", &c.Aggregators, DefaultAggregators, 1)
 	intDefault("processor concurrency", &c.ProcessorConcurrency, 1, 1)
 	intDefault("partitions", &c.Partitions, DefaultPartitions, 1)
-	if c.Kills < 0 || c.Terms < 0 || c.BrokerKills < 0 || c.Fences < 0 || c.Kicks < 0 {
-		errs = append(errs, fmt.Errorf("kills %d, terms %d, broker kills %d, fences %d, kicks %d: want zero or more",
-			c.Kills, c.Terms, c.BrokerKills, c.Fences, c.Kicks))
+	if c.Kills < 0 || c.Terms < 0 || c.BrokerKills < 0 || c.BrokerBounces < 0 || c.Fences < 0 || c.Kicks < 0 {
+		errs = append(errs, fmt.Errorf("kills %d, terms %d, broker kills %d, broker bounces %d, fences %d, kicks %d: want zero or more",
+			c.Kills, c.Terms, c.BrokerKills, c.BrokerBounces, c.Fences, c.Kicks))
 	}
-	if c.BrokerKills > 0 && len(c.Brokers) > 0 {
-		errs = append(errs, errors.New("broker kills: only the broker the harness starts can be killed, not one given by brokers"))
+	switch {
+	case len(c.Brokers) == 0 && c.BrokerBounces > 0:
+		errs = append(errs, errors.New("broker bounces: only with brokers (a cluster of scripts/kafka-local.sh), not on the kfake broker the harness starts"))
+	case len(c.Brokers) > 0 && c.BrokerKills+c.BrokerBounces > 0 && c.KafkaLocal == "":
+		errs = append(errs, errors.New("broker kills and bounces with brokers: kafka local (scripts/kafka-local.sh, which runs that cluster) is not set"))
+	}
+	switch {
+	case c.ReplicationFactor == 0:
+		c.ReplicationFactor = -1
+	case c.ReplicationFactor < -1 || c.ReplicationFactor > math.MaxInt16:
+		errs = append(errs, fmt.Errorf("replication factor: %d, want -1 (the broker's default) or at least 1", c.ReplicationFactor))
+	case c.ReplicationFactor > 1 && len(c.Brokers) == 0:
+		errs = append(errs, fmt.Errorf("replication factor: %d needs brokers; the kfake broker the harness starts is one node", c.ReplicationFactor))
 	}
 	for _, v := range c.Victims {
 		if !slices.Contains(roleKinds, v) {
@@ -216,8 +254,13 @@ func (c *Config) Validate() error {
 	durDefault("stop bound", &c.StopBound, DefaultStopBound)
 	durDefault("settle", &c.Settle, DefaultSettle)
 	durDefault("progress", &c.Progress, DefaultProgress)
+	durDefault("broker pause min", &c.BrokerPauseMin, DefaultBrokerPauseMin)
+	durDefault("broker pause max", &c.BrokerPauseMax, DefaultBrokerPauseMax)
 	if c.PauseMax < c.PauseMin {
 		errs = append(errs, fmt.Errorf("pause max %s is below pause min %s", c.PauseMax, c.PauseMin))
+	}
+	if c.BrokerPauseMax < c.BrokerPauseMin {
+		errs = append(errs, fmt.Errorf("broker pause max %s is below broker pause min %s", c.BrokerPauseMax, c.BrokerPauseMin))
 	}
 	switch {
 	case c.StragglerRate == 0:
@@ -301,9 +344,12 @@ type Report struct {
 	// NotOK counts the parts that are not OK in first replies, by reason:
 	// verdict, late, outage, never.
 	NotOK map[string]int
-	// Kills (SIGKILLs, the broker's included), BrokerKills, Terms, Fences
-	// and Kicks delivered under load.
-	Kills, BrokerKills, Terms, Fences, Kicks int
+	// Kills (SIGKILLs of roles), BrokerKills (of a broker: kfake, or a
+	// node of Config.Brokers), BrokerBounces (clean restarts of a node),
+	// Terms, Fences and Kicks delivered under load.
+	Kills, BrokerKills, BrokerBounces, Terms, Fences, Kicks int
+	// BrokerFaults lists each kill or bounce of a node of Config.Brokers.
+	BrokerFaults []BrokerFault
 	// ClientRestarts counts the times a role built a new Kafka client
 	// after an error it recovered from (from the role logs).
 	ClientRestarts int
@@ -331,10 +377,10 @@ func (r Report) OK() bool {
 
 // Line is the one-line verdict:
 //
-//	chaos: requests=2000 replies=2000 lost=0 duplicated=0 wrong=0 kills=6 guarantee=exactly-once broker=kfake
+//	chaos: requests=2000 replies=2000 lost=0 duplicated=0 wrong=0 kills=6 broker_kills=0 broker_bounces=0 guarantee=exactly-once broker=kfake
 func (r Report) Line() string {
-	return fmt.Sprintf("chaos: requests=%d replies=%d lost=%d duplicated=%d wrong=%d kills=%d guarantee=%s broker=%s",
-		r.Requests, r.Replies, r.Lost, r.Duplicated, r.Wrong, r.Kills, r.Guarantee, r.Broker)
+	return fmt.Sprintf("chaos: requests=%d replies=%d lost=%d duplicated=%d wrong=%d kills=%d broker_kills=%d broker_bounces=%d guarantee=%s broker=%s",
+		r.Requests, r.Replies, r.Lost, r.Duplicated, r.Wrong, r.Kills, r.BrokerKills, r.BrokerBounces, r.Guarantee, r.Broker)
 }
 
 // Harness runs one chaos run.
@@ -420,8 +466,9 @@ func (h *Harness) run(ctx context.Context, r *run) (rep Report, err error) {
 	if len(cfg.Brokers) > 0 {
 		where = strings.Join(cfg.Brokers, ",")
 	}
-	h.say("seed %d, guarantee %s, %d requests at %g/s, fan-out %d, timeout %s, %d kills, %d terms, processor concurrency %d, brokers %s, topic prefix %s, logs in %s",
-		cfg.Seed, cfg.Guarantee, cfg.Requests, cfg.Rate, cfg.Fanout, cfg.Timeout, cfg.Kills, cfg.Terms, cfg.ProcessorConcurrency, where, cfg.Prefix, logDir)
+	h.say("seed %d, guarantee %s, %d requests at %g/s, fan-out %d, timeout %s, %d kills, %d terms, %d broker kills, %d broker bounces, processor concurrency %d, brokers %s, replication factor %s, topic prefix %s, logs in %s",
+		cfg.Seed, cfg.Guarantee, cfg.Requests, cfg.Rate, cfg.Fanout, cfg.Timeout, cfg.Kills, cfg.Terms, cfg.BrokerKills, cfg.BrokerBounces,
+		cfg.ProcessorConcurrency, where, replicationName(cfg.ReplicationFactor), cfg.Prefix, logDir)
 
 	// The broker: the given one, or kfake in a child process of its own,
 	// kept running (and killed, with BrokerKills) by a keeper of its own
@@ -479,10 +526,47 @@ func (h *Harness) run(ctx context.Context, r *run) (rep Report, err error) {
 		broker = identify(ctx, adm)
 	}
 	rep.Broker = broker
+	var cluster *localCluster
+	if len(cfg.Brokers) > 0 && cfg.BrokerKills+cfg.BrokerBounces > 0 {
+		if cluster, err = openLocalCluster(ctx, cfg.KafkaLocal, cfg.KafkaHome, cfg.Brokers); err != nil {
+			return rep, err
+		}
+	}
 	topics := kafka.Topics{Prefix: cfg.Prefix}
-	layout := kafka.Layout{Partitions: int32(cfg.Partitions), ResultPartitions: int32(cfg.Partitions), ReplicationFactor: -1}
-	if err := stack.EnsureTopics(ctx, cc, topics, layout, []string{string(Route)}); err != nil {
+	if err := h.ensureTopics(ctx, adm, topics); err != nil {
 		return rep, err
+	}
+	if cluster != nil {
+		risks, err := outageRisks(ctx, adm, cluster.nodes, runTopics(topics))
+		if err != nil {
+			return rep, fmt.Errorf("broker faults: %w", err)
+		}
+		if len(risks) > 0 && !cfg.AllowBrokerOutage {
+			if cfg.generatedPrefix && !cfg.KeepTopics {
+				h.deleteTopics(adm, topics)
+			}
+			return rep, fmt.Errorf("broker faults refused: a node down would stop writes, an outage rather than a failover (%s); "+
+				"use a cluster of 3 nodes (scripts/kafka-local.sh start --brokers 3) and --replication-factor 3, or allow the outage (--allow-broker-outage)",
+				strings.Join(risks, "; "))
+		}
+		allowed := ""
+		if len(risks) > 0 {
+			allowed = "; outage allowed: " + strings.Join(risks, "; ")
+		}
+		home := "its default home"
+		if cfg.KafkaHome != "" {
+			home = "SG_KAFKA_HOME " + cfg.KafkaHome
+		}
+		h.say("broker faults on the %d-node cluster of %s (%s)%s", cluster.nodes, cfg.KafkaLocal, home, allowed)
+		// A fault takes the pause, a restart (10-35s on two shared cores)
+		// and the catch-up, one after the other from 10% of the load on:
+		// what does not fit comes after the load, while the run drains.
+		n := cfg.BrokerKills + cfg.BrokerBounces
+		load := time.Duration(float64(cfg.Requests) / cfg.Rate * float64(time.Second))
+		if need := time.Duration(n) * ((cfg.BrokerPauseMin+cfg.BrokerPauseMax)/2 + 15*time.Second); need > load*8/10 {
+			h.say("broker faults: %d take about %s in all (each a pause of %s-%s, a restart, the catch-up), the load lasts %s: some will come after it, while the run drains; lower --rate or raise --requests to have them all under load",
+				n, need.Round(time.Second), cfg.BrokerPauseMin, cfg.BrokerPauseMax, load.Round(time.Second))
+		}
 	}
 	if len(cfg.Brokers) > 0 {
 		defer func() {
@@ -549,7 +633,13 @@ func (h *Harness) run(ctx context.Context, r *run) (rep Report, err error) {
 	}
 
 	s := &session{h: h, obs: obs, adm: adm, kcl: adminCl, actions: actions, submitted: map[schemas.CorrelationID]submission{}, rep: &rep}
-	if err := s.load(ctx, cl, h.schedule(roles, bp)); err != nil {
+	sched := h.schedule(roles, bp)
+	var bsched []brokerEvent
+	if cluster != nil {
+		s.brokers = &brokerFaults{s: s, cluster: cluster, topics: runTopics(topics)}
+		bsched = brokerSchedule(cfg, h.rng, cluster.nodes)
+	}
+	if err := s.load(ctx, cl, sched, bsched); err != nil {
 		return rep, err
 	}
 	if err := s.drain(ctx); err != nil {
@@ -576,7 +666,8 @@ func (h *Harness) run(ctx context.Context, r *run) (rep Report, err error) {
 		rep.Errors = append(rep.Errors, fmt.Sprintf("%d requests could not be submitted", s.subErrs))
 	}
 	v := check(f, checkOptions{guarantee: cfg.Guarantee, slack: cfg.Slack, onTime: cfg.OnTime, maxExamples: 20})
-	v.Kills, v.BrokerKills, v.Terms, v.Stops, v.BadStops, v.UnexpectedExits = rep.Kills, rep.BrokerKills, rep.Terms, rep.Stops, rep.BadStops, rep.UnexpectedExits
+	v.Kills, v.BrokerKills, v.BrokerBounces, v.BrokerFaults = rep.Kills, rep.BrokerKills, rep.BrokerBounces, rep.BrokerFaults
+	v.Terms, v.Stops, v.BadStops, v.UnexpectedExits = rep.Terms, rep.Stops, rep.BadStops, rep.UnexpectedExits
 	v.Fences, v.Kicks, v.ClientRestarts = rep.Fences, rep.Kicks, rep.ClientRestarts
 	v.Errors, v.Broker = rep.Errors, rep.Broker
 	v.Elapsed = time.Since(h.start)
@@ -592,6 +683,7 @@ type session struct {
 	adm     *kadm.Client
 	kcl     *kgo.Client            // adm's, for the requests kadm has no call for
 	actions map[string]chan action // by role name, to each role's keeper
+	brokers *brokerFaults          // nil unless nodes of Config.Brokers are to be killed
 
 	lastReplied int     // at the previous progress line; run's goroutine only
 	rep         *Report // Kills, Terms, Stops, BadStops, Errors; run's goroutine only
@@ -605,8 +697,9 @@ type session struct {
 }
 
 // load sends the requests at the configured rate while it carries out the
-// schedule's signals, and returns once both are done.
-func (s *session) load(ctx context.Context, cl *client.Client, sched []event) error {
+// schedule's signals and, on a goroutine of their own, the broker faults
+// of bsched, and returns once all three are done.
+func (s *session) load(ctx context.Context, cl *client.Client, sched []event, bsched []brokerEvent) error {
 	cfg := s.h.cfg
 	start := time.Now()
 	sent := make(chan struct{})
@@ -615,6 +708,10 @@ func (s *session) load(ctx context.Context, cl *client.Client, sched []event) er
 		defer close(sent)
 		s.send(ctx, cl, start)
 	}()
+	if s.brokers != nil {
+		s.brokers.start(ctx, start, bsched)
+		defer s.brokersDone()
+	}
 	tick := time.NewTicker(cfg.Progress)
 	defer tick.Stop()
 	for _, ev := range sched {
@@ -644,9 +741,40 @@ func (s *session) load(ctx context.Context, cl *client.Client, sched []event) er
 				return ctx.Err()
 			}
 			s.progress("sent")
+			if s.brokers != nil {
+				// The last broker fault may outlast the load: its node
+				// comes back, and the run drains, before the roles stop.
+				done := make(chan struct{})
+				go func() { s.brokers.wg.Wait(); close(done) }() // exits with the broker goroutine
+				for waiting := true; waiting; {
+					select {
+					case <-done:
+						waiting = false
+					case <-tick.C:
+						s.progress("brokers")
+					}
+				}
+			}
 			return nil
 		case <-tick.C:
 			s.progress("load")
+		}
+	}
+}
+
+// brokersDone waits for the broker faults to end and records them.
+func (s *session) brokersDone() {
+	for _, f := range s.brokers.wait() {
+		s.rep.BrokerFaults = append(s.rep.BrokerFaults, f)
+		if f.Err != nil {
+			s.rep.Errors = append(s.rep.Errors, fmt.Sprintf("%s node %d: %v", f.Signal, f.Node, f.Err))
+		}
+		switch {
+		case !f.Stopped:
+		case f.Signal == "SIGKILL":
+			s.rep.BrokerKills++
+		default:
+			s.rep.BrokerBounces++
 		}
 	}
 }
@@ -706,9 +834,10 @@ func (s *session) signal(ctx context.Context, ev event) error {
 		return ctx.Err()
 	}
 	if ev.sig == syscall.SIGKILL {
-		s.rep.Kills++
 		if ev.victim.role == "broker" {
 			s.rep.BrokerKills++
+		} else {
+			s.rep.Kills++
 		}
 		s.h.say("SIGKILL %s (pid %d); restarted after %s as pid %d", ev.victim.name, res.pid, ev.pause.Round(time.Millisecond), res.restarted)
 		if res.err != nil {
@@ -791,6 +920,11 @@ func (s *session) progress(phase string) {
 	faults := ""
 	if cfg.Fences+cfg.Kicks > 0 {
 		faults = fmt.Sprintf(" fences=%d/%d kicks=%d/%d", s.rep.Fences, cfg.Fences, s.rep.Kicks, cfg.Kicks)
+	}
+	if b := s.brokers; b != nil {
+		faults += fmt.Sprintf(" broker_kills=%d/%d broker_bounces=%d/%d", b.kills.Load(), cfg.BrokerKills, b.bounces.Load(), cfg.BrokerBounces)
+	} else if cfg.BrokerKills > 0 {
+		faults += fmt.Sprintf(" broker_kills=%d/%d", s.rep.BrokerKills, cfg.BrokerKills)
 	}
 	s.h.say("%s sent=%d/%d replied=%d complete=%d partial=%d failed=%d parts-pending=%d kills=%d/%d terms=%d/%d%s",
 		phase, len(ids), cfg.Requests, replied, by[schemas.ReplyComplete], by[schemas.ReplyPartial], by[schemas.ReplyFailed],
@@ -1189,10 +1323,44 @@ func identify(ctx context.Context, adm *kadm.Client) string {
 func (h *Harness) deleteTopics(adm *kadm.Client, topics kafka.Topics) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	names := []string{topics.Requests(), topics.Tasks(string(Route)), topics.Results(), topics.Replies(), topics.State(), topics.DLQ()}
-	if _, err := adm.DeleteTopics(ctx, names...); err != nil {
+	if _, err := adm.DeleteTopics(ctx, runTopics(topics)...); err != nil {
 		h.say("delete topics: %v", err)
 	}
+}
+
+// ensureTopics creates the run's topics with cfg.ReplicationFactor; at 3
+// or more with min.insync.replicas 2, so that a write survives one node
+// down and is still on two replicas when acknowledged.
+func (h *Harness) ensureTopics(ctx context.Context, adm *kadm.Client, topics kafka.Topics) error {
+	cfg := h.cfg
+	layout := kafka.Layout{Partitions: int32(cfg.Partitions), ResultPartitions: int32(cfg.Partitions), ReplicationFactor: int16(cfg.ReplicationFactor)}
+	if err := layout.Validate(); err != nil {
+		return fmt.Errorf("topic layout: %w", err)
+	}
+	specs := topics.Specs(layout, []string{string(Route)})
+	if cfg.ReplicationFactor >= 3 {
+		for i := range specs {
+			specs[i].Configs = maps.Clone(specs[i].Configs)
+			if specs[i].Configs == nil {
+				specs[i].Configs = map[string]string{}
+			}
+			specs[i].Configs["min.insync.replicas"] = "2"
+		}
+	}
+	if _, err := kafka.EnsureTopics(ctx, adm, specs); err != nil {
+		return fmt.Errorf("topics: %w", err)
+	}
+	return nil
+}
+
+func replicationName(rf int) string {
+	if rf < 0 {
+		return "the broker's default"
+	}
+	if rf >= 3 {
+		return strconv.Itoa(rf) + " (min.insync.replicas 2)"
+	}
+	return strconv.Itoa(rf)
 }
 
 // summary prints the breakdown, the problems and, last, the line.
@@ -1213,8 +1381,20 @@ func (h *Harness) summary(r Report, clientTimeouts int) {
 		}
 		stops = append(stops, fmt.Sprintf("%s@%s=%d/%s%s", s.Role, when, s.Code, s.Took.Round(10*time.Millisecond), errSuffix(s.Err)))
 	}
-	fmt.Fprintf(w, "chaos: SIGTERM stops (status/time): %s; bad=%d; unexpected exits=%d; broker kills=%d; fences=%d kicks=%d; client restarts in the roles=%d; elapsed %s\n",
-		strings.Join(stops, " "), r.BadStops, r.UnexpectedExits, r.BrokerKills, r.Fences, r.Kicks, r.ClientRestarts, r.Elapsed.Round(time.Second))
+	fmt.Fprintf(w, "chaos: SIGTERM stops (status/time): %s; bad=%d; unexpected exits=%d; broker kills=%d bounces=%d; fences=%d kicks=%d; client restarts in the roles=%d; elapsed %s\n",
+		strings.Join(stops, " "), r.BadStops, r.UnexpectedExits, r.BrokerKills, r.BrokerBounces, r.Fences, r.Kicks, r.ClientRestarts, r.Elapsed.Round(time.Second))
+	if len(r.BrokerFaults) > 0 {
+		var fs []string
+		for _, f := range r.BrokerFaults {
+			healed := "not in sync within " + healBound.String()
+			if f.Healed >= 0 {
+				healed = "in sync +" + f.Healed.Round(100*time.Millisecond).String()
+			}
+			fs = append(fs, fmt.Sprintf("%s node %d at %s, down %s, restart %s, %s%s", f.Signal, f.Node, f.At.Round(100*time.Millisecond),
+				f.Pause.Round(100*time.Millisecond), f.Restart.Round(100*time.Millisecond), healed, errSuffix(f.Err)))
+		}
+		fmt.Fprintf(w, "chaos: broker faults: %s\n", strings.Join(fs, "; "))
+	}
 	for _, e := range r.Errors {
 		fmt.Fprintf(w, "chaos: error: %s\n", e)
 	}

@@ -41,7 +41,17 @@
 // status or merged payload do not match the committed results, or that marks
 // a part MISSING when it was not: see whyMissing and docs/guarantees.md).
 //
+// # Broker faults
+//
 // The kfake broker is never killed unless Config.BrokerKills asks for it: a
 // transaction open when the kfake process dies is not recovered the way
 // Kafka recovers it (internal/embedded's regression test).
+//
+// On a real cluster run by scripts/kafka-local.sh (Config.Brokers and
+// Config.KafkaLocal), Config.BrokerKills and Config.BrokerBounces kill or
+// cleanly stop a random node at random moments of the load, one at a time,
+// through the script (kill N, stop-node N, start-node N), which knows the
+// nodes' pids, configs and data dirs; the harness checks first that the
+// script's cluster is the one at Config.Brokers, and that one node down
+// stops no write (brokers.go). Each fault is in Report.BrokerFaults.
 package chaos

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -141,5 +142,69 @@ func TestRoleFlagErrors(t *testing.T) {
 		if code := Main(t.Context(), tt.args, Commands(), &out, &errOut); code == 0 || !strings.Contains(errOut.String(), tt.want) {
 			t.Errorf("%v: exit %d, stderr %q; want an error naming %q", tt.args, code, errOut.String(), tt.want)
 		}
+	}
+}
+
+func TestChaosFlags(t *testing.T) {
+	parse := func(t *testing.T, args ...string) chaosFlags {
+		t.Helper()
+		var f chaosFlags
+		fs := flag.NewFlagSet("chaos", flag.ContinueOnError)
+		f.register(fs)
+		if err := fs.Parse(args); err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	f := parse(t, "--brokers", "127.0.0.1:27092, 127.0.0.1:27093,127.0.0.1:27094", "--replication-factor", "3",
+		"--broker-kills", "2", "--broker-bounces", "1", "--broker-pause-min", "6s", "--broker-pause-max", "9s",
+		"--kafka-home", "/tmp/k", "--straggler-rate", "0")
+	cfg, err := f.config()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Brokers) != 3 || cfg.Brokers[1] != "127.0.0.1:27093" || cfg.ReplicationFactor != 3 || cfg.BrokerKills != 2 ||
+		cfg.BrokerBounces != 1 || cfg.BrokerPauseMin != 6*time.Second || cfg.BrokerPauseMax != 9*time.Second ||
+		cfg.KafkaLocal != "scripts/kafka-local.sh" || cfg.KafkaHome != "/tmp/k" || cfg.AllowBrokerOutage || cfg.StragglerRate != -1 {
+		t.Errorf("config: %+v", cfg)
+	}
+	cfg.Out = io.Discard
+	if err := cfg.Validate(); err != nil {
+		t.Errorf("Validate: %v", err)
+	}
+
+	// Defaults: no broker faults, the broker's replication factor.
+	f = parse(t)
+	cfg, err = f.config()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.BrokerKills != 0 || cfg.BrokerBounces != 0 || cfg.ReplicationFactor != -1 || cfg.BrokerPauseMin != 5*time.Second || cfg.BrokerPauseMax != 15*time.Second {
+		t.Errorf("defaults: %+v", cfg)
+	}
+
+	// What the harness refuses comes back from the command.
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"chaos", "--broker-bounces", "1"}, "broker bounces: only with brokers"},
+		{[]string{"chaos", "--brokers", "127.0.0.1:27092", "--broker-kills", "1", "--kafka-local", ""}, "kafka local"},
+		{[]string{"chaos", "--replication-factor", "3"}, "needs brokers"},
+		{[]string{"chaos", "--guarantee", "maybe"}, "--guarantee"},
+	} {
+		var out, errOut bytes.Buffer
+		if code := Main(t.Context(), tc.args, Commands(), &out, &errOut); code == 0 || !strings.Contains(errOut.String(), tc.want) {
+			t.Errorf("%v: exit %d, stderr %q; want an error naming %q", tc.args, code, errOut.String(), tc.want)
+		}
+	}
+
+	// SG_KAFKA_HOME, which kafka-local.sh reads, is --kafka-home's variable.
+	_, fs, err := ParseOnly([]string{"chaos"}, map[string]string{"SG_KAFKA_HOME": "/work/x/.kafka"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fs.Lookup("kafka-home").Value.String(); got != "/work/x/.kafka" {
+		t.Errorf("--kafka-home from SG_KAFKA_HOME: %q", got)
 	}
 }
