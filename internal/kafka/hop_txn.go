@@ -35,33 +35,10 @@ func (h *Hop) endTransaction(ctx, bctx context.Context, b *Batch, perr error, en
 		end(true)
 		return nil
 	}
-	// A record Kafka refuses for good aborts this attempt only: the
-	// transaction is ended without the session (which would rewind the
-	// consumer to the committed offsets) and begun again with a dead
-	// letter in the record's place (see reject.go).
-	out := slices.Concat(b.out, b.state)
-	var (
-		prodErr error
-		failed  []failedRecord
-	)
-	for round := 0; ; round++ {
-		if err := h.sess.Begin(); err != nil {
-			end(false)
-			return fmt.Errorf("begin transaction: %w", err)
-		}
-		failed, prodErr = h.produceAll(bctx, out)
-		if prodErr == nil || round == maxRejectRounds {
-			break
-		}
-		next, ok := h.replaceRejected(out, failed)
-		if !ok {
-			break
-		}
-		if err := h.abortAttempt(bctx); err != nil {
-			end(false)
-			return fmt.Errorf("end transaction: %w", errors.Join(err, prodErr))
-		}
-		out = next
+	failed, prodErr, err := h.produceInTransaction(bctx, slices.Concat(b.out, b.state))
+	if err != nil {
+		end(false)
+		return err
 	}
 	try := kgo.TryCommit
 	if prodErr != nil {
@@ -97,33 +74,10 @@ func (h *Hop) endProduceOnly(ctx, bctx context.Context, b *Batch, perr error, en
 		end(false)
 		return h.batchError(ctx, perr)
 	}
-	if err := h.sess.Begin(); err != nil {
+	failed, prodErr, err := h.produceInTransaction(bctx, slices.Concat(b.out, b.state))
+	if err != nil {
 		end(false)
-		return fmt.Errorf("begin transaction: %w", err)
-	}
-	out := slices.Concat(b.out, b.state)
-	var (
-		prodErr error
-		failed  []failedRecord
-	)
-	for round := 0; ; round++ {
-		failed, prodErr = h.produceAll(bctx, out)
-		if prodErr == nil || round == maxRejectRounds {
-			break
-		}
-		next, ok := h.replaceRejected(out, failed)
-		if !ok {
-			break
-		}
-		if err := h.abortAttempt(bctx); err != nil {
-			end(false)
-			return fmt.Errorf("end transaction: %w", errors.Join(err, prodErr))
-		}
-		if err := h.sess.Begin(); err != nil {
-			end(false)
-			return fmt.Errorf("begin transaction: %w", err)
-		}
-		out = next
+		return err
 	}
 	try := kgo.TryCommit
 	if prodErr != nil {
@@ -144,4 +98,32 @@ func (h *Hop) endProduceOnly(ctx, bctx context.Context, b *Batch, perr error, en
 		h.log.Warn("transaction aborted", "group", h.cfg.Group, "err", prodErr)
 	}
 	return nil
+}
+
+// produceInTransaction begins a transaction and writes out in it. A record
+// Kafka refuses for good aborts that attempt only: the transaction is ended
+// without the session (which would rewind the consumer to the committed
+// offsets) and begun again with a dead letter in the record's place (see
+// reject.go), at most maxRejectRounds times. It returns the records of the
+// last attempt that failed and the first produce error, with the
+// transaction still open for the caller to end; err is an error beginning
+// or aborting a transaction, after which there is none open.
+func (h *Hop) produceInTransaction(ctx context.Context, out []*kgo.Record) (failed []failedRecord, prodErr, err error) {
+	for round := 0; ; round++ {
+		if err := h.sess.Begin(); err != nil {
+			return nil, nil, fmt.Errorf("begin transaction: %w", err)
+		}
+		failed, prodErr = h.produceAll(ctx, out)
+		if prodErr == nil || round == maxRejectRounds {
+			return failed, prodErr, nil
+		}
+		next, ok := h.replaceRejected(out, failed)
+		if !ok {
+			return failed, prodErr, nil
+		}
+		if err := h.abortAttempt(ctx); err != nil {
+			return nil, nil, fmt.Errorf("end transaction: %w", errors.Join(err, prodErr))
+		}
+		out = next
+	}
 }
