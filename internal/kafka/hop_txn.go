@@ -58,7 +58,11 @@ func (h *Hop) endTransaction(ctx, bctx context.Context, b *Batch, perr error, en
 	case prodErr != nil:
 		h.log.Warn("transaction aborted", "group", h.cfg.Group, "err", prodErr)
 	case !committed:
-		h.log.Info("transaction aborted by a rebalance; records will be consumed again", "group", h.cfg.Group)
+		// GroupTransactSession.End aborts without an error on a rebalance
+		// and on an abortable offset-commit error alike (franz-go v1.22.3:
+		// CONCURRENT_TRANSACTIONS, NOT_COORDINATOR, COORDINATOR_LOAD_IN_
+		// PROGRESS, ...), and does not say which.
+		h.log.Info("transaction aborted by a rebalance or an abortable offset-commit error; records will be consumed again", "group", h.cfg.Group)
 	}
 	return nil
 }
