@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -164,6 +165,9 @@ type Config struct {
 	StopBound time.Duration
 	// Settle is how long to wait after draining for late duplicates.
 	Settle time.Duration
+	// KafkaLogLevel is the roles' --kafka-log-level (the Kafka client's own
+	// logs in the role logs); default warn.
+	KafkaLogLevel string
 	// LogDir receives one log file per role; empty uses a temporary
 	// directory, deleted after a run that passed.
 	LogDir string
@@ -1025,7 +1029,7 @@ func (h *Harness) roles(brokers []string, routesFile, logDir string) []*proc {
 		return []string{
 			"--brokers", strings.Join(brokers, ","), "--topic-prefix", cfg.Prefix, "--routes-file", routesFile,
 			"--guarantee", string(cfg.Guarantee), "--instance-id", instance, "--create-topics=false",
-			"--log-level", "info", "--kafka-log-level", "warn",
+			"--log-level", "info", "--kafka-log-level", cmp.Or(cfg.KafkaLogLevel, "warn"),
 			// Many instances of a role on one host: no fixed metrics port.
 			"--metrics-addr=",
 		}

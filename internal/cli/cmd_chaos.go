@@ -57,6 +57,7 @@ func (f *chaosFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&cfg.StopBound, "stop-bound", chaos.DefaultStopBound, "how long a role may take to exit after SIGTERM")
 	fs.StringVar(&cfg.Prefix, "topic-prefix", "", "prefix of the run's topics and groups; default chaos-<random>.")
 	fs.StringVar(&cfg.LogDir, "log-dir", "", "directory for the role logs; default a temporary one, deleted if the run passes")
+	fs.StringVar(&cfg.KafkaLogLevel, "kafka-log-level", "warn", "the roles' --kafka-log-level: level of the Kafka client's own logs in the role logs (debug, info, warn, error or none)")
 	fs.BoolVar(&cfg.KeepTopics, "keep-topics", false, "keep the run's topics on --brokers (deleted after a run that passed, unless --topic-prefix was given)")
 	fs.DurationVar(&cfg.Progress, "progress", chaos.DefaultProgress, "interval of progress lines")
 }
