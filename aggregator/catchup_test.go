@@ -320,6 +320,34 @@ func TestMachineDeadlineWaitsUntilRead(t *testing.T) {
 			t.Errorf("status %s, want PARTIAL", r.Status)
 		}
 	})
+	t.Run("not fetched since assigned: waits for a read or the bound", func(t *testing.T) {
+		// A restored partition: its requests came from the changelog,
+		// and the client has not fetched it yet (its committed offset
+		// being looked up while the group coordinator moves), so a
+		// drained poll says nothing of it.
+		h, deadline := open(t, false)
+		h.ps.seen, h.ps.pos, h.ps.end = false, 0, 0
+		h.poll(deadline.Sub(h.now))
+		h.poll(settleGap)
+		h.poll(settleGap)
+		h.none()
+		h.readAt(ok("x", "b", `2`), deadline.Add(-time.Second)) // written in time, read once fetched
+		h.commit()
+		if r := h.one(); r.Status != schemas.ReplyComplete {
+			t.Errorf("status %s, want COMPLETE", r.Status)
+		}
+	})
+	t.Run("not fetched since assigned: fires at the bound", func(t *testing.T) {
+		h, deadline := open(t, false)
+		h.ps.seen, h.ps.pos, h.ps.end = false, 0, 0
+		h.poll(deadline.Sub(h.now))
+		h.poll(behindMax - time.Millisecond)
+		h.none()
+		h.poll(time.Millisecond)
+		if r := h.one(); r.Status != schemas.ReplyPartial {
+			t.Errorf("status %s, want PARTIAL", r.Status)
+		}
+	})
 	t.Run("behind: fires at the bound with what was read", func(t *testing.T) {
 		h, deadline := open(t, true)
 		h.poll(deadline.Sub(h.now) + 5*time.Second) // the first tick that finds it due

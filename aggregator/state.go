@@ -131,6 +131,12 @@ type partitionState struct {
 	// stable offset a fetch of the partition reported (read_committed: the
 	// end of what a consumer may read); both 0 until a fetch says.
 	pos, end int64
+	// seen says whether a fetch of the partition has been read since it
+	// was assigned (a record, or the end offset a fetch reported). Until
+	// then the client may not be fetching it at all (its committed offset
+	// still being looked up, the group coordinator moving), so a drained
+	// poll says nothing of it (see machine.fire).
+	seen bool
 	// upTo is the latest time (unix ns) up to which the partition is known
 	// to be read: every result committed to it before upTo has been read.
 	// See machine.fire for how it is learnt.
@@ -161,6 +167,7 @@ const catchUnknown = -1
 // The backlog ends at catchUp-1, or at catchUp-2 when a transaction's
 // marker (which a consumer never sees) ends it.
 func (ps *partitionState) read(offset, ts, size int64) {
+	ps.seen = true
 	ps.pos = offset + 1
 	ps.bytes += size
 	// A record created at ts was appended at ts or later, so at or past
@@ -181,6 +188,7 @@ func (ps *partitionState) fetched(lso int64, records bool) {
 	if lso <= 0 {
 		return
 	}
+	ps.seen = true
 	ps.end = max(ps.end, lso)
 	if ps.catchUp == catchUnknown {
 		ps.catchUp = lso
@@ -806,9 +814,13 @@ func (m *machine) tick(now time.Time) {
 // a deadline does not mark MISSING a part whose result was in the topic in
 // time. ps is read up to T when
 //   - a record created at T or later was read (partitionState.read), or
-//   - ps is not behind the last fetch of it, and a poll at T or later
-//     found nothing buffered and a fetch sent then has come back
-//     (machine.polled: settled >= T).
+//   - ps has been fetched since it was assigned, is not behind the last
+//     fetch of it, and a poll at T or later found nothing buffered and a
+//     fetch sent then has come back (machine.polled: settled >= T). A
+//     partition not fetched yet (after an assignment, its committed
+//     offset still being looked up) may hold results a drained poll
+//     knows nothing of: chaos on 3 Kafka nodes caught a restored
+//     partition firing a deadline 1.2s after its results were committed.
 //
 // Due timers wait for that at most behindMax from the first tick that
 // found them waiting (or from their due time, for those that came due
@@ -817,7 +829,7 @@ func (m *machine) tick(now time.Time) {
 func (m *machine) fire(ps *partitionState, now time.Time) {
 	nowNs := now.UnixNano()
 	force := false
-	if m.follow && !ps.behind() {
+	if m.follow && ps.seen && !ps.behind() {
 		ps.upTo = max(ps.upTo, m.settled)
 	}
 	for ps.timers.Len() > 0 && ps.timers.peek().at <= nowNs {
