@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -299,7 +300,10 @@ type Aggregator struct {
 	alarm *time.Timer
 	// topics knows which reply-to topics exist.
 	topics kafka.TopicCache
-	wake   chan struct{}
+	// trouble is set by the client's hook when a broker could not be
+	// reached (brokerTrouble), and taken by the next batch.
+	trouble atomic.Bool
+	wake    chan struct{}
 
 	// quit is closed when Run is stopping, to cancel a restore in
 	// progress: the client's callbacks get the client's context, which
@@ -360,6 +364,10 @@ func New(cfg Config) (*Aggregator, error) {
 		// describe; hedged tasks to the partition after their key's.
 		ManualPartitionTopics:   []string{cfg.Topics.State()},
 		ManualPartitionPrefixes: []string{cfg.Topics.Tasks("")},
+		// For the deadline rule: a partition whose fetch failed, or any
+		// partition after a broker could not be reached, must not be
+		// taken for read up to a drained poll (machine.fire).
+		Opts: []kgo.Opt{kgo.KeepRetryableFetchErrors(), kgo.WithHooks(brokerTrouble{&a.trouble})},
 	}
 	if cfg.Guarantee != kafka.ExactlyOnce {
 		hcfg.TransactionalID = ""
@@ -486,13 +494,28 @@ func (a *Aggregator) process(ctx context.Context, b *kafka.Batch) error {
 		a.log.Debug("records of partitions without state; batch consumed again", "partitions", unowned)
 		return kafka.ErrAbort
 	}
+	if a.trouble.Swap(false) {
+		// A broker could not be reached: which partitions it held up is
+		// not known, so none is taken for read up to a drained poll
+		// before a fetch of it was read again.
+		for _, ps := range m.parts {
+			ps.seen = false
+		}
+	}
 	b.Fetches.EachPartition(func(p kgo.FetchTopicPartition) {
-		if p.Topic != results || p.Err != nil {
+		if p.Topic != results {
 			return
 		}
 		ps := m.parts[p.Partition]
 		if ps == nil {
 			return // no records: nothing to consume again
+		}
+		if p.Err != nil {
+			// Not fetched (a leader moving, a replica catching up): the
+			// client retries it; until a fetch of it is read, a drained
+			// poll says nothing of it.
+			ps.seen = false
+			return
 		}
 		// What the fetch saw of the partition's end, for the deadline
 		// rule: free with every fetch, no round trip.
@@ -985,4 +1008,13 @@ func (a *Aggregator) revoked(_ context.Context, _ *kgo.Client, revoked map[strin
 	}
 	a.publishGauges()
 	a.log.Info("partitions revoked; their state is dropped (the changelog keeps it)", "topic", a.cfg.Topics.Results(), "partitions", ps)
+}
+
+// brokerTrouble is a kgo hook that notes a failed connection to a broker.
+type brokerTrouble struct{ flag *atomic.Bool }
+
+func (t brokerTrouble) OnBrokerConnect(_ kgo.BrokerMetadata, _ time.Duration, _ net.Conn, err error) {
+	if err != nil {
+		t.flag.Store(true)
+	}
 }

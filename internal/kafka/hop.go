@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -409,7 +410,13 @@ func (h *Hop) Run(ctx context.Context, process ProcessFunc, end EndFunc) (err er
 				groupErr = fmt.Errorf("group %s: %w", h.cfg.Group, ferr)
 				return
 			}
-			if !errors.Is(ferr, context.Canceled) && !errors.Is(ferr, context.DeadlineExceeded) {
+			switch {
+			case errors.Is(ferr, context.Canceled), errors.Is(ferr, context.DeadlineExceeded):
+			case kerr.IsRetriable(ferr):
+				// Kept by a role that asked for them (kgo's
+				// KeepRetryableFetchErrors); the client retries them.
+				h.log.Debug("fetch error, retried", "group", h.cfg.Group, "topic", topic, "partition", p, "err", ferr)
+			default:
 				h.log.Warn("fetch error", "group", h.cfg.Group, "topic", topic, "partition", p, "err", ferr)
 			}
 		})
