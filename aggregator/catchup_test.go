@@ -370,3 +370,62 @@ func TestMachineDeadlineWaitsUntilRead(t *testing.T) {
 		}
 	})
 }
+
+// TestDeadlineWaitsOutFetchErrors: a live aggregator whose fetches of the
+// results partition fail with a retriable error (as while a leader moves
+// after a broker crash) across a request's deadline must not take drained
+// polls for "read up to the deadline": the result written before the
+// deadline, read once the fetches succeed again, counts.
+func TestDeadlineWaitsOutFetchErrors(t *testing.T) {
+	f := newFixture(t, 1)
+	if f.c.Fake == nil {
+		t.Skip("needs kfake to make fetches fail")
+	}
+	fake := f.c.Fake
+	var until atomic.Int64 // unix ns
+	var hit atomic.Int32
+	// While until is ahead, every fetch fails (the aggregator's of the
+	// results topic; its restore is over by then).
+	fake.ControlKey(int16(kmsg.Fetch), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
+		fake.KeepControl()
+		if time.Now().UnixNano() >= until.Load() {
+			return nil, nil, false
+		}
+		hit.Add(1)
+		req := kreq.(*kmsg.FetchRequest)
+		resp := req.ResponseKind().(*kmsg.FetchResponse)
+		for _, rt := range req.Topics {
+			st := kmsg.NewFetchResponseTopic()
+			st.Topic, st.TopicID = rt.Topic, rt.TopicID
+			for _, rp := range rt.Partitions {
+				sp := kmsg.NewFetchResponseTopicPartition()
+				sp.Partition = rp.Partition
+				sp.ErrorCode = kerr.OffsetNotAvailable.Code
+				sp.HighWatermark, sp.LastStableOffset, sp.LogStartOffset = -1, -1, -1
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		return resp, nil, true
+	})
+	// Without fetch sessions every fetch names its partitions.
+	a := f.start("a", kafka.ExactlyOnce, func(c *Config) { c.Client.Opts = append(c.Client.Opts, kgo.DisableFetchSessions()) })
+	waitFor(t, "instance ready", 30*time.Second, a.agg.Ready)
+	deadline := time.Now().Add(1500 * time.Millisecond)
+	f.w.send(0, f.w.manifest("x", deadline, "", "a", "b"), f.w.result("x", "a", schemas.ResultOK, payload("x", "a"), "", deadline))
+	waitFor(t, "request open", 10*time.Second, func() bool { return a.agg.Stats().Manifests == 1 })
+	// Fetches fail from now until half a second past the deadline, well
+	// within the rule's 1s bound; the second result is written once one
+	// has failed (a fetch already waiting at the broker would return it).
+	until.Store(deadline.Add(500 * time.Millisecond).UnixNano())
+	waitFor(t, "a failed fetch", 5*time.Second, func() bool { return hit.Load() > 0 })
+	f.w.send(0, f.w.result("x", "b", schemas.ResultOK, payload("x", "b"), "", deadline))
+	if time.Now().After(deadline) {
+		t.Fatal("the second result was written after the deadline: the machine is too slow for this test")
+	}
+	l := f.replyLog()
+	l.until("the reply", 15*time.Second, func() bool { return len(l.replies["x"]) == 1 })
+	if r := l.replies["x"][0]; r.Status != schemas.ReplyComplete {
+		t.Errorf("reply %s (%s), want COMPLETE: part b was written before the deadline", r.Status, r.Error)
+	}
+}
