@@ -3,13 +3,6 @@ package cli
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
@@ -32,7 +25,7 @@ func TestTLSFlagsRealKafka(t *testing.T) {
 	if err := os.WriteFile(pwFile, []byte(sec.Password+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	otherCA := writeOtherCA(t, dir)
+	otherCA := testkafka.OtherCA(t)
 	tlsArgs := func(ca string) []string {
 		return []string{"--brokers", strings.Join(sec.TLSBrokers, ","), "--tls-ca-file", ca, "--topic-prefix", c.Prefix}
 	}
@@ -77,26 +70,4 @@ func TestTLSFlagsRealKafka(t *testing.T) {
 			})
 		}
 	}
-}
-
-// writeOtherCA writes a fresh CA certificate, which signed nothing the
-// broker has, to dir and returns its path.
-func writeOtherCA(t *testing.T, dir string) string {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "not the broker's CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true,
-		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	file := filepath.Join(dir, "other-ca.pem")
-	if err := os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return file
 }

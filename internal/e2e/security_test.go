@@ -2,17 +2,8 @@ package e2e
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"maps"
-	"math/big"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -81,7 +72,7 @@ const failsFast = 10 * time.Second
 func TestSecuredPipelineWrongCA(t *testing.T) {
 	sec := testkafka.TLS(t)
 	c := testkafka.New(t)
-	otherCA := writeCA(t)
+	otherCA := testkafka.OtherCA(t)
 	tp := kafka.Topics{Prefix: c.Prefix}
 	tb := table(t, `{"routes":[{"name":"echo","mode":"split","fanout":2,"timeout":"5s"}]}`)
 	// The topics exist (made over plaintext), so nothing but the
@@ -159,26 +150,4 @@ func TestSecuredPipelineWrongCA(t *testing.T) {
 			})
 		}
 	}
-}
-
-// writeCA writes a fresh CA certificate, which signed nothing the broker
-// has, to a PEM file and returns its path.
-func writeCA(t *testing.T) string {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "not the broker's CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true,
-		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	file := filepath.Join(t.TempDir(), "other-ca.pem")
-	if err := os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return file
 }
