@@ -139,18 +139,22 @@ func produceOriginals(t testing.TB, c *testkafka.Cluster, topic string, n int, t
 
 // readCommitted returns every record of topic up to its last stable offset,
 // read_committed (control records left out).
+//
+// A transaction's commit returns before its markers are written (Kafka
+// writes them after the coordinator has logged the commit), so the last
+// stable offset can trail a batch just committed by a few milliseconds. The
+// read waits up to 10s for every partition to be stable up to its high
+// watermark, and reads what is stable then (a test may leave a transaction
+// open on purpose).
 func readCommitted(t testing.TB, c *testkafka.Cluster, topic string) []*kgo.Record {
 	t.Helper()
-	wm, err := Watermarks(t.Context(), c.Admin(t), topic)
-	if err != nil {
-		t.Fatal(err)
-	}
+	wm := settledWatermarks(t, c, topic, 10*time.Second)
 	var ranges []PartitionRange
 	for p, w := range wm {
 		ranges = append(ranges, PartitionRange{Partition: p, Start: w.Start, Next: w.Start, End: w.Stable})
 	}
 	var out []*kgo.Record
-	err = readRange(t.Context(), clientConfig(c), topic, ranges, func(r *kgo.Record) error {
+	err := readRange(t.Context(), clientConfig(c), topic, ranges, func(r *kgo.Record) error {
 		if !r.Attrs.IsControl() {
 			out = append(out, r)
 		}
@@ -160,6 +164,34 @@ func readCommitted(t testing.TB, c *testkafka.Cluster, topic string) []*kgo.Reco
 		t.Fatalf("read %s: %v", topic, err)
 	}
 	return out
+}
+
+// settledWatermarks lists topic's watermarks once no transaction is open on
+// it (every last stable offset at its high watermark), or after wait.
+func settledWatermarks(t testing.TB, c *testkafka.Cluster, topic string, wait time.Duration) map[int32]Watermark {
+	t.Helper()
+	adm := c.Admin(t)
+	until := time.Now().Add(wait)
+	for {
+		wm, err := Watermarks(t.Context(), adm, topic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ends, err := adm.ListEndOffsets(t.Context(), topic)
+		if err != nil {
+			t.Fatal(err)
+		}
+		settled := true
+		ends.Each(func(o kadm.ListedOffset) {
+			if o.Err != nil || wm[o.Partition].Stable < o.Offset {
+				settled = false
+			}
+		})
+		if settled || time.Now().After(until) {
+			return wm
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // countUncommitted counts the data records of topic read_uncommitted: what
