@@ -13,10 +13,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/scattergather/scattergather/internal/kafka"
-	"github.com/scattergather/scattergather/internal/tracing"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/schemas"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -38,24 +36,15 @@ const role = "aggregator"
 // headerType says what a record is, for tools that do not decode Avro.
 const headerType = "sg-type"
 
-// Config configures an [Aggregator]. Zero fields take the defaults below;
-// Validate fills them in.
+// Config configures an [Aggregator]. A zero field takes its default.
 type Config struct {
-	Client kafka.ClientConfig
-	// Topics names the topics: the aggregator consumes Topics.Results(),
-	// replies to the manifest's ReplyTo (when it starts with
-	// Topics.Replies(), else to Topics.Replies()), dead-letters to
-	// Topics.DLQ() and keeps its state in Topics.State(), a compacted
-	// topic with as many partitions as Topics.Results().
-	Topics kafka.Topics
-	// Group is the consumer group; default Topics.Prefix + "aggregator".
-	Group string
-	// InstanceID tells the group's instances apart; default hostname-pid.
-	// The transactional id is Group + "-" + InstanceID: keep it stable
-	// across restarts so that a restarted instance fences its predecessor.
-	InstanceID string
-	// Guarantee defaults to exactly-once.
-	Guarantee kafka.Guarantee
+	// Role is how to reach Kafka, the topics, and the rest every role
+	// shares: the aggregator consumes Topics.Results(), replies to the
+	// manifest's ReplyTo (when it starts with Topics.Replies(), else to
+	// Topics.Replies()), dead-letters to Topics.DLQ() and keeps its state
+	// in Topics.State(), a compacted topic with as many partitions as
+	// Topics.Results(). Group defaults to Topics.Prefix + "aggregator".
+	kafkaconfig.Role
 	// Merges maps a route to the merge of its replies; routes not listed
 	// use DefaultMerge.
 	Merges map[schemas.Route]Merge
@@ -94,53 +83,21 @@ type Config struct {
 	MaxPollRecords int
 	// Now is the clock; default time.Now.
 	Now func() time.Time
-	// Logger defaults to discarding.
-	Logger *slog.Logger
-	// Metrics registers the aggregator's metrics (see internal/metrics);
-	// nil: none.
-	Metrics prometheus.Registerer
-	// Tracer starts the aggregate span of each reply and carries its
-	// traceparent on the reply; nil still carries the trace.
-	Tracer *tracing.Tracer
 }
 
-// Validate fills in defaults and reports every problem with c at once.
-func (c *Config) Validate() error {
-	var errs []error
-	if err := c.Client.Validate(); err != nil {
-		errs = append(errs, err)
-	}
-	if c.Group == "" {
-		c.Group = c.Topics.Prefix + "aggregator"
-	}
-	if c.InstanceID == "" {
-		c.InstanceID = kafka.DefaultInstanceID()
-	}
-	if c.Guarantee == "" {
-		c.Guarantee = kafka.ExactlyOnce
-	}
-	if _, err := kafka.ParseGuarantee(string(c.Guarantee)); err != nil {
-		errs = append(errs, err)
-	}
-	for route, m := range c.Merges {
-		if m == nil {
-			errs = append(errs, fmt.Errorf("merges: route %q has a nil merge", route))
-		}
-	}
+// setDefaults returns c with its empty fields filled in, sharing nothing
+// the caller could see change: Merges is a new map.
+func (c Config) setDefaults() Config {
+	c.Role = c.Role.WithDefaults("aggregator")
+	c.Merges = maps.Clone(c.Merges)
 	if c.DefaultMerge == nil {
 		c.DefaultMerge = Collect()
 	}
-	switch {
-	case c.Tick == 0:
+	if c.Tick == 0 {
 		c.Tick = DefaultTick
-	case c.Tick < 0:
-		errs = append(errs, fmt.Errorf("tick: %s is negative", c.Tick))
 	}
-	switch {
-	case c.LateWindow == 0:
+	if c.LateWindow == 0 {
 		c.LateWindow = DefaultLateWindow
-	case c.LateWindow < 0:
-		errs = append(errs, fmt.Errorf("late window: %s is negative", c.LateWindow))
 	}
 	if c.MaxOpenRequests == 0 {
 		c.MaxOpenRequests = DefaultMaxOpenRequests
@@ -151,8 +108,26 @@ func (c *Config) Validate() error {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
+	return c
+}
+
+// Validate reports every problem with c at once; a zero field that takes a
+// default is not a problem. It changes nothing.
+func (c Config) Validate() error {
+	var errs []error
+	if err := c.Role.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	for route, m := range c.Merges {
+		if m == nil {
+			errs = append(errs, fmt.Errorf("merges: route %q has a nil merge", route))
+		}
+	}
+	if c.Tick < 0 {
+		errs = append(errs, fmt.Errorf("tick: %s is negative", c.Tick))
+	}
+	if c.LateWindow < 0 {
+		errs = append(errs, fmt.Errorf("late window: %s is negative", c.LateWindow))
 	}
 	return errors.Join(errs...)
 }
@@ -321,14 +296,16 @@ type Aggregator struct {
 
 	stats stats
 	obs   *observer // metrics and spans; guarded by mu
+	ran   atomic.Bool
 }
 
-// New returns an aggregator for cfg. It connects to nothing until Run.
+// New validates cfg and builds the aggregator's Kafka client; Run joins
+// the group.
 func New(cfg Config) (*Aggregator, error) {
+	cfg = cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("aggregator config: %w", err)
 	}
-	cfg.Merges = maps.Clone(cfg.Merges)
 	a := &Aggregator{cfg: cfg, log: cfg.Logger.With("role", role), quit: make(chan struct{}), partitions: map[string]partitionCount{},
 		wake: make(chan struct{}, 1)}
 	a.alarm = time.AfterFunc(time.Hour, func() {
@@ -369,7 +346,7 @@ func New(cfg Config) (*Aggregator, error) {
 		// taken for read up to a drained poll (machine.fire).
 		Opts: []kgo.Opt{kgo.KeepRetryableFetchErrors(), kgo.WithHooks(brokerTrouble{&a.trouble})},
 	}
-	if cfg.Guarantee != kafka.ExactlyOnce {
+	if cfg.Guarantee != kafkaconfig.ExactlyOnce {
 		hcfg.TransactionalID = ""
 	}
 	hop, err := kafka.NewHop(hcfg)
@@ -393,6 +370,9 @@ func (a *Aggregator) mergeFor(route schemas.Route) Merge {
 // dropped (it lives on in the changelog). Run fails if a partition's state
 // cannot be restored. Run may be called once.
 func (a *Aggregator) Run(ctx context.Context) error {
+	if !a.ran.CompareAndSwap(false, true) {
+		return errors.New("aggregator: Run called twice; build a new Aggregator with New")
+	}
 	stop := context.AfterFunc(ctx, a.stopRestores)
 	defer stop()
 	defer a.alarm.Stop()
@@ -694,7 +674,7 @@ func (a *Aggregator) record(ctx context.Context, o *output) (*kgo.Record, error)
 const ReasonUnknownReplyTopic = "unknown-reply-topic"
 
 // ReasonReplyTooLarge begins the error of a reply that was too large for a
-// record (kafka.MaxRecordBytes) and is sent FAILED without its payload.
+// record (kafkaconfig.MaxRecordBytes) and is sent FAILED without its payload.
 const ReasonReplyTooLarge = "reply-too-large"
 
 // tooLargeReply returns r, of size bytes, FAILED without its payload: the

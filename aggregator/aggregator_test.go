@@ -14,6 +14,7 @@ import (
 
 	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/internal/testkafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/schemas"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -29,18 +30,52 @@ func TestMain(m *testing.M) { testkafka.Main(m) }
 const deadlineTolerance = 250 * time.Millisecond
 
 func TestConfigValidate(t *testing.T) {
-	c := Config{Client: kafka.ClientConfig{Brokers: []string{"b:9092"}}, Topics: kafka.Topics{Prefix: "sg."}}
+	topk, err := TopK("score", 3, "id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	given := func() Config {
+		return Config{Role: kafkaconfig.Role{Client: kafkaconfig.Client{Brokers: []string{"b:9092"}}},
+			Merges: map[schemas.Route]Merge{"search": topk}}
+	}
+	// A Merge is a func, which reflect.DeepEqual never finds equal; %+v
+	// prints its address.
+	same := func(a, b Config) bool { return fmt.Sprintf("%+v", a) == fmt.Sprintf("%+v", b) }
+	c := given()
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	if c.Group != "sg.aggregator" || c.Guarantee != kafka.ExactlyOnce || c.Tick != DefaultTick ||
+	if !same(c, given()) {
+		t.Fatalf("Validate changed the config: %+v", c)
+	}
+	a, err := New(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !same(c, given()) {
+		t.Fatalf("New changed the config: %+v", c)
+	}
+	a.cfg.Merges["other"] = topk
+	if len(c.Merges) != 1 {
+		t.Fatal("the aggregator shares its Merges map with the caller")
+	}
+	done, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := a.Run(done); err != nil {
+		t.Fatalf("first Run: %v", err)
+	}
+	if err := a.Run(t.Context()); err == nil || !strings.Contains(err.Error(), "Run called twice") {
+		t.Fatalf("second Run: %v, want an error", err)
+	}
+	c = c.setDefaults()
+	if c.Group != "sg.aggregator" || c.Guarantee != kafkaconfig.ExactlyOnce || c.Tick != DefaultTick ||
 		c.LateWindow != DefaultLateWindow || c.InstanceID == "" || c.Now == nil || c.Logger == nil || c.DefaultMerge == nil ||
 		c.MaxOpenRequests != DefaultMaxOpenRequests || c.MaxPollRecords != DefaultMaxPollRecords {
 		t.Errorf("defaults not filled in: %+v", c)
 	}
 
-	bad := Config{Guarantee: "maybe-once", Tick: -1, LateWindow: -time.Second, Merges: map[schemas.Route]Merge{"r": nil}}
-	err := bad.Validate()
+	bad := Config{Role: kafkaconfig.Role{Guarantee: "maybe-once"}, Tick: -1, LateWindow: -time.Second, Merges: map[schemas.Route]Merge{"r": nil}}
+	err = bad.Validate()
 	for _, want := range []string{"brokers: none given", `guarantee "maybe-once"`, "tick: -1ns is negative", "late window: -1s is negative", `merges: route "r" has a nil merge`} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate: %v; want it to report %q", err, want)
@@ -54,7 +89,7 @@ func TestConfigValidate(t *testing.T) {
 // TestRun runs the aggregator against a broker: manifests and results are
 // written with a plain client, replies and dead letters read back.
 func TestRun(t *testing.T) {
-	for _, g := range []kafka.Guarantee{kafka.ExactlyOnce, kafka.AtLeastOnce} {
+	for _, g := range []kafkaconfig.Guarantee{kafkaconfig.ExactlyOnce, kafkaconfig.AtLeastOnce} {
 		t.Run(string(g), func(t *testing.T) {
 			t.Parallel()
 			testRun(t, g)
@@ -62,9 +97,9 @@ func TestRun(t *testing.T) {
 	}
 }
 
-func testRun(t *testing.T, guarantee kafka.Guarantee) {
+func testRun(t *testing.T, guarantee kafkaconfig.Guarantee) {
 	c := testkafka.New(t)
-	topics := kafka.Topics{Prefix: c.Prefix}
+	topics := kafkaconfig.Topics{Prefix: c.Prefix}
 	results := c.CreateTopic(t, "results", 2, nil)
 	c.CreateTopic(t, "aggregator-state", 2, map[string]*string{"cleanup.policy": kadm.StringPtr("compact")})
 	c.CreateTopic(t, "replies", 1, nil)
@@ -72,11 +107,13 @@ func testRun(t *testing.T, guarantee kafka.Guarantee) {
 	c.CreateTopic(t, "dlq", 1, nil)
 
 	agg, err := New(Config{
-		Client:     kafka.ClientConfig{Brokers: c.Brokers},
-		Topics:     topics,
-		InstanceID: "test",
-		Guarantee:  guarantee,
-		Logger:     slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo})),
+		Role: kafkaconfig.Role{
+			Client:     kafkaconfig.Client{Brokers: c.Brokers},
+			Topics:     topics,
+			InstanceID: "test",
+			Guarantee:  guarantee,
+			Logger:     slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo})),
+		},
 	})
 	if err != nil {
 		t.Fatal(err)

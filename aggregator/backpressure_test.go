@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/schemas"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -93,7 +93,7 @@ func (l *replyLog) all(ids []schemas.CorrelationID) func() bool {
 // bounds memory, it does not make an overload succeed. Then requests that
 // complete by their results go through as usual.
 func TestBackpressure(t *testing.T) {
-	for _, g := range []kafka.Guarantee{kafka.ExactlyOnce, kafka.AtLeastOnce} {
+	for _, g := range []kafkaconfig.Guarantee{kafkaconfig.ExactlyOnce, kafkaconfig.AtLeastOnce} {
 		t.Run(string(g), func(t *testing.T) {
 			t.Parallel()
 			testBackpressure(t, g)
@@ -101,7 +101,7 @@ func TestBackpressure(t *testing.T) {
 	}
 }
 
-func testBackpressure(t *testing.T, g kafka.Guarantee) {
+func testBackpressure(t *testing.T, g kafkaconfig.Guarantee) {
 	const n = 500
 	f := newFixture(t, 3)
 	a := f.start("a", g, limited)
@@ -176,7 +176,7 @@ func TestBackpressureRebalance(t *testing.T) {
 		each = 17 // open requests per partition before the second instance joins
 	)
 	f := newFixture(t, 3)
-	a := f.start("a", kafka.ExactlyOnce, limited)
+	a := f.start("a", kafkaconfig.ExactlyOnce, limited)
 	waitFor(t, "the first instance ready", 30*time.Second, a.agg.Ready)
 	l := f.replyLog()
 
@@ -208,7 +208,7 @@ func TestBackpressureRebalance(t *testing.T) {
 		f.w.send(p, results[p]...)
 	}
 
-	b := f.start("b", kafka.ExactlyOnce, limited)
+	b := f.start("b", kafkaconfig.ExactlyOnce, limited)
 	both := []*instance{a, b}
 	var pb int
 	waitFor(t, "the partitions shared", 30*time.Second, func() bool {
@@ -268,7 +268,7 @@ func TestBackpressureRebalance(t *testing.T) {
 func TestBackpressureClientRestart(t *testing.T) {
 	const n = 200
 	f := newFixture(t, 1)
-	a := f.start("a", kafka.ExactlyOnce, limited)
+	a := f.start("a", kafkaconfig.ExactlyOnce, limited)
 	waitFor(t, "the aggregator ready", 30*time.Second, a.agg.Ready)
 	l := f.replyLog()
 	ids := f.burst("r", n, time.Now().Add(4*time.Second))

@@ -12,7 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
-	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/schemas"
 )
 
@@ -23,7 +23,7 @@ import (
 // deadlines fire: every request is answered once, COMPLETE, not PARTIAL
 // with the part that sat in the topic marked MISSING.
 func TestCatchUpAfterOutage(t *testing.T) {
-	for _, g := range []kafka.Guarantee{kafka.ExactlyOnce, kafka.AtLeastOnce} {
+	for _, g := range []kafkaconfig.Guarantee{kafkaconfig.ExactlyOnce, kafkaconfig.AtLeastOnce} {
 		t.Run(string(g), func(t *testing.T) {
 			t.Parallel()
 			catchUpAfterOutage(t, newFixture(t, 3), g, nil)
@@ -46,12 +46,12 @@ func TestCatchUpAfterOutage(t *testing.T) {
 func TestCatchUpBrokerRefusesListOffsets(t *testing.T) {
 	for _, tt := range []struct {
 		name string
-		g    kafka.Guarantee
+		g    kafkaconfig.Guarantee
 		hang bool // else refuse
 	}{
-		{"refuses/" + string(kafka.ExactlyOnce), kafka.ExactlyOnce, false},
-		{"refuses/" + string(kafka.AtLeastOnce), kafka.AtLeastOnce, false},
-		{"hangs/" + string(kafka.ExactlyOnce), kafka.ExactlyOnce, true},
+		{"refuses/" + string(kafkaconfig.ExactlyOnce), kafkaconfig.ExactlyOnce, false},
+		{"refuses/" + string(kafkaconfig.AtLeastOnce), kafkaconfig.AtLeastOnce, false},
+		{"hangs/" + string(kafkaconfig.ExactlyOnce), kafkaconfig.ExactlyOnce, true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
@@ -106,7 +106,7 @@ func TestCatchUpBrokerRefusesListOffsets(t *testing.T) {
 
 // catchUpAfterOutage runs the outage of TestCatchUpAfterOutage on f;
 // beforeRestart, if set, runs just before the second instance starts.
-func catchUpAfterOutage(t *testing.T, f *fixture, g kafka.Guarantee, beforeRestart func()) {
+func catchUpAfterOutage(t *testing.T, f *fixture, g kafkaconfig.Guarantee, beforeRestart func()) {
 	const requests = 300
 	a := f.start("a", g)
 	waitFor(t, "instance ready", 30*time.Second, a.agg.Ready)
@@ -169,7 +169,7 @@ func catchUpAfterOutage(t *testing.T, f *fixture, g kafka.Guarantee, beforeResta
 // it. (Before, the first batch after the stall fired the deadline, and the
 // results in the topic came back MISSING.)
 func TestDeadlineReadsBacklogFirst(t *testing.T) {
-	for _, g := range []kafka.Guarantee{kafka.ExactlyOnce, kafka.AtLeastOnce} {
+	for _, g := range []kafkaconfig.Guarantee{kafkaconfig.ExactlyOnce, kafkaconfig.AtLeastOnce} {
 		t.Run(string(g), func(t *testing.T) {
 			t.Parallel()
 			const fillers = 40
@@ -409,7 +409,7 @@ func TestDeadlineWaitsOutFetchErrors(t *testing.T) {
 		return resp, nil, true
 	})
 	// Without fetch sessions every fetch names its partitions.
-	a := f.start("a", kafka.ExactlyOnce, func(c *Config) { c.Client.Opts = append(c.Client.Opts, kgo.DisableFetchSessions()) })
+	a := f.start("a", kafkaconfig.ExactlyOnce, func(c *Config) { c.Client.Opts = append(c.Client.Opts, kgo.DisableFetchSessions()) })
 	waitFor(t, "instance ready", 30*time.Second, a.agg.Ready)
 	deadline := time.Now().Add(1500 * time.Millisecond)
 	f.w.send(0, f.w.manifest("x", deadline, "", "a", "b"), f.w.result("x", "a", schemas.ResultOK, payload("x", "a"), "", deadline))

@@ -14,7 +14,7 @@ import (
 // This file turns a batch's changes into changelog records, and a
 // partition's changelog back into its state.
 //
-// The changelog is the compacted topic kafka.Topics.State, co-partitioned
+// The changelog is the compacted topic kafkaconfig.Topics.State, co-partitioned
 // with results: the entries of a request are on the partition of its
 // results. A request's own entry, keyed by its correlation id, says that it
 // is open (the manifest) or done (the end of its late window); each part

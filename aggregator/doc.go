@@ -7,8 +7,8 @@
 //	topk, err := aggregator.TopK("score", 10, "id")
 //	...
 //	agg, err := aggregator.New(aggregator.Config{
-//		Client: kafka.ClientConfig{Brokers: brokers},
-//		Topics: kafka.Topics{Prefix: "sg."},
+//		Client: kafkaconfig.Client{Brokers: brokers},
+//		Topics: kafkaconfig.Topics{Prefix: "sg."},
 //		Merges: map[schemas.Route]aggregator.Merge{"search": topk},
 //		Logger: logger,
 //	})
@@ -165,7 +165,7 @@
 // # Durable state: the changelog
 //
 // The state lives on in the changelog, the compacted topic
-// kafka.Topics.State() (aggregator-state), co-partitioned with results:
+// kafkaconfig.Topics.State() (aggregator-state), co-partitioned with results:
 // the entries of a request are on the partition number of its results, so
 // whoever owns a results partition owns its changelog partition. Entries
 // are [schemas.AggregationState] records (changelog.go):
@@ -189,7 +189,7 @@
 //
 // The records are derived from the undo log at the end of each batch (the
 // requests it lists are exactly those the batch changed, with their state
-// before it) and written with the batch ([kafka.Batch.ProduceState]):
+// before it) and written with the batch (the hop's Batch.ProduceState):
 // under exactly-once in its transaction, with the replies and the consumed
 // offsets, so an aborted batch leaves no trace and the undo log stays the
 // in-memory rollback; under at-least-once after the replies and dead

@@ -8,8 +8,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/scattergather/scattergather/internal/metrics"
-	"github.com/scattergather/scattergather/internal/tracing"
 	"github.com/scattergather/scattergather/schemas"
+	"github.com/scattergather/scattergather/tracing"
 )
 
 // observer turns what the aggregator commits into metrics and spans (see

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/schemas"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -174,7 +175,7 @@ func TestMachineDoneUntilDeadline(t *testing.T) {
 // window), once after its deadline plus the late window. Each request must
 // get exactly one reply.
 func TestRereadPastLateWindow(t *testing.T) {
-	for _, g := range []kafka.Guarantee{kafka.ExactlyOnce, kafka.AtLeastOnce} {
+	for _, g := range []kafkaconfig.Guarantee{kafkaconfig.ExactlyOnce, kafkaconfig.AtLeastOnce} {
 		t.Run(string(g), func(t *testing.T) {
 			t.Parallel()
 			const lateWindow = time.Second

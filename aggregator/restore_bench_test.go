@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/internal/testkafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/schemas"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -116,7 +116,7 @@ func BenchmarkRestore(b *testing.B) {
 
 		b.Run("broker/"+load.String(), func(b *testing.B) {
 			c := testkafka.New(b)
-			topics := kafka.Topics{Prefix: c.Prefix}
+			topics := kafkaconfig.Topics{Prefix: c.Prefix}
 			c.CreateTopic(b, "aggregator-state", 1, map[string]*string{"cleanup.policy": kadm.StringPtr("compact")})
 			w := c.Client(b, kgo.DefaultProduceTopic(topics.State()), kgo.RecordPartitioner(kgo.ManualPartitioner()),
 				kgo.ProducerBatchMaxBytes(1<<20), kgo.ProducerLinger(5*time.Millisecond))
@@ -127,7 +127,7 @@ func BenchmarkRestore(b *testing.B) {
 			if err := w.ProduceSync(b.Context(), recs...).FirstErr(); err != nil {
 				b.Fatal(err)
 			}
-			a, err := New(Config{Client: kafka.ClientConfig{Brokers: c.Brokers}, Topics: topics, InstanceID: "bench"})
+			a, err := New(Config{Role: kafkaconfig.Role{Client: kafkaconfig.Client{Brokers: c.Brokers}, Topics: topics, InstanceID: "bench"}})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/internal/testkafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/schemas"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -32,7 +33,7 @@ import (
 type fixture struct {
 	t      *testing.T
 	c      *testkafka.Cluster
-	topics kafka.Topics
+	topics kafkaconfig.Topics
 	parts  int32
 	w      *writer
 }
@@ -48,7 +49,7 @@ func newFixture(t *testing.T, parts int32, kfakeOpts ...kfake.Opt) *fixture {
 	// every second; here it runs at kfake's default, hourly, so never
 	// within a test. Real Kafka compacts as it is configured.
 	c := testkafka.New(t, testkafka.WithKfakeOpts(append([]kfake.Opt{kfake.BrokerConfigs(map[string]string{"log.cleaner.backoff.ms": "3600000"})}, kfakeOpts...)...))
-	f := &fixture{t: t, c: c, topics: kafka.Topics{Prefix: c.Prefix}, parts: parts}
+	f := &fixture{t: t, c: c, topics: kafkaconfig.Topics{Prefix: c.Prefix}, parts: parts}
 	results := c.CreateTopic(t, "results", parts, nil)
 	c.CreateTopic(t, "aggregator-state", parts, map[string]*string{"cleanup.policy": kadm.StringPtr("compact")})
 	c.CreateTopic(t, "replies", 1, nil)
@@ -69,21 +70,23 @@ type instance struct {
 }
 
 // start runs an aggregator of the fixture's group with instance id id.
-func (f *fixture) start(id string, g kafka.Guarantee, edit ...func(*Config)) *instance {
+func (f *fixture) start(id string, g kafkaconfig.Guarantee, edit ...func(*Config)) *instance {
 	f.t.Helper()
 	cut := &cutter{topic: f.topics.State()}
 	cfg := Config{
-		Client: kafka.ClientConfig{Brokers: f.c.Brokers, Opts: []kgo.Opt{
-			kgo.Dialer(cut.dial),
-			kgo.WithHooks(cut),
-			// A killed instance must not retry for long: its goroutines
-			// go on until they give up, unlike a real killed process.
-			kgo.RetryTimeout(2 * time.Second),
-		}},
-		Topics:     f.topics,
-		InstanceID: id,
-		Guarantee:  g,
-		Logger:     slog.New(slog.NewTextHandler(f.t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo})).With("instance", id),
+		Role: kafkaconfig.Role{
+			Client: kafkaconfig.Client{Brokers: f.c.Brokers, Opts: []kgo.Opt{
+				kgo.Dialer(cut.dial),
+				kgo.WithHooks(cut),
+				// A killed instance must not retry for long: its goroutines
+				// go on until they give up, unlike a real killed process.
+				kgo.RetryTimeout(2 * time.Second),
+			}},
+			Topics:     f.topics,
+			InstanceID: id,
+			Guarantee:  g,
+			Logger:     slog.New(slog.NewTextHandler(f.t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo})).With("instance", id),
+		},
 	}
 	for _, e := range edit {
 		e(&cfg)
@@ -274,7 +277,7 @@ func payload(id, part string) string { return fmt.Sprintf("%q", id+"/"+part) }
 // MISSING parts.
 func TestRestoreAfterRestart(t *testing.T) {
 	const requests = 10_000
-	for _, g := range []kafka.Guarantee{kafka.ExactlyOnce, kafka.AtLeastOnce} {
+	for _, g := range []kafkaconfig.Guarantee{kafkaconfig.ExactlyOnce, kafkaconfig.AtLeastOnce} {
 		for _, how := range []string{"stopped", "killed"} {
 			t.Run(string(g)+"/"+how, func(t *testing.T) {
 				t.Parallel()
@@ -284,7 +287,7 @@ func TestRestoreAfterRestart(t *testing.T) {
 	}
 }
 
-func testRestoreAfterRestart(t *testing.T, g kafka.Guarantee, how string, requests int) {
+func testRestoreAfterRestart(t *testing.T, g kafkaconfig.Guarantee, how string, requests int) {
 	f := newFixture(t, 4)
 	// Long enough for the restart: a killed instance keeps its partitions
 	// until its session times out (10s).
@@ -398,9 +401,9 @@ func testRestoreAfterRestart(t *testing.T, g kafka.Guarantee, how string, reques
 // twice, and every part counts: each request has three parts, one of which
 // often comes before its manifest.
 func TestFailover(t *testing.T) {
-	for _, g := range []kafka.Guarantee{kafka.ExactlyOnce, kafka.AtLeastOnce} {
+	for _, g := range []kafkaconfig.Guarantee{kafkaconfig.ExactlyOnce, kafkaconfig.AtLeastOnce} {
 		for _, how := range []string{"stopped", "killed", "killed in a transaction"} {
-			if how == "killed in a transaction" && g != kafka.ExactlyOnce {
+			if how == "killed in a transaction" && g != kafkaconfig.ExactlyOnce {
 				continue
 			}
 			t.Run(string(g)+"/"+how, func(t *testing.T) {
@@ -411,7 +414,7 @@ func TestFailover(t *testing.T) {
 	}
 }
 
-func testFailover(t *testing.T, g kafka.Guarantee, how string) {
+func testFailover(t *testing.T, g kafkaconfig.Guarantee, how string) {
 	const (
 		requests = 3000
 		perSend  = 50
@@ -544,7 +547,7 @@ func testFailover(t *testing.T, g kafka.Guarantee, how string) {
 // done marker moves with the partition, so a duplicate result and a second
 // manifest that reach the next instance are dropped, not answered again.
 func TestLateDuplicateAfterRestart(t *testing.T) {
-	for _, g := range []kafka.Guarantee{kafka.ExactlyOnce, kafka.AtLeastOnce} {
+	for _, g := range []kafkaconfig.Guarantee{kafkaconfig.ExactlyOnce, kafkaconfig.AtLeastOnce} {
 		t.Run(string(g), func(t *testing.T) {
 			t.Parallel()
 			f := newFixture(t, 1)
@@ -581,7 +584,7 @@ func TestLateDuplicateAfterRestart(t *testing.T) {
 func TestChangelogOnTheBroker(t *testing.T) {
 	f := newFixture(t, 3)
 	const lateWindow = 2 * time.Second
-	a := f.start("a", kafka.ExactlyOnce, func(c *Config) { c.LateWindow = lateWindow })
+	a := f.start("a", kafkaconfig.ExactlyOnce, func(c *Config) { c.LateWindow = lateWindow })
 	l := f.replyLog()
 	// A request is remembered until its deadline plus the late window when
 	// it completes before its deadline: keep the deadline near.
@@ -692,7 +695,7 @@ func TestChangelogOnTheBroker(t *testing.T) {
 
 	// A new instance restores nothing: every entry was deleted.
 	a.stopNow(t)
-	b := f.start("b", kafka.ExactlyOnce)
+	b := f.start("b", kafkaconfig.ExactlyOnce)
 	waitFor(t, "the second instance ready", 30*time.Second, b.agg.Ready)
 	if s := b.agg.Stats(); s.RestoredOpen+s.RestoredDone+s.RestoredHeld+s.RestoreSkipped != 0 {
 		t.Fatalf("restored %+v from a changelog of forgotten requests", s)

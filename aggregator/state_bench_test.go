@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/schemas"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -39,7 +40,7 @@ func BenchmarkAddPart(b *testing.B) {
 		for _, batch := range []int{1, 500} {
 			b.Run(fmt.Sprintf("changelog=%t/batch=%d", changelog, batch), func(b *testing.B) {
 				m := newMachine(time.Minute, func(schemas.Route) Merge { return Collect() })
-				a := &Aggregator{cfg: Config{Topics: kafka.Topics{Prefix: "sg."}}, m: m}
+				a := &Aggregator{cfg: Config{Role: kafkaconfig.Role{Topics: kafkaconfig.Topics{Prefix: "sg."}}}, m: m}
 				ps := m.assign(0)
 				now := epoch
 				partIDs := benchParts(nParts)

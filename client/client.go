@@ -4,8 +4,8 @@
 // Usage:
 //
 //	c, err := client.New(ctx, client.Config{
-//		Client: kafka.ClientConfig{Brokers: []string{"127.0.0.1:9092"}},
-//		Topics: kafka.Topics{Prefix: "sg."},
+//		Client: kafkaconfig.Client{Brokers: []string{"127.0.0.1:9092"}},
+//		Topics: kafkaconfig.Topics{Prefix: "sg."},
 //	})
 //	if err != nil { ... }
 //	defer c.Close()
@@ -65,6 +65,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/schemas"
 )
 
@@ -78,8 +79,8 @@ var ErrClosed = errors.New("client closed")
 
 // Config configures a Client.
 type Config struct {
-	Client kafka.ClientConfig
-	Topics kafka.Topics
+	Client kafkaconfig.Client
+	Topics kafkaconfig.Topics
 	// ReplyTopic is where this client's replies go; default
 	// Topics.Replies(). Another topic must start with Topics.Replies() (the
 	// aggregator answers only there), e.g. "sg.replies.orders-7", and exist,
@@ -97,35 +98,42 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// Validate fills defaults and reports every problem with c at once.
-func (c *Config) Validate() error {
-	var errs []error
-	if err := c.Client.Validate(); err != nil {
-		errs = append(errs, err)
-	}
+// setDefaults returns c with its empty fields filled in.
+func (c Config) setDefaults() Config {
 	if c.Topics.Prefix == "" {
-		c.Topics.Prefix = kafka.DefaultPrefix
+		c.Topics.Prefix = kafkaconfig.DefaultPrefix
 	}
 	if c.ReplyTopic == "" {
 		c.ReplyTopic = c.Topics.Replies()
 	}
-	if !strings.HasPrefix(c.ReplyTopic, c.Topics.Replies()) {
-		errs = append(errs, fmt.Errorf("reply topic %q must start with %q", c.ReplyTopic, c.Topics.Replies()))
-	}
 	if c.DefaultTimeout == 0 {
 		c.DefaultTimeout = 5 * time.Second
-	}
-	if c.DefaultTimeout < 0 {
-		errs = append(errs, fmt.Errorf("default timeout %s is negative", c.DefaultTimeout))
 	}
 	if c.Grace == 0 {
 		c.Grace = 2 * time.Second
 	}
-	if c.Grace < 0 {
-		errs = append(errs, fmt.Errorf("grace %s is negative", c.Grace))
-	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Validate reports every problem with c at once; a zero field that takes a
+// default is not a problem. It changes nothing.
+func (c Config) Validate() error {
+	var errs []error
+	if err := c.Client.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	d := c.setDefaults() // the reply topic is checked against the prefix it will have
+	if !strings.HasPrefix(d.ReplyTopic, d.Topics.Replies()) {
+		errs = append(errs, fmt.Errorf("reply topic %q must start with %q", d.ReplyTopic, d.Topics.Replies()))
+	}
+	if c.DefaultTimeout < 0 {
+		errs = append(errs, fmt.Errorf("default timeout %s is negative", c.DefaultTimeout))
+	}
+	if c.Grace < 0 {
+		errs = append(errs, fmt.Errorf("grace %s is negative", c.Grace))
 	}
 	return errors.Join(errs...)
 }
@@ -173,6 +181,7 @@ const sweepEvery = time.Second
 // and starts reading replies. The reply loop runs until Close. ctx bounds
 // only the setup.
 func New(ctx context.Context, cfg Config) (*Client, error) {
+	cfg = cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("client config: %w", err)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/scattergather/scattergather/internal/routes"
 	"github.com/scattergather/scattergather/internal/stack"
 	"github.com/scattergather/scattergather/internal/testkafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/processor"
 	"github.com/scattergather/scattergather/schemas"
 )
@@ -27,8 +28,8 @@ func TestMain(m *testing.M) { testkafka.Main(m) }
 // env is a broker with the pipeline's topics under the test's prefix.
 type env struct {
 	cluster *testkafka.Cluster
-	cc      kafka.ClientConfig
-	topics  kafka.Topics
+	cc      kafkaconfig.Client
+	topics  kafkaconfig.Topics
 }
 
 const echoRoutes = `{"routes":[{"name":"echo","mode":"split","fanout":1,"timeout":"30s","merge":{"kind":"collect"}}]}`
@@ -36,7 +37,7 @@ const echoRoutes = `{"routes":[{"name":"echo","mode":"split","fanout":1,"timeout
 func newEnv(t *testing.T) env {
 	t.Helper()
 	c := testkafka.New(t)
-	e := env{cluster: c, cc: kafka.ClientConfig{Brokers: c.Brokers, ClientID: "client-test"}, topics: kafka.Topics{Prefix: c.Prefix}}
+	e := env{cluster: c, cc: kafkaconfig.Client{Brokers: c.Brokers, ClientID: "client-test"}, topics: kafkaconfig.Topics{Prefix: c.Prefix}}
 	layout := kafka.Layout{Partitions: 4, ResultPartitions: 4, ReplicationFactor: -1}
 	if err := stack.EnsureTopics(t.Context(), e.cc, e.topics, layout, []string{"echo"}); err != nil {
 		t.Fatalf("topics: %v", err)
@@ -54,7 +55,7 @@ func (e env) startEcho(t *testing.T) {
 		t.Fatal(err)
 	}
 	st, err := stack.New(t.Context(), stack.Config{
-		Client: e.cc, Topics: e.topics, Routes: table, Guarantee: kafka.ExactlyOnce,
+		Client: e.cc, Topics: e.topics, Routes: table, Guarantee: kafkaconfig.ExactlyOnce,
 		Layout:     kafka.Layout{Partitions: 4, ResultPartitions: 4, ReplicationFactor: -1},
 		Processors: []stack.ProcessorSpec{{Route: "echo", Handler: processor.Echo()}},
 	})
@@ -456,8 +457,8 @@ func TestConfigValidate(t *testing.T) {
 		cfg  client.Config
 		want []string
 	}{
-		{"defaults", client.Config{Client: kafka.ClientConfig{Brokers: []string{"b:9092"}}}, nil},
-		{"everything wrong", client.Config{Topics: kafka.Topics{Prefix: "p."}, ReplyTopic: "other", DefaultTimeout: -1, Grace: -1},
+		{"defaults", client.Config{Client: kafkaconfig.Client{Brokers: []string{"b:9092"}}}, nil},
+		{"everything wrong", client.Config{Topics: kafkaconfig.Topics{Prefix: "p."}, ReplyTopic: "other", DefaultTimeout: -1, Grace: -1},
 			[]string{"brokers", `reply topic "other" must start with "p.replies"`, "default timeout -1ns is negative", "grace -1ns is negative"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -466,8 +467,8 @@ func TestConfigValidate(t *testing.T) {
 				if err != nil {
 					t.Fatalf("Validate: %v", err)
 				}
-				if tc.cfg.ReplyTopic != "sg.replies" || tc.cfg.DefaultTimeout != 5*time.Second || tc.cfg.Grace != 2*time.Second {
-					t.Fatalf("defaults not filled: %+v", tc.cfg)
+				if tc.cfg.ReplyTopic != "" || tc.cfg.DefaultTimeout != 0 || tc.cfg.Grace != 0 {
+					t.Fatalf("Validate changed the config: %+v", tc.cfg)
 				}
 				return
 			}
@@ -489,7 +490,7 @@ func TestNewWithoutReplyTopic(t *testing.T) {
 	c := testkafka.New(t)
 	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
 	defer cancel()
-	_, err := client.New(ctx, client.Config{Client: kafka.ClientConfig{Brokers: c.Brokers}, Topics: kafka.Topics{Prefix: c.Prefix}})
+	_, err := client.New(ctx, client.Config{Client: kafkaconfig.Client{Brokers: c.Brokers}, Topics: kafkaconfig.Topics{Prefix: c.Prefix}})
 	if err == nil || !strings.Contains(err.Error(), c.Prefix+"replies") || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("New without the topic: %v", err)
 	}

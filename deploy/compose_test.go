@@ -30,6 +30,7 @@ import (
 	"github.com/scattergather/scattergather/internal/routes"
 	"github.com/scattergather/scattergather/internal/stack"
 	"github.com/scattergather/scattergather/internal/testkafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/processor"
 )
 
@@ -240,8 +241,8 @@ func registeredNames(t *testing.T) map[string]bool {
 	for _, f := range gathered {
 		rec.names[f.GetName()] = true
 	}
-	cc := kafka.ClientConfig{Brokers: c.Brokers, ClientID: "deploy-test"}
-	st, err := stack.New(t.Context(), stack.Config{Client: cc, Topics: kafka.Topics{Prefix: c.Prefix}, Routes: routes.Demo(),
+	cc := kafkaconfig.Client{Brokers: c.Brokers, ClientID: "deploy-test"}
+	st, err := stack.New(t.Context(), stack.Config{Client: cc, Topics: kafkaconfig.Topics{Prefix: c.Prefix}, Routes: routes.Demo(),
 		Layout:     kafka.Layout{Partitions: 1, ResultPartitions: 1, ReplicationFactor: -1},
 		Processors: []stack.ProcessorSpec{{Route: "echo", Handler: processor.Echo()}},
 		Metrics:    rec, KafkaMetrics: metrics.NewKafkaMetrics(rec)})

@@ -9,7 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/scatterer"
 )
 
@@ -33,12 +33,12 @@ const (
 // Config configures a [Gateway]. Validate fills in the defaults.
 type Config struct {
 	// Client is how to reach Kafka.
-	Client kafka.ClientConfig
-	// Topics names the topics; an empty Prefix takes kafka.DefaultPrefix.
+	Client kafkaconfig.Client
+	// Topics names the topics; an empty Prefix takes kafkaconfig.DefaultPrefix.
 	// The gateway produces to Topics.Requests(), reads Topics.Requests()
 	// and Topics.Replies() back, and reads Topics.Results() per event
 	// stream.
-	Topics kafka.Topics
+	Topics kafkaconfig.Topics
 	// Routes the gateway accepts, the same table the scatterer serves (for
 	// their fan-out and timeout limits); a request to another route is
 	// answered 404 without reaching Kafka. At least one.
@@ -106,38 +106,88 @@ type Config struct {
 	Metrics prometheus.Registerer
 }
 
-// Validate fills in the defaults and reports every problem with c at once.
-func (c *Config) Validate() error {
+// setDefaults returns c with its empty fields filled in, sharing nothing
+// the caller could see change: Routes is a new slice.
+func (c Config) setDefaults() Config {
+	if c.Topics.Prefix == "" {
+		c.Topics.Prefix = kafkaconfig.DefaultPrefix
+	}
+	routes := make([]scatterer.Route, len(c.Routes))
+	for i, r := range c.Routes {
+		routes[i] = withDefaults(r)
+	}
+	c.Routes = routes
+	if c.Addr == "" && c.Listener == nil {
+		c.Addr = DefaultAddr
+	}
+	for _, d := range c.durations() {
+		if *d.v == 0 {
+			*d.v = d.def
+		}
+	}
+	for _, n := range c.sizes() {
+		if *n.v == 0 {
+			*n.v = n.def
+		}
+	}
+	for _, n := range c.counts() {
+		if *n.v == 0 {
+			*n.v = n.def
+		}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Validate reports every problem with c at once; a zero field that takes a
+// default is not a problem. It changes nothing.
+func (c Config) Validate() error {
 	var errs []error
 	if err := c.Client.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("client: %w", err))
-	}
-	if c.Topics.Prefix == "" {
-		c.Topics.Prefix = kafka.DefaultPrefix
 	}
 	if len(c.Routes) == 0 {
 		errs = append(errs, errors.New("routes: none given"))
 	}
 	seen := map[string]bool{}
-	for i, r := range c.Routes {
-		r = withDefaults(r)
-		if err := r.Validate(); err != nil {
+	for _, r := range c.Routes {
+		if err := withDefaults(r).Validate(); err != nil {
 			errs = append(errs, fmt.Errorf("routes: %w", err))
 		}
 		if seen[string(r.Name)] {
 			errs = append(errs, fmt.Errorf("routes: %s listed twice", r.Name))
 		}
 		seen[string(r.Name)] = true
-		c.Routes[i] = r
 	}
-	if c.Addr == "" && c.Listener == nil {
-		c.Addr = DefaultAddr
+	for _, d := range c.durations() {
+		if *d.v < 0 {
+			errs = append(errs, fmt.Errorf("%s: %s is negative", d.name, *d.v))
+		}
 	}
-	for _, d := range []struct {
-		name string
-		v    *time.Duration
-		def  time.Duration
-	}{
+	for _, n := range c.sizes() {
+		if *n.v < 0 {
+			errs = append(errs, fmt.Errorf("%s: %d is negative", n.name, *n.v))
+		}
+	}
+	for _, n := range c.counts() {
+		if *n.v < 0 {
+			errs = append(errs, fmt.Errorf("%s: %d is negative", n.name, *n.v))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// limit is one numeric field of Config with its name and default.
+type limit[T time.Duration | int64 | int] struct {
+	name string
+	v    *T
+	def  T
+}
+
+func (c *Config) durations() []limit[time.Duration] {
+	return []limit[time.Duration]{
 		{"max wait", &c.MaxWait, DefaultMaxWait},
 		{"reply retention", &c.ReplyRetention, DefaultReplyRetention},
 		{"produce timeout", &c.ProduceTimeout, DefaultProduceTimeout},
@@ -146,49 +196,22 @@ func (c *Config) Validate() error {
 		{"shutdown timeout", &c.ShutdownTimeout, DefaultShutdownTimeout},
 		{"ping interval", &c.PingInterval, DefaultPingInterval},
 		{"ping timeout", &c.PingTimeout, DefaultPingTimeout},
-	} {
-		switch {
-		case *d.v < 0:
-			errs = append(errs, fmt.Errorf("%s: %s is negative", d.name, *d.v))
-		case *d.v == 0:
-			*d.v = d.def
-		}
 	}
-	for _, n := range []struct {
-		name string
-		v    *int64
-		def  int64
-	}{
+}
+
+func (c *Config) sizes() []limit[int64] {
+	return []limit[int64]{
 		{"max body bytes", &c.MaxBodyBytes, scatterer.DefaultMaxPayloadBytes},
 		{"max cache bytes", &c.MaxCacheBytes, DefaultMaxCacheBytes},
-	} {
-		switch {
-		case *n.v < 0:
-			errs = append(errs, fmt.Errorf("%s: %d is negative", n.name, *n.v))
-		case *n.v == 0:
-			*n.v = n.def
-		}
 	}
-	for _, n := range []struct {
-		name string
-		v    *int
-		def  int
-	}{
+}
+
+func (c *Config) counts() []limit[int] {
+	return []limit[int]{
 		{"max cached requests", &c.MaxCachedRequests, DefaultMaxCachedRequests},
 		{"max streams", &c.MaxStreams, DefaultMaxStreams},
 		{"max in flight", &c.MaxInFlight, DefaultMaxInFlight},
-	} {
-		switch {
-		case *n.v < 0:
-			errs = append(errs, fmt.Errorf("%s: %d is negative", n.name, *n.v))
-		case *n.v == 0:
-			*n.v = n.def
-		}
 	}
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
-	}
-	return errors.Join(errs...)
 }
 
 // withDefaults fills r's zero limits as the scatterer does.

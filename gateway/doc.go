@@ -5,8 +5,8 @@
 // Usage:
 //
 //	g, err := gateway.New(gateway.Config{
-//		Client: kafka.ClientConfig{Brokers: []string{"127.0.0.1:9092"}},
-//		Topics: kafka.Topics{Prefix: "sg."},
+//		Client: kafkaconfig.Client{Brokers: []string{"127.0.0.1:9092"}},
+//		Topics: kafkaconfig.Topics{Prefix: "sg."},
 //		Routes: routes, // []scatterer.Route, the scatterer's table
 //		Addr:   "127.0.0.1:8080",
 //	})
@@ -26,7 +26,7 @@
 //
 // That is all the gateway's handler serves: health, readiness and metrics
 // belong on another port, the admin port, which the gateway command serves
-// with internal/metrics (--admin-addr: /metrics, /healthz, and /readyz,
+// (--admin-addr: /metrics, /healthz, and /readyz,
 // whose check is [Gateway.Ready]: caught up with the replies topic, and
 // Kafka reachable). The
 // API's port answers /healthz, /readyz and /metrics with a 404 that says
@@ -119,7 +119,7 @@
 //
 // # Metrics
 //
-// With Config.Metrics set (see internal/metrics for the naming):
+// With Config.Metrics set (the README's Observability section lists every metric):
 //
 //	scattergather_gateway_http_requests_total{endpoint,code}      answers by route pattern ("other" for unknown paths) and status
 //	scattergather_gateway_http_request_duration_seconds{endpoint} time to answer, waits and streams included

@@ -24,6 +24,7 @@ import (
 // with Run.
 type Gateway struct {
 	cfg    Config
+	ran    atomic.Bool // Run was called
 	log    *slog.Logger
 	routes map[schemas.Route]scatterer.Route
 	store  *store
@@ -65,7 +66,7 @@ const listTopicsTimeout = 5 * time.Second
 // New checks cfg and builds a gateway; nothing touches the network until
 // Run.
 func New(cfg Config) (*Gateway, error) {
-	cfg.Routes = append([]scatterer.Route(nil), cfg.Routes...)
+	cfg = cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("gateway config: %w", err)
 	}
@@ -105,7 +106,11 @@ func New(cfg Config) (*Gateway, error) {
 // streams, lets running requests finish for up to ShutdownTimeout, and
 // closes its Kafka clients. A broker that is down does not stop Run: POSTs
 // are answered 503 and the reading of replies is retried until it answers.
+// Run may be called once.
 func (g *Gateway) Run(ctx context.Context) error {
+	if !g.ran.CompareAndSwap(false, true) {
+		return errors.New("gateway: Run called twice; build a new Gateway with New")
+	}
 	ln := g.cfg.Listener
 	if ln == nil {
 		var err error
@@ -207,7 +212,7 @@ func (g *Gateway) Ready() error {
 
 // partitionOf returns the partition of the results topic that holds the
 // records keyed id: the pipeline writes them with the Kafka-compatible
-// murmur2 key partitioner (internal/kafka.ClientConfig).
+// murmur2 key partitioner (internal/kafkaconfig.Client).
 func partitionOf(id schemas.CorrelationID, partitions int) int32 {
 	p := kgo.StickyKeyPartitioner(nil).ForTopic("")
 	return int32(p.Partition(&kgo.Record{Key: []byte(id)}, partitions))

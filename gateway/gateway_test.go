@@ -26,6 +26,7 @@ import (
 	"github.com/scattergather/scattergather/internal/routes"
 	"github.com/scattergather/scattergather/internal/stack"
 	"github.com/scattergather/scattergather/internal/testkafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/processor"
 	"github.com/scattergather/scattergather/schemas"
 )
@@ -47,8 +48,8 @@ func testLogger(t testing.TB) *slog.Logger {
 // env is a broker with the pipeline's topics under the test's prefix.
 type env struct {
 	cluster *testkafka.Cluster
-	cc      kafka.ClientConfig
-	topics  kafka.Topics
+	cc      kafkaconfig.Client
+	topics  kafkaconfig.Topics
 	table   *routes.Table
 }
 
@@ -59,7 +60,7 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{cluster: c, cc: kafka.ClientConfig{Brokers: c.Brokers, ClientID: "gateway-test"}, topics: kafka.Topics{Prefix: c.Prefix}, table: table}
+	e := &env{cluster: c, cc: kafkaconfig.Client{Brokers: c.Brokers, ClientID: "gateway-test"}, topics: kafkaconfig.Topics{Prefix: c.Prefix}, table: table}
 	if err := stack.EnsureTopics(t.Context(), e.cc, e.topics, layout, table.Names()); err != nil {
 		t.Fatalf("topics: %v", err)
 	}
@@ -86,7 +87,7 @@ func answerAfter(name string, d time.Duration) processor.Handler {
 func (e *env) startPipeline(t *testing.T) {
 	t.Helper()
 	st, err := stack.New(t.Context(), stack.Config{
-		Client: e.cc, Topics: e.topics, Layout: layout, Routes: e.table, Guarantee: kafka.ExactlyOnce, Logger: testLogger(t),
+		Client: e.cc, Topics: e.topics, Layout: layout, Routes: e.table, Guarantee: kafkaconfig.ExactlyOnce, Logger: testLogger(t),
 		Processors: []stack.ProcessorSpec{
 			{Route: "echo", Handler: processor.Echo()},
 			{Route: "quotes", Recipient: "fast", Handler: answerAfter("fast", 0)},
@@ -575,7 +576,7 @@ func TestBrokerUnavailable(t *testing.T) {
 		closed := ln.Addr().String()
 		ln.Close()
 		table, _ := routes.Parse([]byte(testRoutes))
-		e := &env{cc: kafka.ClientConfig{Brokers: []string{closed}}, topics: kafka.Topics{Prefix: "sg."}, table: table}
+		e := &env{cc: kafkaconfig.Client{Brokers: []string{closed}}, topics: kafkaconfig.Topics{Prefix: "sg."}, table: table}
 		s := e.startGateway(t, func(c *gateway.Config) { c.ProduceTimeout = time.Second; c.RetryAfter = 2500 * time.Millisecond })
 		check(t, s)
 		res := do(t, "GET", s.url+"/v1/requests/abc", nil, nil)
@@ -660,7 +661,7 @@ func TestRestart(t *testing.T) {
 // TestRoutesList: GET /v1/routes describes the table.
 func TestRoutesList(t *testing.T) {
 	table, _ := routes.Parse([]byte(testRoutes))
-	e := &env{cc: kafka.ClientConfig{Brokers: []string{"127.0.0.1:1"}}, topics: kafka.Topics{Prefix: "sg."}, table: table}
+	e := &env{cc: kafkaconfig.Client{Brokers: []string{"127.0.0.1:1"}}, topics: kafkaconfig.Topics{Prefix: "sg."}, table: table}
 	s := e.startGateway(t, nil)
 	res := do(t, "GET", s.url+"/v1/routes", nil, nil)
 	wantStatus(t, res, http.StatusOK)

@@ -16,9 +16,9 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/scattergather/scattergather/internal/tracing"
 	"github.com/scattergather/scattergather/scatterer"
 	"github.com/scattergather/scattergather/schemas"
+	"github.com/scattergather/scattergather/tracing"
 )
 
 // The error codes of the API, in the "code" field of every error body.

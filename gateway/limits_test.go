@@ -15,8 +15,8 @@ import (
 
 	"github.com/scattergather/scattergather/client"
 	"github.com/scattergather/scattergather/gateway"
-	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/internal/routes"
+	"github.com/scattergather/scattergather/kafkaconfig"
 )
 
 // syncBuffer is a bytes.Buffer safe for the concurrent writes of a logger.
@@ -245,7 +245,7 @@ func TestAuthConfig(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			_, err := gateway.New(gateway.Config{Client: kafka.ClientConfig{Brokers: []string{"127.0.0.1:1"}}, Routes: srs, AuthTokenFile: path})
+			_, err := gateway.New(gateway.Config{Client: kafkaconfig.Client{Brokers: []string{"127.0.0.1:1"}}, Routes: srs, AuthTokenFile: path})
 			if err == nil || !strings.Contains(err.Error(), tc.says) || !strings.Contains(err.Error(), path) {
 				t.Fatalf("New: %v; want an error naming %s and saying %q", err, path, tc.says)
 			}
@@ -357,7 +357,7 @@ func TestMaxInFlightExpiry(t *testing.T) {
 func TestMaxInFlightConfig(t *testing.T) {
 	table, _ := routes.Parse([]byte(testRoutes))
 	srs, _ := table.ScattererRoutes()
-	_, err := gateway.New(gateway.Config{Client: kafka.ClientConfig{Brokers: []string{"127.0.0.1:1"}}, Routes: srs, MaxInFlight: -1})
+	_, err := gateway.New(gateway.Config{Client: kafkaconfig.Client{Brokers: []string{"127.0.0.1:1"}}, Routes: srs, MaxInFlight: -1})
 	if err == nil || !strings.Contains(err.Error(), "max in flight: -1 is negative") {
 		t.Errorf("New: %v", err)
 	}

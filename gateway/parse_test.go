@@ -11,7 +11,7 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/scatterer"
 	"github.com/scattergather/scattergather/schemas"
 )
@@ -21,7 +21,7 @@ import (
 func parseGateway(tb testing.TB) *Gateway {
 	tb.Helper()
 	g, err := New(Config{
-		Client: kafka.ClientConfig{Brokers: []string{"127.0.0.1:1"}},
+		Client: kafkaconfig.Client{Brokers: []string{"127.0.0.1:1"}},
 		Routes: []scatterer.Route{
 			{Name: "echo", Mode: scatterer.Split, Fanout: 2, MaxFanout: 8, Timeout: 10 * time.Second, MaxTimeout: time.Minute},
 			{Name: "quotes", Mode: scatterer.Broadcast, Recipients: []schemas.PartID{"fast", "slow", "stuck"}, Timeout: 5 * time.Second},

@@ -12,11 +12,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kfake"
 
-	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/internal/metrics"
 	"github.com/scattergather/scattergather/internal/routes"
 	"github.com/scattergather/scattergather/internal/stack"
 	"github.com/scattergather/scattergather/internal/testkafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 )
 
 // adminServer serves checks on /readyz, as the gateway command's admin
@@ -102,7 +102,7 @@ func TestReadyzFollowsTheBroker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{cc: kafka.ClientConfig{Brokers: fake.ListenAddrs(), ClientID: "gateway-test"}, topics: kafka.Topics{Prefix: "t.readyz."}, table: table}
+	e := &env{cc: kafkaconfig.Client{Brokers: fake.ListenAddrs(), ClientID: "gateway-test"}, topics: kafkaconfig.Topics{Prefix: "t.readyz."}, table: table}
 	if err := stack.EnsureTopics(t.Context(), e.cc, e.topics, layout, table.Names()); err != nil {
 		t.Fatalf("topics: %v", err)
 	}
@@ -130,7 +130,7 @@ func TestReadyNamesMissingTopics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{cluster: c, cc: kafka.ClientConfig{Brokers: c.Brokers, ClientID: "gateway-test"}, topics: kafka.Topics{Prefix: c.Prefix}, table: table}
+	e := &env{cluster: c, cc: kafkaconfig.Client{Brokers: c.Brokers, ClientID: "gateway-test"}, topics: kafkaconfig.Topics{Prefix: c.Prefix}, table: table}
 	s := e.startGateway(t, nil)
 	admin := adminServer(t, metrics.Check{Name: "gateway", Ready: s.Ready})
 	waitReadyz(t, admin, http.StatusServiceUnavailable, "topics do not exist: "+e.topics.Requests()+", "+e.topics.Replies(), 10*time.Second)

@@ -20,9 +20,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/internal/metrics"
 	"github.com/scattergather/scattergather/internal/testkafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/scatterer"
 	"github.com/scattergather/scattergather/schemas"
 )
@@ -31,8 +31,8 @@ import (
 // test ends and returns it with its base URL.
 func fixGateway(t *testing.T, brokers []string, prefix string, mod func(*Config)) (*Gateway, string) {
 	t.Helper()
-	cc := kafka.ClientConfig{Brokers: brokers, ClientID: "gateway-fix-test"}
-	topics := kafka.Topics{Prefix: prefix}
+	cc := kafkaconfig.Client{Brokers: brokers, ClientID: "gateway-fix-test"}
+	topics := kafkaconfig.Topics{Prefix: prefix}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -72,7 +72,7 @@ func kfakeGateway(t *testing.T, mod func(*Config)) (*Gateway, string) {
 // gatewayOn is fixGateway on c with its topics made, once ready.
 func gatewayOn(t *testing.T, c *testkafka.Cluster, mod func(*Config)) (*Gateway, string) {
 	t.Helper()
-	topics := kafka.Topics{Prefix: c.Prefix}
+	topics := kafkaconfig.Topics{Prefix: c.Prefix}
 	for _, name := range []string{topics.Requests(), topics.Replies(), topics.Results()} {
 		if _, err := c.Admin(t).CreateTopic(t.Context(), 3, -1, nil, name); err != nil {
 			t.Fatalf("create %s: %v", name, err)
@@ -395,7 +395,7 @@ func TestStreamClientHasNoMetrics(t *testing.T) {
 // grace, when no reply comes; it used to stay open for good.
 func TestEventsTakeTheManifestDeadline(t *testing.T) {
 	c := testkafka.New(t)
-	topics := kafka.Topics{Prefix: c.Prefix}
+	topics := kafkaconfig.Topics{Prefix: c.Prefix}
 	g, url := gatewayOn(t, c, func(c *Config) { c.ReplyGrace = 200 * time.Millisecond })
 	now := time.Now()
 	g.store.requested("hidden-1", "hidden", now, time.Time{}, now, now)

@@ -12,6 +12,7 @@ import (
 	"github.com/scattergather/scattergather/client"
 	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/internal/testkafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/scatterer"
 	"github.com/scattergather/scattergather/schemas"
 )
@@ -149,12 +150,12 @@ func TestConfigValidate(t *testing.T) {
 		cfg  Config
 		errs []string
 	}{
-		{name: "defaults", cfg: Config{Client: kafka.ClientConfig{Brokers: []string{"b:1"}}, Routes: []scatterer.Route{good}}},
+		{name: "defaults", cfg: Config{Client: kafkaconfig.Client{Brokers: []string{"b:1"}}, Routes: []scatterer.Route{good}}},
 		{name: "everything wrong", cfg: Config{Routes: []scatterer.Route{good, good, {Name: "bad", Mode: "x"}},
 			MaxWait: -1, ReplyRetention: -1, MaxBodyBytes: -1, MaxStreams: -1, ProduceTimeout: -1},
 			errs: []string{"client: brokers", "routes: echo listed twice", `route bad: mode "x"`, "max wait: -1ns is negative",
 				"reply retention: -1ns is negative", "max body bytes: -1 is negative", "max streams: -1 is negative", "produce timeout"}},
-		{name: "no routes", cfg: Config{Client: kafka.ClientConfig{Brokers: []string{"b:1"}}}, errs: []string{"routes: none given"}},
+		{name: "no routes", cfg: Config{Client: kafkaconfig.Client{Brokers: []string{"b:1"}}}, errs: []string{"routes: none given"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.cfg.Validate()
@@ -162,7 +163,13 @@ func TestConfigValidate(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				c := tc.cfg
+				if tc.cfg.Addr != "" || tc.cfg.Routes[0].Timeout != 0 {
+					t.Fatalf("Validate changed the config: %+v", tc.cfg)
+				}
+				c := tc.cfg.setDefaults()
+				if c.Routes[0].Timeout == tc.cfg.Routes[0].Timeout {
+					t.Fatal("setDefaults filled the caller's Routes")
+				}
 				if c.Addr != DefaultAddr || c.MaxWait != DefaultMaxWait || c.ReplyRetention != DefaultReplyRetention ||
 					c.MaxBodyBytes != scatterer.DefaultMaxPayloadBytes || c.MaxStreams != DefaultMaxStreams ||
 					c.Routes[0].MaxFanout != scatterer.DefaultMaxFanout || c.Routes[0].Timeout != scatterer.DefaultTimeout || c.Topics.Prefix != "sg." {
@@ -191,7 +198,7 @@ func TestPartitionOfMatchesTheProducer(t *testing.T) {
 	if _, err := kafka.EnsureTopics(t.Context(), c.Admin(t), []kafka.TopicSpec{{Name: topic, Partitions: 6, ReplicationFactor: -1}}); err != nil {
 		t.Fatal(err)
 	}
-	cl, err := kafka.NewClient(kafka.ClientConfig{Brokers: c.Brokers})
+	cl, err := kafka.NewClient(kafkaconfig.Client{Brokers: c.Brokers})
 	if err != nil {
 		t.Fatal(err)
 	}

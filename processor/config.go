@@ -3,13 +3,10 @@ package processor
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/scattergather/scattergather/internal/kafka"
-	"github.com/scattergather/scattergather/internal/tracing"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/schemas"
 )
 
@@ -20,16 +17,19 @@ const (
 	DefaultMaxBackoff = 2 * time.Second
 	// DefaultCommitInterval is Config.CommitInterval's default.
 	DefaultCommitInterval = 2 * time.Millisecond
+	// DefaultDrainTimeout is Config.DrainTimeout's default.
+	DefaultDrainTimeout = 10 * time.Second
 )
 
-// Config configures a [Processor]. Validate fills in the defaults.
+// Config configures a [Processor]. A zero field takes its default.
 type Config struct {
-	// Client is how to reach Kafka.
-	Client kafka.ClientConfig
-	// Topics names the topics; an empty Prefix takes kafka.DefaultPrefix.
-	// The processor consumes Topics.Tasks(Route), writes results to
-	// Topics.Results() and undecodable tasks to Topics.DLQ().
-	Topics kafka.Topics
+	// Role is how to reach Kafka, the topics, and the rest every role
+	// shares. The processor consumes Topics.Tasks(Route), writes results to
+	// Topics.Results() and undecodable tasks to Topics.DLQ(). Group
+	// defaults to Topics.Prefix + "processor." + Route, plus "." +
+	// Recipient when Recipient is set. InstanceID also goes into every
+	// Result.ProcessorID.
+	kafkaconfig.Role
 	// Route whose tasks to handle; required.
 	Route schemas.Route
 	// Recipient is the part id this processor answers broadcast tasks (tasks
@@ -37,16 +37,6 @@ type Config struct {
 	// group. Leave it empty on split routes. A broadcast task reaching a
 	// processor without a Recipient is dead-lettered ("no-part-id").
 	Recipient schemas.PartID
-	// Group is the consumer group; default Topics.Prefix + "processor." +
-	// Route, plus "." + Recipient when Recipient is set.
-	Group string
-	// InstanceID names this instance; default "<hostname>-<pid>". It goes
-	// into every Result.ProcessorID and into the transactional id
-	// (Group + "-" + InstanceID), so keep it stable across restarts of one
-	// instance and unique among the instances of a group.
-	InstanceID string
-	// Guarantee defaults to kafka.ExactlyOnce.
-	Guarantee kafka.Guarantee
 	// Retries is how many times a failed handler is tried again after the
 	// first try. nil takes DefaultRetries (3); new(0) means no retries.
 	Retries *int
@@ -85,14 +75,6 @@ type Config struct {
 	// (most likely for the last one's markers); a longer interval means fewer, larger transactions and
 	// more latency.
 	CommitInterval time.Duration
-	// Logger; nil discards logs.
-	Logger *slog.Logger
-	// Metrics registers the processor's metrics (see internal/metrics);
-	// nil: none.
-	Metrics prometheus.Registerer
-	// Tracer starts the process span of each task and carries its
-	// traceparent on the result; nil still carries the trace.
-	Tracer *tracing.Tracer
 }
 
 // Ordering says which tasks of a partition are handled in order when
@@ -113,74 +95,72 @@ const (
 // MaxConcurrency caps [Config.Concurrency].
 const MaxConcurrency = 1024
 
-// Validate fills in the defaults and reports every problem with c at once.
-func (c *Config) Validate() error {
-	var errs []error
-	if err := c.Client.Validate(); err != nil {
-		errs = append(errs, fmt.Errorf("client: %w", err))
+// setDefaults returns c with its empty fields filled in.
+func (c Config) setDefaults() Config {
+	group := "processor." + string(c.Route)
+	if c.Recipient != "" {
+		group += "." + string(c.Recipient)
 	}
-	if c.Topics.Prefix == "" {
-		c.Topics.Prefix = kafka.DefaultPrefix
+	c.Role = c.Role.WithDefaults(group)
+	if c.Retries == nil {
+		c.Retries = new(DefaultRetries)
+	}
+	if c.Backoff == 0 {
+		c.Backoff = DefaultBackoff
+	}
+	if c.MaxBackoff == 0 {
+		c.MaxBackoff = max(DefaultMaxBackoff, c.Backoff)
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = 1
+	}
+	if c.CommitInterval == 0 {
+		c.CommitInterval = DefaultCommitInterval
+	}
+	if c.Ordering == "" {
+		c.Ordering = OrderKey
+	}
+	if c.DrainTimeout == 0 {
+		c.DrainTimeout = DefaultDrainTimeout
+	}
+	return c
+}
+
+// Validate reports every problem with c at once; a zero field that takes a
+// default is not a problem. It changes nothing.
+func (c Config) Validate() error {
+	var errs []error
+	if err := c.Role.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if err := kafka.ValidRouteName(string(c.Route)); err != nil {
 		errs = append(errs, fmt.Errorf("route: %w", err))
 	}
-	if c.Group == "" {
-		c.Group = c.Topics.Prefix + "processor." + string(c.Route)
-		if c.Recipient != "" {
-			c.Group += "." + string(c.Recipient)
-		}
-	}
-	if c.InstanceID == "" {
-		c.InstanceID = kafka.DefaultInstanceID()
-	}
-	if c.Guarantee == "" {
-		c.Guarantee = kafka.ExactlyOnce
-	}
-	if _, err := kafka.ParseGuarantee(string(c.Guarantee)); err != nil {
-		errs = append(errs, err)
-	}
-	if c.Retries == nil {
-		c.Retries = new(DefaultRetries)
-	} else if *c.Retries < 0 {
+	if c.Retries != nil && *c.Retries < 0 {
 		errs = append(errs, fmt.Errorf("retries: %d is negative", *c.Retries))
 	}
 	if c.Backoff < 0 {
 		errs = append(errs, fmt.Errorf("backoff: %s is negative", c.Backoff))
-	} else if c.Backoff == 0 {
-		c.Backoff = DefaultBackoff
 	}
 	if c.MaxBackoff < 0 {
 		errs = append(errs, fmt.Errorf("max backoff: %s is negative", c.MaxBackoff))
-	} else if c.MaxBackoff == 0 {
-		c.MaxBackoff = max(DefaultMaxBackoff, c.Backoff)
 	}
 	if c.Backoff > 0 && c.MaxBackoff > 0 && c.MaxBackoff < c.Backoff {
 		errs = append(errs, fmt.Errorf("max backoff: %s is below backoff %s", c.MaxBackoff, c.Backoff))
 	}
-	switch {
-	case c.Concurrency == 0:
-		c.Concurrency = 1
-	case c.Concurrency < 0 || c.Concurrency > MaxConcurrency:
+	if c.Concurrency < 0 || c.Concurrency > MaxConcurrency {
 		errs = append(errs, fmt.Errorf("concurrency: %d, want 1..%d", c.Concurrency, MaxConcurrency))
 	}
-	switch {
-	case c.CommitInterval < 0:
+	if c.CommitInterval < 0 {
 		errs = append(errs, fmt.Errorf("commit interval: %s is negative", c.CommitInterval))
-	case c.CommitInterval == 0:
-		c.CommitInterval = DefaultCommitInterval
 	}
 	switch c.Ordering {
-	case "":
-		c.Ordering = OrderKey
-	case OrderKey, OrderNone:
+	case "", OrderKey, OrderNone:
 	default:
 		errs = append(errs, fmt.Errorf("ordering: %q, want %q or %q", c.Ordering, OrderKey, OrderNone))
 	}
 	if c.DrainTimeout < 0 {
 		errs = append(errs, fmt.Errorf("drain timeout: %s is negative", c.DrainTimeout))
-	} else if c.DrainTimeout == 0 {
-		c.DrainTimeout = 10 * time.Second
 	}
 	return errors.Join(errs...)
 }

@@ -5,7 +5,7 @@
 // Usage:
 //
 //	p, err := processor.New(processor.Config{
-//		Client: kafka.ClientConfig{Brokers: []string{"localhost:9092"}},
+//		Client: kafkaconfig.Client{Brokers: []string{"localhost:9092"}},
 //		Route:  "search",
 //	}, processor.Search(catalog.New(10_000, 1)))
 //	if err != nil {
@@ -27,7 +27,7 @@
 //
 // A record that is not a task (garbage, an unknown schema, another record
 // kind) or a broadcast task reaching a processor without a Recipient is
-// copied to the dead-letter topic with its reason (kafka.HeaderDLQReason:
+// copied to the dead-letter topic with its reason (header sg-dlq-reason:
 // not-avro, unknown-schema, wrong-schema, malformed, no-part-id); the
 // pipeline goes on.
 //
@@ -71,7 +71,7 @@
 // transactions are at least Config.CommitInterval (2ms) apart: back to
 // back, Kafka makes a transaction's first produce wait (most likely for
 // the last one's markers). A poll that brings records but no finished task
-// commits nothing (kafka.Batch.Defer). A transaction the broker aborts
+// commits nothing (the hop defers the batch). A transaction the broker aborts
 // (seen on Kafka 4.4 when one begins as the last one ends) loses only its
 // output: the tasks in flight go on, and their results go with a later
 // transaction, once the client has polled their partition again (it goes

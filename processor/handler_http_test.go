@@ -20,6 +20,7 @@ import (
 	"github.com/scattergather/scattergather/internal/routes"
 	"github.com/scattergather/scattergather/internal/stack"
 	"github.com/scattergather/scattergather/internal/testkafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/processor"
 	"github.com/scattergather/scattergather/schemas"
 )
@@ -282,9 +283,9 @@ func TestHTTPPipeline(t *testing.T) {
 		specs = append(specs, stack.ProcessorSpec{Route: "svc", Recipient: schemas.PartID(r), Handler: h,
 			Tune: func(c *processor.Config) { c.Backoff = 20 * time.Millisecond; c.MaxBackoff = 50 * time.Millisecond }})
 	}
-	cc := kafka.ClientConfig{Brokers: c.Brokers}
-	topics := kafka.Topics{Prefix: c.Prefix}
-	st, err := stack.New(t.Context(), stack.Config{Client: cc, Topics: topics, Routes: table, Guarantee: kafka.ExactlyOnce,
+	cc := kafkaconfig.Client{Brokers: c.Brokers}
+	topics := kafkaconfig.Topics{Prefix: c.Prefix}
+	st, err := stack.New(t.Context(), stack.Config{Client: cc, Topics: topics, Routes: table, Guarantee: kafkaconfig.ExactlyOnce,
 		Layout: kafka.Layout{Partitions: 2, ResultPartitions: 2, ReplicationFactor: -1}, Processors: specs})
 	if err != nil {
 		t.Fatal(err)

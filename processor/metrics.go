@@ -8,8 +8,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/scattergather/scattergather/internal/metrics"
-	"github.com/scattergather/scattergather/internal/tracing"
 	"github.com/scattergather/scattergather/schemas"
+	"github.com/scattergather/scattergather/tracing"
 )
 
 // observer turns what the processor commits into metrics and spans (see the
@@ -146,11 +146,7 @@ func (o *observer) end(committed bool) {
 // its consumer group with an assignment, and how many partitions of
 // tasks.<route> it holds. Safe for concurrent use.
 func (p *Processor) GroupAssignment() (joined bool, partitions int) {
-	h := p.hop.Load()
-	if h == nil {
-		return false, 0
-	}
-	return h.Membership()
+	return p.hop.Membership()
 }
 
 // Group returns the processor's consumer group.

@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 )
 
 // This file is the processor's pipeline, used when Config.Concurrency is
@@ -172,7 +173,7 @@ func (pl *pipeline) process(runCtx, base context.Context, bctx context.Context, 
 		return pl.fatal
 	}
 	// The hop builds a new client after some errors (kafka.Hop.Run).
-	pl.cl = pl.p.hop.Load().Client()
+	pl.cl = pl.p.hop.Client()
 	b.Fetches.EachPartition(func(fp kgo.FetchTopicPartition) {
 		tp := topicPartition{fp.Topic, fp.Partition}
 		if len(fp.Records) == 0 || !pl.owned[tp] {
@@ -207,7 +208,7 @@ func (pl *pipeline) process(runCtx, base context.Context, bctx context.Context, 
 // pace releases it while it waits.
 func (pl *pipeline) pace(bctx context.Context) {
 	wait := pl.p.cfg.CommitInterval - time.Since(pl.lastEnd)
-	if wait <= 0 || pl.p.cfg.Guarantee != kafka.ExactlyOnce || !pl.ready() {
+	if wait <= 0 || pl.p.cfg.Guarantee != kafkaconfig.ExactlyOnce || !pl.ready() {
 		return
 	}
 	pl.mu.Unlock()

@@ -9,6 +9,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/scattergather/scattergather/scatterer"
 	"github.com/scattergather/scattergather/schemas"
 )
 
@@ -66,7 +67,7 @@ func benchHTTP(b *testing.B, url string, conc int) {
 	for i := range b.N {
 		recs := make([]*kgo.Record, perIteration)
 		for j := range recs {
-			tk := task(fmt.Sprintf("it%d-%04d", i, j), ShardID(j%16), `{"q":1}`)
+			tk := task(fmt.Sprintf("it%d-%04d", i, j), scatterer.ShardID(j%16), `{"q":1}`)
 			v, err := schemas.EncodeTask(tk)
 			if err != nil {
 				b.Fatal(err)

@@ -14,6 +14,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
+	"github.com/scattergather/scattergather/scatterer"
 	"github.com/scattergather/scattergather/schemas"
 )
 
@@ -139,7 +141,7 @@ func (h *orderRecorder) Handle(ctx context.Context, t schemas.Task) ([]byte, err
 // which each key's tasks are handled: in offset order, one at a time per
 // key, while different keys run in parallel. Every task is answered once.
 func TestPipelineKeepsKeyOrder(t *testing.T) {
-	for _, g := range []kafka.Guarantee{kafka.ExactlyOnce, kafka.AtLeastOnce} {
+	for _, g := range []kafkaconfig.Guarantee{kafkaconfig.ExactlyOnce, kafkaconfig.AtLeastOnce} {
 		t.Run(string(g), func(t *testing.T) {
 			e := newEnv(t, 2)
 			h := newOrderRecorder(3 * time.Millisecond)
@@ -153,7 +155,7 @@ func TestPipelineKeepsKeyOrder(t *testing.T) {
 			for seq := range perKey {
 				for k := range keys {
 					key := fmt.Sprintf("k%02d", k)
-					tk := task(fmt.Sprintf("%s-%02d", key, seq), ShardID(k), fmt.Sprintf("%s/%d", key, seq))
+					tk := task(fmt.Sprintf("%s-%02d", key, seq), scatterer.ShardID(k), fmt.Sprintf("%s/%d", key, seq))
 					recs = append(recs, &kgo.Record{Key: []byte(key), Partition: int32(k % 2), Value: encodeTasks(t, tk)[0]})
 				}
 			}
@@ -218,7 +220,7 @@ func TestPipelineConcurrencyScales(t *testing.T) {
 		const n = 240
 		var recs []*kgo.Record
 		for i := range n {
-			tk := task(fmt.Sprintf("c%d-%03d", c, i), ShardID(i), "x")
+			tk := task(fmt.Sprintf("c%d-%03d", c, i), scatterer.ShardID(i), "x")
 			recs = append(recs, &kgo.Record{Key: []byte(tk.CorrelationID), Partition: int32(i % 6), Value: encodeTasks(t, tk)[0]})
 		}
 		began := time.Now()
@@ -255,7 +257,7 @@ func TestPipelineConcurrencyScales(t *testing.T) {
 // set, and an instance that takes over after a crash-like stop handles the
 // blocked task only, not the finished ones again.
 func TestPipelineSlowTaskHoldsBackNoOther(t *testing.T) {
-	for _, g := range []kafka.Guarantee{kafka.ExactlyOnce, kafka.AtLeastOnce} {
+	for _, g := range []kafkaconfig.Guarantee{kafkaconfig.ExactlyOnce, kafkaconfig.AtLeastOnce} {
 		t.Run(string(g), func(t *testing.T) {
 			e := newEnv(t, 1)
 			release := make(chan struct{})
@@ -346,8 +348,14 @@ func TestPipelineSlowTaskHoldsBackNoOther(t *testing.T) {
 // records consumed again are not added twice, and nothing is handled
 // again. A batch with nothing new to say is deferred, not committed.
 func TestPipelineAbortKeepsWork(t *testing.T) {
-	p, err := New(Config{Client: kafka.ClientConfig{Brokers: []string{"127.0.0.1:1"}}, Route: testRoute,
-		Concurrency: 4, Ordering: OrderNone}, Echo())
+	p, err := New(Config{
+		Role: kafkaconfig.Role{
+			Client: kafkaconfig.Client{Brokers: []string{"127.0.0.1:1"}},
+		},
+		Route:       testRoute,
+		Concurrency: 4,
+		Ordering:    OrderNone,
+	}, Echo())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -407,8 +415,14 @@ func TestPipelineAbortKeepsWork(t *testing.T) {
 // again, a transaction would carry no offset for the partition, so its
 // outcomes wait (nothing emitted), while its commit offset stays set.
 func TestPipelineResyncAfterAbort(t *testing.T) {
-	p, err := New(Config{Client: kafka.ClientConfig{Brokers: []string{"127.0.0.1:1"}}, Route: testRoute,
-		Concurrency: 4, Ordering: OrderNone}, Echo())
+	p, err := New(Config{
+		Role: kafkaconfig.Role{
+			Client: kafkaconfig.Client{Brokers: []string{"127.0.0.1:1"}},
+		},
+		Route:       testRoute,
+		Concurrency: 4,
+		Ordering:    OrderNone,
+	}, Echo())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/schemas"
 )
 
@@ -44,8 +45,10 @@ type Processor struct {
 	nUnknownRecipient atomic.Uint64
 	warnedRecipient   atomic.Bool // the warning is logged once
 
-	obs *observer                 // metrics and spans
-	hop atomic.Pointer[kafka.Hop] // of the Run in progress, for readiness
+	obs *observer  // metrics and spans
+	hop *kafka.Hop // built by New, run once by Run
+	pl  *pipeline  // with Concurrency above 1; nil otherwise
+	ran atomic.Bool
 }
 
 // Stats are a processor's counters so far.
@@ -70,8 +73,10 @@ type Stats struct {
 func (s Stats) Processed() uint64 { return s.OK + s.Error + s.Expired }
 
 // New returns a processor that handles the tasks of cfg.Route with h. It
-// validates cfg but does not connect; Run does.
+// validates cfg and builds the processor's Kafka client; Run joins the
+// group.
 func New(cfg Config, h Handler) (*Processor, error) {
+	cfg = cfg.setDefaults()
 	var errs []error
 	if err := cfg.Validate(); err != nil {
 		errs = append(errs, err)
@@ -82,21 +87,21 @@ func New(cfg Config, h Handler) (*Processor, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("processor config: %w", err)
 	}
-	hc := cfg.hopConfig()
-	if err := hc.Validate(); err != nil {
-		return nil, fmt.Errorf("processor config: %w", err)
-	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	log = log.With("role", "processor", "route", cfg.Route, "group", cfg.Group, "instance", cfg.InstanceID)
+	log := cfg.Logger.With("role", "processor", "route", cfg.Route, "group", cfg.Group, "instance", cfg.InstanceID)
 	p := &Processor{cfg: cfg, log: log, run: newRunner(&cfg, h, log)}
-	obs, err := newObserver(&cfg, p.run)
+	hc := cfg.hopConfig()
+	if cfg.Concurrency > 1 {
+		p.pl = newPipeline(p)
+		hc.Wake, hc.OnAssigned, hc.OnRevoked, hc.FinalBatch = p.pl.wake, p.pl.assigned, p.pl.revoked, true
+	}
+	hop, err := kafka.NewHop(hc)
 	if err != nil {
+		return nil, fmt.Errorf("processor %s: %w", cfg.Group, err)
+	}
+	p.hop = hop
+	if p.obs, err = newObserver(&cfg, p.run); err != nil {
 		return nil, fmt.Errorf("processor metrics: %w", err)
 	}
-	p.obs = obs
 	return p, nil
 }
 
@@ -123,20 +128,13 @@ func (p *Processor) Stats() Stats {
 // flight get DrainTimeout to finish;
 // tasks still running then are not answered and the batch is aborted, to be
 // consumed again by the next owner of its partitions. Run returns nil after a
-// clean shutdown, otherwise the error that stopped it. Do not call Run
-// concurrently on one Processor; it may be called again after it returns.
+// clean shutdown, otherwise the error that stopped it. Run may be called
+// once.
 func (p *Processor) Run(ctx context.Context) error {
-	hc := p.cfg.hopConfig()
-	var pl *pipeline
-	if p.cfg.Concurrency > 1 {
-		pl = newPipeline(p)
-		hc.Wake, hc.OnAssigned, hc.OnRevoked, hc.FinalBatch = pl.wake, pl.assigned, pl.revoked, true
+	if !p.ran.CompareAndSwap(false, true) {
+		return errors.New("processor: Run called twice; build a new Processor with New")
 	}
-	hop, err := kafka.NewHop(hc)
-	if err != nil {
-		return fmt.Errorf("processor %s: %w", p.cfg.Group, err)
-	}
-	p.hop.Store(hop)
+	hop, pl := p.hop, p.pl
 	p.log.Info("processor starting", "topic", p.cfg.Topics.Tasks(string(p.cfg.Route)), "guarantee", p.cfg.Guarantee,
 		"concurrency", p.cfg.Concurrency, "ordering", p.cfg.Ordering)
 	// pending is written by process and read by end; the hop calls both on
@@ -361,11 +359,11 @@ func (p *Processor) emit(b *kafka.Batch, o outcome) {
 const ReasonResultTooLarge = "result-too-large"
 
 // MaxResultBytes is the largest result record a processor writes: what a
-// record may take (kafka.MaxRecordBytes, 999,887 bytes) less 4 KiB, since
+// record may take (kafkaconfig.MaxRecordBytes, 999,887 bytes) less 4 KiB, since
 // the aggregator keeps each result in its changelog with the request's ids
 // around it (an entry about the size of the result plus twice the
 // correlation id and the part id), and that record must fit too.
-const MaxResultBytes = kafka.MaxRecordBytes - 4<<10
+const MaxResultBytes = kafkaconfig.MaxRecordBytes - 4<<10
 
 // resultRecord encodes res for the results topic, keyed by correlation id so
 // that a request's results and manifest share a partition.

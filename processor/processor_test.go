@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,6 +19,8 @@ import (
 
 	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/internal/testkafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
+	"github.com/scattergather/scattergather/scatterer"
 	"github.com/scattergather/scattergather/schemas"
 )
 
@@ -32,7 +35,7 @@ const waitFor = 30 * time.Second
 // env is one test's pipeline topics on a broker of its own prefix.
 type env struct {
 	c      *testkafka.Cluster
-	topics kafka.Topics
+	topics kafkaconfig.Topics
 	layout kafka.Layout
 	prod   *kgo.Client // produces to explicit partitions
 }
@@ -42,14 +45,14 @@ func newEnv(t testing.TB, taskPartitions int32) *env {
 	c := testkafka.New(t)
 	e := &env{
 		c:      c,
-		topics: kafka.Topics{Prefix: c.Prefix},
+		topics: kafkaconfig.Topics{Prefix: c.Prefix},
 		layout: kafka.Layout{Partitions: taskPartitions, ResultPartitions: 2, ReplicationFactor: -1},
 	}
 	// kgo caches metadata for MetadataMinAge (5s by default): without a
 	// short one, the check below would see EnsureTopics' "unknown topic"
 	// answers until they age out.
 	adm := kadm.NewClient(c.Client(t, kgo.MetadataMinAge(10*time.Millisecond)))
-	specs := e.topics.Specs(e.layout, []string{string(testRoute)})
+	specs := kafka.Specs(e.topics, e.layout, []string{string(testRoute)})
 	if _, err := kafka.EnsureTopics(t.Context(), adm, specs); err != nil {
 		t.Fatalf("ensure topics: %v", err)
 	}
@@ -99,10 +102,12 @@ func eventually(t testing.TB, what string, cond func() bool) {
 
 func (e *env) config(instance string) Config {
 	return Config{
-		Client:     kafka.ClientConfig{Brokers: e.c.Brokers},
-		Topics:     e.topics,
+		Role: kafkaconfig.Role{
+			Client:     kafkaconfig.Client{Brokers: e.c.Brokers},
+			Topics:     e.topics,
+			InstanceID: instance,
+		},
 		Route:      testRoute,
-		InstanceID: instance,
 		Retries:    new(2),
 		Backoff:    time.Millisecond,
 		MaxBackoff: 5 * time.Millisecond,
@@ -296,11 +301,11 @@ func byID(rs []schemas.Result) map[schemas.CorrelationID][]schemas.Result {
 // modes are the guarantees crossed with batch-at-a-time processing
 // (concurrency 1) and the pipeline (concurrency 4).
 var modes = []struct {
-	g           kafka.Guarantee
+	g           kafkaconfig.Guarantee
 	concurrency int
-}{{kafka.ExactlyOnce, 1}, {kafka.AtLeastOnce, 1}, {kafka.ExactlyOnce, 4}, {kafka.AtLeastOnce, 4}}
+}{{kafkaconfig.ExactlyOnce, 1}, {kafkaconfig.AtLeastOnce, 1}, {kafkaconfig.ExactlyOnce, 4}, {kafkaconfig.AtLeastOnce, 4}}
 
-func modeName(g kafka.Guarantee, concurrency int) string {
+func modeName(g kafkaconfig.Guarantee, concurrency int) string {
 	return fmt.Sprintf("%s/concurrency-%d", g, concurrency)
 }
 
@@ -317,7 +322,7 @@ func TestProcessorAnswersTasks(t *testing.T) {
 			const n = 20
 			var tasks []schemas.Task
 			for i := range n {
-				tasks = append(tasks, task(fmt.Sprintf("req-%02d", i), ShardID(i%4), fmt.Sprintf("payload %d", i)))
+				tasks = append(tasks, task(fmt.Sprintf("req-%02d", i), scatterer.ShardID(i%4), fmt.Sprintf("payload %d", i)))
 			}
 			e.produce(t, func(i int) int32 { return int32(i % 4) }, encodeTasks(t, tasks...)...)
 
@@ -557,7 +562,7 @@ func TestProcessorGroupFailover(t *testing.T) {
 			phase := func(name string, n int) {
 				var tasks []schemas.Task
 				for i := range n {
-					tasks = append(tasks, task(fmt.Sprintf("%s-%03d", name, i), ShardID(i%4), "x"))
+					tasks = append(tasks, task(fmt.Sprintf("%s-%03d", name, i), scatterer.ShardID(i%4), "x"))
 				}
 				e.produce(t, func(i int) int32 { return int32(i % 4) }, encodeTasks(t, tasks...)...)
 				all = append(all, tasks...)
@@ -627,20 +632,17 @@ func TestProcessorGroupFailover(t *testing.T) {
 			if answeredBy["p3"]["a"] || len(bParts) != 4 {
 				t.Fatalf("phase 3 answered by %v, b on parts %v; want b alone on all 4", answeredBy["p3"], slices.Sorted(maps.Keys(bParts)))
 			}
-			if g == kafka.ExactlyOnce && dups > 0 {
+			if g == kafkaconfig.ExactlyOnce && dups > 0 {
 				t.Fatalf("%d duplicate results under exactly-once", dups)
 			}
-			if g == kafka.ExactlyOnce && sa.OK+sb.OK != uint64(len(all)) {
+			if g == kafkaconfig.ExactlyOnce && sa.OK+sb.OK != uint64(len(all)) {
 				t.Fatalf("committed OK counts %d + %d, want %d", sa.OK, sb.OK, len(all))
 			}
 		})
 	}
 }
 
-func (c Config) groupName() string {
-	_ = c.Validate()
-	return c.Group
-}
+func (c Config) groupName() string { return c.setDefaults().Group }
 
 // waitGroupShared waits until the group has members stable members that
 // each own partitions.
@@ -695,7 +697,7 @@ func TestProcessorShutdown(t *testing.T) {
 			}
 		})
 	}
-	for _, g := range []kafka.Guarantee{kafka.ExactlyOnce, kafka.AtLeastOnce} {
+	for _, g := range []kafkaconfig.Guarantee{kafkaconfig.ExactlyOnce, kafkaconfig.AtLeastOnce} {
 		for _, tc := range []struct {
 			name string
 			// late: the handler ignores the cancellation and answers OK
@@ -770,15 +772,22 @@ func TestProcessorShutdown(t *testing.T) {
 
 func TestConfigValidate(t *testing.T) {
 	good := func() Config {
-		return Config{Client: kafka.ClientConfig{Brokers: []string{"localhost:9092"}}, Route: "search"}
+		return Config{Role: kafkaconfig.Role{Client: kafkaconfig.Client{Brokers: []string{"localhost:9092"}}}, Route: "search"}
 	}
 	t.Run("defaults", func(t *testing.T) {
-		c := good()
+		given := good()
+		if err := given.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(given, good()) {
+			t.Fatalf("Validate changed the config: %+v", given)
+		}
+		c := given.setDefaults()
 		if err := c.Validate(); err != nil {
 			t.Fatal(err)
 		}
 		if c.Topics.Prefix != "sg." || c.Group != "sg.processor.search" || c.InstanceID == "" ||
-			c.Guarantee != kafka.ExactlyOnce || *c.Retries != 3 || c.Backoff != 100*time.Millisecond ||
+			c.Guarantee != kafkaconfig.ExactlyOnce || *c.Retries != 3 || c.Backoff != 100*time.Millisecond ||
 			c.MaxBackoff != 2*time.Second || c.DrainTimeout != 10*time.Second {
 			t.Fatalf("defaults: %+v", c)
 		}
@@ -791,12 +800,12 @@ func TestConfigValidate(t *testing.T) {
 		c.Topics.Prefix = "x."
 		c.Recipient = "alpha"
 		c.Retries = new(0)
-		if err := c.Validate(); err != nil || c.Group != "x.processor.search.alpha" || *c.Retries != 0 {
-			t.Fatalf("%v, %+v", err, c)
+		if c = c.setDefaults(); c.Validate() != nil || c.Group != "x.processor.search.alpha" || *c.Retries != 0 {
+			t.Fatalf("%v, %+v", c.Validate(), c)
 		}
 	})
 	t.Run("every problem at once", func(t *testing.T) {
-		c := Config{Route: "bad route", Guarantee: "maybe-once", Retries: new(-1), Backoff: -1, MaxBackoff: -1, DrainTimeout: -1}
+		c := Config{Role: kafkaconfig.Role{Guarantee: "maybe-once"}, Route: "bad route", Retries: new(-1), Backoff: -1, MaxBackoff: -1, DrainTimeout: -1}
 		err := c.Validate()
 		if err == nil {
 			t.Fatal("accepted")
@@ -812,6 +821,27 @@ func TestConfigValidate(t *testing.T) {
 		c.Backoff, c.MaxBackoff = time.Second, time.Millisecond
 		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "max backoff: 1ms is below backoff 1s") {
 			t.Fatalf("err %v", err)
+		}
+	})
+	t.Run("New leaves the caller's config alone", func(t *testing.T) {
+		given := good()
+		p, err := New(given, Echo())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(given, good()) {
+			t.Fatalf("New changed the config: %+v", given)
+		}
+		if p.cfg.Group != "sg.processor.search" {
+			t.Fatalf("the processor's own config has group %q", p.cfg.Group)
+		}
+		done, cancel := context.WithCancel(t.Context())
+		cancel()
+		if err := p.Run(done); err != nil {
+			t.Fatalf("first Run: %v", err)
+		}
+		if err := p.Run(t.Context()); err == nil || !strings.Contains(err.Error(), "Run called twice") {
+			t.Fatalf("second Run: %v, want an error", err)
 		}
 	})
 	t.Run("nil handler", func(t *testing.T) {

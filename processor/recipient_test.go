@@ -13,7 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/schemas"
 )
 
@@ -47,7 +47,7 @@ func (b *lockedBuffer) String() string {
 // pipeline.
 func TestUnknownRecipient(t *testing.T) {
 	for _, conc := range []int{1, 4} {
-		t.Run(modeName(kafka.ExactlyOnce, conc), func(t *testing.T) {
+		t.Run(modeName(kafkaconfig.ExactlyOnce, conc), func(t *testing.T) {
 			e := newEnv(t, 1)
 			h := HandlerFunc(func(_ context.Context, t schemas.Task) ([]byte, error) { return []byte(t.PartID), nil })
 			reg := prometheus.NewRegistry()
@@ -55,7 +55,7 @@ func TestUnknownRecipient(t *testing.T) {
 			recipients := map[schemas.PartID]*running{}
 			for _, r := range []schemas.PartID{"acme", "acmee"} {
 				cfg := e.config("proc-" + string(r))
-				cfg.Recipient, cfg.Concurrency, cfg.Guarantee = r, conc, kafka.ExactlyOnce
+				cfg.Recipient, cfg.Concurrency, cfg.Guarantee = r, conc, kafkaconfig.ExactlyOnce
 				if r == "acmee" {
 					cfg.Metrics = reg
 					cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))

@@ -14,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/schemas"
 )
 
@@ -21,7 +22,7 @@ import (
 // and max backoff 2s, whose jitter always picks the longest delay so that
 // the schedule is exact.
 func testRunner(h Handler, retries int) *runner {
-	cfg := Config{InstanceID: "proc-1", Retries: new(retries), Backoff: 100 * time.Millisecond, MaxBackoff: 2 * time.Second}
+	cfg := Config{Role: kafkaconfig.Role{InstanceID: "proc-1"}, Retries: new(retries), Backoff: 100 * time.Millisecond, MaxBackoff: 2 * time.Second}
 	r := newRunner(&cfg, h, slog.New(slog.DiscardHandler))
 	r.jitter = func(n int64) int64 { return n - 1 }
 	return r

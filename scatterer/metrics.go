@@ -8,8 +8,8 @@ import (
 
 	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/internal/metrics"
-	"github.com/scattergather/scattergather/internal/tracing"
 	"github.com/scattergather/scattergather/schemas"
+	"github.com/scattergather/scattergather/tracing"
 )
 
 // observer turns what the scatterer commits into metrics and spans (see the

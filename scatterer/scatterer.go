@@ -23,13 +23,15 @@
 // invalid-submitted-at (more than MaxClockSkew ahead of the scatterer's
 // clock), invalid-fanout, split-failed, task-too-large and
 // manifest-too-large (a record that Kafka would refuse, over
-// kafka.MaxRecordBytes).
+// kafkaconfig.MaxRecordBytes).
 //
 // Usage:
 //
 //	s, err := scatterer.New(scatterer.Config{
-//		Client: kafka.ClientConfig{Brokers: []string{"127.0.0.1:9092"}},
-//		Topics: kafka.Topics{Prefix: "sg."},
+//		Role: kafkaconfig.Role{
+//			Client: kafkaconfig.Client{Brokers: []string{"127.0.0.1:9092"}},
+//			Topics: kafkaconfig.Topics{Prefix: "sg."},
+//		},
 //		Routes: []scatterer.Route{{Name: "search", Mode: scatterer.Split, Fanout: 8}},
 //	})
 //	if err != nil { ... }
@@ -40,16 +42,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"strings"
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/scattergather/scattergather/internal/kafka"
-	"github.com/scattergather/scattergather/internal/tracing"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/schemas"
 )
 
@@ -65,44 +65,49 @@ const MaxClockSkew = time.Hour
 
 // Config configures a Scatterer.
 type Config struct {
-	Client kafka.ClientConfig
-	Topics kafka.Topics
+	// Role is how to reach Kafka, the topics, and the rest every role
+	// shares. Group defaults to Topics.Prefix + "scatterer".
+	kafkaconfig.Role
+	// Routes are the routes the scatterer knows; at least one. Their zero
+	// fields take the defaults of [Route].
 	Routes []Route
-	// Group is the consumer group; default Topics.Prefix + "scatterer".
-	Group string
-	// InstanceID names this instance; default hostname-pid. The
-	// transactional id is Group-InstanceID.
-	InstanceID string
-	// Guarantee defaults to exactly-once.
-	Guarantee kafka.Guarantee
 	// MaxPayloadBytes caps a request's payload; default 1 MiB.
 	MaxPayloadBytes int
 	// Now is the clock; default time.Now.
-	Now    func() time.Time
-	Logger *slog.Logger
-	// Metrics registers the scatterer's metrics (see internal/metrics);
-	// nil: none.
-	Metrics prometheus.Registerer
-	// Tracer starts the scatter span of each request and carries its
-	// traceparent on the tasks and the manifest; nil still carries the
-	// trace.
-	Tracer *tracing.Tracer
+	Now func() time.Time
 }
 
-// Validate fills defaults and reports every problem with c at once.
-func (c *Config) Validate() error {
+// setDefaults returns c with its empty fields filled in, sharing nothing
+// the caller could see change: Routes is a new slice.
+func (c Config) setDefaults() Config {
+	c.Role = c.Role.WithDefaults("scatterer")
+	routes := make([]Route, len(c.Routes))
+	for i, r := range c.Routes {
+		routes[i] = r.withDefaults()
+	}
+	c.Routes = routes
+	if c.MaxPayloadBytes == 0 {
+		c.MaxPayloadBytes = DefaultMaxPayloadBytes
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return c
+}
+
+// Validate reports every problem with c at once; a zero field that takes a
+// default is not a problem. It changes nothing.
+func (c Config) Validate() error {
 	var errs []error
-	if err := c.Client.Validate(); err != nil {
+	if err := c.Role.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if len(c.Routes) == 0 {
 		errs = append(errs, errors.New("routes: none configured"))
 	}
 	seen := map[schemas.Route]bool{}
-	for i, r := range c.Routes {
-		r = r.withDefaults()
-		c.Routes[i] = r
-		if err := r.Validate(); err != nil {
+	for _, r := range c.Routes {
+		if err := r.withDefaults().Validate(); err != nil {
 			errs = append(errs, err)
 		}
 		if seen[r.Name] {
@@ -110,26 +115,8 @@ func (c *Config) Validate() error {
 		}
 		seen[r.Name] = true
 	}
-	if c.Group == "" {
-		c.Group = c.Topics.Prefix + "scatterer"
-	}
-	if c.InstanceID == "" {
-		c.InstanceID = kafka.DefaultInstanceID()
-	}
-	if c.Guarantee == "" {
-		c.Guarantee = kafka.ExactlyOnce
-	}
-	if c.MaxPayloadBytes == 0 {
-		c.MaxPayloadBytes = DefaultMaxPayloadBytes
-	}
 	if c.MaxPayloadBytes < 0 {
 		errs = append(errs, fmt.Errorf("max payload bytes: %d is negative", c.MaxPayloadBytes))
-	}
-	if c.Now == nil {
-		c.Now = time.Now
-	}
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	return errors.Join(errs...)
 }
@@ -154,10 +141,12 @@ type Scatterer struct {
 	n      counters
 	obs    *observer        // metrics and spans; used on Run's goroutine
 	topics kafka.TopicCache // which reply-to topics exist
+	ran    atomic.Bool      // Run was called
 }
 
 // New validates cfg and builds the Scatterer's client; Run joins the group.
 func New(cfg Config) (*Scatterer, error) {
+	cfg = cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("scatterer config: %w", err)
 	}
@@ -201,8 +190,11 @@ func (s *Scatterer) Stats() Stats {
 func (s *Scatterer) Client() *kgo.Client { return s.hop.Client() }
 
 // Run scatters requests until ctx is done, then finishes the batch in flight
-// and leaves the group.
+// and leaves the group. Run may be called once.
 func (s *Scatterer) Run(ctx context.Context) error {
+	if !s.ran.CompareAndSwap(false, true) {
+		return errors.New("scatterer: Run called twice; build a new Scatterer with New")
+	}
 	s.cfg.Logger.Info("scatterer running", "group", s.cfg.Group, "topic", s.cfg.Topics.Requests(), "routes", len(s.routes), "guarantee", s.cfg.Guarantee)
 	err := s.hop.Run(ctx, s.process, s.obs.end)
 	s.cfg.Logger.Info("scatterer stopped", "group", s.cfg.Group)
@@ -323,7 +315,7 @@ func tooLarge(out []*kgo.Record) *Rejection {
 		if kafka.Header(r, HeaderType) == "manifest" {
 			what = "manifest"
 		}
-		return reject(what+"-too-large", "%s record of %d bytes for %s exceeds the %d bytes a record may take", what, kafka.RecordSize(r), r.Topic, kafka.MaxRecordBytes)
+		return reject(what+"-too-large", "%s record of %d bytes for %s exceeds the %d bytes a record may take", what, kafka.RecordSize(r), r.Topic, kafkaconfig.MaxRecordBytes)
 	}
 	return nil
 }

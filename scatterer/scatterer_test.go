@@ -2,6 +2,7 @@ package scatterer_test
 
 import (
 	"context"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/internal/testkafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/scatterer"
 	"github.com/scattergather/scattergather/schemas"
 )
@@ -22,8 +24,10 @@ var now = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
 func newScatterer(t *testing.T, brokers []string, prefix string) *scatterer.Scatterer {
 	t.Helper()
 	s, err := scatterer.New(scatterer.Config{
-		Client: kafka.ClientConfig{Brokers: brokers},
-		Topics: kafka.Topics{Prefix: prefix},
+		Role: kafkaconfig.Role{
+			Client: kafkaconfig.Client{Brokers: brokers},
+			Topics: kafkaconfig.Topics{Prefix: prefix},
+		},
 		Routes: []scatterer.Route{
 			{Name: "search", Mode: scatterer.Split, Fanout: 4, MaxFanout: 16, Timeout: 2 * time.Second, MaxTimeout: time.Minute},
 			{Name: "quotes", Mode: scatterer.Broadcast, Recipients: []schemas.PartID{"acme", "globex"}},
@@ -146,11 +150,56 @@ func TestRouteValidate(t *testing.T) {
 	if err := good.Validate(); err != nil {
 		t.Errorf("good route: %v", err)
 	}
-	_, err := scatterer.New(scatterer.Config{Client: kafka.ClientConfig{Brokers: []string{"x:1"}}, Routes: []scatterer.Route{
-		{Name: "dup", Mode: scatterer.Split, Fanout: 1}, {Name: "dup", Mode: scatterer.Split, Fanout: 1}}})
+	_, err := scatterer.New(scatterer.Config{
+		Role: kafkaconfig.Role{
+			Client: kafkaconfig.Client{Brokers: []string{"x:1"}},
+		},
+		Routes: []scatterer.Route{
+			{Name: "dup", Mode: scatterer.Split, Fanout: 1}, {Name: "dup", Mode: scatterer.Split, Fanout: 1}},
+	})
 	if err == nil || !strings.Contains(err.Error(), "twice") {
 		t.Errorf("duplicate routes: %v", err)
 	}
+}
+
+// TestNewLeavesConfigAlone: New fills the defaults of its own copy; the
+// caller's Routes keep their zero Timeout and Policy, and Validate changes
+// nothing either. New once rewrote the caller's slice (Timeout 0s to 5s,
+// Policy "" to "all").
+func TestNewLeavesConfigAlone(t *testing.T) {
+	given := func() scatterer.Config {
+		return scatterer.Config{
+			Role:   kafkaconfig.Role{Client: kafkaconfig.Client{Brokers: []string{"x:1"}}},
+			Routes: []scatterer.Route{{Name: "search", Mode: scatterer.Split, Fanout: 2, Hedge: &scatterer.Hedge{Delay: time.Second}}},
+		}
+	}
+	cfg := given()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(cfg, given()) {
+		t.Fatalf("Validate changed the config: %+v", cfg)
+	}
+	s, err := scatterer.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(cfg, given()) {
+		t.Fatalf("New changed the config: routes %+v, hedge %+v", cfg.Routes, *cfg.Routes[0].Hedge)
+	}
+	if err := s.Run(canceled(t)); err != nil {
+		t.Fatalf("first Run: %v", err)
+	}
+	if err := s.Run(t.Context()); err == nil || !strings.Contains(err.Error(), "Run called twice") {
+		t.Fatalf("second Run: %v, want an error", err)
+	}
+}
+
+// canceled returns a context that is already done.
+func canceled(t *testing.T) context.Context {
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	return ctx
 }
 
 // TestScatterOnBroker: good requests become tasks and a manifest; bad ones
@@ -158,8 +207,8 @@ func TestRouteValidate(t *testing.T) {
 // answered FAILED; the scatterer keeps going after them.
 func TestScatterOnBroker(t *testing.T) {
 	c := testkafka.New(t)
-	topics := kafka.Topics{Prefix: c.Prefix}
-	if _, err := kafka.EnsureTopics(t.Context(), c.Admin(t), topics.Specs(kafka.Layout{Partitions: 2, ResultPartitions: 2, ReplicationFactor: -1}, []string{"search", "quotes", "items"})); err != nil {
+	topics := kafkaconfig.Topics{Prefix: c.Prefix}
+	if _, err := kafka.EnsureTopics(t.Context(), c.Admin(t), kafka.Specs(topics, kafka.Layout{Partitions: 2, ResultPartitions: 2, ReplicationFactor: -1}, []string{"search", "quotes", "items"})); err != nil {
 		t.Fatal(err)
 	}
 	s := newScatterer(t, c.Brokers, c.Prefix)
@@ -261,14 +310,16 @@ func TestScatterOnBroker(t *testing.T) {
 // write none.
 func TestHedgeTemplates(t *testing.T) {
 	c := testkafka.New(t)
-	topics := kafka.Topics{Prefix: c.Prefix}
-	if _, err := kafka.EnsureTopics(t.Context(), c.Admin(t), topics.Specs(kafka.Layout{Partitions: 2, ResultPartitions: 3, ReplicationFactor: -1}, []string{"shards", "items", "plain"})); err != nil {
+	topics := kafkaconfig.Topics{Prefix: c.Prefix}
+	if _, err := kafka.EnsureTopics(t.Context(), c.Admin(t), kafka.Specs(topics, kafka.Layout{Partitions: 2, ResultPartitions: 3, ReplicationFactor: -1}, []string{"shards", "items", "plain"})); err != nil {
 		t.Fatal(err)
 	}
 	hedge := &scatterer.Hedge{Percentile: 95, Delay: 20 * time.Millisecond}
 	s, err := scatterer.New(scatterer.Config{
-		Client: kafka.ClientConfig{Brokers: c.Brokers},
-		Topics: topics,
+		Role: kafkaconfig.Role{
+			Client: kafkaconfig.Client{Brokers: c.Brokers},
+			Topics: topics,
+		},
 		Routes: []scatterer.Route{
 			{Name: "shards", Mode: scatterer.Split, Fanout: 3, Hedge: hedge},
 			{Name: "items", Mode: scatterer.Split, Fanout: 1, Split: scatterer.JSONArray(), Hedge: hedge},

@@ -15,6 +15,7 @@ import (
 
 	"github.com/scattergather/scattergather/client"
 	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/processor"
 	"github.com/scattergather/scattergather/scatterer"
 	"github.com/scattergather/scattergather/schemas"
@@ -63,7 +64,7 @@ func decodeValue(v []byte) (part int, id []byte, err error) {
 
 // chain is the running baseline.
 type chain struct {
-	topics  kafka.Topics
+	topics  kafkaconfig.Topics
 	sizes   recordSizes
 	fanout  int
 	mode    scatterer.Mode
@@ -86,7 +87,7 @@ type chain struct {
 
 // startChain creates the baseline's topics and starts its hops, source and
 // sink.
-func startChain(ctx context.Context, cfg *Config, topics kafka.Topics, sizes recordSizes, h processor.Handler) (*chain, error) {
+func startChain(ctx context.Context, cfg *Config, topics kafkaconfig.Topics, sizes recordSizes, h processor.Handler) (*chain, error) {
 	c := &chain{topics: topics, sizes: sizes, fanout: cfg.Fanout, mode: cfg.Mode, counter: newRecordCounter(topics),
 		timeout: cfg.Timeout, waiters: map[string]chan struct{}{}}
 	cc := withCounter(cfg.Client, c.counter)
@@ -416,7 +417,7 @@ type rawHop struct {
 	log       *slog.Logger
 }
 
-func newRawHop(cc kafka.ClientConfig, g kafka.Guarantee, group, instance, topic string, t transformFunc, log *slog.Logger) (*rawHop, error) {
+func newRawHop(cc kafkaconfig.Client, g kafkaconfig.Guarantee, group, instance, topic string, t transformFunc, log *slog.Logger) (*rawHop, error) {
 	opts := append(cc.Options(),
 		kgo.ConsumerGroup(group),
 		kgo.ConsumeTopics(topic),
@@ -429,7 +430,7 @@ func newRawHop(cc kafka.ClientConfig, g kafka.Guarantee, group, instance, topic 
 	)
 	h := &rawHop{group: group, transform: t, log: log}
 	var err error
-	if g == kafka.ExactlyOnce {
+	if g == kafkaconfig.ExactlyOnce {
 		opts = append(opts, kgo.TransactionalID(group+"-"+instance), kgo.TransactionTimeout(30*time.Second))
 		if h.sess, err = kgo.NewGroupTransactSession(opts...); err == nil {
 			h.cl = h.sess.Client()

@@ -24,7 +24,7 @@
 // Usage:
 //
 //	rep, err := bench.Run(ctx, bench.Config{
-//		Client: kafka.ClientConfig{Brokers: brokers},
+//		Client: kafkaconfig.Client{Brokers: brokers},
 //		Fanout: 8, Baseline: true,
 //		Load:   bench.Load{Rate: 500, Duration: 10 * time.Second, Warmup: 2 * time.Second},
 //	})
@@ -46,6 +46,7 @@ import (
 	"time"
 
 	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/processor"
 	"github.com/scattergather/scattergather/scatterer"
 )
@@ -92,15 +93,15 @@ func (h HandlerSpec) String() string {
 // Config configures a bench run.
 type Config struct {
 	// Client reaches the broker.
-	Client kafka.ClientConfig
+	Client kafkaconfig.Client
 	// Broker describes the broker for the report, e.g. "embedded (kfake)".
 	Broker string
 	// Topics: with External, the running pipeline's topics. Otherwise each
 	// phase creates its own topics under Topics.Prefix + "bench.<run id>."
 	// and deletes them afterwards unless KeepTopics is set.
-	Topics     kafka.Topics
+	Topics     kafkaconfig.Topics
 	Layout     kafka.Layout
-	Guarantee  kafka.Guarantee
+	Guarantee  kafkaconfig.Guarantee
 	KeepTopics bool
 	// External drives a pipeline whose roles already run elsewhere: only
 	// the client side runs here. Route must be one those roles serve, and
@@ -154,9 +155,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, err)
 	}
 	if c.Guarantee == "" {
-		c.Guarantee = kafka.ExactlyOnce
+		c.Guarantee = kafkaconfig.ExactlyOnce
 	}
-	if _, err := kafka.ParseGuarantee(string(c.Guarantee)); err != nil {
+	if _, err := kafkaconfig.ParseGuarantee(string(c.Guarantee)); err != nil {
 		errs = append(errs, err)
 	}
 	if !c.External {
@@ -322,7 +323,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 
 	ptopics := cfg.Topics
 	if !cfg.External {
-		ptopics = kafka.Topics{Prefix: base + "pipeline."}
+		ptopics = kafkaconfig.Topics{Prefix: base + "pipeline."}
 	}
 	p, err := startPipeline(ctx, &cfg, ptopics, handler)
 	if err != nil {
@@ -345,7 +346,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		}
 	}
 	rep.Settings.BaselineSizes = &sizes
-	ch, err := startChain(ctx, &cfg, kafka.Topics{Prefix: base + "baseline."}, sizes, handler)
+	ch, err := startChain(ctx, &cfg, kafkaconfig.Topics{Prefix: base + "baseline."}, sizes, handler)
 	if err != nil {
 		return nil, fmt.Errorf("baseline: %w", err)
 	}

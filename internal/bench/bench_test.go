@@ -11,13 +11,14 @@ import (
 
 	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/internal/testkafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 )
 
 func TestMain(m *testing.M) { testkafka.Main(m) }
 
 // testClientConfig is a valid client config for tests that connect nowhere.
-func testClientConfig() kafka.ClientConfig {
-	return kafka.ClientConfig{Brokers: []string{"127.0.0.1:1"}}
+func testClientConfig() kafkaconfig.Client {
+	return kafkaconfig.Client{Brokers: []string{"127.0.0.1:1"}}
 }
 
 func testLayout() kafka.Layout {
@@ -28,17 +29,17 @@ func testLayout() kafka.Layout {
 // baseline on the test broker and checks the JSON report.
 func TestRunWithBaseline(t *testing.T) {
 	tests := []struct {
-		guarantee kafka.Guarantee
+		guarantee kafkaconfig.Guarantee
 		load      Load
 	}{
-		{kafka.AtLeastOnce, Load{Concurrency: 4, Duration: 2 * time.Second, Warmup: 500 * time.Millisecond}},
-		{kafka.ExactlyOnce, Load{Rate: 100, Duration: 2 * time.Second, Warmup: 500 * time.Millisecond}},
+		{kafkaconfig.AtLeastOnce, Load{Concurrency: 4, Duration: 2 * time.Second, Warmup: 500 * time.Millisecond}},
+		{kafkaconfig.ExactlyOnce, Load{Rate: 100, Duration: 2 * time.Second, Warmup: 500 * time.Millisecond}},
 	}
 	for _, tt := range tests {
 		t.Run(string(tt.guarantee), func(t *testing.T) {
 			c := testkafka.New(t)
 			cfg := Config{
-				Client: kafka.ClientConfig{Brokers: c.Brokers}, Topics: kafka.Topics{Prefix: c.Prefix}, Layout: testLayout(),
+				Client: kafkaconfig.Client{Brokers: c.Brokers}, Topics: kafkaconfig.Topics{Prefix: c.Prefix}, Layout: testLayout(),
 				Guarantee: tt.guarantee, Fanout: 4, Baseline: true, Load: tt.load,
 			}
 			rep, err := Run(t.Context(), cfg)

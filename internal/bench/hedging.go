@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"github.com/scattergather/scattergather/client"
-	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/internal/routes"
 	"github.com/scattergather/scattergather/internal/stack"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/processor"
 	"github.com/scattergather/scattergather/scatterer"
 	"github.com/scattergather/scattergather/schemas"
@@ -134,7 +134,7 @@ func CompareHedging(ctx context.Context, cfg Config, h Hedging) (*HedgingReport,
 		{"unhedged", true, false, &rep.Unhedged},
 		{"hedged", true, true, &rep.Hedged},
 	} {
-		ph, st, err := runHedgingPhase(ctx, &cfg, &h, kafka.Topics{Prefix: base + sc.name + "."}, sc.name, sc.straggler, sc.hedge)
+		ph, st, err := runHedgingPhase(ctx, &cfg, &h, kafkaconfig.Topics{Prefix: base + sc.name + "."}, sc.name, sc.straggler, sc.hedge)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", sc.name, err)
 		}
@@ -163,7 +163,7 @@ type phaseStats struct {
 }
 
 // runHedgingPhase runs one phase of CompareHedging on its own topics.
-func runHedgingPhase(ctx context.Context, cfg *Config, h *Hedging, topics kafka.Topics, name string, straggle, hedge bool) (ph *Phase, st phaseStats, err error) {
+func runHedgingPhase(ctx context.Context, cfg *Config, h *Hedging, topics kafkaconfig.Topics, name string, straggle, hedge bool) (ph *Phase, st phaseStats, err error) {
 	sc := processor.SleepConfig{Delay: cfg.Handler.Delay, MaxDelay: cfg.Handler.MaxDelay, Seed: time.Now().UnixNano()}
 	if straggle {
 		sc.StragglerRate, sc.StragglerDelay = h.StragglerRate, h.StragglerDelay

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/internal/testkafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/scatterer"
 )
 
@@ -21,7 +21,7 @@ import (
 func TestCompareHedging(t *testing.T) {
 	c := testkafka.New(t)
 	cfg := Config{
-		Client: kafka.ClientConfig{Brokers: c.Brokers}, Topics: kafka.Topics{Prefix: c.Prefix}, Layout: testLayout(),
+		Client: kafkaconfig.Client{Brokers: c.Brokers}, Topics: kafkaconfig.Topics{Prefix: c.Prefix}, Layout: testLayout(),
 		Fanout: 4, Handler: HandlerSpec{Delay: time.Millisecond},
 		Load: Load{Rate: 40, Duration: 2 * time.Second, Warmup: 500 * time.Millisecond},
 	}

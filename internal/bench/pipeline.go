@@ -15,6 +15,7 @@ import (
 	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/internal/routes"
 	"github.com/scattergather/scattergather/internal/stack"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/processor"
 	"github.com/scattergather/scattergather/scatterer"
 	"github.com/scattergather/scattergather/schemas"
@@ -23,7 +24,7 @@ import (
 // pipeline is the phase under test: a client, and the roles when they run
 // in this process.
 type pipeline struct {
-	topics  kafka.Topics
+	topics  kafkaconfig.Topics
 	counter *recordCounter
 	cl      *client.Client
 	route   schemas.Route
@@ -37,7 +38,7 @@ type pipeline struct {
 }
 
 // withCounter returns cc with a hook that counts what its clients write.
-func withCounter(cc kafka.ClientConfig, c *recordCounter) kafka.ClientConfig {
+func withCounter(cc kafkaconfig.Client, c *recordCounter) kafkaconfig.Client {
 	cc.Opts = append(slices.Clip(cc.Opts), kgo.WithHooks(c))
 	return cc
 }
@@ -63,7 +64,7 @@ func benchRoutes(cfg *Config) (*routes.Table, error) {
 
 // startPipeline creates the topics and starts the roles (unless External),
 // then the client.
-func startPipeline(ctx context.Context, cfg *Config, topics kafka.Topics, h processor.Handler) (*pipeline, error) {
+func startPipeline(ctx context.Context, cfg *Config, topics kafkaconfig.Topics, h processor.Handler) (*pipeline, error) {
 	p := &pipeline{topics: topics, counter: newRecordCounter(topics), route: schemas.Route(cfg.Route), payload: cfg.payload()}
 	if cfg.Mode == scatterer.Split {
 		p.opts.Fanout = cfg.Fanout

@@ -10,7 +10,7 @@ import (
 
 	"github.com/scattergather/scattergather/aggregator"
 	"github.com/scattergather/scattergather/client"
-	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/scatterer"
 	"github.com/scattergather/scattergather/schemas"
 )
@@ -40,7 +40,7 @@ type recordCounter struct {
 	kinds                                         [numKinds]struct{ n, bytes, valueBytes, headerBytes atomic.Int64 }
 }
 
-func newRecordCounter(t kafka.Topics) *recordCounter {
+func newRecordCounter(t kafkaconfig.Topics) *recordCounter {
 	return &recordCounter{requests: t.Requests(), tasks: t.Tasks(""), results: t.Results(), replies: t.Replies(), state: t.State(), dlq: t.DLQ()}
 }
 

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/scatterer"
 )
 
@@ -86,7 +86,7 @@ func (d SweepDim) apply(c *Config, v string) error {
 		}
 		c.Load.Rate, c.Load.Concurrency = f, 0
 	case "guarantee":
-		g, gerr := kafka.ParseGuarantee(v)
+		g, gerr := kafkaconfig.ParseGuarantee(v)
 		if gerr != nil {
 			return fmt.Errorf("sweep guarantee: %w", gerr)
 		}

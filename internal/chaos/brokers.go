@@ -23,9 +23,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/twmb/franz-go/pkg/kadm"
-
-	"github.com/scattergather/scattergather/internal/kafka"
 )
 
 // BrokerFault is one node of the local cluster killed (SIGKILL) or stopped
@@ -341,6 +340,6 @@ func lastLine(s string) string {
 }
 
 // runTopics lists the run's topics.
-func runTopics(t kafka.Topics) []string {
+func runTopics(t kafkaconfig.Topics) []string {
 	return []string{t.Requests(), t.Tasks(string(Route)), t.Results(), t.Replies(), t.State(), t.DLQ()}
 }

@@ -31,6 +31,7 @@ import (
 
 	"github.com/scattergather/scattergather/client"
 	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/schemas"
 )
 
@@ -148,7 +149,7 @@ type Config struct {
 	// below zero for none.
 	StragglerRate float64
 	// Guarantee every role runs with.
-	Guarantee kafka.Guarantee
+	Guarantee kafkaconfig.Guarantee
 	// Seed makes the schedule (victims, moments, pauses) repeatable; zero
 	// picks one, printed at the start.
 	Seed uint64
@@ -275,12 +276,12 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("straggler rate: %v is not in [0, 1]", c.StragglerRate))
 	}
 	if c.Guarantee == "" {
-		c.Guarantee = kafka.ExactlyOnce
+		c.Guarantee = kafkaconfig.ExactlyOnce
 	}
-	if _, err := kafka.ParseGuarantee(string(c.Guarantee)); err != nil {
+	if _, err := kafkaconfig.ParseGuarantee(string(c.Guarantee)); err != nil {
 		errs = append(errs, err)
 	}
-	if c.Fences > 0 && c.Guarantee != kafka.ExactlyOnce {
+	if c.Fences > 0 && c.Guarantee != kafkaconfig.ExactlyOnce {
 		errs = append(errs, fmt.Errorf("fences: %d under %s, where roles have no transactional id to fence; want exactly-once", c.Fences, c.Guarantee))
 	}
 	for _, b := range c.Brokers {
@@ -292,7 +293,7 @@ func (c *Config) Validate() error {
 	if c.Seed == 0 {
 		c.Seed = mrand.Uint64()
 	}
-	if c.Prefix == kafka.DefaultPrefix {
+	if c.Prefix == kafkaconfig.DefaultPrefix {
 		// SG_TOPIC_PREFIX=sg. in the environment would otherwise point a
 		// chaos run at a real pipeline's topics.
 		errs = append(errs, fmt.Errorf("prefix: %q is the pipeline's default prefix; a chaos run needs topics of its own", c.Prefix))
@@ -365,7 +366,7 @@ type Report struct {
 	// Errors of the harness itself (a broker that died, a topic it could
 	// not read to the end); any fails the run.
 	Errors    []string
-	Guarantee kafka.Guarantee
+	Guarantee kafkaconfig.Guarantee
 	Broker    string
 	Elapsed   time.Duration
 	// Problems lists examples of what was wrong.
@@ -376,7 +377,7 @@ type Report struct {
 // wrong, no duplicates under exactly-once, every stop clean.
 func (r Report) OK() bool {
 	return r.Lost == 0 && r.Wrong == 0 && r.BadStops == 0 && r.UnexpectedExits == 0 && len(r.Errors) == 0 &&
-		(r.Guarantee != kafka.ExactlyOnce || r.Duplicated == 0)
+		(r.Guarantee != kafkaconfig.ExactlyOnce || r.Duplicated == 0)
 }
 
 // Line is the one-line verdict:
@@ -519,7 +520,7 @@ func (h *Harness) run(ctx context.Context, r *run) (rep Report, err error) {
 		}()
 		brokers, broker = []string{addr}, "kfake"
 	}
-	cc := kafka.ClientConfig{Brokers: brokers, ClientID: "scattergather-chaos", Logger: cfg.Logger}
+	cc := kafkaconfig.Client{Brokers: brokers, ClientID: "scattergather-chaos", Logger: cfg.Logger}
 	adminCl, err := kafka.NewClient(cc)
 	if err != nil {
 		return rep, err
@@ -536,7 +537,7 @@ func (h *Harness) run(ctx context.Context, r *run) (rep Report, err error) {
 			return rep, err
 		}
 	}
-	topics := kafka.Topics{Prefix: cfg.Prefix}
+	topics := kafkaconfig.Topics{Prefix: cfg.Prefix}
 	if err := h.ensureTopics(ctx, adm, topics); err != nil {
 		return rep, err
 	}
@@ -1180,7 +1181,7 @@ func (h *Harness) schedule(roles []*proc, broker *proc) []event {
 }
 
 // readFacts reads the run's topics from the start, read_committed, into f.
-func (h *Harness) readFacts(ctx context.Context, cc kafka.ClientConfig, topics kafka.Topics, obs *observer, f *facts) error {
+func (h *Harness) readFacts(ctx context.Context, cc kafkaconfig.Client, topics kafkaconfig.Topics, obs *observer, f *facts) error {
 	var errs []error
 	err := readTopic(ctx, cc, topics.Tasks(string(Route)), func(r *kgo.Record) {
 		t, err := schemas.DecodeTask(r.Value)
@@ -1239,7 +1240,7 @@ func (h *Harness) readFacts(ctx context.Context, cc kafka.ClientConfig, topics k
 // end offsets as they are now. Control records are kept so that the reader
 // knows it reached the end even when the log ends with a transaction
 // marker.
-func readTopic(ctx context.Context, cc kafka.ClientConfig, topic string, each func(*kgo.Record)) error {
+func readTopic(ctx context.Context, cc kafkaconfig.Client, topic string, each func(*kgo.Record)) error {
 	cl, err := kafka.NewClient(cc)
 	if err != nil {
 		return err
@@ -1324,7 +1325,7 @@ func identify(ctx context.Context, adm *kadm.Client) string {
 }
 
 // deleteTopics removes the run's topics from an external broker.
-func (h *Harness) deleteTopics(adm *kadm.Client, topics kafka.Topics) {
+func (h *Harness) deleteTopics(adm *kadm.Client, topics kafkaconfig.Topics) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, err := adm.DeleteTopics(ctx, runTopics(topics)...); err != nil {
@@ -1335,13 +1336,13 @@ func (h *Harness) deleteTopics(adm *kadm.Client, topics kafka.Topics) {
 // ensureTopics creates the run's topics with cfg.ReplicationFactor; at 3
 // or more with min.insync.replicas 2, so that a write survives one node
 // down and is still on two replicas when acknowledged.
-func (h *Harness) ensureTopics(ctx context.Context, adm *kadm.Client, topics kafka.Topics) error {
+func (h *Harness) ensureTopics(ctx context.Context, adm *kadm.Client, topics kafkaconfig.Topics) error {
 	cfg := h.cfg
 	layout := kafka.Layout{Partitions: int32(cfg.Partitions), ResultPartitions: int32(cfg.Partitions), ReplicationFactor: int16(cfg.ReplicationFactor)}
 	if err := layout.Validate(); err != nil {
 		return fmt.Errorf("topic layout: %w", err)
 	}
-	specs := topics.Specs(layout, []string{string(Route)})
+	specs := kafka.Specs(topics, layout, []string{string(Route)})
 	if cfg.ReplicationFactor >= 3 {
 		for i := range specs {
 			specs[i].Configs = maps.Clone(specs[i].Configs)

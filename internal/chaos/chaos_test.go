@@ -11,8 +11,8 @@ import (
 
 	"github.com/scattergather/scattergather/internal/chaos"
 	"github.com/scattergather/scattergather/internal/cli"
-	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/internal/testkafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 )
 
 // envExec makes the test binary act as the scattergather binary, so that
@@ -70,7 +70,7 @@ func runChaos(t *testing.T, cfg chaos.Config) chaos.Report {
 // get two, or get a wrong one. Every role is stopped with SIGTERM at the end
 // as well, under the same rule.
 func TestSIGTERMUnderLoad(t *testing.T) {
-	for _, g := range []kafka.Guarantee{kafka.ExactlyOnce, kafka.AtLeastOnce} {
+	for _, g := range []kafkaconfig.Guarantee{kafkaconfig.ExactlyOnce, kafkaconfig.AtLeastOnce} {
 		t.Run(string(g), func(t *testing.T) {
 			rep := runChaos(t, chaos.Config{
 				Guarantee: g, Requests: 240, Rate: 40, Kills: 0, Terms: 3,
@@ -87,7 +87,7 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 			if rep.Lost != 0 || rep.Wrong != 0 || rep.DuplicateReplies != 0 {
 				t.Errorf("%s; problems: %s", rep.Line(), strings.Join(rep.Problems, "; "))
 			}
-			if g == kafka.ExactlyOnce && rep.Duplicated != 0 {
+			if g == kafkaconfig.ExactlyOnce && rep.Duplicated != 0 {
 				t.Errorf("exactly-once: %d records committed twice", rep.Duplicated)
 			}
 			if !rep.OK() {
@@ -108,7 +108,7 @@ func TestSIGKILLUnderLoad(t *testing.T) {
 		t.Skip("kills take a session timeout each to recover from")
 	}
 	rep := runChaos(t, chaos.Config{
-		Guarantee: kafka.ExactlyOnce, Requests: 400, Rate: 40, Kills: 4, Progress: 5 * time.Second,
+		Guarantee: kafkaconfig.ExactlyOnce, Requests: 400, Rate: 40, Kills: 4, Progress: 5 * time.Second,
 	})
 	if rep.Kills != 4 {
 		t.Errorf("%d kills, want 4", rep.Kills)
@@ -124,11 +124,11 @@ func TestSIGKILLUnderLoad(t *testing.T) {
 // every request still gets exactly one right reply.
 func TestFencesAndKicksUnderLoad(t *testing.T) {
 	for _, tc := range []struct {
-		g             kafka.Guarantee
+		g             kafkaconfig.Guarantee
 		fences, kicks int
 	}{
-		{kafka.ExactlyOnce, 3, 3},
-		{kafka.AtLeastOnce, 0, 3},
+		{kafkaconfig.ExactlyOnce, 3, 3},
+		{kafkaconfig.AtLeastOnce, 0, 3},
 	} {
 		t.Run(string(tc.g), func(t *testing.T) {
 			rep := runChaos(t, chaos.Config{

@@ -7,7 +7,7 @@
 // Usage:
 //
 //	h, err := chaos.New(chaos.Config{
-//		Requests: 2000, Kills: 6, Guarantee: kafka.ExactlyOnce,
+//		Requests: 2000, Kills: 6, Guarantee: kafkaconfig.ExactlyOnce,
 //		Brokers:  nil, // start `scattergather broker` (kfake) as a process of its own
 //	})
 //	if err != nil { ... }

@@ -8,7 +8,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/schemas"
 )
 
@@ -25,7 +25,7 @@ type tpo struct {
 // that truly missed its deadline from one the aggregator could have had.
 // It also counts progress and knows when the pipeline has drained.
 type observer struct {
-	topics kafka.Topics
+	topics kafkaconfig.Topics
 	group  string
 
 	mu        sync.Mutex
@@ -37,7 +37,7 @@ type observer struct {
 	lastReply time.Time
 }
 
-func newObserver(topics kafka.Topics, group string) *observer {
+func newObserver(topics kafkaconfig.Topics, group string) *observer {
 	return &observer{
 		topics:  topics,
 		group:   group,

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/processor"
 	"github.com/scattergather/scattergather/scatterer"
 	"github.com/scattergather/scattergather/schemas"
@@ -100,7 +100,7 @@ const (
 
 // checkOptions tunes the verdict.
 type checkOptions struct {
-	guarantee kafka.Guarantee
+	guarantee kafkaconfig.Guarantee
 	// slack is how long before the deadline a result must have been
 	// committed for its part to count as in time: observer lag, the
 	// aggregator's tick, scheduling on a loaded machine.
@@ -197,7 +197,7 @@ func check(f *facts, o checkOptions) Report {
 	}
 	r.Lost = r.LostReplies + r.LostParts
 	r.Duplicated = r.DuplicateReplies
-	if o.guarantee == kafka.ExactlyOnce {
+	if o.guarantee == kafkaconfig.ExactlyOnce {
 		r.Duplicated += r.HopDuplicates.Manifests + r.HopDuplicates.Tasks + r.HopDuplicates.Results
 	}
 	return r

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/processor"
 	"github.com/scattergather/scattergather/schemas"
 )
@@ -78,7 +78,7 @@ func TestCheck(t *testing.T) {
 	slack := 500 * time.Millisecond
 	tests := []struct {
 		name      string
-		guarantee kafka.Guarantee
+		guarantee kafkaconfig.Guarantee
 		change    func(s *scenario)
 		// want
 		lost, duplicated, wrong int
@@ -101,7 +101,7 @@ func TestCheck(t *testing.T) {
 		},
 		{
 			name:      "duplicate reply under at-least-once is reported, not failed",
-			guarantee: kafka.AtLeastOnce,
+			guarantee: kafkaconfig.AtLeastOnce,
 			change: func(s *scenario) {
 				s.f.replies[s.id] = append(s.f.replies[s.id], s.f.replies[s.id][0])
 			},
@@ -117,7 +117,7 @@ func TestCheck(t *testing.T) {
 		},
 		{
 			name:      "a result committed twice is fine under at-least-once",
-			guarantee: kafka.AtLeastOnce,
+			guarantee: kafkaconfig.AtLeastOnce,
 			change: func(s *scenario) {
 				k := partKey{s.id, "shard-1"}
 				s.f.results[k] = append(s.f.results[k], s.f.results[k][0])
@@ -267,7 +267,7 @@ func TestCheck(t *testing.T) {
 			}
 			g := tt.guarantee
 			if g == "" {
-				g = kafka.ExactlyOnce
+				g = kafkaconfig.ExactlyOnce
 			}
 			r := check(s.f, checkOptions{guarantee: g, slack: slack, onTime: 300 * time.Millisecond, maxExamples: 5})
 			if r.Lost != tt.lost || r.Duplicated != tt.duplicated || r.Wrong != tt.wrong {

@@ -13,7 +13,7 @@ import (
 
 	"github.com/scattergather/scattergather/internal/bench"
 	"github.com/scattergather/scattergather/internal/embedded"
-	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/scatterer"
 )
 
@@ -80,11 +80,11 @@ Examples:
 			fs.StringVar(&c.brokers, "brokers", "", "Kafka seed brokers, comma separated; empty starts an embedded broker (kfake) in this process")
 			registerSecurity(fs, &c.security)
 			c.registry.register(fs)
-			fs.StringVar(&c.prefix, "topic-prefix", kafka.DefaultPrefix, "prefix of every topic name; without --external each phase creates and deletes its own topics under <prefix>bench.<run id>.")
+			fs.StringVar(&c.prefix, "topic-prefix", kafkaconfig.DefaultPrefix, "prefix of every topic name; without --external each phase creates and deletes its own topics under <prefix>bench.<run id>.")
 			fs.IntVar(&c.partitions, "partitions", 6, "partitions of requests, tasks.<route> and replies (pipeline and baseline)")
 			fs.IntVar(&c.resultPartitions, "result-partitions", 6, "partitions of results and aggregator-state (pipeline and baseline)")
 			fs.IntVar(&c.replication, "replication-factor", -1, "replication factor of the bench's topics; -1 takes the broker's default")
-			fs.StringVar(&c.guarantee, "guarantee", string(kafka.ExactlyOnce), "exactly-once (Kafka transactions on every hop, pipeline and baseline) or at-least-once")
+			fs.StringVar(&c.guarantee, "guarantee", string(kafkaconfig.ExactlyOnce), "exactly-once (Kafka transactions on every hop, pipeline and baseline) or at-least-once")
 			fs.StringVar(&c.logLevel, "log-level", "warn", "debug, info, warn or error")
 			fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
 			fs.StringVar(&c.kafkaLogLevel, "kafka-log-level", "none", "level of the Kafka client's own logs: debug, info, warn, error or none")

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/scattergather/scattergather/internal/chaos"
-	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 )
 
 // chaosFlags are the chaos command's flags; config turns them into the
@@ -25,7 +25,7 @@ type chaosFlags struct {
 func (f *chaosFlags) register(fs *flag.FlagSet) {
 	cfg := &f.cfg
 	fs.StringVar(&f.brokers, "brokers", "", "Kafka seed brokers to run against; empty starts 'scattergather broker' (kfake) as its own process")
-	fs.StringVar(&f.guarantee, "guarantee", string(kafka.ExactlyOnce), "exactly-once or at-least-once, for every role")
+	fs.StringVar(&f.guarantee, "guarantee", string(kafkaconfig.ExactlyOnce), "exactly-once or at-least-once, for every role")
 	fs.IntVar(&cfg.Requests, "requests", chaos.DefaultRequests, "requests to send")
 	fs.Float64Var(&cfg.Rate, "rate", chaos.DefaultRate, "requests per second")
 	fs.IntVar(&cfg.Fanout, "fanout", chaos.DefaultFanout, "parts per request")
@@ -65,7 +65,7 @@ func (f *chaosFlags) register(fs *flag.FlagSet) {
 // config returns the harness's config for the flags as parsed; the
 // harness validates it (chaos.New).
 func (f *chaosFlags) config() (chaos.Config, error) {
-	g, err := kafka.ParseGuarantee(f.guarantee)
+	g, err := kafkaconfig.ParseGuarantee(f.guarantee)
 	if err != nil {
 		return chaos.Config{}, fmt.Errorf("--guarantee: %w", err)
 	}

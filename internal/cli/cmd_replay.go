@@ -11,8 +11,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/internal/replay"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/schemas"
 )
 
@@ -21,7 +21,7 @@ import (
 func (c *common) registerConnection(fs *flag.FlagSet) {
 	fs.StringVar(&c.brokers, "brokers", "127.0.0.1:9092", "Kafka seed brokers, comma separated")
 	registerSecurity(fs, &c.security)
-	fs.StringVar(&c.prefix, "topic-prefix", kafka.DefaultPrefix, "prefix of the pipeline's topics (the source of a replay)")
+	fs.StringVar(&c.prefix, "topic-prefix", kafkaconfig.DefaultPrefix, "prefix of the pipeline's topics (the source of a replay)")
 	fs.StringVar(&c.logLevel, "log-level", "warn", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
 	fs.StringVar(&c.kafkaLogLevel, "kafka-log-level", "warn", "level of the Kafka client's own logs: debug, info, warn, error or none")
@@ -130,7 +130,7 @@ More in docs/replay.md. Exit status 130 when interrupted before the end.`,
 			cfg := replay.Config{Client: cc, Source: c.topics(), RunID: runID, Rate: float64(rate), BatchSize: batch,
 				IncludeReplays: includeReplays, TransactionTimeout: txTimeout, ReplicationFactor: int16(c.replication), Logger: log}
 			if targetPrefix != "" {
-				cfg.Target = kafka.Topics{Prefix: targetPrefix}
+				cfg.Target = kafkaconfig.Topics{Prefix: targetPrefix}
 			}
 			if from != "" {
 				b, err := replay.ParseBound(from)
@@ -277,7 +277,7 @@ missing pairs exceed --max-missing, so a deploy pipeline can gate on it.`,
 				cfg.Examples = -1
 			}
 			if targetPrefix != "" {
-				cfg.Target = kafka.Topics{Prefix: targetPrefix}
+				cfg.Target = kafkaconfig.Topics{Prefix: targetPrefix}
 			}
 			for _, f := range ignore {
 				p, err := replay.ParseFieldPath(f)

@@ -19,6 +19,7 @@ import (
 	"github.com/scattergather/scattergather/internal/replay"
 	"github.com/scattergather/scattergather/internal/stack"
 	"github.com/scattergather/scattergather/internal/testkafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/schemas"
 )
 
@@ -74,11 +75,11 @@ func captureStdout(t *testing.T, fn func()) string {
 // Main against a broker and checks what they did.
 func TestReplayCommands(t *testing.T) {
 	c := testkafka.New(t)
-	source := kafka.Topics{Prefix: c.Prefix}
-	shadow := kafka.Topics{Prefix: c.Prefix + "shadow."}
-	cc := kafka.ClientConfig{Brokers: c.Brokers}
+	source := kafkaconfig.Topics{Prefix: c.Prefix}
+	shadow := kafkaconfig.Topics{Prefix: c.Prefix + "shadow."}
+	cc := kafkaconfig.Client{Brokers: c.Brokers}
 	layout := kafka.Layout{Partitions: 2, ResultPartitions: 2, ReplicationFactor: -1}
-	for _, tp := range []kafka.Topics{source, shadow} {
+	for _, tp := range []kafkaconfig.Topics{source, shadow} {
 		if err := stack.EnsureTopics(t.Context(), cc, tp, layout, []string{"echo"}); err != nil {
 			t.Fatal(err)
 		}

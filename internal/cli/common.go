@@ -10,6 +10,7 @@ import (
 
 	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/internal/routes"
+	"github.com/scattergather/scattergather/kafkaconfig"
 )
 
 // common holds the flags every role shares.
@@ -26,7 +27,7 @@ type common struct {
 	logFormat        string
 	kafkaLogLevel    string
 	createTopics     bool
-	security         kafka.Security
+	security         kafkaconfig.Security
 	registry         registryFlags
 }
 
@@ -39,12 +40,12 @@ func (c *common) register(fs *flag.FlagSet, withBrokers bool) {
 		registerSecurity(fs, &c.security)
 		c.registry.register(fs)
 	}
-	fs.StringVar(&c.prefix, "topic-prefix", kafka.DefaultPrefix, "prefix of every topic name")
+	fs.StringVar(&c.prefix, "topic-prefix", kafkaconfig.DefaultPrefix, "prefix of every topic name")
 	fs.IntVar(&c.partitions, "partitions", 6, "partitions of requests, tasks.<route>, replies and dlq when created")
 	fs.IntVar(&c.resultPartitions, "result-partitions", 6, "partitions of results and aggregator-state (co-partitioned) when created")
 	fs.IntVar(&c.replication, "replication-factor", -1, "replication factor of created topics; -1 takes the broker's default")
 	fs.StringVar(&c.routesFile, "routes-file", "", "JSON route table (see docs/routes.md); empty serves the demo routes search, quotes and echo")
-	fs.StringVar(&c.guarantee, "guarantee", string(kafka.ExactlyOnce), "exactly-once (Kafka transactions) or at-least-once")
+	fs.StringVar(&c.guarantee, "guarantee", string(kafkaconfig.ExactlyOnce), "exactly-once (Kafka transactions) or at-least-once")
 	fs.StringVar(&c.instanceID, "instance-id", "", "stable name of this instance, part of its transactional id; default hostname-pid")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
@@ -80,8 +81,8 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 }
 
 // clientConfig returns the Kafka client settings for brokers.
-func (c *common) clientConfig(brokers []string, clientID string) (kafka.ClientConfig, error) {
-	cc := kafka.ClientConfig{Brokers: brokers, ClientID: clientID, Security: c.security}
+func (c *common) clientConfig(brokers []string, clientID string) (kafkaconfig.Client, error) {
+	cc := kafkaconfig.Client{Brokers: brokers, ClientID: clientID, Security: c.security}
 	if c.kafkaLogLevel != "none" {
 		l, err := parseLevel(c.kafkaLogLevel)
 		if err != nil {
@@ -108,7 +109,7 @@ func splitList(s string) []string {
 
 func (c *common) brokerList() []string { return splitList(c.brokers) }
 
-func (c *common) topics() kafka.Topics { return kafka.Topics{Prefix: c.prefix} }
+func (c *common) topics() kafkaconfig.Topics { return kafkaconfig.Topics{Prefix: c.prefix} }
 
 func (c *common) layout() kafka.Layout {
 	return kafka.Layout{Partitions: int32(c.partitions), ResultPartitions: int32(c.resultPartitions), ReplicationFactor: int16(c.replication)}
@@ -121,8 +122,8 @@ func (c *common) routes() (*routes.Table, error) {
 	return routes.Load(c.routesFile)
 }
 
-func (c *common) parseGuarantee() (kafka.Guarantee, error) {
-	g, err := kafka.ParseGuarantee(c.guarantee)
+func (c *common) parseGuarantee() (kafkaconfig.Guarantee, error) {
+	g, err := kafkaconfig.ParseGuarantee(c.guarantee)
 	if err != nil {
 		return "", fmt.Errorf("--guarantee: %w", err)
 	}
@@ -131,8 +132,8 @@ func (c *common) parseGuarantee() (kafka.Guarantee, error) {
 
 type setupResult struct {
 	log       *slog.Logger
-	guarantee kafka.Guarantee
-	client    kafka.ClientConfig
+	guarantee kafkaconfig.Guarantee
+	client    kafkaconfig.Client
 	table     *routes.Table
 }
 
@@ -143,7 +144,7 @@ func (c *common) topicsHint() string {
 	if c.routesFile != "" {
 		cmd += " --routes-file " + c.routesFile
 	}
-	if c.security != (kafka.Security{}) {
+	if c.security != (kafkaconfig.Security{}) {
 		cmd += " and this command's TLS/SASL flags"
 	}
 	if !c.createTopics {

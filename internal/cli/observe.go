@@ -15,7 +15,8 @@ import (
 
 	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/internal/metrics"
-	"github.com/scattergather/scattergather/internal/tracing"
+	"github.com/scattergather/scattergather/kafkaconfig"
+	"github.com/scattergather/scattergather/tracing"
 )
 
 // Default metrics addresses of the long-running commands. Each role has
@@ -59,7 +60,7 @@ type observability struct {
 // watchTopics has run check that topics exist (kafka.TopicWatch): until
 // they do, the log warns naming them and hint, and /readyz fails with its
 // check "topics" saying the same.
-func (ob *observability) watchTopics(cc kafka.ClientConfig, topics []string, hint string) error {
+func (ob *observability) watchTopics(cc kafkaconfig.Client, topics []string, hint string) error {
 	w, err := kafka.NewTopicWatch(kafka.TopicWatchConfig{Client: cc, Topics: topics, Hint: hint, Logger: ob.log})
 	if err != nil {
 		return err
@@ -101,7 +102,7 @@ func (ob *observability) tracer(role string) *tracing.Tracer {
 }
 
 // client returns cc with the kprom hooks of role.
-func (ob *observability) client(cc kafka.ClientConfig, role string) kafka.ClientConfig {
+func (ob *observability) client(cc kafkaconfig.Client, role string) kafkaconfig.Client {
 	if hooks := ob.kafka.Hooks(role); hooks != nil {
 		cc.NewHooks = hooks
 	}
@@ -113,7 +114,7 @@ func (ob *observability) client(cc kafka.ClientConfig, role string) kafka.Client
 // check "topics") and the span exporter, until ctx ends or main returns;
 // then it stops the others and waits for them. The server binds before main
 // starts, so a taken port is an error at once.
-func (ob *observability) run(ctx context.Context, cc kafka.ClientConfig, groups []string, checks []metrics.Check, main func(context.Context) error) error {
+func (ob *observability) run(ctx context.Context, cc kafkaconfig.Client, groups []string, checks []metrics.Check, main func(context.Context) error) error {
 	var side []func(context.Context) error
 	if ob.topics != nil {
 		checks = append(slices.Clone(checks), metrics.Check{Name: "topics", Ready: ob.topics.Ready})

@@ -12,6 +12,7 @@ import (
 	"github.com/scattergather/scattergather/internal/demo"
 	"github.com/scattergather/scattergather/internal/metrics"
 	"github.com/scattergather/scattergather/internal/stack"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/processor"
 	"github.com/scattergather/scattergather/scatterer"
 	"github.com/scattergather/scattergather/schemas"
@@ -91,8 +92,19 @@ to the dlq topic with their reason and are answered FAILED.`,
 			if err != nil {
 				return err
 			}
-			sc, err := scatterer.New(scatterer.Config{Client: ob.client(s.client, "scatterer"), Topics: c.topics(), Routes: srs, Guarantee: s.guarantee,
-				InstanceID: c.instanceID, MaxPayloadBytes: maxPayload, Logger: s.log, Metrics: ob.registerer(), Tracer: ob.tracer("scatterer")})
+			sc, err := scatterer.New(scatterer.Config{
+				Role: kafkaconfig.Role{
+					Client:     ob.client(s.client, "scatterer"),
+					Topics:     c.topics(),
+					Guarantee:  s.guarantee,
+					InstanceID: c.instanceID,
+					Logger:     s.log,
+					Metrics:    ob.registerer(),
+					Tracer:     ob.tracer("scatterer"),
+				},
+				Routes:          srs,
+				MaxPayloadBytes: maxPayload,
+			})
 			if err != nil {
 				return err
 			}
@@ -158,7 +170,7 @@ func (h *handlerFlags) build(recipient string) (processor.Handler, error) {
 		if h.catalogSize < 1 {
 			return nil, fmt.Errorf("--catalog-size: %d, want at least 1", h.catalogSize)
 		}
-		return processor.Search(catalog.New(h.catalogSize, demo.CatalogSeed)), nil
+		return demo.Search(catalog.New(h.catalogSize, demo.CatalogSeed)), nil
 	}
 	return nil, fmt.Errorf("--handler %q: want echo, sleep, search, quote or http", h.name)
 }
@@ -235,10 +247,25 @@ scattergather_processor_unknown_recipient_tasks_total and warned about once.`,
 			if err != nil {
 				return err
 			}
-			p, err := processor.New(processor.Config{Client: ob.client(s.client, "processor"), Topics: c.topics(), Route: schemas.Route(route),
-				Recipient: schemas.PartID(recipient), Group: group, InstanceID: c.instanceID, Guarantee: s.guarantee,
-				Retries: &retries, Backoff: backoff, Concurrency: conc, Ordering: processor.Ordering(ordering), CommitInterval: interval, Logger: s.log.With("route", route),
-				Metrics: ob.registerer(), Tracer: ob.tracer("processor")}, handler)
+			p, err := processor.New(processor.Config{
+				Role: kafkaconfig.Role{
+					Client:     ob.client(s.client, "processor"),
+					Topics:     c.topics(),
+					Group:      group,
+					InstanceID: c.instanceID,
+					Guarantee:  s.guarantee,
+					Logger:     s.log.With("route", route),
+					Metrics:    ob.registerer(),
+					Tracer:     ob.tracer("processor"),
+				},
+				Route:          schemas.Route(route),
+				Recipient:      schemas.PartID(recipient),
+				Retries:        &retries,
+				Backoff:        backoff,
+				Concurrency:    conc,
+				Ordering:       processor.Ordering(ordering),
+				CommitInterval: interval,
+			}, handler)
 			if err != nil {
 				return err
 			}
@@ -299,10 +326,22 @@ deadlines bring them down to 90% of the limit; it holds at most
 			if err != nil {
 				return err
 			}
-			a, err := aggregator.New(aggregator.Config{Client: ob.client(s.client, "aggregator"), Topics: c.topics(), Guarantee: s.guarantee,
-				InstanceID: c.instanceID, Merges: merges, Tick: tick, LateWindow: lateWindow, Logger: s.log,
-				MaxOpenRequests: noLimit(maxOpen), MaxPollRecords: noLimit(maxPoll),
-				Metrics: ob.registerer(), Tracer: ob.tracer("aggregator")})
+			a, err := aggregator.New(aggregator.Config{
+				Role: kafkaconfig.Role{
+					Client:     ob.client(s.client, "aggregator"),
+					Topics:     c.topics(),
+					Guarantee:  s.guarantee,
+					InstanceID: c.instanceID,
+					Logger:     s.log,
+					Metrics:    ob.registerer(),
+					Tracer:     ob.tracer("aggregator"),
+				},
+				Merges:          merges,
+				Tick:            tick,
+				LateWindow:      lateWindow,
+				MaxOpenRequests: noLimit(maxOpen),
+				MaxPollRecords:  noLimit(maxPoll),
+			})
 			if err != nil {
 				return err
 			}

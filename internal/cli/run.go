@@ -26,6 +26,7 @@ import (
 	"github.com/scattergather/scattergather/internal/metrics"
 	"github.com/scattergather/scattergather/internal/routes"
 	"github.com/scattergather/scattergather/internal/stack"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/processor"
 	"github.com/scattergather/scattergather/schemas"
 )
@@ -64,7 +65,7 @@ then lists them. An existing topic with the wrong partition count is an error.`,
 			}
 			defer cl.Close()
 			adm := kadm.NewClient(cl)
-			specs := c.topics().Specs(c.layout(), table.Names())
+			specs := kafka.Specs(c.topics(), c.layout(), table.Names())
 			created, err := kafka.EnsureTopics(ctx, adm, specs)
 			if err != nil {
 				return err
@@ -269,7 +270,7 @@ Then it sends one search through the HTTP gateway (on --gateway-addr, a free
 port by default) and prints the curl command that does the same.
 Prints the replies and a summary line, and exits non-zero if any reply is wrong.`,
 		Flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&c.guarantee, "guarantee", string(kafka.ExactlyOnce), "exactly-once or at-least-once")
+			fs.StringVar(&c.guarantee, "guarantee", string(kafkaconfig.ExactlyOnce), "exactly-once or at-least-once")
 			fs.StringVar(&c.logLevel, "log-level", "warn", "debug, info, warn or error")
 			fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
 			fs.StringVar(&c.kafkaLogLevel, "kafka-log-level", "none", "level of the Kafka client's own logs, or none")
@@ -300,7 +301,7 @@ Prints the replies and a summary line, and exits non-zero if any reply is wrong.
 			if err != nil {
 				return err
 			}
-			topics := kafka.Topics{Prefix: kafka.DefaultPrefix}
+			topics := kafkaconfig.Topics{Prefix: kafkaconfig.DefaultPrefix}
 			dcfg := demo.Config{Client: cc, Topics: topics, Guarantee: g, Out: os.Stdout, Logger: log, Searches: searches, Quotes: quotes}
 			fmt.Printf("scattergather demo: embedded broker on %s, guarantee %s\n\n", b.Addrs()[0], g)
 			if gatewayAddr == "" {
@@ -352,7 +353,7 @@ Exits 0 when the reply is COMPLETE, 3 when PARTIAL, 4 when FAILED.`,
 			fs.StringVar(&c.brokers, "brokers", "127.0.0.1:9092", "Kafka seed brokers, comma separated")
 			registerSecurity(fs, &c.security)
 			c.registry.register(fs)
-			fs.StringVar(&c.prefix, "topic-prefix", kafka.DefaultPrefix, "prefix of every topic name")
+			fs.StringVar(&c.prefix, "topic-prefix", kafkaconfig.DefaultPrefix, "prefix of every topic name")
 			fs.StringVar(&c.kafkaLogLevel, "kafka-log-level", "warn", "level of the Kafka client's own logs, or none")
 			fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
 			fs.StringVar(&route, "route", "", "route to send the request to (required)")

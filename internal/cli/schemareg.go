@@ -10,8 +10,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/internal/schemareg"
+	"github.com/scattergather/scattergather/kafkaconfig"
 )
 
 // registryFlags select the optional schema-registry mode (see
@@ -32,7 +32,7 @@ func (r *registryFlags) register(fs *flag.FlagSet) {
 // apply registers the schemas with the registry, when one is configured, and
 // returns cc with the hooks that rewrite the records' wire format. An
 // unreachable registry is an error naming its URL.
-func (r *registryFlags) apply(ctx context.Context, cc kafka.ClientConfig, log *slog.Logger) (kafka.ClientConfig, error) {
+func (r *registryFlags) apply(ctx context.Context, cc kafkaconfig.Client, log *slog.Logger) (kafkaconfig.Client, error) {
 	if r.url == "" {
 		if r.user != "" || r.passwordFile != "" {
 			return cc, fmt.Errorf("--schema-registry-user/--schema-registry-password-file given without --schema-registry")

@@ -12,9 +12,9 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/internal/schemareg/registrytest"
 	"github.com/scattergather/scattergather/internal/testkafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 )
 
 func TestSchemaRegistryFlags(t *testing.T) {
@@ -23,7 +23,7 @@ func TestSchemaRegistryFlags(t *testing.T) {
 	if err := os.WriteFile(pw, []byte("s3cret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cc := kafka.ClientConfig{Brokers: []string{"127.0.0.1:9092"}}
+	cc := kafkaconfig.Client{Brokers: []string{"127.0.0.1:9092"}}
 
 	t.Run("from env, registers and adds the hooks", func(t *testing.T) {
 		_, fs, err := ParseOnly([]string{"aggregator"}, map[string]string{

@@ -3,7 +3,7 @@ package cli
 import (
 	"flag"
 
-	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 )
 
 // registerSecurity defines the TLS and SASL flags of every command that
@@ -11,7 +11,7 @@ import (
 // a mounted secret) or the SG_SASL_PASSWORD environment variable rather
 // than on the command line, where other users can see them; they are never
 // logged or printed in --help defaults.
-func registerSecurity(fs *flag.FlagSet, s *kafka.Security) {
+func registerSecurity(fs *flag.FlagSet, s *kafkaconfig.Security) {
 	fs.BoolVar(&s.TLS, "tls", false, "connect to the brokers over TLS (implied by the other --tls-* flags)")
 	fs.StringVar(&s.CAFile, "tls-ca-file", "", "PEM file of the CAs that sign the brokers' certificates; empty uses the system pool")
 	fs.StringVar(&s.CertFile, "tls-cert-file", "", "PEM client certificate, for mutual TLS")

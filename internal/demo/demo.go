@@ -21,6 +21,7 @@ import (
 	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/internal/routes"
 	"github.com/scattergather/scattergather/internal/stack"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/processor"
 	"github.com/scattergather/scattergather/schemas"
 )
@@ -36,7 +37,7 @@ const (
 // echo group.
 func Processors(cat *catalog.Catalog) []stack.ProcessorSpec {
 	specs := []stack.ProcessorSpec{
-		{Route: "search", Handler: processor.Search(cat), Instances: 2},
+		{Route: "search", Handler: Search(cat), Instances: 2},
 		{Route: "echo", Handler: processor.Echo()},
 	}
 	for _, p := range Providers() {
@@ -54,9 +55,9 @@ var Queries = []string{
 
 // Config configures a demo run.
 type Config struct {
-	Client    kafka.ClientConfig
-	Topics    kafka.Topics
-	Guarantee kafka.Guarantee
+	Client    kafkaconfig.Client
+	Topics    kafkaconfig.Topics
+	Guarantee kafkaconfig.Guarantee
 	Out       io.Writer
 	Logger    *slog.Logger
 	// Searches to send; default 2 per query.

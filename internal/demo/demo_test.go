@@ -5,8 +5,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/internal/testkafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 )
 
 func TestMain(m *testing.M) { testkafka.Main(m) }
@@ -18,8 +18,8 @@ func TestDemo(t *testing.T) {
 	c := testkafka.New(t)
 	var out bytes.Buffer
 	sum, err := Run(t.Context(), Config{
-		Client:   kafka.ClientConfig{Brokers: c.Brokers},
-		Topics:   kafka.Topics{Prefix: c.Prefix},
+		Client:   kafkaconfig.Client{Brokers: c.Brokers},
+		Topics:   kafkaconfig.Topics{Prefix: c.Prefix},
 		Out:      &out,
 		Searches: 24,
 		Quotes:   3,

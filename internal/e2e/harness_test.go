@@ -17,6 +17,7 @@ import (
 	"github.com/scattergather/scattergather/internal/routes"
 	"github.com/scattergather/scattergather/internal/stack"
 	"github.com/scattergather/scattergather/internal/testkafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/schemas"
 )
 
@@ -25,8 +26,8 @@ func TestMain(m *testing.M) { testkafka.Main(m) }
 // pipeline is a running stack on its own topic prefix.
 type pipeline struct {
 	cluster *testkafka.Cluster
-	cc      kafka.ClientConfig
-	topics  kafka.Topics
+	cc      kafkaconfig.Client
+	topics  kafkaconfig.Topics
 	stack   *stack.Stack
 	client  *client.Client
 	stop    context.CancelFunc
@@ -46,17 +47,17 @@ func testLogger(t testing.TB) *slog.Logger {
 // Security: a secured listener of the same cluster (security_test.go).
 func startPipeline(t *testing.T, c *testkafka.Cluster, cfg stack.Config) *pipeline {
 	t.Helper()
-	cc := kafka.ClientConfig{Brokers: c.Brokers, ClientID: "e2e", Hooks: cfg.Client.Hooks}
+	cc := kafkaconfig.Client{Brokers: c.Brokers, ClientID: "e2e", Hooks: cfg.Client.Hooks}
 	if len(cfg.Client.Brokers) > 0 {
 		cc.Brokers, cc.Security = cfg.Client.Brokers, cfg.Client.Security
 	}
 	cfg.Client = cc
-	cfg.Topics = kafka.Topics{Prefix: c.Prefix}
+	cfg.Topics = kafkaconfig.Topics{Prefix: c.Prefix}
 	if cfg.Layout.Partitions == 0 {
 		cfg.Layout = kafka.Layout{Partitions: 4, ResultPartitions: 4, ReplicationFactor: -1}
 	}
 	if cfg.Guarantee == "" {
-		cfg.Guarantee = kafka.ExactlyOnce
+		cfg.Guarantee = kafkaconfig.ExactlyOnce
 	}
 	cfg.Logger = testLogger(t)
 	ctx := t.Context()

@@ -15,9 +15,10 @@ import (
 	"github.com/scattergather/scattergather/aggregator"
 	"github.com/scattergather/scattergather/client"
 	"github.com/scattergather/scattergather/internal/catalog"
-	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/internal/demo"
 	"github.com/scattergather/scattergather/internal/stack"
 	"github.com/scattergather/scattergather/internal/testkafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/processor"
 	"github.com/scattergather/scattergather/schemas"
 )
@@ -48,7 +49,7 @@ func TestSplitThousandRequests(t *testing.T) {
 	p := startPipeline(t, c, stack.Config{
 		Routes: table(t, `{"routes":[{"name":"search","mode":"split","fanout":8,"timeout":"20s",
 			"merge":{"kind":"topk","field":"score","k":10,"tiebreak":"id"}}]}`),
-		Processors: []stack.ProcessorSpec{{Route: "search", Handler: processor.Search(cat), Instances: 2}},
+		Processors: []stack.ProcessorSpec{{Route: "search", Handler: demo.Search(cat), Instances: 2}},
 	})
 	const n = 1000
 	queries := searchQueries(n)
@@ -233,7 +234,7 @@ func TestExpiredTaskMarkedExpired(t *testing.T) {
 	if expired != 1 {
 		t.Fatalf("%d EXPIRED results, want 1", expired)
 	}
-	a, err := aggregator.New(aggregator.Config{Client: p.cc, Topics: p.topics, InstanceID: "late", Logger: testLogger(t)})
+	a, err := aggregator.New(aggregator.Config{Role: kafkaconfig.Role{Client: p.cc, Topics: p.topics, InstanceID: "late", Logger: testLogger(t)}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -313,8 +314,15 @@ func TestProcessorFailover(t *testing.T) {
 	var stops [2]context.CancelFunc
 	var dones [2]chan error
 	for i := range procs {
-		procs[i], err = processor.New(processor.Config{Client: p.cc, Topics: p.topics, Route: "work",
-			InstanceID: fmt.Sprintf("p%d", i), Logger: testLogger(t)}, sleep)
+		procs[i], err = processor.New(processor.Config{
+			Role: kafkaconfig.Role{
+				Client:     p.cc,
+				Topics:     p.topics,
+				InstanceID: fmt.Sprintf("p%d", i),
+				Logger:     testLogger(t),
+			},
+			Route: "work",
+		}, sleep)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -426,7 +434,7 @@ func TestDuplicateAndLateResults(t *testing.T) {
 
 // TestGuarantees runs a small split load under both guarantees.
 func TestGuarantees(t *testing.T) {
-	for _, g := range []kafka.Guarantee{kafka.ExactlyOnce, kafka.AtLeastOnce} {
+	for _, g := range []kafkaconfig.Guarantee{kafkaconfig.ExactlyOnce, kafkaconfig.AtLeastOnce} {
 		t.Run(string(g), func(t *testing.T) {
 			c := testkafka.New(t)
 			p := startPipeline(t, c, stack.Config{

@@ -17,6 +17,7 @@ import (
 	"github.com/scattergather/scattergather/internal/schemareg/registrytest"
 	"github.com/scattergather/scattergather/internal/stack"
 	"github.com/scattergather/scattergather/internal/testkafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/processor"
 	"github.com/scattergather/scattergather/schemas"
 )
@@ -37,7 +38,7 @@ func registryPipeline(t *testing.T, opts ...registrytest.Option) (*testkafka.Clu
 		t.Fatal(err)
 	}
 	p := startPipeline(t, c, stack.Config{
-		Client:     kafka.ClientConfig{Hooks: r.Hooks()},
+		Client:     kafkaconfig.Client{Hooks: r.Hooks()},
 		Routes:     table(t, `{"routes":[{"name":"echo","mode":"split","fanout":2,"timeout":"30s"}]}`),
 		Processors: []stack.ProcessorSpec{{Route: "echo", Handler: processor.Echo()}},
 	})
@@ -191,7 +192,7 @@ func TestSchemaRegistryReplay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	run := func(cc kafka.ClientConfig) *replay.RunState {
+	run := func(cc kafkaconfig.Client) *replay.RunState {
 		t.Helper()
 		rp, err := replay.New(replay.Config{Client: cc, Source: p.topics, From: &from, Logger: testLogger(t)})
 		if err != nil {

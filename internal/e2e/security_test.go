@@ -14,6 +14,7 @@ import (
 	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/internal/stack"
 	"github.com/scattergather/scattergather/internal/testkafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/processor"
 	"github.com/scattergather/scattergather/scatterer"
 )
@@ -29,13 +30,13 @@ func TestSecuredPipeline(t *testing.T) {
 	sec := testkafka.TLS(t)
 	for _, tc := range []struct {
 		name string
-		cc   kafka.ClientConfig
+		cc   kafkaconfig.Client
 	}{
-		{"tls", kafka.ClientConfig{Brokers: sec.TLSBrokers, Security: kafka.Security{CAFile: sec.CAFile}}},
-		{"tls+" + kafka.SASLScramSHA256, kafka.ClientConfig{Brokers: sec.SASLSSLBrokers, Security: kafka.Security{CAFile: sec.CAFile,
-			SASLMechanism: kafka.SASLScramSHA256, SASLUser: sec.User, SASLPassword: sec.Password}}},
-		{"tls+" + kafka.SASLScramSHA512, kafka.ClientConfig{Brokers: sec.SASLSSLBrokers, Security: kafka.Security{CAFile: sec.CAFile,
-			SASLMechanism: kafka.SASLScramSHA512, SASLUser: sec.User, SASLPassword: sec.Password}}},
+		{"tls", kafkaconfig.Client{Brokers: sec.TLSBrokers, Security: kafkaconfig.Security{CAFile: sec.CAFile}}},
+		{"tls+" + kafkaconfig.SASLScramSHA256, kafkaconfig.Client{Brokers: sec.SASLSSLBrokers, Security: kafkaconfig.Security{CAFile: sec.CAFile,
+			SASLMechanism: kafkaconfig.SASLScramSHA256, SASLUser: sec.User, SASLPassword: sec.Password}}},
+		{"tls+" + kafkaconfig.SASLScramSHA512, kafkaconfig.Client{Brokers: sec.SASLSSLBrokers, Security: kafkaconfig.Security{CAFile: sec.CAFile,
+			SASLMechanism: kafkaconfig.SASLScramSHA512, SASLUser: sec.User, SASLPassword: sec.Password}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := testkafka.New(t)
@@ -73,11 +74,11 @@ func TestSecuredPipelineWrongCA(t *testing.T) {
 	sec := testkafka.TLS(t)
 	c := testkafka.New(t)
 	otherCA := testkafka.OtherCA(t)
-	tp := kafka.Topics{Prefix: c.Prefix}
+	tp := kafkaconfig.Topics{Prefix: c.Prefix}
 	tb := table(t, `{"routes":[{"name":"echo","mode":"split","fanout":2,"timeout":"5s"}]}`)
 	// The topics exist (made over plaintext), so nothing but the
 	// certificate stands in the roles' way.
-	if err := stack.EnsureTopics(t.Context(), kafka.ClientConfig{Brokers: c.Brokers}, tp,
+	if err := stack.EnsureTopics(t.Context(), kafkaconfig.Client{Brokers: c.Brokers}, tp,
 		kafka.Layout{Partitions: 2, ResultPartitions: 2, ReplicationFactor: -1}, tb.Names()); err != nil {
 		t.Fatal(err)
 	}
@@ -92,11 +93,11 @@ func TestSecuredPipelineWrongCA(t *testing.T) {
 	const want = "x509: certificate signed by unknown authority"
 	for _, l := range []struct {
 		name string
-		cc   kafka.ClientConfig
+		cc   kafkaconfig.Client
 	}{
-		{"tls", kafka.ClientConfig{Brokers: sec.TLSBrokers, Security: kafka.Security{CAFile: otherCA}}},
-		{"tls+" + kafka.SASLScramSHA256, kafka.ClientConfig{Brokers: sec.SASLSSLBrokers, Security: kafka.Security{CAFile: otherCA,
-			SASLMechanism: kafka.SASLScramSHA256, SASLUser: sec.User, SASLPassword: sec.Password}}},
+		{"tls", kafkaconfig.Client{Brokers: sec.TLSBrokers, Security: kafkaconfig.Security{CAFile: otherCA}}},
+		{"tls+" + kafkaconfig.SASLScramSHA256, kafkaconfig.Client{Brokers: sec.SASLSSLBrokers, Security: kafkaconfig.Security{CAFile: otherCA,
+			SASLMechanism: kafkaconfig.SASLScramSHA256, SASLUser: sec.User, SASLPassword: sec.Password}}},
 	} {
 		steps := map[string]func(ctx context.Context) error{
 			"topics": func(ctx context.Context) error {
@@ -110,23 +111,23 @@ func TestSecuredPipelineWrongCA(t *testing.T) {
 				return err
 			},
 		}
-		for _, g := range []kafka.Guarantee{kafka.ExactlyOnce, kafka.AtLeastOnce} {
+		for _, g := range []kafkaconfig.Guarantee{kafkaconfig.ExactlyOnce, kafkaconfig.AtLeastOnce} {
 			steps[string(g)+"/scatterer"] = func(ctx context.Context) error {
-				s, err := scatterer.New(scatterer.Config{Client: l.cc, Topics: tp, Routes: srs, Guarantee: g, InstanceID: "wrongca"})
+				s, err := scatterer.New(scatterer.Config{Role: kafkaconfig.Role{Client: l.cc, Topics: tp, Guarantee: g, InstanceID: "wrongca"}, Routes: srs})
 				if err != nil {
 					return err
 				}
 				return s.Run(ctx)
 			}
 			steps[string(g)+"/processor"] = func(ctx context.Context) error {
-				p, err := processor.New(processor.Config{Client: l.cc, Topics: tp, Route: "echo", Guarantee: g, InstanceID: "wrongca"}, processor.Echo())
+				p, err := processor.New(processor.Config{Role: kafkaconfig.Role{Client: l.cc, Topics: tp, Guarantee: g, InstanceID: "wrongca"}, Route: "echo"}, processor.Echo())
 				if err != nil {
 					return err
 				}
 				return p.Run(ctx)
 			}
 			steps[string(g)+"/aggregator"] = func(ctx context.Context) error {
-				a, err := aggregator.New(aggregator.Config{Client: l.cc, Topics: tp, Guarantee: g, Merges: merges, InstanceID: "wrongca"})
+				a, err := aggregator.New(aggregator.Config{Role: kafkaconfig.Role{Client: l.cc, Topics: tp, Guarantee: g, InstanceID: "wrongca"}, Merges: merges})
 				if err != nil {
 					return err
 				}

@@ -14,6 +14,7 @@ import (
 	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/internal/stack"
 	"github.com/scattergather/scattergather/internal/testkafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/processor"
 	"github.com/scattergather/scattergather/schemas"
 )
@@ -64,7 +65,7 @@ func dlqReasons(t testing.TB, c *testkafka.Cluster, topic string, want int) (map
 }
 
 func TestReplyTopicDeletedInFlight(t *testing.T) {
-	for _, g := range []kafka.Guarantee{kafka.ExactlyOnce, kafka.AtLeastOnce} {
+	for _, g := range []kafkaconfig.Guarantee{kafkaconfig.ExactlyOnce, kafkaconfig.AtLeastOnce} {
 		t.Run(string(g), func(t *testing.T) {
 			c := testkafka.New(t)
 			release := make(chan struct{})
@@ -143,7 +144,7 @@ func TestUnknownReplyTopicRefused(t *testing.T) {
 // cannot fit, a request whose task cannot, a result too large, and merged
 // replies too large.
 func TestOversizedRecords(t *testing.T) {
-	for _, g := range []kafka.Guarantee{kafka.ExactlyOnce, kafka.AtLeastOnce} {
+	for _, g := range []kafkaconfig.Guarantee{kafkaconfig.ExactlyOnce, kafkaconfig.AtLeastOnce} {
 		t.Run(string(g), func(t *testing.T) {
 			c := testkafka.New(t)
 			fill := func(n int) []byte { return []byte(`"` + strings.Repeat("a", n) + `"`) }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -38,14 +39,14 @@ var ErrAbort = errors.New("abort batch")
 
 // HopConfig configures a [Hop].
 type HopConfig struct {
-	Client ClientConfig
+	Client kafkaconfig.Client
 	// Group is the consumer group; required.
 	Group string
 	// Topics are consumed by the group; required.
 	Topics []string
-	// Guarantee defaults to ExactlyOnce.
-	Guarantee Guarantee
-	// TransactionalID is required with ExactlyOnce. Keep it stable per
+	// Guarantee defaults to kafkaconfig.ExactlyOnce.
+	Guarantee kafkaconfig.Guarantee
+	// TransactionalID is required with exactly-once. Keep it stable per
 	// instance (e.g. group + instance name) so a restarted instance fences
 	// its zombie predecessor.
 	TransactionalID string
@@ -136,12 +137,12 @@ func (c *HopConfig) Validate() error {
 		errs = append(errs, errors.New("topics: none to consume"))
 	}
 	if c.Guarantee == "" {
-		c.Guarantee = ExactlyOnce
+		c.Guarantee = kafkaconfig.ExactlyOnce
 	}
-	if _, err := ParseGuarantee(string(c.Guarantee)); err != nil {
+	if _, err := kafkaconfig.ParseGuarantee(string(c.Guarantee)); err != nil {
 		errs = append(errs, err)
 	}
-	if c.Guarantee == ExactlyOnce && c.TransactionalID == "" {
+	if c.Guarantee == kafkaconfig.ExactlyOnce && c.TransactionalID == "" {
 		errs = append(errs, errors.New("transactional id: required for exactly-once"))
 	}
 	if c.Tick < 0 {
@@ -267,7 +268,7 @@ func NewHop(cfg HopConfig) (*Hop, error) {
 	opts = append(opts, kgo.OnPartitionsAssigned(h.assigned))
 	revoked := func(lost bool) func(context.Context, *kgo.Client, map[string][]int32) {
 		return func(ctx context.Context, cl *kgo.Client, rev map[string][]int32) {
-			if cfg.Guarantee == ExactlyOnce {
+			if cfg.Guarantee == kafkaconfig.ExactlyOnce {
 				h.sessFlagged.Store(true)
 				select {
 				case h.rebalanced <- struct{}{}:
@@ -279,7 +280,7 @@ func NewHop(cfg HopConfig) (*Hop, error) {
 	}
 	opts = append(opts, kgo.OnPartitionsRevoked(revoked(false)), kgo.OnPartitionsLost(revoked(true)))
 	switch cfg.Guarantee {
-	case ExactlyOnce:
+	case kafkaconfig.ExactlyOnce:
 		opts = append(opts, kgo.TransactionalID(cfg.TransactionalID), kgo.TransactionTimeout(30*time.Second))
 	default:
 		opts = append(opts, kgo.DisableAutoCommit(), kgo.BlockRebalanceOnPoll())
@@ -314,7 +315,7 @@ func (h *Hop) connect() error {
 		cl  *kgo.Client
 		err error
 	)
-	if h.cfg.Guarantee == ExactlyOnce {
+	if h.cfg.Guarantee == kafkaconfig.ExactlyOnce {
 		var sess *kgo.GroupTransactSession
 		if sess, err = kgo.NewGroupTransactSession(opts...); err == nil {
 			h.sess, cl = sess, sess.Client()

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -59,8 +60,8 @@ func TestRestartable(t *testing.T) {
 func TestAssignedRevokesWhatTheSyncDropped(t *testing.T) {
 	var calls []string
 	h, err := NewHop(HopConfig{
-		Client: ClientConfig{Brokers: []string{"127.0.0.1:1"}}, Group: "g", Topics: []string{"t"},
-		Guarantee: ExactlyOnce, TransactionalID: "g-a",
+		Client: kafkaconfig.Client{Brokers: []string{"127.0.0.1:1"}}, Group: "g", Topics: []string{"t"},
+		Guarantee: kafkaconfig.ExactlyOnce, TransactionalID: "g-a",
 		OnAssigned: func(_ context.Context, _ *kgo.Client, as map[string][]int32) {
 			calls = append(calls, fmt.Sprint("assigned ", as))
 		},

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sync/atomic"
 
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -100,7 +101,7 @@ func (h *Hop) assigned(ctx context.Context, cl *kgo.Client, as map[string][]int3
 func (h *Hop) revoke(ctx context.Context, cl *kgo.Client, rev map[string][]int32, lost bool) {
 	rev = h.ownedOf(rev)
 	if h.cfg.OnRevoked != nil && len(rev) > 0 {
-		if h.cfg.Guarantee == ExactlyOnce {
+		if h.cfg.Guarantee == kafkaconfig.ExactlyOnce {
 			select {
 			case h.idle <- struct{}{}:
 				defer func() { <-h.idle }()

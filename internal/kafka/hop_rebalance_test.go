@@ -13,6 +13,7 @@ import (
 
 	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/internal/testkafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 )
 
 // runHop runs h with a ProcessFunc that does nothing until the test ends;
@@ -70,8 +71,8 @@ func TestIdleHopSeesEveryRevocation(t *testing.T) {
 		owned[name] = map[int32]bool{}
 		mu.Unlock()
 		h, err := kafka.NewHop(kafka.HopConfig{
-			Client: kafka.ClientConfig{Brokers: c.Brokers}, Group: group, Topics: []string{in},
-			Guarantee: kafka.ExactlyOnce, TransactionalID: group + "-" + name, InstanceID: name,
+			Client: kafkaconfig.Client{Brokers: c.Brokers}, Group: group, Topics: []string{in},
+			Guarantee: kafkaconfig.ExactlyOnce, TransactionalID: group + "-" + name, InstanceID: name,
 			Tick: 50 * time.Millisecond,
 			OnAssigned: func(_ context.Context, _ *kgo.Client, as map[string][]int32) {
 				mu.Lock()
@@ -114,15 +115,15 @@ func TestIdleHopSeesEveryRevocation(t *testing.T) {
 // InstanceID, the older one is fenced (FENCED_INSTANCE_ID) and its Run ends
 // with that error rather than staying a member of nothing forever.
 func TestFencedInstanceEndsRun(t *testing.T) {
-	for _, g := range []kafka.Guarantee{kafka.ExactlyOnce, kafka.AtLeastOnce} {
+	for _, g := range []kafkaconfig.Guarantee{kafkaconfig.ExactlyOnce, kafkaconfig.AtLeastOnce} {
 		t.Run(string(g), func(t *testing.T) {
 			c := testkafka.New(t)
 			in := c.CreateTopic(t, "in", 2, nil)
 			group := c.Name("g")
 			newHop := func(txn string) *kafka.Hop {
-				cfg := kafka.HopConfig{Client: kafka.ClientConfig{Brokers: c.Brokers}, Group: group, Topics: []string{in},
+				cfg := kafka.HopConfig{Client: kafkaconfig.Client{Brokers: c.Brokers}, Group: group, Topics: []string{in},
 					Guarantee: g, InstanceID: "same", Tick: 50 * time.Millisecond, RestartBackoff: 50 * time.Millisecond}
-				if g == kafka.ExactlyOnce {
+				if g == kafkaconfig.ExactlyOnce {
 					cfg.TransactionalID = txn
 				}
 				h, err := kafka.NewHop(cfg)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/internal/testkafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 )
 
 // hopFault is done to a running hop by the broker, from the middle of one
@@ -93,7 +94,7 @@ func kick(ctx context.Context, t *testing.T, c *testkafka.Cluster, group, _ stri
 func TestHopRecovers(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
-		guarantee kafka.Guarantee
+		guarantee kafkaconfig.Guarantee
 		static    bool
 		fault     hopFault
 		// restart: the hop must have built a new client. Under
@@ -102,11 +103,11 @@ func TestHopRecovers(t *testing.T) {
 		// rejoins); under at-least-once the offset commit fails.
 		restart bool
 	}{
-		{"fenced/exactly-once", kafka.ExactlyOnce, false, fence, true},
-		{"fenced/exactly-once/static", kafka.ExactlyOnce, true, fence, true},
-		{"kicked/exactly-once", kafka.ExactlyOnce, false, kick, false},
-		{"kicked/at-least-once", kafka.AtLeastOnce, false, kick, true},
-		{"kicked/at-least-once/static", kafka.AtLeastOnce, true, kick, true},
+		{"fenced/exactly-once", kafkaconfig.ExactlyOnce, false, fence, true},
+		{"fenced/exactly-once/static", kafkaconfig.ExactlyOnce, true, fence, true},
+		{"kicked/exactly-once", kafkaconfig.ExactlyOnce, false, kick, false},
+		{"kicked/at-least-once", kafkaconfig.AtLeastOnce, false, kick, true},
+		{"kicked/at-least-once/static", kafkaconfig.AtLeastOnce, true, kick, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			testHopRecovers(t, tc.guarantee, tc.static, tc.fault, tc.restart)
@@ -114,7 +115,7 @@ func TestHopRecovers(t *testing.T) {
 	}
 }
 
-func testHopRecovers(t *testing.T, g kafka.Guarantee, static bool, fault hopFault, wantRestart bool) {
+func testHopRecovers(t *testing.T, g kafkaconfig.Guarantee, static bool, fault hopFault, wantRestart bool) {
 	const n = 300
 	c := testkafka.New(t)
 	in := c.CreateTopic(t, "in", 3, nil)
@@ -122,7 +123,7 @@ func testHopRecovers(t *testing.T, g kafka.Guarantee, static bool, fault hopFaul
 	group := c.Name("copy")
 	reg := prometheus.NewRegistry()
 	cfg := kafka.HopConfig{
-		Client:         kafka.ClientConfig{Brokers: c.Brokers},
+		Client:         kafkaconfig.Client{Brokers: c.Brokers},
 		Group:          group,
 		Topics:         []string{in},
 		Guarantee:      g,
@@ -131,7 +132,7 @@ func testHopRecovers(t *testing.T, g kafka.Guarantee, static bool, fault hopFaul
 		Logger:         slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn})),
 		Metrics:        reg,
 	}
-	if g == kafka.ExactlyOnce {
+	if g == kafkaconfig.ExactlyOnce {
 		cfg.TransactionalID = group + "-0"
 	}
 	if static {
@@ -292,7 +293,7 @@ func testHopRecovers(t *testing.T, g kafka.Guarantee, static bool, fault hopFaul
 			dups = append(dups, fmt.Sprintf("%s×%d", v, seen[v]))
 		}
 	}
-	if g == kafka.ExactlyOnce && len(dups) > 0 {
+	if g == kafkaconfig.ExactlyOnce && len(dups) > 0 {
 		t.Errorf("exactly-once: %d values copied more than once: %v", len(dups), dups[:min(len(dups), 10)])
 	}
 	restarts := hop.Restarts()
@@ -360,7 +361,7 @@ func TestHopFencesBeforeJoining(t *testing.T) {
 
 	restored := make(chan time.Duration, 1)
 	cfg := kafka.HopConfig{
-		Client:          kafka.ClientConfig{Brokers: c.Brokers},
+		Client:          kafkaconfig.Client{Brokers: c.Brokers},
 		Group:           group,
 		Topics:          []string{in},
 		TransactionalID: txnID,

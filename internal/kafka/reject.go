@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"sync"
 
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -27,18 +28,10 @@ import (
 //     invalid. Trying again cannot heal it, so the hop writes the batch
 //     again without it and a dead letter in its place, and goes on.
 
-// MaxRecordBytes is the largest record the clients of this module write:
-// franz-go's default batch limit (ProducerBatchMaxBytes, 1,000,012 bytes,
-// Kafka's default max.message.bytes for a topic), less the overhead of a
-// batch holding only that record. Roles check what they build against it
-// ([Fits]) so that a too-large output becomes an answer that says so, not a
-// produce error.
-const MaxRecordBytes = 1_000_012 - batchOverhead
-
-// batchOverhead is what a record batch adds around one record: the v2
-// batch header (61 bytes) and the record's own length, attribute, delta and
-// length varints, with room to spare.
-const batchOverhead = 61 + 64
+// MaxRecordBytes is kafkaconfig.MaxRecordBytes: roles check what they
+// build against it ([Fits]) so that a too-large output becomes an answer
+// that says so, not a produce error.
+const MaxRecordBytes = kafkaconfig.MaxRecordBytes
 
 // RecordSize is the size r takes in a record batch, close enough to
 // franz-go's accounting (key, value, header keys and values, and their

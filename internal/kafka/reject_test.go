@@ -14,6 +14,7 @@ import (
 
 	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/internal/testkafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 )
 
 // TestHopRejectedRecords runs a hop that copies records and, for some
@@ -22,7 +23,7 @@ import (
 // reasons (the too-large one as a stand-in) and every copy is written
 // once: the batch goes on without them instead of aborting for good.
 func TestHopRejectedRecords(t *testing.T) {
-	for _, g := range []kafka.Guarantee{kafka.ExactlyOnce, kafka.AtLeastOnce} {
+	for _, g := range []kafkaconfig.Guarantee{kafkaconfig.ExactlyOnce, kafkaconfig.AtLeastOnce} {
 		t.Run(string(g), func(t *testing.T) {
 			const n = 60
 			c := testkafka.New(t)
@@ -33,7 +34,7 @@ func TestHopRejectedRecords(t *testing.T) {
 			group := c.Name("copy")
 			reg := prometheus.NewRegistry()
 			cfg := kafka.HopConfig{
-				Client:      kafka.ClientConfig{Brokers: c.Brokers},
+				Client:      kafkaconfig.Client{Brokers: c.Brokers},
 				Group:       group,
 				Topics:      []string{in},
 				Guarantee:   g,
@@ -43,7 +44,7 @@ func TestHopRejectedRecords(t *testing.T) {
 				DeadLetters: dlq,
 				Role:        "copier",
 			}
-			if g == kafka.ExactlyOnce {
+			if g == kafkaconfig.ExactlyOnce {
 				cfg.TransactionalID = group + "-0"
 			}
 			hop, err := kafka.NewHop(cfg)
@@ -131,7 +132,7 @@ func TestHopDeadLettersRefused(t *testing.T) {
 	in := c.CreateTopic(t, "in", 1, nil)
 	group := c.Name("copy")
 	hop, err := kafka.NewHop(kafka.HopConfig{
-		Client:          kafka.ClientConfig{Brokers: c.Brokers},
+		Client:          kafkaconfig.Client{Brokers: c.Brokers},
 		Group:           group,
 		Topics:          []string{in},
 		TransactionalID: group + "-0",

@@ -10,33 +10,9 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
+
+	"github.com/scattergather/scattergather/kafkaconfig"
 )
-
-// DefaultPrefix starts every topic name unless configured otherwise.
-const DefaultPrefix = "sg."
-
-// Topics names the pipeline's topics under one prefix.
-type Topics struct {
-	Prefix string
-}
-
-// Requests is where clients write requests.
-func (t Topics) Requests() string { return t.Prefix + "requests" }
-
-// Tasks is where the scatterer writes the tasks of route.
-func (t Topics) Tasks(route string) string { return t.Prefix + "tasks." + route }
-
-// Results carries manifests and results, keyed by correlation id.
-func (t Topics) Results() string { return t.Prefix + "results" }
-
-// Replies carries one reply per request.
-func (t Topics) Replies() string { return t.Prefix + "replies" }
-
-// State is the aggregator's compacted changelog, co-partitioned with Results.
-func (t Topics) State() string { return t.Prefix + "aggregator-state" }
-
-// DLQ is the dead-letter topic.
-func (t Topics) DLQ() string { return t.Prefix + "dlq" }
 
 // TopicSpec is one topic to create or check.
 type TopicSpec struct {
@@ -74,8 +50,8 @@ func (l Layout) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Specs returns the topics of the pipeline for the given routes.
-func (t Topics) Specs(l Layout, routes []string) []TopicSpec {
+// Specs returns the topics of the pipeline named by t for the given routes.
+func Specs(t kafkaconfig.Topics, l Layout, routes []string) []TopicSpec {
 	specs := []TopicSpec{
 		{Name: t.Requests(), Partitions: l.Partitions, ReplicationFactor: l.ReplicationFactor},
 		{Name: t.Results(), Partitions: l.ResultPartitions, ReplicationFactor: l.ReplicationFactor, CoPartitioned: "results"},

@@ -10,6 +10,7 @@ import (
 
 	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/internal/testkafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 )
 
 func TestMain(m *testing.M) { testkafka.Main(m) }
@@ -17,9 +18,9 @@ func TestMain(m *testing.M) { testkafka.Main(m) }
 func TestEnsureTopics(t *testing.T) {
 	c := testkafka.New(t)
 	adm := c.Admin(t)
-	topics := kafka.Topics{Prefix: c.Prefix}
+	topics := kafkaconfig.Topics{Prefix: c.Prefix}
 	layout := kafka.Layout{Partitions: 3, ResultPartitions: 2, ReplicationFactor: -1}
-	specs := topics.Specs(layout, []string{"search", "quotes"})
+	specs := kafka.Specs(topics, layout, []string{"search", "quotes"})
 
 	created, err := kafka.EnsureTopics(t.Context(), adm, specs)
 	if err != nil {
@@ -67,7 +68,7 @@ func TestEnsureTopics(t *testing.T) {
 	// Co-partitioning: results exists with 2 partitions; asking for 4 is an
 	// error that names the topic, not a silent mismatch.
 	layout.ResultPartitions = 4
-	_, err = kafka.EnsureTopics(t.Context(), adm, topics.Specs(layout, []string{"search", "quotes"}))
+	_, err = kafka.EnsureTopics(t.Context(), adm, kafka.Specs(topics, layout, []string{"search", "quotes"}))
 	var pm *kafka.PartitionMismatchError
 	if !errors.As(err, &pm) {
 		t.Fatalf("ensure with 4 result partitions: %v, want a PartitionMismatchError", err)
@@ -112,12 +113,12 @@ func TestValidRouteName(t *testing.T) {
 }
 
 func TestParseGuarantee(t *testing.T) {
-	for in, want := range map[string]kafka.Guarantee{"exactly-once": kafka.ExactlyOnce, " AT-LEAST-ONCE ": kafka.AtLeastOnce} {
-		if g, err := kafka.ParseGuarantee(in); err != nil || g != want {
+	for in, want := range map[string]kafkaconfig.Guarantee{"exactly-once": kafkaconfig.ExactlyOnce, " AT-LEAST-ONCE ": kafkaconfig.AtLeastOnce} {
+		if g, err := kafkaconfig.ParseGuarantee(in); err != nil || g != want {
 			t.Errorf("%q: %v %v", in, g, err)
 		}
 	}
-	if _, err := kafka.ParseGuarantee("maybe-once"); err == nil {
+	if _, err := kafkaconfig.ParseGuarantee("maybe-once"); err == nil {
 		t.Error("maybe-once accepted")
 	}
 }
@@ -127,8 +128,8 @@ func TestParseGuarantee(t *testing.T) {
 // created once.
 func TestEnsureTopicsConcurrently(t *testing.T) {
 	c := testkafka.New(t)
-	topics := kafka.Topics{Prefix: c.Prefix}
-	specs := topics.Specs(kafka.Layout{Partitions: 2, ResultPartitions: 2, ReplicationFactor: -1}, []string{"a", "b"})
+	topics := kafkaconfig.Topics{Prefix: c.Prefix}
+	specs := kafka.Specs(topics, kafka.Layout{Partitions: 2, ResultPartitions: 2, ReplicationFactor: -1}, []string{"a", "b"})
 	const n = 4
 	created := make(chan []string, n)
 	errs := make(chan error, n)

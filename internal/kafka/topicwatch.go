@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -24,7 +25,7 @@ const (
 // TopicWatchConfig configures a [TopicWatch].
 type TopicWatchConfig struct {
 	// Client is how to reach Kafka.
-	Client ClientConfig
+	Client kafkaconfig.Client
 	// Topics are the role's topics, all of which must exist; at least one.
 	Topics []string
 	// Hint says how to create missing topics, e.g. the command line of

@@ -13,7 +13,7 @@
 //
 //	reg := metrics.NewRegistry()
 //	sc, err := scatterer.New(scatterer.Config{..., Metrics: reg,
-//		Client: kafka.ClientConfig{..., NewHooks: metrics.KafkaHooks(reg, "scatterer")}})
+//		Client: kafkaconfig.Client{..., NewHooks: metrics.KafkaHooks(reg, "scatterer")}})
 //	srv, err := metrics.NewServer(metrics.ServerConfig{Addr: "127.0.0.1:9191", Gatherer: reg,
 //		Ready: []metrics.Check{{Name: "scatterer", Ready: sc.Ready}}})
 //	// run srv.Run(ctx), sc.Run(ctx) and a LagSampler's Run(ctx) side by side

@@ -31,7 +31,7 @@ func NewKafkaMetrics(reg prometheus.Registerer) *KafkaMetrics {
 	return &KafkaMetrics{reg: reg, n: map[string]int{}}
 }
 
-// Hooks returns a function for kafka.ClientConfig.NewHooks: every client
+// Hooks returns a function for kafkaconfig.Client.NewHooks: every client
 // built from that config gets its own kprom metrics labelled role.
 func (k *KafkaMetrics) Hooks(role string) func() []kgo.Hook {
 	if k == nil || k.reg == nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 )
 
 // DefaultLagInterval is how often a [LagSampler] samples by default.
@@ -23,7 +24,7 @@ const DefaultLagInterval = 5 * time.Second
 // LagConfig configures a [LagSampler].
 type LagConfig struct {
 	// Client reaches the cluster; the sampler builds its own client.
-	Client kafka.ClientConfig
+	Client kafkaconfig.Client
 	// Groups whose lag to sample; required.
 	Groups []string
 	// Interval between samples; default 5s.

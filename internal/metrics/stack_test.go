@@ -21,9 +21,10 @@ import (
 	"github.com/scattergather/scattergather/internal/routes"
 	"github.com/scattergather/scattergather/internal/stack"
 	"github.com/scattergather/scattergather/internal/testkafka"
-	"github.com/scattergather/scattergather/internal/tracing"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/processor"
 	"github.com/scattergather/scattergather/schemas"
+	"github.com/scattergather/scattergather/tracing"
 )
 
 func TestMain(m *testing.M) { testkafka.Main(m) }
@@ -76,10 +77,10 @@ func startPipeline(t *testing.T, exp *tracing.Exporter) *pipeline {
 		return t.Payload, nil
 	})
 	reg := metrics.NewRegistry()
-	cc := kafka.ClientConfig{Brokers: c.Brokers, ClientID: "metrics-test"}
+	cc := kafkaconfig.Client{Brokers: c.Brokers, ClientID: "metrics-test"}
 	ctx := t.Context()
 	st, err := stack.New(ctx, stack.Config{
-		Client: cc, Topics: kafka.Topics{Prefix: c.Prefix}, Routes: tbl, Guarantee: kafka.ExactlyOnce,
+		Client: cc, Topics: kafkaconfig.Topics{Prefix: c.Prefix}, Routes: tbl, Guarantee: kafkaconfig.ExactlyOnce,
 		Layout: kafka.Layout{Partitions: 3, ResultPartitions: 3, ReplicationFactor: -1},
 		Processors: []stack.ProcessorSpec{
 			{Route: "fan", Handler: processor.Echo(), Instances: 2},
@@ -122,7 +123,7 @@ func startPipeline(t *testing.T, exp *tracing.Exporter) *pipeline {
 		stop()
 		wg.Wait()
 	})
-	cl, err := client.New(ctx, client.Config{Client: cc, Topics: kafka.Topics{Prefix: c.Prefix}, DefaultTimeout: 10 * time.Second})
+	cl, err := client.New(ctx, client.Config{Client: cc, Topics: kafkaconfig.Topics{Prefix: c.Prefix}, DefaultTimeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,9 +11,9 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/scattergather/scattergather/internal/kafka"
-	"github.com/scattergather/scattergather/internal/tracing"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/schemas"
+	"github.com/scattergather/scattergather/tracing"
 )
 
 // span is what the test collector keeps of an exported span.
@@ -81,7 +81,7 @@ func TestTraceOfARequest(t *testing.T) {
 
 	p := startPipeline(t, exp)
 	p.run()
-	topics := kafka.Topics{Prefix: p.cluster.Prefix}
+	topics := kafkaconfig.Topics{Prefix: p.cluster.Prefix}
 	parent, err := tracing.Parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
 	if err != nil {
 		t.Fatal(err)

@@ -17,6 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/schemas"
 )
 
@@ -34,15 +35,15 @@ const DefaultExamples = 3
 
 // CompareConfig configures [Compare].
 type CompareConfig struct {
-	Client kafka.ClientConfig
+	Client kafkaconfig.Client
 	// Source names the topics of the originals: their replies are read
 	// from every topic whose name starts with Source.Replies() (the
 	// replies topic and any per-client reply topics).
-	Source kafka.Topics
+	Source kafkaconfig.Topics
 	// Target names the topics the run replayed into: its checkpoint
 	// topic, its requests and its replies (every topic starting with
 	// Target.Replies()); zero means Source.
-	Target kafka.Topics
+	Target kafkaconfig.Topics
 	// RunID is the run to compare; required.
 	RunID string
 	// JSON compares payloads as JSON documents (key order, whitespace and
@@ -69,7 +70,7 @@ func (c *CompareConfig) Validate() error {
 		errs = append(errs, err)
 	}
 	if c.Source.Prefix == "" {
-		c.Source.Prefix = kafka.DefaultPrefix
+		c.Source.Prefix = kafkaconfig.DefaultPrefix
 	}
 	if c.Target.Prefix == "" {
 		c.Target = c.Source

@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/scattergather/scattergather/client"
-	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/internal/stack"
 	"github.com/scattergather/scattergather/internal/testkafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/processor"
 	"github.com/scattergather/scattergather/schemas"
 )
@@ -42,8 +42,8 @@ func versioned(answer func(n int, t schemas.Task) (string, error)) processor.Han
 // held against the new version.
 func TestCompareChangedHandler(t *testing.T) {
 	c := testkafka.New(t)
-	source := kafka.Topics{Prefix: c.Prefix}
-	shadow := kafka.Topics{Prefix: c.Prefix + "shadow."}
+	source := kafkaconfig.Topics{Prefix: c.Prefix}
+	shadow := kafkaconfig.Topics{Prefix: c.Prefix + "shadow."}
 	routes := `{"routes":[{"name":"echo","mode":"split","fanout":2,"timeout":"10s"}]}`
 	v1 := versioned(func(n int, _ schemas.Task) (string, error) {
 		return fmt.Sprintf(`{"n":%d,"v":1,"at":%d}`, n, time.Now().UnixNano()), nil

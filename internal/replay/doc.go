@@ -9,16 +9,16 @@
 //
 //	from, _ := replay.ParseBound("2h") // two hours ago
 //	r, err := replay.New(replay.Config{
-//		Client: kafka.ClientConfig{Brokers: brokers},
-//		Source: kafka.Topics{Prefix: "sg."},
-//		Target: kafka.Topics{Prefix: "shadow."}, // a shadow pipeline; omit for in place
+//		Client: kafkaconfig.Client{Brokers: brokers},
+//		Source: kafkaconfig.Topics{Prefix: "sg."},
+//		Target: kafkaconfig.Topics{Prefix: "shadow."}, // a shadow pipeline; omit for in place
 //		From:   &from,
 //	})
 //	...
 //	err = r.Run(ctx) // resumable: run again with r.RunID() after a crash
 //	...
 //	report, err := replay.Compare(ctx, replay.CompareConfig{
-//		Client: cc, Source: kafka.Topics{Prefix: "sg."}, Target: kafka.Topics{Prefix: "shadow."},
+//		Client: cc, Source: kafkaconfig.Topics{Prefix: "sg."}, Target: kafkaconfig.Topics{Prefix: "shadow."},
 //		RunID: r.RunID(), JSON: true,
 //	})
 //

@@ -16,6 +16,7 @@ import (
 	"github.com/scattergather/scattergather/internal/routes"
 	"github.com/scattergather/scattergather/internal/stack"
 	"github.com/scattergather/scattergather/internal/testkafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/schemas"
 )
 
@@ -28,14 +29,14 @@ func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name())
 }
 
-func clientConfig(c *testkafka.Cluster) kafka.ClientConfig {
-	return kafka.ClientConfig{Brokers: c.Brokers, ClientID: "replay-test"}
+func clientConfig(c *testkafka.Cluster) kafkaconfig.Client {
+	return kafkaconfig.Client{Brokers: c.Brokers, ClientID: "replay-test"}
 }
 
 var testLayout = kafka.Layout{Partitions: 4, ResultPartitions: 4, ReplicationFactor: -1}
 
 // ensureTopics creates the pipeline topics of routes under topics.
-func ensureTopics(t testing.TB, c *testkafka.Cluster, topics kafka.Topics, routeNames ...string) {
+func ensureTopics(t testing.TB, c *testkafka.Cluster, topics kafkaconfig.Topics, routeNames ...string) {
 	t.Helper()
 	if err := stack.EnsureTopics(t.Context(), clientConfig(c), topics, testLayout, routeNames); err != nil {
 		t.Fatalf("topics: %v", err)
@@ -53,13 +54,13 @@ func table(t testing.TB, js string) *routes.Table {
 }
 
 // startStack runs the pipeline of cfg on c under topics until the test ends.
-func startStack(t *testing.T, c *testkafka.Cluster, topics kafka.Topics, cfg stack.Config) *stack.Stack {
+func startStack(t *testing.T, c *testkafka.Cluster, topics kafkaconfig.Topics, cfg stack.Config) *stack.Stack {
 	t.Helper()
 	cfg.Client = clientConfig(c)
 	cfg.Topics = topics
 	cfg.Layout = testLayout
 	if cfg.Guarantee == "" {
-		cfg.Guarantee = kafka.ExactlyOnce
+		cfg.Guarantee = kafkaconfig.ExactlyOnce
 	}
 	cfg.Logger = testLogger(t)
 	st, err := stack.New(t.Context(), cfg)

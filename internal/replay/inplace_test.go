@@ -11,8 +11,8 @@ import (
 
 	"github.com/scattergather/scattergather/aggregator"
 	"github.com/scattergather/scattergather/client"
-	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/internal/testkafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/processor"
 	"github.com/scattergather/scattergather/scatterer"
 	"github.com/scattergather/scattergather/schemas"
@@ -56,8 +56,8 @@ func (r *running) halt(t *testing.T) {
 type inPlace struct {
 	t          *testing.T
 	c          *testkafka.Cluster
-	topics     kafka.Topics
-	cc         kafka.ClientConfig
+	topics     kafkaconfig.Topics
+	cc         kafkaconfig.Client
 	timeout    time.Duration // the route's
 	lateWindow time.Duration // the aggregator's; 0 for the default
 	// joined reports, for each role built, whether it holds its group
@@ -67,15 +67,21 @@ type inPlace struct {
 
 func newInPlace(t *testing.T, timeout, lateWindow time.Duration) *inPlace {
 	c := testkafka.New(t)
-	ip := &inPlace{t: t, c: c, topics: kafka.Topics{Prefix: c.Prefix}, cc: clientConfig(c), timeout: timeout, lateWindow: lateWindow,
+	ip := &inPlace{t: t, c: c, topics: kafkaconfig.Topics{Prefix: c.Prefix}, cc: clientConfig(c), timeout: timeout, lateWindow: lateWindow,
 		joined: map[string]func() (bool, int){}}
 	ensureTopics(t, c, ip.topics, "echo")
 	return ip
 }
 
 func (ip *inPlace) scatterer() func(context.Context) error {
-	s, err := scatterer.New(scatterer.Config{Client: ip.cc, Topics: ip.topics, InstanceID: "s",
-		Routes: []scatterer.Route{{Name: "echo", Mode: scatterer.Split, Fanout: 2, Timeout: ip.timeout}}})
+	s, err := scatterer.New(scatterer.Config{
+		Role: kafkaconfig.Role{
+			Client:     ip.cc,
+			Topics:     ip.topics,
+			InstanceID: "s",
+		},
+		Routes: []scatterer.Route{{Name: "echo", Mode: scatterer.Split, Fanout: 2, Timeout: ip.timeout}},
+	})
 	if err != nil {
 		ip.t.Fatal(err)
 	}
@@ -84,7 +90,7 @@ func (ip *inPlace) scatterer() func(context.Context) error {
 }
 
 func (ip *inPlace) processor() func(context.Context) error {
-	p, err := processor.New(processor.Config{Client: ip.cc, Topics: ip.topics, Route: "echo", InstanceID: "p"}, processor.Echo())
+	p, err := processor.New(processor.Config{Role: kafkaconfig.Role{Client: ip.cc, Topics: ip.topics, InstanceID: "p"}, Route: "echo"}, processor.Echo())
 	if err != nil {
 		ip.t.Fatal(err)
 	}
@@ -93,7 +99,7 @@ func (ip *inPlace) processor() func(context.Context) error {
 }
 
 func (ip *inPlace) aggregator() *aggregator.Aggregator {
-	a, err := aggregator.New(aggregator.Config{Client: ip.cc, Topics: ip.topics, InstanceID: "a", LateWindow: ip.lateWindow, Logger: testLogger(ip.t)})
+	a, err := aggregator.New(aggregator.Config{Role: kafkaconfig.Role{Client: ip.cc, Topics: ip.topics, InstanceID: "a", Logger: testLogger(ip.t)}, LateWindow: ip.lateWindow})
 	if err != nil {
 		ip.t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 )
 
 // rangeReader reads offset ranges of one topic's partitions, read_committed,
@@ -31,7 +32,7 @@ type rangeReader struct {
 }
 
 // newRangeReader starts reading ranges at their Next offsets.
-func newRangeReader(cc kafka.ClientConfig, topic string, ranges []PartitionRange) (*rangeReader, error) {
+func newRangeReader(cc kafkaconfig.Client, topic string, ranges []PartitionRange) (*rangeReader, error) {
 	r := &rangeReader{topic: topic, next: map[int32]int64{}, end: map[int32]int64{}}
 	start := map[int32]kgo.Offset{}
 	for _, pr := range ranges {
@@ -130,7 +131,7 @@ func (r *rangeReader) close() {
 
 // readRange calls fn for every record in ranges of topic (control records
 // included), until every range is read or fn fails.
-func readRange(ctx context.Context, cc kafka.ClientConfig, topic string, ranges []PartitionRange, fn func(*kgo.Record) error) error {
+func readRange(ctx context.Context, cc kafkaconfig.Client, topic string, ranges []PartitionRange, fn func(*kgo.Record) error) error {
 	r, err := newRangeReader(cc, topic, ranges)
 	if err != nil {
 		return err

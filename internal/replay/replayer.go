@@ -16,6 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/schemas"
 )
 
@@ -56,16 +57,16 @@ const (
 // Config configures a [Replayer]. Zero fields take the defaults below;
 // Validate fills them in.
 type Config struct {
-	Client kafka.ClientConfig
+	Client kafkaconfig.Client
 	// Source names the topics the originals are read from:
 	// Source.Requests().
-	Source kafka.Topics
+	Source kafkaconfig.Topics
 	// Target names the topics the replayed requests go to
 	// (Target.Requests()) and the run's checkpoint topic
 	// (CheckpointTopic(Target)); zero means Source: an in-place replay
 	// through the production pipeline. Another prefix runs the replay
 	// through a separate (shadow) pipeline.
-	Target kafka.Topics
+	Target kafkaconfig.Topics
 	// RunID names the run; empty generates one with NewRunID. If the
 	// checkpoint topic already has this run, Run resumes it.
 	RunID string
@@ -109,7 +110,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, err)
 	}
 	if c.Source.Prefix == "" {
-		c.Source.Prefix = kafka.DefaultPrefix
+		c.Source.Prefix = kafkaconfig.DefaultPrefix
 	}
 	if c.Target.Prefix == "" {
 		c.Target = c.Source

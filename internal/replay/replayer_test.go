@@ -9,8 +9,8 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/internal/testkafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/schemas"
 )
 
@@ -52,8 +52,8 @@ func TestResumeAfterInterruption(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := testkafka.New(t)
-			source := kafka.Topics{Prefix: c.Prefix}
-			target := kafka.Topics{Prefix: c.Prefix + "shadow."}
+			source := kafkaconfig.Topics{Prefix: c.Prefix}
+			target := kafkaconfig.Topics{Prefix: c.Prefix + "shadow."}
 			ensureTopics(t, c, source, "echo")
 			ensureTopics(t, c, target, "echo")
 			const n = 2000
@@ -143,7 +143,7 @@ func TestResumeAfterInterruption(t *testing.T) {
 // TestNewRunNeedsFrom: a run id that does not exist needs a range.
 func TestNewRunNeedsFrom(t *testing.T) {
 	c := testkafka.New(t)
-	source := kafka.Topics{Prefix: c.Prefix}
+	source := kafkaconfig.Topics{Prefix: c.Prefix}
 	ensureTopics(t, c, source, "echo")
 	r, err := New(Config{Client: clientConfig(c), Source: source, RunID: "nope"})
 	if err != nil {
@@ -160,17 +160,17 @@ func contains(s, sub string) bool { return strings.Contains(s, sub) }
 // pace says, in batches of a tenth of a second's worth.
 func TestRate(t *testing.T) {
 	c := testkafka.New(t)
-	source := kafka.Topics{Prefix: c.Prefix}
+	source := kafkaconfig.Topics{Prefix: c.Prefix}
 	ensureTopics(t, c, source, "echo")
 	const n = 500
 	produceOriginals(t, c, source.Requests(), n, time.Now().Add(-time.Hour), time.Millisecond, func(int) schemas.Route { return "echo" })
 	var updates []Progress
-	r, err := New(Config{Client: clientConfig(c), Source: source, Target: kafka.Topics{Prefix: c.Prefix + "shadow."},
+	r, err := New(Config{Client: clientConfig(c), Source: source, Target: kafkaconfig.Topics{Prefix: c.Prefix + "shadow."},
 		From: mustBound(t, "earliest"), Rate: 1000, Progress: func(p Progress) { updates = append(updates, p) }})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ensureTopics(t, c, kafka.Topics{Prefix: c.Prefix + "shadow."}, "echo")
+	ensureTopics(t, c, kafkaconfig.Topics{Prefix: c.Prefix + "shadow."}, "echo")
 	start := time.Now()
 	if err := r.Run(t.Context()); err != nil {
 		t.Fatal(err)

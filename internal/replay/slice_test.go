@@ -4,9 +4,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/internal/stack"
 	"github.com/scattergather/scattergather/internal/testkafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/processor"
 	"github.com/scattergather/scattergather/schemas"
 )
@@ -19,8 +19,8 @@ import (
 // one.
 func TestReplayTimeSlice(t *testing.T) {
 	c := testkafka.New(t)
-	source := kafka.Topics{Prefix: c.Prefix}
-	shadow := kafka.Topics{Prefix: c.Prefix + "shadow."}
+	source := kafkaconfig.Topics{Prefix: c.Prefix}
+	shadow := kafkaconfig.Topics{Prefix: c.Prefix + "shadow."}
 	routeOf := func(i int) schemas.Route {
 		if i%4 == 0 {
 			return "other"

@@ -14,15 +14,16 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 )
 
 // CheckpointTopic is the compacted topic, under the target prefix, that
 // holds one [RunState] per replay run, keyed by run id.
-func CheckpointTopic(target kafka.Topics) string { return target.Prefix + "replay-checkpoints" }
+func CheckpointTopic(target kafkaconfig.Topics) string { return target.Prefix + "replay-checkpoints" }
 
 // TransactionalID is the transactional id of run's producer: derived from
 // the run id, so that a second copy of the same run fences the first.
-func TransactionalID(target kafka.Topics, runID string) string {
+func TransactionalID(target kafkaconfig.Topics, runID string) string {
 	return target.Prefix + "replay." + runID
 }
 
@@ -105,7 +106,7 @@ var ErrRunNotFound = errors.New("replay run not found")
 // LoadRun reads the latest committed state of runID from the checkpoint
 // topic of target. It reads the whole (compacted, one-partition) topic up to
 // its last stable offset.
-func LoadRun(ctx context.Context, cc kafka.ClientConfig, target kafka.Topics, runID string) (*RunState, error) {
+func LoadRun(ctx context.Context, cc kafkaconfig.Client, target kafkaconfig.Topics, runID string) (*RunState, error) {
 	topic := CheckpointTopic(target)
 	cl, err := kafka.NewClient(cc)
 	if err != nil {

@@ -328,7 +328,7 @@ func (r *Registry) ID(k schemas.Kind) (int, bool) {
 func (r *Registry) URL() string { return r.url }
 
 // Hooks returns the kgo hooks that swap the headers: attach them to every
-// client of a role (kafka.ClientConfig.Hooks). They hold no state beyond the
+// client of a role (kafkaconfig.Client.Hooks). They hold no state beyond the
 // Registry's maps and may be shared by any number of clients.
 func (r *Registry) Hooks() []kgo.Hook { return []kgo.Hook{hook{r}} }
 

@@ -4,13 +4,13 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/internal/metrics"
+	"github.com/scattergather/scattergather/kafkaconfig"
 )
 
 // observedClient returns the client config of role: cfg.Client with the
 // role's kprom hooks when KafkaMetrics is set.
-func (cfg *Config) observedClient(role string) kafka.ClientConfig {
+func (cfg *Config) observedClient(role string) kafkaconfig.Client {
 	cc := cfg.Client
 	if hooks := cfg.KafkaMetrics.Hooks(role); hooks != nil {
 		cc.NewHooks = hooks

@@ -20,10 +20,11 @@ import (
 	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/internal/metrics"
 	"github.com/scattergather/scattergather/internal/routes"
-	"github.com/scattergather/scattergather/internal/tracing"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/processor"
 	"github.com/scattergather/scattergather/scatterer"
 	"github.com/scattergather/scattergather/schemas"
+	"github.com/scattergather/scattergather/tracing"
 )
 
 // ProcessorSpec is one processor group of a route.
@@ -40,11 +41,11 @@ type ProcessorSpec struct {
 
 // Config configures a Stack.
 type Config struct {
-	Client     kafka.ClientConfig
-	Topics     kafka.Topics
+	Client     kafkaconfig.Client
+	Topics     kafkaconfig.Topics
 	Layout     kafka.Layout
 	Routes     *routes.Table
-	Guarantee  kafka.Guarantee
+	Guarantee  kafkaconfig.Guarantee
 	Processors []ProcessorSpec
 	// Aggregators is the number of aggregator instances; default 1, and -1
 	// for none (a test that starts its own).
@@ -93,9 +94,18 @@ func New(ctx context.Context, cfg Config) (*Stack, error) {
 	if err != nil {
 		return nil, err
 	}
-	scfg := scatterer.Config{Client: cfg.observedClient("scatterer"), Topics: cfg.Topics, Routes: srs, Guarantee: cfg.Guarantee,
-		InstanceID: "stack", Logger: cfg.Logger.With("role", "scatterer"),
-		Metrics: cfg.Metrics, Tracer: tracing.New(cfg.Exporter, "scattergather-scatterer")}
+	scfg := scatterer.Config{
+		Role: kafkaconfig.Role{
+			Client:     cfg.observedClient("scatterer"),
+			Topics:     cfg.Topics,
+			Guarantee:  cfg.Guarantee,
+			InstanceID: "stack",
+			Logger:     cfg.Logger.With("role", "scatterer"),
+			Metrics:    cfg.Metrics,
+			Tracer:     tracing.New(cfg.Exporter, "scattergather-scatterer"),
+		},
+		Routes: srs,
+	}
 	if cfg.TuneScatterer != nil {
 		cfg.TuneScatterer(&scfg)
 	}
@@ -106,10 +116,17 @@ func New(ctx context.Context, cfg Config) (*Stack, error) {
 		n := max(ps.Instances, 1)
 		for i := range n {
 			pcfg := processor.Config{
-				Client: cfg.observedClient("processor"), Topics: cfg.Topics, Route: ps.Route, Recipient: ps.Recipient,
-				Guarantee: cfg.Guarantee, InstanceID: fmt.Sprintf("stack-%d", i),
-				Logger:  cfg.Logger.With("role", "processor", "route", ps.Route, "recipient", ps.Recipient),
-				Metrics: cfg.Metrics, Tracer: tracing.New(cfg.Exporter, "scattergather-processor"),
+				Role: kafkaconfig.Role{
+					Client:     cfg.observedClient("processor"),
+					Topics:     cfg.Topics,
+					Guarantee:  cfg.Guarantee,
+					InstanceID: fmt.Sprintf("stack-%d", i),
+					Logger:     cfg.Logger.With("role", "processor", "route", ps.Route, "recipient", ps.Recipient),
+					Metrics:    cfg.Metrics,
+					Tracer:     tracing.New(cfg.Exporter, "scattergather-processor"),
+				},
+				Route:     ps.Route,
+				Recipient: ps.Recipient,
 			}
 			if ps.Tune != nil {
 				ps.Tune(&pcfg)
@@ -126,9 +143,18 @@ func New(ctx context.Context, cfg Config) (*Stack, error) {
 		return nil, err
 	}
 	for i := range max(cfg.Aggregators, 0) {
-		acfg := aggregator.Config{Client: cfg.observedClient("aggregator"), Topics: cfg.Topics, Guarantee: cfg.Guarantee, Merges: merges,
-			InstanceID: fmt.Sprintf("stack-%d", i), Logger: cfg.Logger.With("role", "aggregator"),
-			Metrics: cfg.Metrics, Tracer: tracing.New(cfg.Exporter, "scattergather-aggregator")}
+		acfg := aggregator.Config{
+			Role: kafkaconfig.Role{
+				Client:     cfg.observedClient("aggregator"),
+				Topics:     cfg.Topics,
+				Guarantee:  cfg.Guarantee,
+				InstanceID: fmt.Sprintf("stack-%d", i),
+				Logger:     cfg.Logger.With("role", "aggregator"),
+				Metrics:    cfg.Metrics,
+				Tracer:     tracing.New(cfg.Exporter, "scattergather-aggregator"),
+			},
+			Merges: merges,
+		}
 		if cfg.TuneAggregator != nil {
 			cfg.TuneAggregator(&acfg)
 		}
@@ -177,7 +203,7 @@ func (st *Stack) Run(ctx context.Context) error {
 
 // EnsureTopics creates the pipeline's topics for routes and checks the
 // existing ones.
-func EnsureTopics(ctx context.Context, cc kafka.ClientConfig, topics kafka.Topics, layout kafka.Layout, routeNames []string) error {
+func EnsureTopics(ctx context.Context, cc kafkaconfig.Client, topics kafkaconfig.Topics, layout kafka.Layout, routeNames []string) error {
 	if err := layout.Validate(); err != nil {
 		return fmt.Errorf("topic layout: %w", err)
 	}
@@ -188,7 +214,7 @@ func EnsureTopics(ctx context.Context, cc kafka.ClientConfig, topics kafka.Topic
 		return err
 	}
 	defer cl.Close()
-	if _, err := kafka.EnsureTopics(ctx, kadm.NewClient(cl), topics.Specs(layout, routeNames)); err != nil {
+	if _, err := kafka.EnsureTopics(ctx, kadm.NewClient(cl), kafka.Specs(topics, layout, routeNames)); err != nil {
 		return fmt.Errorf("topics: %w", err)
 	}
 	return nil

@@ -1,4 +1,4 @@
-package kafka_test
+package kafkaconfig_test
 
 import (
 	"context"
@@ -25,10 +25,11 @@ import (
 
 	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/internal/testkafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 )
 
 // roundTrip creates a topic, produces a record and reads it back with cc.
-func roundTrip(ctx context.Context, cc kafka.ClientConfig, topic string) error {
+func roundTrip(ctx context.Context, cc kafkaconfig.Client, topic string) error {
 	cl, err := kafka.NewClient(cc, kgo.ConsumeTopics(topic), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.RequestTimeoutOverhead(2*time.Second), kgo.RetryTimeout(3*time.Second))
 	if err != nil {
@@ -54,11 +55,11 @@ func roundTrip(ctx context.Context, cc kafka.ClientConfig, topic string) error {
 }
 
 func TestSASL(t *testing.T) {
-	for _, mech := range []string{kafka.SASLPlain, kafka.SASLScramSHA256, kafka.SASLScramSHA512} {
+	for _, mech := range []string{kafkaconfig.SASLPlain, kafkaconfig.SASLScramSHA256, kafkaconfig.SASLScramSHA512} {
 		t.Run(mech, func(t *testing.T) {
 			t.Parallel()
 			c := testkafka.NewKfake(t, kfake.EnableSASL(), kfake.Superuser(mech, "pipeline", "s3cret-pw"))
-			good := kafka.ClientConfig{Brokers: c.Brokers, Security: kafka.Security{SASLMechanism: mech, SASLUser: "pipeline", SASLPassword: "s3cret-pw"}}
+			good := kafkaconfig.Client{Brokers: c.Brokers, Security: kafkaconfig.Security{SASLMechanism: mech, SASLUser: "pipeline", SASLPassword: "s3cret-pw"}}
 			if err := roundTrip(t.Context(), good, c.Name("ok")); err != nil {
 				t.Fatalf("right credentials: %v", err)
 			}
@@ -77,7 +78,7 @@ func TestSASL(t *testing.T) {
 			if err := roundTrip(t.Context(), bad, c.Name("bad")); err == nil {
 				t.Fatal("wrong password accepted")
 			}
-			none := kafka.ClientConfig{Brokers: c.Brokers}
+			none := kafkaconfig.Client{Brokers: c.Brokers}
 			if err := roundTrip(t.Context(), none, c.Name("none")); err == nil {
 				t.Fatal("no credentials accepted by a SASL broker")
 			}
@@ -89,11 +90,11 @@ func TestTLS(t *testing.T) {
 	dir := t.TempDir()
 	caFile, serverCert := selfSigned(t, dir)
 	c := testkafka.NewKfake(t, kfake.TLS(&tls.Config{Certificates: []tls.Certificate{serverCert}, MinVersion: tls.VersionTLS12}))
-	good := kafka.ClientConfig{Brokers: c.Brokers, Security: kafka.Security{CAFile: caFile, ServerName: "localhost"}}
+	good := kafkaconfig.Client{Brokers: c.Brokers, Security: kafkaconfig.Security{CAFile: caFile, ServerName: "localhost"}}
 	if err := roundTrip(t.Context(), good, c.Name("tls")); err != nil {
 		t.Fatalf("tls with the CA: %v", err)
 	}
-	untrusted := kafka.ClientConfig{Brokers: c.Brokers, Security: kafka.Security{TLS: true, ServerName: "localhost"}}
+	untrusted := kafkaconfig.Client{Brokers: c.Brokers, Security: kafkaconfig.Security{TLS: true, ServerName: "localhost"}}
 	if err := roundTrip(t.Context(), untrusted, c.Name("untrusted")); err == nil {
 		t.Fatal("a certificate from an unknown CA was accepted")
 	}
@@ -106,19 +107,19 @@ func TestSecurityValidate(t *testing.T) {
 	os.WriteFile(empty, nil, 0o600)
 	tests := []struct {
 		name string
-		s    kafka.Security
+		s    kafkaconfig.Security
 		want string
 	}{
-		{"plaintext", kafka.Security{}, ""},
-		{"tls ca", kafka.Security{CAFile: caFile}, ""},
-		{"missing ca", kafka.Security{CAFile: filepath.Join(dir, "nope.pem")}, "tls ca file"},
-		{"not pem", kafka.Security{CAFile: empty}, "no PEM"},
-		{"cert without key", kafka.Security{CertFile: caFile}, "both a cert file and a key file"},
-		{"unknown mechanism", kafka.Security{SASLMechanism: "GSSAPI", SASLUser: "u", SASLPassword: "p"}, "want PLAIN"},
-		{"no user", kafka.Security{SASLMechanism: "PLAIN", SASLPassword: "p"}, "user is empty"},
-		{"no password", kafka.Security{SASLMechanism: "PLAIN", SASLUser: "u"}, "password is empty"},
-		{"empty password file", kafka.Security{SASLMechanism: "PLAIN", SASLUser: "u", SASLPasswordFile: empty}, "is empty"},
-		{"user without mechanism", kafka.Security{SASLUser: "u"}, "no mechanism"},
+		{"plaintext", kafkaconfig.Security{}, ""},
+		{"tls ca", kafkaconfig.Security{CAFile: caFile}, ""},
+		{"missing ca", kafkaconfig.Security{CAFile: filepath.Join(dir, "nope.pem")}, "tls ca file"},
+		{"not pem", kafkaconfig.Security{CAFile: empty}, "no PEM"},
+		{"cert without key", kafkaconfig.Security{CertFile: caFile}, "both a cert file and a key file"},
+		{"unknown mechanism", kafkaconfig.Security{SASLMechanism: "GSSAPI", SASLUser: "u", SASLPassword: "p"}, "want PLAIN"},
+		{"no user", kafkaconfig.Security{SASLMechanism: "PLAIN", SASLPassword: "p"}, "user is empty"},
+		{"no password", kafkaconfig.Security{SASLMechanism: "PLAIN", SASLUser: "u"}, "password is empty"},
+		{"empty password file", kafkaconfig.Security{SASLMechanism: "PLAIN", SASLUser: "u", SASLPasswordFile: empty}, "is empty"},
+		{"user without mechanism", kafkaconfig.Security{SASLUser: "u"}, "no mechanism"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -139,7 +140,7 @@ func TestSecurityValidate(t *testing.T) {
 // TestSecretsNeverPrinted: the password appears in no string form of the
 // config, whichever way it is printed or logged.
 func TestSecretsNeverPrinted(t *testing.T) {
-	cc := kafka.ClientConfig{Brokers: []string{"b:9092"}, Security: kafka.Security{SASLMechanism: "SCRAM-SHA-512", SASLUser: "svc", SASLPassword: "hunter2-pw"}}
+	cc := kafkaconfig.Client{Brokers: []string{"b:9092"}, Security: kafkaconfig.Security{SASLMechanism: "SCRAM-SHA-512", SASLUser: "svc", SASLPassword: "hunter2-pw"}}
 	var logged strings.Builder
 	slog.New(slog.NewTextHandler(&logged, nil)).Info("connecting", "security", cc.Security)
 	slog.New(slog.NewJSONHandler(&logged, nil)).Info("connecting", "security", cc.Security)
@@ -197,9 +198,9 @@ func TestSASLRealKafka(t *testing.T) {
 	}
 	user, pass := os.Getenv("KAFKA_SASL_USER"), os.Getenv("KAFKA_SASL_PASSWORD")
 	prefix := testkafka.New(t).Prefix
-	for _, mech := range []string{kafka.SASLScramSHA256, kafka.SASLScramSHA512, kafka.SASLPlain} {
+	for _, mech := range []string{kafkaconfig.SASLScramSHA256, kafkaconfig.SASLScramSHA512, kafkaconfig.SASLPlain} {
 		t.Run(mech, func(t *testing.T) {
-			cc := kafka.ClientConfig{Brokers: strings.Split(brokers, ","), Security: kafka.Security{SASLMechanism: mech, SASLUser: user, SASLPassword: pass}}
+			cc := kafkaconfig.Client{Brokers: strings.Split(brokers, ","), Security: kafkaconfig.Security{SASLMechanism: mech, SASLUser: user, SASLPassword: pass}}
 			topic := prefix + "sasl." + strings.ToLower(mech)
 			if err := roundTrip(t.Context(), cc, topic); err != nil {
 				t.Fatalf("right credentials: %v", err)
@@ -223,7 +224,7 @@ func TestSASLRealKafka(t *testing.T) {
 // must end in a clear certificate error, fast.
 type wrongCA struct {
 	name string
-	sec  kafka.Security
+	sec  kafkaconfig.Security
 	want string // in the error
 }
 
@@ -233,9 +234,9 @@ type wrongCA struct {
 func wrongCAs(t *testing.T, rightCA string) []wrongCA {
 	otherCA, _ := selfSigned(t, t.TempDir())
 	return []wrongCA{
-		{"other CA", kafka.Security{CAFile: otherCA}, "x509: certificate signed by unknown authority"},
-		{"system pool", kafka.Security{TLS: true}, "x509: certificate signed by unknown authority"},
-		{"wrong server name", kafka.Security{CAFile: rightCA, ServerName: "kafka.example"}, "x509: certificate is valid for localhost, not kafka.example"},
+		{"other CA", kafkaconfig.Security{CAFile: otherCA}, "x509: certificate signed by unknown authority"},
+		{"system pool", kafkaconfig.Security{TLS: true}, "x509: certificate signed by unknown authority"},
+		{"wrong server name", kafkaconfig.Security{CAFile: rightCA, ServerName: "kafka.example"}, "x509: certificate is valid for localhost, not kafka.example"},
 	}
 }
 
@@ -252,11 +253,11 @@ func TestHopWrongCA(t *testing.T) {
 	dir := t.TempDir()
 	caFile, serverCert := selfSigned(t, dir)
 	c := testkafka.NewKfake(t, kfake.TLS(&tls.Config{Certificates: []tls.Certificate{serverCert}, MinVersion: tls.VersionTLS12}))
-	for _, g := range []kafka.Guarantee{kafka.ExactlyOnce, kafka.AtLeastOnce} {
+	for _, g := range []kafkaconfig.Guarantee{kafkaconfig.ExactlyOnce, kafkaconfig.AtLeastOnce} {
 		for _, w := range wrongCAs(t, caFile) {
 			t.Run(string(g)+"/"+w.name, func(t *testing.T) {
 				t.Parallel()
-				hopWrongCA(t, kafka.ClientConfig{Brokers: c.Brokers, Security: w.sec}, c.Name(string(g)+"."+strings.ReplaceAll(w.name, " ", "_")), g, w.want)
+				hopWrongCA(t, kafkaconfig.Client{Brokers: c.Brokers, Security: w.sec}, c.Name(string(g)+"."+strings.ReplaceAll(w.name, " ", "_")), g, w.want)
 			})
 		}
 	}
@@ -264,7 +265,7 @@ func TestHopWrongCA(t *testing.T) {
 
 // hopWrongCA runs a hop on cc, whose TLS settings do not trust the
 // broker, and checks that Run ends within failsFast with want in its error.
-func hopWrongCA(t *testing.T, cc kafka.ClientConfig, name string, g kafka.Guarantee, want string) {
+func hopWrongCA(t *testing.T, cc kafkaconfig.Client, name string, g kafkaconfig.Guarantee, want string) {
 	t.Helper()
 	hop, err := kafka.NewHop(kafka.HopConfig{Client: cc, Group: name, Topics: []string{name}, Guarantee: g,
 		TransactionalID: name, InstanceID: "i1", Tick: 100 * time.Millisecond})
@@ -296,15 +297,15 @@ func hopWrongCA(t *testing.T, cc kafka.ClientConfig, name string, g kafka.Guaran
 func TestTLSRealKafka(t *testing.T) {
 	sec := testkafka.TLS(t)
 	c := testkafka.New(t) // the same cluster: its prefix, and its topics deleted at the end
-	tlsOnly := kafka.ClientConfig{Brokers: sec.TLSBrokers, Security: kafka.Security{CAFile: sec.CAFile}}
+	tlsOnly := kafkaconfig.Client{Brokers: sec.TLSBrokers, Security: kafkaconfig.Security{CAFile: sec.CAFile}}
 	t.Run("tls", func(t *testing.T) {
 		if err := roundTrip(t.Context(), tlsOnly, c.Name("tls")); err != nil {
 			t.Fatalf("tls with the CA: %v", err)
 		}
 	})
-	for _, mech := range []string{kafka.SASLScramSHA256, kafka.SASLScramSHA512, kafka.SASLPlain} {
+	for _, mech := range []string{kafkaconfig.SASLScramSHA256, kafkaconfig.SASLScramSHA512, kafkaconfig.SASLPlain} {
 		t.Run("tls+"+mech, func(t *testing.T) {
-			cc := kafka.ClientConfig{Brokers: sec.SASLSSLBrokers, Security: kafka.Security{CAFile: sec.CAFile,
+			cc := kafkaconfig.Client{Brokers: sec.SASLSSLBrokers, Security: kafkaconfig.Security{CAFile: sec.CAFile,
 				SASLMechanism: mech, SASLUser: sec.User, SASLPassword: sec.Password}}
 			if err := roundTrip(t.Context(), cc, c.Name("sasl_ssl."+strings.ToLower(mech))); err != nil {
 				t.Fatalf("tls and sasl with the CA and the right password: %v", err)
@@ -320,12 +321,12 @@ func TestTLSRealKafka(t *testing.T) {
 			name    string
 			brokers []string
 			sasl    bool
-		}{{"tls", sec.TLSBrokers, false}, {"tls+" + kafka.SASLScramSHA256, sec.SASLSSLBrokers, true}} {
+		}{{"tls", sec.TLSBrokers, false}, {"tls+" + kafkaconfig.SASLScramSHA256, sec.SASLSSLBrokers, true}} {
 			t.Run(l.name+"/"+w.name, func(t *testing.T) {
 				t.Parallel()
-				cc := kafka.ClientConfig{Brokers: l.brokers, Security: w.sec}
+				cc := kafkaconfig.Client{Brokers: l.brokers, Security: w.sec}
 				if l.sasl {
-					cc.Security.SASLMechanism, cc.Security.SASLUser, cc.Security.SASLPassword = kafka.SASLScramSHA256, sec.User, sec.Password
+					cc.Security.SASLMechanism, cc.Security.SASLUser, cc.Security.SASLPassword = kafkaconfig.SASLScramSHA256, sec.User, sec.Password
 				}
 				start := time.Now()
 				err := roundTrip(t.Context(), cc, c.Name("wrongca"))
@@ -336,7 +337,7 @@ func TestTLSRealKafka(t *testing.T) {
 				if took > failsFast {
 					t.Fatalf("took %v to fail, want under %v: %v", took.Round(time.Millisecond), failsFast, err)
 				}
-				hopWrongCA(t, cc, c.Name("hop."+strings.ReplaceAll(w.name, " ", "_")+"."+l.name), kafka.ExactlyOnce, w.want)
+				hopWrongCA(t, cc, c.Name("hop."+strings.ReplaceAll(w.name, " ", "_")+"."+l.name), kafkaconfig.ExactlyOnce, w.want)
 			})
 		}
 	}

@@ -1,4 +1,4 @@
-package processor
+package demo
 
 import (
 	"bytes"
@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/scattergather/scattergather/internal/catalog"
+	"github.com/scattergather/scattergather/processor"
 	"github.com/scattergather/scattergather/schemas"
 )
 
@@ -28,7 +29,7 @@ type SearchRequest struct {
 	K int `json:"k,omitempty"`
 }
 
-// Search returns the handler of the seed's example, a product search over a
+// Search returns the processor handler of the demo, a product search over a
 // partitioned index: the task's PartID names the shard, "shard-<i>" with i
 // in [0, PartCount), and the handler searches only the products of that
 // shard (product j is in shard j % PartCount). The payload is a
@@ -38,18 +39,18 @@ type SearchRequest struct {
 // merged answer equals the search of the whole catalogue. A payload that is
 // not such JSON, a k out of range or a part id that is not a shard of the
 // task are permanent errors. The handler is safe for concurrent use.
-func Search(cat *catalog.Catalog) Handler {
-	return HandlerFunc(func(_ context.Context, t schemas.Task) ([]byte, error) {
+func Search(cat *catalog.Catalog) processor.Handler {
+	return processor.HandlerFunc(func(_ context.Context, t schemas.Task) ([]byte, error) {
 		if cat == nil {
-			return nil, Permanent(errors.New("search: no catalogue"))
+			return nil, processor.Permanent(errors.New("search: no catalogue"))
 		}
 		req, err := parseSearchRequest(t.Payload)
 		if err != nil {
-			return nil, Permanent(err)
+			return nil, processor.Permanent(err)
 		}
 		shard, err := parseShard(t.PartID, t.PartCount)
 		if err != nil {
-			return nil, Permanent(err)
+			return nil, processor.Permanent(err)
 		}
 		hits := cat.Search(req.Query, req.K, shard, t.PartCount)
 		if hits == nil {
@@ -58,9 +59,6 @@ func Search(cat *catalog.Catalog) Handler {
 		return json.Marshal(hits)
 	})
 }
-
-// ShardID names shard i, as the Search handler expects it in a task's PartID.
-func ShardID(i int) schemas.PartID { return schemas.PartID("shard-" + strconv.Itoa(i)) }
 
 func parseSearchRequest(payload []byte) (SearchRequest, error) {
 	var req SearchRequest

@@ -1,4 +1,4 @@
-package kafka
+package kafkaconfig
 
 import (
 	"crypto/tls"

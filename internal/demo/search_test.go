@@ -1,4 +1,4 @@
-package processor
+package demo
 
 import (
 	"encoding/json"
@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/scattergather/scattergather/internal/catalog"
+	"github.com/scattergather/scattergather/processor"
+	"github.com/scattergather/scattergather/scatterer"
 	"github.com/scattergather/scattergather/schemas"
 )
 
@@ -40,8 +42,8 @@ func TestSearchRejects(t *testing.T) {
 			if err == nil {
 				t.Fatalf("accepted, answered %s", out)
 			}
-			if !IsPermanent(err) || !strings.Contains(err.Error(), tc.errPart) {
-				t.Fatalf("error %q (permanent %v), want a permanent error about %q", err, IsPermanent(err), tc.errPart)
+			if !processor.IsPermanent(err) || !strings.Contains(err.Error(), tc.errPart) {
+				t.Fatalf("error %q (permanent %v), want a permanent error about %q", err, processor.IsPermanent(err), tc.errPart)
 			}
 		})
 	}
@@ -72,7 +74,7 @@ func TestSearchShardUnion(t *testing.T) {
 			payload, _ := json.Marshal(SearchRequest{Query: tc.query, K: tc.k})
 			var merged []catalog.Hit
 			for i := range tc.shards {
-				out, err := h.Handle(t.Context(), searchTask(ShardID(i), tc.shards, string(payload)))
+				out, err := h.Handle(t.Context(), searchTask(scatterer.ShardID(i), tc.shards, string(payload)))
 				if err != nil {
 					t.Fatalf("shard %d: %v", i, err)
 				}

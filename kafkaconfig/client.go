@@ -1,0 +1,91 @@
+package kafkaconfig
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/plugin/kslog"
+)
+
+// MaxRecordBytes is the largest record the clients of this module write:
+// franz-go's default batch limit (ProducerBatchMaxBytes, 1,000,012 bytes,
+// Kafka's default max.message.bytes for a topic), less the overhead of a
+// batch holding only that record: the v2 batch header (61 bytes) and the
+// record's own length, attribute, delta and length varints, with room to
+// spare (64 bytes). A task, result or reply over it is answered with a
+// reason that says so instead of being written.
+const MaxRecordBytes = 1_000_012 - (61 + 64)
+
+// Client is how every Kafka client of a role reaches the brokers.
+type Client struct {
+	// Brokers are the seed brokers, host:port.
+	Brokers []string
+	// ClientID names the client in broker logs and quotas.
+	ClientID string
+	// Logger receives franz-go's logs at warn level and above; nil discards them.
+	Logger *slog.Logger
+	// Security is TLS and SASL; the zero value is plaintext.
+	Security Security
+	// Opts are passed to kgo.NewClient after ours, so they win.
+	Opts []kgo.Opt
+	// NewHooks, when set, is called once for every client built from this
+	// config, and its hooks are attached to that client alone: for hooks
+	// that must not be shared, such as kprom's per-client metrics.
+	NewHooks func() []kgo.Hook
+	// Hooks are attached to every client built from this config, shared:
+	// for stateless interceptors such as the schema registry's wire-format
+	// rewrite of the schema registry.
+	Hooks []kgo.Hook
+}
+
+// Validate reports every problem with c at once.
+func (c Client) Validate() error {
+	if len(c.Brokers) == 0 {
+		return fmt.Errorf("brokers: none given")
+	}
+	for _, b := range c.Brokers {
+		if strings.TrimSpace(b) == "" {
+			return fmt.Errorf("brokers: empty address in %q", strings.Join(c.Brokers, ","))
+		}
+	}
+	return c.Security.Validate()
+}
+
+// Options returns the kgo options for c, before any role-specific ones.
+func (c Client) Options() []kgo.Opt {
+	opts := []kgo.Opt{
+		kgo.SeedBrokers(c.Brokers...),
+		kgo.ProducerLinger(0),
+		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
+		// Topics are created by EnsureTopics; a produce to a missing topic is
+		// a configuration error that must surface, not wait forever.
+		kgo.UnknownTopicRetries(3),
+	}
+	if c.ClientID != "" {
+		opts = append(opts, kgo.ClientID(c.ClientID))
+	}
+	// Validate has read the files and checked the mechanism; an error here
+	// means a file changed since, and the client then fails to connect with
+	// a clear authentication error rather than silently in plaintext.
+	if sec, err := c.Security.options(); err == nil {
+		opts = append(opts, sec...)
+	} else {
+		opts = append(opts, kgo.Dialer(func(context.Context, string, string) (net.Conn, error) { return nil, err }))
+	}
+	if c.Logger != nil {
+		opts = append(opts, kgo.WithLogger(kslog.New(c.Logger)))
+	}
+	if len(c.Hooks) > 0 {
+		opts = append(opts, kgo.WithHooks(c.Hooks...))
+	}
+	if c.NewHooks != nil {
+		if hooks := c.NewHooks(); len(hooks) > 0 {
+			opts = append(opts, kgo.WithHooks(hooks...))
+		}
+	}
+	return append(opts, c.Opts...)
+}

@@ -1,0 +1,91 @@
+package kafkaconfig
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/scattergather/scattergather/tracing"
+)
+
+// Role is what the scatterer, the processor and the aggregator share: how
+// to reach Kafka, the topics, the consumer group and instance, the
+// guarantee, and where to log, count and trace. Each role's Config embeds
+// it, so cfg.Client, cfg.Topics and the rest are fields of the role's
+// config too.
+type Role struct {
+	// Client is how to reach Kafka; Client.Brokers is required.
+	Client Client
+	// Topics names the topics; an empty Prefix takes DefaultPrefix.
+	Topics Topics
+	// Group is the consumer group; empty takes the role's default
+	// (Topics.Prefix + the role's name; each role's Config says which).
+	Group string
+	// InstanceID names this instance; default "<hostname>-<pid>". It goes
+	// into the transactional id (Group + "-" + InstanceID), so keep it
+	// stable across restarts of one instance, so that a restarted instance
+	// fences its predecessor's transactions, and unique among the
+	// instances of a group.
+	InstanceID string
+	// Guarantee defaults to ExactlyOnce.
+	Guarantee Guarantee
+	// Logger receives the role's logs; nil discards them.
+	Logger *slog.Logger
+	// Metrics registers the role's Prometheus metrics; nil registers none.
+	Metrics prometheus.Registerer
+	// Tracer starts a span for each record the role handles and exports
+	// it; nil still carries each request's traceparent from record to
+	// record.
+	Tracer *tracing.Tracer
+}
+
+// WithDefaults returns r with its empty fields filled in: Topics.Prefix,
+// Group (Topics.Prefix + group), InstanceID, Guarantee and Logger. It
+// changes nothing r shares with the caller.
+func (r Role) WithDefaults(group string) Role {
+	r.Topics = r.Topics.withDefaults()
+	if r.Group == "" {
+		r.Group = r.Topics.Prefix + group
+	}
+	if r.InstanceID == "" {
+		r.InstanceID = DefaultInstanceID()
+	}
+	if r.Guarantee == "" {
+		r.Guarantee = ExactlyOnce
+	}
+	if r.Logger == nil {
+		r.Logger = slog.New(slog.DiscardHandler)
+	}
+	return r
+}
+
+// Validate reports every problem with r at once; an empty field that
+// WithDefaults fills is not a problem. It changes nothing.
+func (r Role) Validate() error {
+	var errs []error
+	if err := r.Client.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("client: %w", err))
+	}
+	if r.Guarantee != "" {
+		if _, err := ParseGuarantee(string(r.Guarantee)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// DefaultInstanceID returns "<hostname>-<pid>", the instance name a role
+// takes when none is configured. It is unique per process but not stable
+// across restarts: give each instance a stable InstanceID in production
+// so a restarted instance fences its predecessor's transactions.
+func DefaultInstanceID() string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		h = "host"
+	}
+	return h + "-" + strconv.Itoa(os.Getpid())
+}

@@ -1,0 +1,36 @@
+package kafkaconfig
+
+// DefaultPrefix starts every topic name unless configured otherwise.
+const DefaultPrefix = "sg."
+
+// Topics names the pipeline's topics under one prefix; an empty Prefix is
+// taken as [DefaultPrefix] by the roles.
+type Topics struct {
+	Prefix string
+}
+
+// Requests is where clients write requests.
+func (t Topics) Requests() string { return t.Prefix + "requests" }
+
+// Tasks is where the scatterer writes the tasks of route.
+func (t Topics) Tasks(route string) string { return t.Prefix + "tasks." + route }
+
+// Results carries manifests and results, keyed by correlation id.
+func (t Topics) Results() string { return t.Prefix + "results" }
+
+// Replies carries one reply per request.
+func (t Topics) Replies() string { return t.Prefix + "replies" }
+
+// State is the aggregator's compacted changelog, co-partitioned with Results.
+func (t Topics) State() string { return t.Prefix + "aggregator-state" }
+
+// DLQ is the dead-letter topic.
+func (t Topics) DLQ() string { return t.Prefix + "dlq" }
+
+// withDefaults returns t with an empty Prefix replaced by DefaultPrefix.
+func (t Topics) withDefaults() Topics {
+	if t.Prefix == "" {
+		t.Prefix = DefaultPrefix
+	}
+	return t
+}
