@@ -14,7 +14,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/scattergather/scattergather/client"
-	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/internal/routes"
 	"github.com/scattergather/scattergather/internal/stack"
 	"github.com/scattergather/scattergather/internal/testkafka"
@@ -38,7 +37,7 @@ func newEnv(t *testing.T) env {
 	t.Helper()
 	c := testkafka.New(t)
 	e := env{cluster: c, cc: kafkaconfig.Client{Brokers: c.Brokers, ClientID: "client-test"}, topics: kafkaconfig.Topics{Prefix: c.Prefix}}
-	layout := kafka.Layout{Partitions: 4, ResultPartitions: 4, ReplicationFactor: -1}
+	layout := kafkaconfig.Layout{Partitions: 4, ResultPartitions: 4, ReplicationFactor: -1}
 	if err := stack.EnsureTopics(t.Context(), e.cc, e.topics, layout, []string{"echo"}); err != nil {
 		t.Fatalf("topics: %v", err)
 	}
@@ -56,7 +55,7 @@ func (e env) startEcho(t *testing.T) {
 	}
 	st, err := stack.New(t.Context(), stack.Config{
 		Client: e.cc, Topics: e.topics, Routes: table, Guarantee: kafkaconfig.ExactlyOnce,
-		Layout:     kafka.Layout{Partitions: 4, ResultPartitions: 4, ReplicationFactor: -1},
+		Layout:     kafkaconfig.Layout{Partitions: 4, ResultPartitions: 4, ReplicationFactor: -1},
 		Processors: []stack.ProcessorSpec{{Route: "echo", Handler: processor.Echo()}},
 	})
 	if err != nil {

@@ -25,7 +25,6 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/scattergather/scattergather/internal/cli"
-	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/internal/metrics"
 	"github.com/scattergather/scattergather/internal/routes"
 	"github.com/scattergather/scattergather/internal/stack"
@@ -243,7 +242,7 @@ func registeredNames(t *testing.T) map[string]bool {
 	}
 	cc := kafkaconfig.Client{Brokers: c.Brokers, ClientID: "deploy-test"}
 	st, err := stack.New(t.Context(), stack.Config{Client: cc, Topics: kafkaconfig.Topics{Prefix: c.Prefix}, Routes: routes.Demo(),
-		Layout:     kafka.Layout{Partitions: 1, ResultPartitions: 1, ReplicationFactor: -1},
+		Layout:     kafkaconfig.Layout{Partitions: 1, ResultPartitions: 1, ReplicationFactor: -1},
 		Processors: []stack.ProcessorSpec{{Route: "echo", Handler: processor.Echo()}},
 		Metrics:    rec, KafkaMetrics: metrics.NewKafkaMetrics(rec)})
 	if err != nil {

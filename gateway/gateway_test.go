@@ -22,7 +22,6 @@ import (
 
 	"github.com/scattergather/scattergather/client"
 	"github.com/scattergather/scattergather/gateway"
-	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/internal/routes"
 	"github.com/scattergather/scattergather/internal/stack"
 	"github.com/scattergather/scattergather/internal/testkafka"
@@ -67,7 +66,7 @@ func newEnv(t *testing.T) *env {
 	return e
 }
 
-var layout = kafka.Layout{Partitions: 3, ResultPartitions: 3, ReplicationFactor: -1}
+var layout = kafkaconfig.Layout{Partitions: 3, ResultPartitions: 3, ReplicationFactor: -1}
 
 // answerAfter answers {"from": name} after d, or fails when ctx ends first.
 func answerAfter(name string, d time.Duration) processor.Handler {

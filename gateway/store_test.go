@@ -195,7 +195,7 @@ func TestConfigValidate(t *testing.T) {
 func TestPartitionOfMatchesTheProducer(t *testing.T) {
 	c := testkafka.New(t)
 	topic := c.Prefix + "results"
-	if _, err := kafka.EnsureTopics(t.Context(), c.Admin(t), []kafka.TopicSpec{{Name: topic, Partitions: 6, ReplicationFactor: -1}}); err != nil {
+	if _, err := kafkaconfig.EnsureTopics(t.Context(), c.Admin(t), []kafkaconfig.TopicSpec{{Name: topic, Partitions: 6, ReplicationFactor: -1}}); err != nil {
 		t.Fatal(err)
 	}
 	cl, err := kafka.NewClient(kafkaconfig.Client{Brokers: c.Brokers})

@@ -133,7 +133,7 @@ func (c Config) Validate() error {
 	if err := c.Role.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	if err := kafka.ValidRouteName(string(c.Route)); err != nil {
+	if err := kafkaconfig.ValidRouteName(string(c.Route)); err != nil {
 		errs = append(errs, fmt.Errorf("route: %w", err))
 	}
 	if c.Retries != nil && *c.Retries < 0 {

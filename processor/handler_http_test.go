@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/scattergather/scattergather/client"
-	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/internal/routes"
 	"github.com/scattergather/scattergather/internal/stack"
 	"github.com/scattergather/scattergather/internal/testkafka"
@@ -286,7 +285,7 @@ func TestHTTPPipeline(t *testing.T) {
 	cc := kafkaconfig.Client{Brokers: c.Brokers}
 	topics := kafkaconfig.Topics{Prefix: c.Prefix}
 	st, err := stack.New(t.Context(), stack.Config{Client: cc, Topics: topics, Routes: table, Guarantee: kafkaconfig.ExactlyOnce,
-		Layout: kafka.Layout{Partitions: 2, ResultPartitions: 2, ReplicationFactor: -1}, Processors: specs})
+		Layout: kafkaconfig.Layout{Partitions: 2, ResultPartitions: 2, ReplicationFactor: -1}, Processors: specs})
 	if err != nil {
 		t.Fatal(err)
 	}

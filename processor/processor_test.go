@@ -36,7 +36,7 @@ const waitFor = 30 * time.Second
 type env struct {
 	c      *testkafka.Cluster
 	topics kafkaconfig.Topics
-	layout kafka.Layout
+	layout kafkaconfig.Layout
 	prod   *kgo.Client // produces to explicit partitions
 }
 
@@ -46,14 +46,14 @@ func newEnv(t testing.TB, taskPartitions int32) *env {
 	e := &env{
 		c:      c,
 		topics: kafkaconfig.Topics{Prefix: c.Prefix},
-		layout: kafka.Layout{Partitions: taskPartitions, ResultPartitions: 2, ReplicationFactor: -1},
+		layout: kafkaconfig.Layout{Partitions: taskPartitions, ResultPartitions: 2, ReplicationFactor: -1},
 	}
 	// kgo caches metadata for MetadataMinAge (5s by default): without a
 	// short one, the check below would see EnsureTopics' "unknown topic"
 	// answers until they age out.
 	adm := kadm.NewClient(c.Client(t, kgo.MetadataMinAge(10*time.Millisecond)))
-	specs := kafka.Specs(e.topics, e.layout, []string{string(testRoute)})
-	if _, err := kafka.EnsureTopics(t.Context(), adm, specs); err != nil {
+	specs := e.topics.Specs(e.layout, []string{string(testRoute)})
+	if _, err := kafkaconfig.EnsureTopics(t.Context(), adm, specs); err != nil {
 		t.Fatalf("ensure topics: %v", err)
 	}
 	waitLeaders(t, adm, specs)
@@ -63,7 +63,7 @@ func newEnv(t testing.TB, taskPartitions int32) *env {
 
 // waitLeaders waits until every partition of specs has a leader: a real
 // broker creates topics asynchronously.
-func waitLeaders(t testing.TB, adm *kadm.Client, specs []kafka.TopicSpec) {
+func waitLeaders(t testing.TB, adm *kadm.Client, specs []kafkaconfig.TopicSpec) {
 	t.Helper()
 	names := make([]string, len(specs))
 	for i, s := range specs {

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/schemas"
 )
 
@@ -146,7 +146,7 @@ func (r Route) withDefaults() Route {
 // Validate reports every problem with r at once.
 func (r Route) Validate() error {
 	var errs []error
-	if err := kafka.ValidRouteName(string(r.Name)); err != nil {
+	if err := kafkaconfig.ValidRouteName(string(r.Name)); err != nil {
 		errs = append(errs, err)
 	}
 	name := r.Name
@@ -164,7 +164,7 @@ func (r Route) Validate() error {
 		}
 		seen := map[schemas.PartID]bool{}
 		for _, p := range r.Recipients {
-			if err := kafka.ValidRouteName(string(p)); err != nil {
+			if err := kafkaconfig.ValidRouteName(string(p)); err != nil {
 				errs = append(errs, fmt.Errorf("route %s: recipient: %w", name, err))
 			}
 			if seen[p] {

@@ -208,7 +208,7 @@ func canceled(t *testing.T) context.Context {
 func TestScatterOnBroker(t *testing.T) {
 	c := testkafka.New(t)
 	topics := kafkaconfig.Topics{Prefix: c.Prefix}
-	if _, err := kafka.EnsureTopics(t.Context(), c.Admin(t), kafka.Specs(topics, kafka.Layout{Partitions: 2, ResultPartitions: 2, ReplicationFactor: -1}, []string{"search", "quotes", "items"})); err != nil {
+	if _, err := kafkaconfig.EnsureTopics(t.Context(), c.Admin(t), topics.Specs(kafkaconfig.Layout{Partitions: 2, ResultPartitions: 2, ReplicationFactor: -1}, []string{"search", "quotes", "items"})); err != nil {
 		t.Fatal(err)
 	}
 	s := newScatterer(t, c.Brokers, c.Prefix)
@@ -311,7 +311,7 @@ func TestScatterOnBroker(t *testing.T) {
 func TestHedgeTemplates(t *testing.T) {
 	c := testkafka.New(t)
 	topics := kafkaconfig.Topics{Prefix: c.Prefix}
-	if _, err := kafka.EnsureTopics(t.Context(), c.Admin(t), kafka.Specs(topics, kafka.Layout{Partitions: 2, ResultPartitions: 3, ReplicationFactor: -1}, []string{"shards", "items", "plain"})); err != nil {
+	if _, err := kafkaconfig.EnsureTopics(t.Context(), c.Admin(t), topics.Specs(kafkaconfig.Layout{Partitions: 2, ResultPartitions: 3, ReplicationFactor: -1}, []string{"shards", "items", "plain"})); err != nil {
 		t.Fatal(err)
 	}
 	hedge := &scatterer.Hedge{Percentile: 95, Delay: 20 * time.Millisecond}

@@ -96,9 +96,9 @@ func startChain(ctx context.Context, cfg *Config, topics kafkaconfig.Topics, siz
 	if cfg.External {
 		// The roles run elsewhere with their own layout: use the broker's
 		// defaults for nothing, and the flags' partition counts.
-		layout = kafka.Layout{Partitions: max(layout.Partitions, 1), ResultPartitions: max(layout.ResultPartitions, 1), ReplicationFactor: layout.ReplicationFactor}
+		layout = kafkaconfig.Layout{Partitions: max(layout.Partitions, 1), ResultPartitions: max(layout.ResultPartitions, 1), ReplicationFactor: layout.ReplicationFactor}
 	}
-	specs := []kafka.TopicSpec{
+	specs := []kafkaconfig.TopicSpec{
 		{Name: topics.Requests(), Partitions: layout.Partitions, ReplicationFactor: layout.ReplicationFactor},
 		{Name: topics.Tasks(route), Partitions: layout.Partitions, ReplicationFactor: layout.ReplicationFactor},
 		{Name: topics.Results(), Partitions: layout.ResultPartitions, ReplicationFactor: layout.ReplicationFactor},
@@ -108,7 +108,7 @@ func startChain(ctx context.Context, cfg *Config, topics kafkaconfig.Topics, siz
 	if err != nil {
 		return nil, err
 	}
-	_, err = kafka.EnsureTopics(ctx, kadm.NewClient(admCl), specs)
+	_, err = kafkaconfig.EnsureTopics(ctx, kadm.NewClient(admCl), specs)
 	admCl.Close()
 	if err != nil {
 		return nil, fmt.Errorf("topics: %w", err)

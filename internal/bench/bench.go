@@ -45,7 +45,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/processor"
 	"github.com/scattergather/scattergather/scatterer"
@@ -100,7 +99,7 @@ type Config struct {
 	// phase creates its own topics under Topics.Prefix + "bench.<run id>."
 	// and deletes them afterwards unless KeepTopics is set.
 	Topics     kafkaconfig.Topics
-	Layout     kafka.Layout
+	Layout     kafkaconfig.Layout
 	Guarantee  kafkaconfig.Guarantee
 	KeepTopics bool
 	// External drives a pipeline whose roles already run elsewhere: only
@@ -151,7 +150,7 @@ func (c *Config) Validate() error {
 	if c.Route == "" {
 		c.Route = DefaultRoute
 	}
-	if err := kafka.ValidRouteName(c.Route); err != nil {
+	if err := kafkaconfig.ValidRouteName(c.Route); err != nil {
 		errs = append(errs, err)
 	}
 	if c.Guarantee == "" {

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/internal/testkafka"
 	"github.com/scattergather/scattergather/kafkaconfig"
 )
@@ -21,8 +20,8 @@ func testClientConfig() kafkaconfig.Client {
 	return kafkaconfig.Client{Brokers: []string{"127.0.0.1:1"}}
 }
 
-func testLayout() kafka.Layout {
-	return kafka.Layout{Partitions: 3, ResultPartitions: 3, ReplicationFactor: -1}
+func testLayout() kafkaconfig.Layout {
+	return kafkaconfig.Layout{Partitions: 3, ResultPartitions: 3, ReplicationFactor: -1}
 }
 
 // TestRunWithBaseline runs a two-second bench of the pipeline and the

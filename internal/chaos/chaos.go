@@ -1338,11 +1338,11 @@ func (h *Harness) deleteTopics(adm *kadm.Client, topics kafkaconfig.Topics) {
 // down and is still on two replicas when acknowledged.
 func (h *Harness) ensureTopics(ctx context.Context, adm *kadm.Client, topics kafkaconfig.Topics) error {
 	cfg := h.cfg
-	layout := kafka.Layout{Partitions: int32(cfg.Partitions), ResultPartitions: int32(cfg.Partitions), ReplicationFactor: int16(cfg.ReplicationFactor)}
+	layout := kafkaconfig.Layout{Partitions: int32(cfg.Partitions), ResultPartitions: int32(cfg.Partitions), ReplicationFactor: int16(cfg.ReplicationFactor)}
 	if err := layout.Validate(); err != nil {
 		return fmt.Errorf("topic layout: %w", err)
 	}
-	specs := kafka.Specs(topics, layout, []string{string(Route)})
+	specs := topics.Specs(layout, []string{string(Route)})
 	if cfg.ReplicationFactor >= 3 {
 		for i := range specs {
 			specs[i].Configs = maps.Clone(specs[i].Configs)
@@ -1352,7 +1352,7 @@ func (h *Harness) ensureTopics(ctx context.Context, adm *kadm.Client, topics kaf
 			specs[i].Configs["min.insync.replicas"] = "2"
 		}
 	}
-	if _, err := kafka.EnsureTopics(ctx, adm, specs); err != nil {
+	if _, err := kafkaconfig.EnsureTopics(ctx, adm, specs); err != nil {
 		return fmt.Errorf("topics: %w", err)
 	}
 	return nil

@@ -15,7 +15,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/internal/replay"
 	"github.com/scattergather/scattergather/internal/stack"
 	"github.com/scattergather/scattergather/internal/testkafka"
@@ -78,7 +77,7 @@ func TestReplayCommands(t *testing.T) {
 	source := kafkaconfig.Topics{Prefix: c.Prefix}
 	shadow := kafkaconfig.Topics{Prefix: c.Prefix + "shadow."}
 	cc := kafkaconfig.Client{Brokers: c.Brokers}
-	layout := kafka.Layout{Partitions: 2, ResultPartitions: 2, ReplicationFactor: -1}
+	layout := kafkaconfig.Layout{Partitions: 2, ResultPartitions: 2, ReplicationFactor: -1}
 	for _, tp := range []kafkaconfig.Topics{source, shadow} {
 		if err := stack.EnsureTopics(t.Context(), cc, tp, layout, []string{"echo"}); err != nil {
 			t.Fatal(err)

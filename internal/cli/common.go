@@ -8,7 +8,6 @@ import (
 	"os"
 	"strings"
 
-	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/internal/routes"
 	"github.com/scattergather/scattergather/kafkaconfig"
 )
@@ -111,8 +110,8 @@ func (c *common) brokerList() []string { return splitList(c.brokers) }
 
 func (c *common) topics() kafkaconfig.Topics { return kafkaconfig.Topics{Prefix: c.prefix} }
 
-func (c *common) layout() kafka.Layout {
-	return kafka.Layout{Partitions: int32(c.partitions), ResultPartitions: int32(c.resultPartitions), ReplicationFactor: int16(c.replication)}
+func (c *common) layout() kafkaconfig.Layout {
+	return kafkaconfig.Layout{Partitions: int32(c.partitions), ResultPartitions: int32(c.resultPartitions), ReplicationFactor: int16(c.replication)}
 }
 
 func (c *common) routes() (*routes.Table, error) {

@@ -65,8 +65,8 @@ then lists them. An existing topic with the wrong partition count is an error.`,
 			}
 			defer cl.Close()
 			adm := kadm.NewClient(cl)
-			specs := kafka.Specs(c.topics(), c.layout(), table.Names())
-			created, err := kafka.EnsureTopics(ctx, adm, specs)
+			specs := c.topics().Specs(c.layout(), table.Names())
+			created, err := kafkaconfig.EnsureTopics(ctx, adm, specs)
 			if err != nil {
 				return err
 			}

@@ -18,7 +18,6 @@ import (
 
 	"github.com/scattergather/scattergather/client"
 	"github.com/scattergather/scattergather/internal/catalog"
-	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/internal/routes"
 	"github.com/scattergather/scattergather/internal/stack"
 	"github.com/scattergather/scattergather/kafkaconfig"
@@ -101,7 +100,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	cat := catalog.New(CatalogSize, CatalogSeed)
 	st, err := stack.New(ctx, stack.Config{
 		Client: cfg.Client, Topics: cfg.Topics, Guarantee: cfg.Guarantee,
-		Layout:     kafka.Layout{Partitions: 4, ResultPartitions: 4, ReplicationFactor: -1},
+		Layout:     kafkaconfig.Layout{Partitions: 4, ResultPartitions: 4, ReplicationFactor: -1},
 		Routes:     routes.Demo(),
 		Processors: Processors(cat),
 		Logger:     cfg.Logger,

@@ -13,7 +13,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/scattergather/scattergather/client"
-	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/internal/routes"
 	"github.com/scattergather/scattergather/internal/stack"
 	"github.com/scattergather/scattergather/internal/testkafka"
@@ -54,7 +53,7 @@ func startPipeline(t *testing.T, c *testkafka.Cluster, cfg stack.Config) *pipeli
 	cfg.Client = cc
 	cfg.Topics = kafkaconfig.Topics{Prefix: c.Prefix}
 	if cfg.Layout.Partitions == 0 {
-		cfg.Layout = kafka.Layout{Partitions: 4, ResultPartitions: 4, ReplicationFactor: -1}
+		cfg.Layout = kafkaconfig.Layout{Partitions: 4, ResultPartitions: 4, ReplicationFactor: -1}
 	}
 	if cfg.Guarantee == "" {
 		cfg.Guarantee = kafkaconfig.ExactlyOnce

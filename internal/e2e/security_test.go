@@ -11,7 +11,6 @@ import (
 
 	"github.com/scattergather/scattergather/aggregator"
 	"github.com/scattergather/scattergather/client"
-	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/internal/stack"
 	"github.com/scattergather/scattergather/internal/testkafka"
 	"github.com/scattergather/scattergather/kafkaconfig"
@@ -79,7 +78,7 @@ func TestSecuredPipelineWrongCA(t *testing.T) {
 	// The topics exist (made over plaintext), so nothing but the
 	// certificate stands in the roles' way.
 	if err := stack.EnsureTopics(t.Context(), kafkaconfig.Client{Brokers: c.Brokers}, tp,
-		kafka.Layout{Partitions: 2, ResultPartitions: 2, ReplicationFactor: -1}, tb.Names()); err != nil {
+		kafkaconfig.Layout{Partitions: 2, ResultPartitions: 2, ReplicationFactor: -1}, tb.Names()); err != nil {
 		t.Fatal(err)
 	}
 	srs, err := tb.ScattererRoutes()
@@ -101,7 +100,7 @@ func TestSecuredPipelineWrongCA(t *testing.T) {
 	} {
 		steps := map[string]func(ctx context.Context) error{
 			"topics": func(ctx context.Context) error {
-				return stack.EnsureTopics(ctx, l.cc, tp, kafka.Layout{Partitions: 2, ResultPartitions: 2, ReplicationFactor: -1}, tb.Names())
+				return stack.EnsureTopics(ctx, l.cc, tp, kafkaconfig.Layout{Partitions: 2, ResultPartitions: 2, ReplicationFactor: -1}, tb.Names())
 			},
 			"client": func(ctx context.Context) error {
 				cl, err := client.New(ctx, client.Config{Client: l.cc, Topics: tp})

@@ -16,7 +16,6 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/scattergather/scattergather/client"
-	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/internal/metrics"
 	"github.com/scattergather/scattergather/internal/routes"
 	"github.com/scattergather/scattergather/internal/stack"
@@ -81,7 +80,7 @@ func startPipeline(t *testing.T, exp *tracing.Exporter) *pipeline {
 	ctx := t.Context()
 	st, err := stack.New(ctx, stack.Config{
 		Client: cc, Topics: kafkaconfig.Topics{Prefix: c.Prefix}, Routes: tbl, Guarantee: kafkaconfig.ExactlyOnce,
-		Layout: kafka.Layout{Partitions: 3, ResultPartitions: 3, ReplicationFactor: -1},
+		Layout: kafkaconfig.Layout{Partitions: 3, ResultPartitions: 3, ReplicationFactor: -1},
 		Processors: []stack.ProcessorSpec{
 			{Route: "fan", Handler: processor.Echo(), Instances: 2},
 			{Route: "flaky", Handler: failOnce(), Tune: func(c *processor.Config) { c.Backoff = time.Millisecond }},

@@ -12,7 +12,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/internal/routes"
 	"github.com/scattergather/scattergather/internal/stack"
 	"github.com/scattergather/scattergather/internal/testkafka"
@@ -33,7 +32,7 @@ func clientConfig(c *testkafka.Cluster) kafkaconfig.Client {
 	return kafkaconfig.Client{Brokers: c.Brokers, ClientID: "replay-test"}
 }
 
-var testLayout = kafka.Layout{Partitions: 4, ResultPartitions: 4, ReplicationFactor: -1}
+var testLayout = kafkaconfig.Layout{Partitions: 4, ResultPartitions: 4, ReplicationFactor: -1}
 
 // ensureTopics creates the pipeline topics of routes under topics.
 func ensureTopics(t testing.TB, c *testkafka.Cluster, topics kafkaconfig.Topics, routeNames ...string) {

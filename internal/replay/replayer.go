@@ -128,7 +128,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("range: to %s is before from %s", c.To, c.From))
 	}
 	for _, r := range c.Routes {
-		if err := kafka.ValidRouteName(string(r)); err != nil {
+		if err := kafkaconfig.ValidRouteName(string(r)); err != nil {
 			errs = append(errs, fmt.Errorf("routes: %w", err))
 		}
 	}
@@ -252,7 +252,7 @@ func (r *Replayer) Run(ctx context.Context) (err error) {
 		cl.Close()
 	}()
 	adm := kadm.NewClient(cl)
-	created, err := kafka.EnsureTopics(ctx, adm, []kafka.TopicSpec{{
+	created, err := kafkaconfig.EnsureTopics(ctx, adm, []kafkaconfig.TopicSpec{{
 		Name: CheckpointTopic(cfg.Target), Partitions: 1, ReplicationFactor: cfg.ReplicationFactor,
 		Configs: map[string]string{"cleanup.policy": "compact"},
 	}})

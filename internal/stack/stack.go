@@ -43,7 +43,7 @@ type ProcessorSpec struct {
 type Config struct {
 	Client     kafkaconfig.Client
 	Topics     kafkaconfig.Topics
-	Layout     kafka.Layout
+	Layout     kafkaconfig.Layout
 	Routes     *routes.Table
 	Guarantee  kafkaconfig.Guarantee
 	Processors []ProcessorSpec
@@ -203,7 +203,7 @@ func (st *Stack) Run(ctx context.Context) error {
 
 // EnsureTopics creates the pipeline's topics for routes and checks the
 // existing ones.
-func EnsureTopics(ctx context.Context, cc kafkaconfig.Client, topics kafkaconfig.Topics, layout kafka.Layout, routeNames []string) error {
+func EnsureTopics(ctx context.Context, cc kafkaconfig.Client, topics kafkaconfig.Topics, layout kafkaconfig.Layout, routeNames []string) error {
 	if err := layout.Validate(); err != nil {
 		return fmt.Errorf("topic layout: %w", err)
 	}
@@ -214,7 +214,7 @@ func EnsureTopics(ctx context.Context, cc kafkaconfig.Client, topics kafkaconfig
 		return err
 	}
 	defer cl.Close()
-	if _, err := kafka.EnsureTopics(ctx, kadm.NewClient(cl), kafka.Specs(topics, layout, routeNames)); err != nil {
+	if _, err := kafkaconfig.EnsureTopics(ctx, kadm.NewClient(cl), topics.Specs(layout, routeNames)); err != nil {
 		return fmt.Errorf("topics: %w", err)
 	}
 	return nil

@@ -1,28 +1,26 @@
-package kafka_test
+package kafkaconfig_test
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/internal/testkafka"
 	"github.com/scattergather/scattergather/kafkaconfig"
 )
-
-func TestMain(m *testing.M) { testkafka.Main(m) }
 
 func TestEnsureTopics(t *testing.T) {
 	c := testkafka.New(t)
 	adm := c.Admin(t)
 	topics := kafkaconfig.Topics{Prefix: c.Prefix}
-	layout := kafka.Layout{Partitions: 3, ResultPartitions: 2, ReplicationFactor: -1}
-	specs := kafka.Specs(topics, layout, []string{"search", "quotes"})
+	layout := kafkaconfig.Layout{Partitions: 3, ResultPartitions: 2, ReplicationFactor: -1}
+	specs := topics.Specs(layout, []string{"search", "quotes"})
 
-	created, err := kafka.EnsureTopics(t.Context(), adm, specs)
+	created, err := kafkaconfig.EnsureTopics(t.Context(), adm, specs)
 	if err != nil {
 		t.Fatalf("first ensure: %v", err)
 	}
@@ -60,7 +58,7 @@ func TestEnsureTopics(t *testing.T) {
 
 	// Idempotent: nothing new the second time.
 	adm = c.Admin(t)
-	created, err = kafka.EnsureTopics(t.Context(), adm, specs)
+	created, err = kafkaconfig.EnsureTopics(t.Context(), adm, specs)
 	if err != nil || len(created) != 0 {
 		t.Fatalf("second ensure: created %v, err %v; want nothing, nil", created, err)
 	}
@@ -68,8 +66,8 @@ func TestEnsureTopics(t *testing.T) {
 	// Co-partitioning: results exists with 2 partitions; asking for 4 is an
 	// error that names the topic, not a silent mismatch.
 	layout.ResultPartitions = 4
-	_, err = kafka.EnsureTopics(t.Context(), adm, kafka.Specs(topics, layout, []string{"search", "quotes"}))
-	var pm *kafka.PartitionMismatchError
+	_, err = kafkaconfig.EnsureTopics(t.Context(), adm, topics.Specs(layout, []string{"search", "quotes"}))
+	var pm *kafkaconfig.PartitionMismatchError
 	if !errors.As(err, &pm) {
 		t.Fatalf("ensure with 4 result partitions: %v, want a PartitionMismatchError", err)
 	}
@@ -82,13 +80,13 @@ func TestEnsureTopics(t *testing.T) {
 func TestLayoutValidate(t *testing.T) {
 	tests := []struct {
 		name string
-		l    kafka.Layout
+		l    kafkaconfig.Layout
 		ok   bool
 	}{
-		{"good", kafka.Layout{Partitions: 1, ResultPartitions: 1, ReplicationFactor: -1}, true},
-		{"rf 3", kafka.Layout{Partitions: 6, ResultPartitions: 6, ReplicationFactor: 3}, true},
-		{"no partitions", kafka.Layout{Partitions: 0, ResultPartitions: 1, ReplicationFactor: 1}, false},
-		{"rf 0", kafka.Layout{Partitions: 1, ResultPartitions: 1, ReplicationFactor: 0}, false},
+		{"good", kafkaconfig.Layout{Partitions: 1, ResultPartitions: 1, ReplicationFactor: -1}, true},
+		{"rf 3", kafkaconfig.Layout{Partitions: 6, ResultPartitions: 6, ReplicationFactor: 3}, true},
+		{"no partitions", kafkaconfig.Layout{Partitions: 0, ResultPartitions: 1, ReplicationFactor: 1}, false},
+		{"rf 0", kafkaconfig.Layout{Partitions: 1, ResultPartitions: 1, ReplicationFactor: 0}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -101,12 +99,12 @@ func TestLayoutValidate(t *testing.T) {
 
 func TestValidRouteName(t *testing.T) {
 	for _, name := range []string{"search", "a.b_c-1"} {
-		if err := kafka.ValidRouteName(name); err != nil {
+		if err := kafkaconfig.ValidRouteName(name); err != nil {
 			t.Errorf("%q: %v", name, err)
 		}
 	}
 	for _, name := range []string{"", "a b", "x/y", "ü"} {
-		if err := kafka.ValidRouteName(name); err == nil {
+		if err := kafkaconfig.ValidRouteName(name); err == nil {
 			t.Errorf("%q: no error", name)
 		}
 	}
@@ -129,7 +127,7 @@ func TestParseGuarantee(t *testing.T) {
 func TestEnsureTopicsConcurrently(t *testing.T) {
 	c := testkafka.New(t)
 	topics := kafkaconfig.Topics{Prefix: c.Prefix}
-	specs := kafka.Specs(topics, kafka.Layout{Partitions: 2, ResultPartitions: 2, ReplicationFactor: -1}, []string{"a", "b"})
+	specs := topics.Specs(kafkaconfig.Layout{Partitions: 2, ResultPartitions: 2, ReplicationFactor: -1}, []string{"a", "b"})
 	const n = 4
 	created := make(chan []string, n)
 	errs := make(chan error, n)
@@ -138,7 +136,7 @@ func TestEnsureTopicsConcurrently(t *testing.T) {
 		// topic is then seen quickly.
 		adm := kadm.NewClient(c.Client(t, kgo.MetadataMinAge(100*time.Millisecond)))
 		go func() {
-			cr, err := kafka.EnsureTopics(t.Context(), adm, specs)
+			cr, err := kafkaconfig.EnsureTopics(t.Context(), adm, specs)
 			created <- cr
 			errs <- err
 		}()
@@ -156,5 +154,29 @@ func TestEnsureTopicsConcurrently(t *testing.T) {
 		if count[s.Name] != 1 {
 			t.Errorf("%s created %d times, want 1", s.Name, count[s.Name])
 		}
+	}
+}
+
+// TestCreateTopics: the one-call form a library user takes creates the
+// pipeline's topics, then finds them all in place.
+func TestCreateTopics(t *testing.T) {
+	c := testkafka.New(t)
+	client := kafkaconfig.Client{Brokers: c.Brokers}
+	topics := kafkaconfig.Topics{Prefix: c.Prefix}
+	layout := kafkaconfig.Layout{Partitions: 2, ResultPartitions: 2, ReplicationFactor: -1}
+	created, err := kafkaconfig.CreateTopics(t.Context(), client, topics, layout, []string{"search"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := len(topics.Specs(layout, []string{"search"}))
+	if len(created) != want {
+		t.Fatalf("created %v, want %d topics", created, want)
+	}
+	if again, err := kafkaconfig.CreateTopics(t.Context(), client, topics, layout, []string{"search"}); err != nil || len(again) != 0 {
+		t.Fatalf("second call: created %v, %v; want nothing, no error", again, err)
+	}
+	if _, err := kafkaconfig.CreateTopics(t.Context(), kafkaconfig.Client{}, topics, kafkaconfig.Layout{}, nil); err == nil ||
+		!strings.Contains(err.Error(), "brokers") || !strings.Contains(err.Error(), "partitions") {
+		t.Fatalf("bad config: %v, want the brokers and partitions named", err)
 	}
 }

@@ -1,4 +1,4 @@
-package kafka
+package kafkaconfig
 
 import (
 	"context"
@@ -10,8 +10,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
-
-	"github.com/scattergather/scattergather/kafkaconfig"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // TopicSpec is one topic to create or check.
@@ -50,8 +49,8 @@ func (l Layout) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Specs returns the topics of the pipeline named by t for the given routes.
-func Specs(t kafkaconfig.Topics, l Layout, routes []string) []TopicSpec {
+// Specs returns the topics of the pipeline for the given routes.
+func (t Topics) Specs(l Layout, routes []string) []TopicSpec {
 	specs := []TopicSpec{
 		{Name: t.Requests(), Partitions: l.Partitions, ReplicationFactor: l.ReplicationFactor},
 		{Name: t.Results(), Partitions: l.ResultPartitions, ReplicationFactor: l.ReplicationFactor, CoPartitioned: "results"},
@@ -77,6 +76,21 @@ type PartitionMismatchError struct {
 
 func (e *PartitionMismatchError) Error() string {
 	return fmt.Sprintf("topic %s has %d partitions, want %d: %s", e.Topic, e.Have, e.Want, e.Reason)
+}
+
+// CreateTopics creates the pipeline's topics for routes under t with layout
+// l (what `scattergather topics` does), checking those that exist; see
+// [EnsureTopics]. It returns the names it created.
+func CreateTopics(ctx context.Context, c Client, t Topics, l Layout, routes []string) ([]string, error) {
+	if err := errors.Join(c.Validate(), l.Validate()); err != nil {
+		return nil, err
+	}
+	cl, err := kgo.NewClient(c.Options()...)
+	if err != nil {
+		return nil, fmt.Errorf("kafka client: %w", err)
+	}
+	defer cl.Close()
+	return EnsureTopics(ctx, kadm.NewClient(cl), t.withDefaults().Specs(l, routes))
 }
 
 // EnsureTopics creates the missing topics of specs and checks the existing
