@@ -7,10 +7,12 @@
 //	topk, err := aggregator.TopK("score", 10, "id")
 //	...
 //	agg, err := aggregator.New(aggregator.Config{
-//		Client: kafkaconfig.Client{Brokers: brokers},
-//		Topics: kafkaconfig.Topics{Prefix: "sg."},
+//		Role: kafkaconfig.Role{
+//			Client: kafkaconfig.Client{Brokers: brokers},
+//			Topics: kafkaconfig.Topics{Prefix: "sg."},
+//			Logger: logger,
+//		},
 //		Merges: map[schemas.Route]aggregator.Merge{"search": topk},
-//		Logger: logger,
 //	})
 //	...
 //	err = agg.Run(ctx) // blocks until ctx is done

@@ -4,14 +4,23 @@
 //
 // Usage:
 //
+//	lookup := processor.HandlerFunc(func(ctx context.Context, t schemas.Task) ([]byte, error) {
+//		return searchMyShard(ctx, t.PartID, t.Payload) // your code
+//	})
 //	p, err := processor.New(processor.Config{
-//		Client: kafkaconfig.Client{Brokers: []string{"localhost:9092"}},
-//		Route:  "search",
-//	}, processor.Search(catalog.New(10_000, 1)))
+//		Role:  kafkaconfig.Role{Client: kafkaconfig.Client{Brokers: []string{"localhost:9092"}}},
+//		Route: "search",
+//	}, processor.Chain(lookup, processor.Timeout(200*time.Millisecond)))
 //	if err != nil {
 //		return err
 //	}
 //	return p.Run(ctx) // until ctx ends
+//
+// The built-in handlers are general: [Echo], [Sleep] (a tunable latency)
+// and [HTTP] (call a service). [Middleware]s wrap a handler, the Watermill
+// way: [Timeout], [Retry] and [Recover] are the processor's own, and it
+// wraps every handler in the task's deadline, [Retry] (Config.Retries,
+// Backoff, MaxBackoff) and [Recover].
 //
 // Every task gets an answer the aggregator sees, so that no failure goes
 // unnoticed (the seed's "not noticing an error in a processor"):

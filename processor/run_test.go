@@ -24,7 +24,7 @@ import (
 func testRunner(h Handler, retries int) *runner {
 	cfg := Config{Role: kafkaconfig.Role{InstanceID: "proc-1"}, Retries: new(retries), Backoff: 100 * time.Millisecond, MaxBackoff: 2 * time.Second}
 	r := newRunner(&cfg, h, slog.New(slog.DiscardHandler))
-	r.jitter = func(n int64) int64 { return n - 1 }
+	r.retry.jitter = func(n int64) int64 { return n - 1 }
 	return r
 }
 
@@ -129,16 +129,16 @@ func TestRunResults(t *testing.T) {
 
 func TestBackoffJitter(t *testing.T) {
 	r := testRunner(&recorder{}, 3)
-	r.jitter = rand.Int64N
+	r.retry.jitter = rand.Int64N
 	for try, base := range map[int]time.Duration{1: 100 * time.Millisecond, 2: 200 * time.Millisecond, 3: 400 * time.Millisecond, 6: 2 * time.Second, 60: 2 * time.Second} {
 		for range 100 {
-			if d := r.delay(try); d < base/2 || d > base {
+			if d := r.retry.delay(try); d < base/2 || d > base {
 				t.Fatalf("delay before retry %d: %s, want in [%s, %s]", try, d, base/2, base)
 			}
 		}
 	}
-	r.jitter = func(int64) int64 { return 0 }
-	if d := r.delay(1); d != 50*time.Millisecond {
+	r.retry.jitter = func(int64) int64 { return 0 }
+	if d := r.retry.delay(1); d != 50*time.Millisecond {
 		t.Fatalf("lowest jitter gives %s, want 50ms", d)
 	}
 }
