@@ -15,8 +15,10 @@ all: build
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
 
+# -buildvcs=auto stamps the commit (scattergather version, bench reports)
+# even where GOFLAGS turns it off, and skips it outside a git checkout.
 build: ## build bin/scattergather
-	$(GO) build -o $(BIN) ./cmd/scattergather
+	$(GO) build -buildvcs=auto -o $(BIN) ./cmd/scattergather
 
 run: ## play the demo end to end on an embedded broker and exit
 	$(GO) run ./cmd/scattergather demo

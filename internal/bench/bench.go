@@ -45,6 +45,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/scattergather/scattergather/internal/buildinfo"
+
 	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/processor"
 	"github.com/scattergather/scattergather/scatterer"
@@ -276,13 +278,18 @@ type Env struct {
 	OS        string    `json:"os"`
 	Arch      string    `json:"arch"`
 	CPUs      int       `json:"cpus"`
+	// Commit is the commit the binary was built from (buildinfo.Short:
+	// 12 characters, "+dirty" for uncommitted changes; "unknown" when
+	// the build stamped none).
+	Commit string `json:"commit"`
 	// LoadAvg is the machine's 1, 5 and 15 minute load averages when the
 	// run started (Linux only): other work on the machine skews figures.
 	LoadAvg string `json:"load_avg,omitempty"`
 }
 
 func environment() Env {
-	e := Env{StartedAt: time.Now().UTC(), GoVersion: runtime.Version(), OS: runtime.GOOS, Arch: runtime.GOARCH, CPUs: runtime.NumCPU()}
+	e := Env{StartedAt: time.Now().UTC(), GoVersion: runtime.Version(), OS: runtime.GOOS, Arch: runtime.GOARCH, CPUs: runtime.NumCPU(),
+		Commit: buildinfo.Read().Short()}
 	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
 		if f := strings.Fields(string(b)); len(f) >= 3 {
 			e.LoadAvg = strings.Join(f[:3], " ")

@@ -229,9 +229,9 @@ func PlotReport(w io.Writer, r *Report) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, pageHead, "scattergather bench")
 	fmt.Fprintf(&b, "<h1>scattergather bench: %s</h1>\n", html.EscapeString(r.Settings.headline()))
-	fmt.Fprintf(&b, `<p class="meta">load: %s; broker: %s; started %s; machine load before: %s (%d CPUs); %s</p>`+"\n",
+	fmt.Fprintf(&b, `<p class="meta">load: %s; broker: %s; started %s; machine load before: %s (%d CPUs); %s; commit %s</p>`+"\n",
 		html.EscapeString(r.Settings.Load), html.EscapeString(r.Settings.Broker), r.Env.StartedAt.Format("2006-01-02 15:04:05 UTC"),
-		html.EscapeString(r.Env.LoadAvg), r.Env.CPUs, r.Env.GoVersion)
+		html.EscapeString(r.Env.LoadAvg), r.Env.CPUs, r.Env.GoVersion, html.EscapeString(r.Env.Commit))
 	writeSummary(&b, r)
 	warm := [2]float64{0, r.Settings.WarmupS}
 
@@ -316,9 +316,9 @@ func PlotSweep(w io.Writer, sr *SweepReport) error {
 	}
 	first := sr.Points[0]
 	fmt.Fprintf(&b, "<h1>scattergather bench sweep %s</h1>\n", html.EscapeString(strings.Join(sr.Sweep, " × ")))
-	fmt.Fprintf(&b, `<p class="meta">first point: %s; load: %s; broker: %s; started %s; machine load before: %s (%d CPUs)</p>`+"\n",
+	fmt.Fprintf(&b, `<p class="meta">first point: %s; load: %s; broker: %s; started %s; machine load before: %s (%d CPUs); commit %s</p>`+"\n",
 		html.EscapeString(first.Settings.headline()), html.EscapeString(first.Settings.Load), html.EscapeString(first.Settings.Broker),
-		first.Env.StartedAt.Format("2006-01-02 15:04:05 UTC"), html.EscapeString(first.Env.LoadAvg), first.Env.CPUs)
+		first.Env.StartedAt.Format("2006-01-02 15:04:05 UTC"), html.EscapeString(first.Env.LoadAvg), first.Env.CPUs, html.EscapeString(first.Env.Commit))
 
 	b.WriteString("<table><tr><th>point</th><th>req/s</th><th>tasks/s</th><th>p50 ms</th><th>p99 ms</th><th>base tasks/s</th><th>base p99 ms</th><th>ratio tasks/s</th><th>ratio p99</th></tr>\n")
 	names := make([]string, len(sr.Points))

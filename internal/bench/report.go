@@ -44,7 +44,7 @@ func (r *Report) WriteTable(w io.Writer) error {
 	if r.Env.LoadAvg != "" {
 		fmt.Fprintf(w, "; machine load before: %s (%d CPUs)", r.Env.LoadAvg, r.Env.CPUs)
 	}
-	fmt.Fprintln(w)
+	fmt.Fprintf(w, "; commit %s\n", r.Env.Commit)
 	if r.Settings.External {
 		fmt.Fprintln(w, "roles: external; the pipeline's MB/s is not counted and its CPU is the client's alone, so those have no ratio")
 	}

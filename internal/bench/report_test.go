@@ -62,6 +62,9 @@ func TestReportJSONKeys(t *testing.T) {
 					t.Errorf("top-level key %q missing", k)
 				}
 			}
+			if env, _ := m["environment"].(map[string]any); env == nil || env["commit"] == "" || env["commit"] == nil {
+				t.Errorf("environment.commit missing: %v", m["environment"])
+			}
 			base, ok := m["baseline"].(map[string]any)
 			if ok != withBaseline {
 				t.Fatalf("baseline present: %v, want %v", ok, withBaseline)
@@ -90,7 +93,7 @@ func TestReportTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := b.String()
-	for _, want := range []string{"split fan-out 8", "tasks/s", "8000.0", "16000.0", "0.50", "latency p99.9 ms", "COMPLETE", "CPU cores busy"} {
+	for _, want := range []string{"split fan-out 8", "tasks/s", "8000.0", "16000.0", "0.50", "latency p99.9 ms", "COMPLETE", "CPU cores busy", "; commit "} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
 		}

@@ -27,6 +27,7 @@ func Commands() []*Command {
 		brokerCmd(),
 		chaosCmd(),
 		replayCmd(), groupsCmd(),
+		versionCmd(),
 	}
 }
 
