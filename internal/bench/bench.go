@@ -130,6 +130,11 @@ type Config struct {
 	// request before the load starts; default 60s.
 	ReadyTimeout time.Duration
 	Load         Load
+	// Settle, when above 0, sends the load unmeasured before the first
+	// phase (the pipeline) until three 2s rounds agree within 10%, for at
+	// most Settle: a fresh broker ramps up over 10-15s, which would count
+	// against the phase that runs first. 0: no settling.
+	Settle time.Duration
 	// Baseline also runs the raw-Kafka baseline chain.
 	Baseline bool
 	// Label names this run in a sweep, e.g. "fanout=16".
@@ -201,6 +206,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Timeout < 0 {
 		errs = append(errs, fmt.Errorf("timeout: %s is negative", c.Timeout))
+	}
+	if c.Settle < 0 {
+		errs = append(errs, fmt.Errorf("settle: %s is negative", c.Settle))
 	}
 	if c.ReadyTimeout == 0 {
 		c.ReadyTimeout = DefaultReadyTimeout

@@ -44,6 +44,9 @@ type Phase struct {
 	// MaxSendLagMS is the longest an open-loop request was sent after its
 	// intended time.
 	MaxSendLagMS float64 `json:"max_send_lag_ms"`
+	// Settled is what the settle rounds before this phase saw (the first
+	// phase of a run with Config.Settle); nil otherwise.
+	Settled *Settled `json:"settled,omitempty"`
 	// Records are what the chain wrote to Kafka in the whole phase, by kind.
 	Records      map[string]RecordStat `json:"records,omitempty"`
 	Series       []Sample              `json:"series"`

@@ -140,10 +140,18 @@ func (p *pipeline) measure(ctx context.Context, cfg *Config) (*Phase, error) {
 	if !cfg.External {
 		pr.bytes = p.counter.total
 	}
+	var settled *Settled
+	if cfg.Settle > 0 {
+		var err error
+		if settled, err = pr.settle(ctx, cfg.Settle); err != nil {
+			return nil, err
+		}
+	}
 	ph, err := pr.run(ctx)
 	if err != nil {
 		return nil, err
 	}
+	ph.Settled = settled
 	if !cfg.External {
 		ph.Records = p.counter.stats()
 	}

@@ -45,6 +45,17 @@ func (r *Report) WriteTable(w io.Writer) error {
 		fmt.Fprintf(w, "; machine load before: %s (%d CPUs)", r.Env.LoadAvg, r.Env.CPUs)
 	}
 	fmt.Fprintf(w, "; commit %s\n", r.Env.Commit)
+	if st := r.Settled; st != nil {
+		verdict := "steady"
+		if !st.Steady {
+			verdict = "NOT steady (the limit came first: the figures may still rise)"
+		}
+		rounds := make([]string, len(st.Rounds))
+		for i, v := range st.Rounds {
+			rounds[i] = fmt.Sprintf("%.1f", v)
+		}
+		fmt.Fprintf(w, "settled before the pipeline: %.0fs, %s; %s per 2s round: %s\n", st.Seconds, verdict, st.Metric, strings.Join(rounds, " "))
+	}
 	if r.Settings.External {
 		fmt.Fprintln(w, "roles: external; the pipeline's MB/s is not counted and its CPU is the client's alone, so those have no ratio")
 	}

@@ -89,11 +89,14 @@ func TestReportJSONKeys(t *testing.T) {
 
 func TestReportTable(t *testing.T) {
 	var b bytes.Buffer
-	if err := sampleReport("", true).WriteTable(&b); err != nil {
+	r := sampleReport("", true)
+	r.Settled = &Settled{Seconds: 10, Steady: true, Rounds: []float64{410, 800, 805, 798}, Metric: "requests_per_s"}
+	if err := r.WriteTable(&b); err != nil {
 		t.Fatal(err)
 	}
 	out := b.String()
-	for _, want := range []string{"split fan-out 8", "tasks/s", "8000.0", "16000.0", "0.50", "latency p99.9 ms", "COMPLETE", "CPU cores busy", "; commit "} {
+	for _, want := range []string{"split fan-out 8", "tasks/s", "8000.0", "16000.0", "0.50", "latency p99.9 ms", "COMPLETE", "CPU cores busy", "; commit ",
+		"settled before the pipeline: 10s, steady; requests_per_s per 2s round: 410.0 800.0 805.0 798.0"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("table lacks %q:\n%s", want, out)
 		}

@@ -153,6 +153,7 @@ func Sweep(ctx context.Context, cfg Config, dims []SweepDim, onPoint func(*Repor
 			return sr, fmt.Errorf("sweep point %s: %w", c.Label, err)
 		}
 		sr.Points = append(sr.Points, rep)
+		cfg.Settle = 0 // the broker is warm after the first point
 		if onPoint != nil {
 			onPoint(rep)
 		}

@@ -103,6 +103,7 @@ Examples:
 			fs.DurationVar(&cfg.Load.Duration, "duration", 10*time.Second, "how long to measure, after the warmup")
 			fs.IntVar(&cfg.Load.Requests, "requests", 0, "measure this many requests instead of --duration")
 			fs.DurationVar(&cfg.Load.Warmup, "warmup", 2*time.Second, "how long to send load before measuring")
+			fs.DurationVar(&cfg.Settle, "settle", 20*time.Second, "before the first phase, send the load unmeasured until three 2s rounds in a row agree within 10% (replies/s; p50 in an open loop), for at most this long: a fresh broker ramps up over 10-15s; 0 turns it off")
 			fs.IntVar(&cfg.Load.MaxInFlight, "max-inflight", bench.DefaultMaxInFlight, "open loop: cap on requests in flight; at the cap the schedule waits (and the wait counts in the latency)")
 			fs.BoolVar(&cfg.Baseline, "baseline", false, "also measure the raw-Kafka baseline chain in the same run and print the ratios")
 			fs.Var(&sweeps, "sweep", "run one bench per value: KEY=V1,V2,... with KEY one of "+strings.Join(bench.SweepKeys, ", ")+"; repeat for a grid")
