@@ -329,6 +329,7 @@ func New(cfg Config) (*Aggregator, error) {
 		TransactionalID: cfg.Group + "-" + cfg.InstanceID,
 		InstanceID:      cfg.InstanceID,
 		DeadLetters:     cfg.Topics.DLQ(),
+		CommitInterval:  max(cfg.OffsetCommitInterval, 0),
 		Role:            "aggregator",
 		Metrics:         cfg.Metrics,
 		Tick:            cfg.Tick,

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -33,6 +34,15 @@ type Role struct {
 	InstanceID string
 	// Guarantee defaults to ExactlyOnce.
 	Guarantee Guarantee
+	// OffsetCommitInterval is, under at-least-once, the least time between
+	// two offset commits of the role's group: a batch acknowledged sooner
+	// after the last commit leaves its offsets to the next one (the first
+	// batch past the interval, a revocation, or the end of Run), which
+	// saves a round trip per batch; a crash consumes up to that much again,
+	// which at-least-once allows. Zero takes DefaultOffsetCommitInterval;
+	// negative commits after every batch. Exactly-once commits offsets in
+	// each batch's transaction and ignores it.
+	OffsetCommitInterval time.Duration
 	// Logger receives the role's logs; nil discards them.
 	Logger *slog.Logger
 	// Metrics registers the role's Prometheus metrics; nil registers none.
@@ -60,8 +70,14 @@ func (r Role) WithDefaults(group string) Role {
 	if r.Logger == nil {
 		r.Logger = slog.New(slog.DiscardHandler)
 	}
+	if r.OffsetCommitInterval == 0 {
+		r.OffsetCommitInterval = DefaultOffsetCommitInterval
+	}
 	return r
 }
+
+// DefaultOffsetCommitInterval is Role.OffsetCommitInterval's default.
+const DefaultOffsetCommitInterval = 100 * time.Millisecond
 
 // Validate reports every problem with r at once; an empty field that
 // WithDefaults fills is not a problem. It changes nothing.

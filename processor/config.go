@@ -174,6 +174,7 @@ func (c *Config) hopConfig() kafka.HopConfig {
 		TransactionalID: c.Group + "-" + c.InstanceID,
 		InstanceID:      c.InstanceID,
 		DeadLetters:     c.Topics.DLQ(),
+		CommitInterval:  max(c.OffsetCommitInterval, 0),
 		Role:            "processor",
 		Metrics:         c.Metrics,
 		DrainTimeout:    c.DrainTimeout,

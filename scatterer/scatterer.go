@@ -162,6 +162,7 @@ func New(cfg Config) (*Scatterer, error) {
 		TransactionalID: cfg.Group + "-" + cfg.InstanceID,
 		InstanceID:      cfg.InstanceID,
 		DeadLetters:     cfg.Topics.DLQ(),
+		CommitInterval:  max(cfg.OffsetCommitInterval, 0),
 		Role:            "scatterer",
 		Metrics:         cfg.Metrics,
 		Logger:          cfg.Logger,

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/scattergather/scattergather/internal/routes"
 	"github.com/scattergather/scattergather/kafkaconfig"
@@ -22,6 +23,7 @@ type common struct {
 	routesFile       string
 	guarantee        string
 	instanceID       string
+	commitInterval   time.Duration
 	logLevel         string
 	logFormat        string
 	kafkaLogLevel    string
@@ -46,6 +48,7 @@ func (c *common) register(fs *flag.FlagSet, withBrokers bool) {
 	fs.StringVar(&c.routesFile, "routes-file", "", "JSON route table (see docs/routes.md); empty serves the demo routes search, quotes and echo")
 	fs.StringVar(&c.guarantee, "guarantee", string(kafkaconfig.ExactlyOnce), "exactly-once (Kafka transactions) or at-least-once")
 	fs.StringVar(&c.instanceID, "instance-id", "", "stable name of this instance, part of its transactional id; default hostname-pid")
+	fs.DurationVar(&c.commitInterval, "offset-commit-interval", kafkaconfig.DefaultOffsetCommitInterval, "at-least-once: least time between two offset commits (a crash consumes up to that much again); 0 or negative: after every batch")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
 	fs.StringVar(&c.kafkaLogLevel, "kafka-log-level", "warn", "level of the Kafka client's own logs: debug, info, warn, error or none")

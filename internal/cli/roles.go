@@ -95,13 +95,14 @@ to the dlq topic with their reason and are answered FAILED.`,
 			}
 			sc, err := scatterer.New(scatterer.Config{
 				Role: kafkaconfig.Role{
-					Client:     ob.client(s.client, "scatterer"),
-					Topics:     c.topics(),
-					Guarantee:  s.guarantee,
-					InstanceID: c.instanceID,
-					Logger:     s.log,
-					Metrics:    ob.registerer(),
-					Tracer:     ob.tracer("scatterer"),
+					Client:               ob.client(s.client, "scatterer"),
+					Topics:               c.topics(),
+					Guarantee:            s.guarantee,
+					InstanceID:           c.instanceID,
+					OffsetCommitInterval: commitInterval(c.commitInterval),
+					Logger:               s.log,
+					Metrics:              ob.registerer(),
+					Tracer:               ob.tracer("scatterer"),
 				},
 				Routes:          srs,
 				MaxPayloadBytes: maxPayload,
@@ -250,14 +251,15 @@ scattergather_processor_unknown_recipient_tasks_total and warned about once.`,
 			}
 			p, err := processor.New(processor.Config{
 				Role: kafkaconfig.Role{
-					Client:     ob.client(s.client, "processor"),
-					Topics:     c.topics(),
-					Group:      group,
-					InstanceID: c.instanceID,
-					Guarantee:  s.guarantee,
-					Logger:     s.log.With("route", route),
-					Metrics:    ob.registerer(),
-					Tracer:     ob.tracer("processor"),
+					Client:               ob.client(s.client, "processor"),
+					Topics:               c.topics(),
+					Group:                group,
+					InstanceID:           c.instanceID,
+					OffsetCommitInterval: commitInterval(c.commitInterval),
+					Guarantee:            s.guarantee,
+					Logger:               s.log.With("route", route),
+					Metrics:              ob.registerer(),
+					Tracer:               ob.tracer("processor"),
 				},
 				Route:          schemas.Route(route),
 				Recipient:      schemas.PartID(recipient),
@@ -329,13 +331,14 @@ deadlines bring them down to 90% of the limit; it holds at most
 			}
 			a, err := aggregator.New(aggregator.Config{
 				Role: kafkaconfig.Role{
-					Client:     ob.client(s.client, "aggregator"),
-					Topics:     c.topics(),
-					Guarantee:  s.guarantee,
-					InstanceID: c.instanceID,
-					Logger:     s.log,
-					Metrics:    ob.registerer(),
-					Tracer:     ob.tracer("aggregator"),
+					Client:               ob.client(s.client, "aggregator"),
+					Topics:               c.topics(),
+					Guarantee:            s.guarantee,
+					InstanceID:           c.instanceID,
+					OffsetCommitInterval: commitInterval(c.commitInterval),
+					Logger:               s.log,
+					Metrics:              ob.registerer(),
+					Tracer:               ob.tracer("aggregator"),
 				},
 				Merges:          merges,
 				Tick:            tick,
@@ -363,4 +366,13 @@ func noLimit(n int) int {
 		return -1
 	}
 	return n
+}
+
+// commitInterval maps --offset-commit-interval to the roles' setting, in
+// which zero takes the default and a negative value commits every batch.
+func commitInterval(d time.Duration) time.Duration {
+	if d <= 0 {
+		return -1
+	}
+	return d
 }

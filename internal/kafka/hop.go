@@ -120,6 +120,14 @@ type HopConfig struct {
 	DeadLetters string
 	// Role names the role in the dead letters the hop writes.
 	Role string
+	// CommitInterval is, under at-least-once, the least time between two
+	// offset commits: a batch whose output is acknowledged sooner after the
+	// last commit leaves its offsets to the next commit, which comes with
+	// the first batch past the interval, a revocation, or Run's end. A
+	// crash then consumes more again, which at-least-once allows; a batch
+	// saves the OffsetCommit round trip. Zero commits every batch.
+	// Batches that set their own offsets (Batch.Commit) always commit.
+	CommitInterval time.Duration
 	// Opts are passed to the client after the hop's options.
 	Opts []kgo.Opt
 }
@@ -231,6 +239,13 @@ type Hop struct {
 	synced *syncTracker
 	ownMu  sync.Mutex
 	owned  map[string]map[int32]bool
+
+	// acked are offsets whose batches' output is acknowledged and that
+	// are not committed yet (HopConfig.CommitInterval, at-least-once);
+	// written on Run's goroutine, committed there or by a revocation.
+	ackedMu    sync.Mutex
+	acked      map[string]map[int32]kgo.EpochOffset
+	lastCommit time.Time
 }
 
 // NewHop builds the hop's client and joins nothing yet: the group is joined
@@ -274,6 +289,9 @@ func NewHop(cfg HopConfig) (*Hop, error) {
 				case h.rebalanced <- struct{}{}:
 				default:
 				}
+			}
+			if cfg.Guarantee != kafkaconfig.ExactlyOnce && cfg.CommitInterval > 0 {
+				h.commitBeforeRevoke(ctx, lost)
 			}
 			h.revoke(ctx, cl, rev, lost)
 		}

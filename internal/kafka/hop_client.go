@@ -160,6 +160,13 @@ func (e *processError) Unwrap() error { return e.err }
 // leaves its group explicitly, so that its partitions go to the others at
 // once rather than after the session timeout.
 func (h *Hop) close(ctx context.Context) {
+	if h.sess == nil && h.cfg.CommitInterval > 0 && !h.isAbandoned() {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		if err := h.commitAcked(cctx); err != nil {
+			h.log.Warn("last commit failed; the next owner consumes those records again", "group", h.cfg.Group, "err", err)
+		}
+		cancel()
+	}
 	h.closeClient()
 	if h.cfg.InstanceID == "" || h.isAbandoned() {
 		return

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -16,7 +17,10 @@ import (
 // produced is acknowledged, output before state (Batch.ProduceState), so a
 // crash may repeat output, never lose it. A batch that fails is rewound to
 // its first polled records (or the committed offsets, for a role that
-// commits its own) and consumed again.
+// commits its own) and consumed again. With HopConfig.CommitInterval the
+// acknowledged offsets wait in Hop.acked for the next commit; the client
+// polls with BlockRebalanceOnPoll, so a revocation comes between batches,
+// when everything polled is acknowledged, and commits them first.
 
 func (h *Hop) commitAfterProduce(ctx, bctx context.Context, b *Batch, perr error, end EndFunc) error {
 	if perr != nil {
@@ -46,12 +50,77 @@ func (h *Hop) commitAfterProduce(ctx, bctx context.Context, b *Batch, perr error
 			}
 		}
 	}
+	if h.cfg.CommitInterval > 0 && !b.committing() {
+		h.ackedMu.Lock()
+		h.acked = mergeOffsets(h.acked, h.cl.UncommittedOffsets())
+		due := time.Since(h.lastCommit) >= h.cfg.CommitInterval
+		h.ackedMu.Unlock()
+		if due {
+			if err := h.commitAcked(bctx); err != nil {
+				end(false)
+				return fmt.Errorf("commit offsets: %w", err)
+			}
+		}
+		end(true)
+		return nil
+	}
 	if err := h.commitOffsets(bctx, b); err != nil {
 		end(false)
 		return fmt.Errorf("commit offsets: %w", err)
 	}
 	end(true)
 	return nil
+}
+
+// commitAcked commits the acknowledged offsets that wait for the commit
+// interval; on an error they are kept for the next try. Safe for
+// concurrent use: Run's goroutine and a revocation call it.
+func (h *Hop) commitAcked(ctx context.Context) error {
+	h.ackedMu.Lock()
+	defer h.ackedMu.Unlock()
+	if len(h.acked) == 0 {
+		h.lastCommit = time.Now()
+		return nil
+	}
+	if err := commitSync(ctx, h.cl, h.acked); err != nil {
+		return err
+	}
+	h.acked, h.lastCommit = nil, time.Now()
+	return nil
+}
+
+// commitBeforeRevoke commits the acknowledged offsets before partitions go
+// to another member, so that it does not consume them again; a lost
+// session cannot commit, and its offsets are dropped (consumed again).
+func (h *Hop) commitBeforeRevoke(ctx context.Context, lost bool) {
+	if !lost {
+		err := h.commitAcked(ctx)
+		if err == nil {
+			return
+		}
+		h.log.Warn("commit before a revocation failed; the next owner consumes those records again", "group", h.cfg.Group, "err", err)
+	}
+	h.ackedMu.Lock()
+	h.acked = nil
+	h.ackedMu.Unlock()
+}
+
+// mergeOffsets adds add to to (a nil to is made), the later offset winning.
+func mergeOffsets(to, add map[string]map[int32]kgo.EpochOffset) map[string]map[int32]kgo.EpochOffset {
+	if to == nil {
+		to = make(map[string]map[int32]kgo.EpochOffset, len(add))
+	}
+	for t, ps := range add {
+		if to[t] == nil {
+			to[t] = make(map[int32]kgo.EpochOffset, len(ps))
+		}
+		for p, o := range ps {
+			if cur, ok := to[t][p]; !ok || o.Offset > cur.Offset {
+				to[t][p] = o
+			}
+		}
+	}
+	return to
 }
 
 // commitOffsets commits what b consumed (at-least-once): the polled
@@ -70,8 +139,14 @@ func (h *Hop) commitOffsets(ctx context.Context, b *Batch) error {
 		}
 	}
 	b.mu.Unlock()
+	return commitSync(b.commitContext(ctx), h.cl, offsets)
+}
+
+// commitSync commits offsets and reports the first error, of the request
+// or of a partition.
+func commitSync(ctx context.Context, cl *kgo.Client, offsets map[string]map[int32]kgo.EpochOffset) error {
 	var err error
-	h.cl.CommitOffsetsSync(b.commitContext(ctx), offsets, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, cerr error) {
+	cl.CommitOffsetsSync(ctx, offsets, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, cerr error) {
 		if cerr != nil {
 			err = cerr
 			return
