@@ -395,17 +395,26 @@ func (a *Aggregator) Run(ctx context.Context) error {
 
 func (a *Aggregator) stopRestores() { a.quitOnce.Do(func() { close(a.quit) }) }
 
-// Ready reports whether the aggregator serves every partition it was
-// assigned: it has joined its group and restored the state of each of its
-// partitions from the changelog. An instance with no partitions (more
-// instances than partitions) is ready. Safe to call at any time.
-func (a *Aggregator) Ready() bool {
-	if !a.joined.Load() || a.restoring.Load() > 0 {
-		return false
+// Ready reports, as an error saying what is missing, whether the aggregator
+// serves every partition it was assigned: it is settled in its group (see
+// the package kafka's Hop.Settled: an assignment, no rebalance for a
+// second, a fetch since), has restored the state of each of its partitions
+// from the changelog, and has not failed. An instance with no partitions
+// (more instances than partitions) is ready. Safe to call at any time.
+func (a *Aggregator) Ready() error {
+	if !a.joined.Load() {
+		return errors.New("not yet a member of its consumer group with an assignment")
+	}
+	if n := a.restoring.Load(); n > 0 {
+		return fmt.Errorf("restoring the state of %d partitions from the changelog", n)
 	}
 	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.fatal == nil
+	fatal := a.fatal
+	a.mu.Unlock()
+	if fatal != nil {
+		return fmt.Errorf("failed: %w", fatal)
+	}
+	return a.hop.Settled()
 }
 
 // Stats returns the current counts.

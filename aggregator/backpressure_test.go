@@ -105,7 +105,7 @@ func testBackpressure(t *testing.T, g kafkaconfig.Guarantee) {
 	const n = 500
 	f := newFixture(t, 3)
 	a := f.start("a", g, limited)
-	waitFor(t, "the aggregator ready", 30*time.Second, a.agg.Ready)
+	waitFor(t, "the aggregator ready", 30*time.Second, readyOf(a.agg))
 	l := f.replyLog()
 
 	deadline := time.Now().Add(6 * time.Second)
@@ -177,7 +177,7 @@ func TestBackpressureRebalance(t *testing.T) {
 	)
 	f := newFixture(t, 3)
 	a := f.start("a", kafkaconfig.ExactlyOnce, limited)
-	waitFor(t, "the first instance ready", 30*time.Second, a.agg.Ready)
+	waitFor(t, "the first instance ready", 30*time.Second, readyOf(a.agg))
 	l := f.replyLog()
 
 	// First some manifests of every partition, read before the next are
@@ -215,7 +215,7 @@ func TestBackpressureRebalance(t *testing.T) {
 		var pa int
 		_, pa = a.agg.GroupAssignment()
 		_, pb = b.agg.GroupAssignment()
-		return pa > 0 && pb > 0 && pa+pb == int(f.parts) && a.agg.Ready() && b.agg.Ready()
+		return pa > 0 && pb > 0 && pa+pb == int(f.parts) && a.agg.Ready() == nil && b.agg.Ready() == nil
 	})
 	// Before the deadline no request completes: each instance fetches until
 	// it holds the limit, then stays paused.
@@ -269,7 +269,7 @@ func TestBackpressureClientRestart(t *testing.T) {
 	const n = 200
 	f := newFixture(t, 1)
 	a := f.start("a", kafkaconfig.ExactlyOnce, limited)
-	waitFor(t, "the aggregator ready", 30*time.Second, a.agg.Ready)
+	waitFor(t, "the aggregator ready", 30*time.Second, readyOf(a.agg))
 	l := f.replyLog()
 	ids := f.burst("r", n, time.Now().Add(4*time.Second))
 	waitFor(t, "fetching paused", 20*time.Second, func() bool { return a.agg.Stats().Paused })
@@ -299,3 +299,6 @@ func TestBackpressureClientRestart(t *testing.T) {
 			s, bpLimit, bpBound)
 	}
 }
+
+// readyOf is a's Ready as a condition for waitFor.
+func readyOf(a *Aggregator) func() bool { return func() bool { return a.Ready() == nil } }

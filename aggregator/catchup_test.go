@@ -109,7 +109,7 @@ func TestCatchUpBrokerRefusesListOffsets(t *testing.T) {
 func catchUpAfterOutage(t *testing.T, f *fixture, g kafkaconfig.Guarantee, beforeRestart func()) {
 	const requests = 300
 	a := f.start("a", g)
-	waitFor(t, "instance ready", 30*time.Second, a.agg.Ready)
+	waitFor(t, "instance ready", 30*time.Second, readyOf(a.agg))
 
 	deadline := time.Now().Add(4 * time.Second)
 	id := func(i int) string { return fmt.Sprintf("req-%04d", i) }
@@ -136,7 +136,7 @@ func catchUpAfterOutage(t *testing.T, f *fixture, g kafkaconfig.Guarantee, befor
 	b := f.start("a", g, func(c *Config) { c.MaxPollRecords = 20 })
 	l := f.replyLog()
 	l.until("every reply", 30*time.Second, func() bool { return len(l.replies) == requests })
-	waitFor(t, "restored", 10*time.Second, b.agg.Ready)
+	waitFor(t, "restored", 10*time.Second, readyOf(b.agg))
 	settled := time.Now().Add(time.Second) // time for a second reply to show
 	l.until("a second of reading", 5*time.Second, func() bool { return time.Now().After(settled) })
 
@@ -187,7 +187,7 @@ func TestDeadlineReadsBacklogFirst(t *testing.T) {
 				c.MaxPollRecords = 5
 				c.Merges = map[schemas.Route]Merge{"slow": slow}
 			})
-			waitFor(t, "instance ready", 30*time.Second, a.agg.Ready)
+			waitFor(t, "instance ready", 30*time.Second, readyOf(a.agg))
 			far := time.Now().Add(time.Minute)
 			f.w.send(0, f.w.with(f.w.manifest("slow", far, "", "a"), func(m *schemas.Manifest) { m.Route = "slow" }),
 				f.w.result("slow", "a", schemas.ResultOK, `0`, "", far))
@@ -410,7 +410,7 @@ func TestDeadlineWaitsOutFetchErrors(t *testing.T) {
 	})
 	// Without fetch sessions every fetch names its partitions.
 	a := f.start("a", kafkaconfig.ExactlyOnce, func(c *Config) { c.Client.Opts = append(c.Client.Opts, kgo.DisableFetchSessions()) })
-	waitFor(t, "instance ready", 30*time.Second, a.agg.Ready)
+	waitFor(t, "instance ready", 30*time.Second, readyOf(a.agg))
 	deadline := time.Now().Add(1500 * time.Millisecond)
 	f.w.send(0, f.w.manifest("x", deadline, "", "a", "b"), f.w.result("x", "a", schemas.ResultOK, payload("x", "a"), "", deadline))
 	waitFor(t, "request open", 10*time.Second, func() bool { return a.agg.Stats().Manifests == 1 })

@@ -345,7 +345,7 @@ func testRestoreAfterRestart(t *testing.T, g kafkaconfig.Guarantee, how string, 
 	})
 
 	b := f.start("b", g)
-	waitFor(t, "the second instance ready", timeoutAfter, b.agg.Ready)
+	waitFor(t, "the second instance ready", timeoutAfter, readyOf(b.agg))
 	if s := b.agg.Stats(); s.RestoredOpen != int64(requests) || s.RestoreSkipped != 0 {
 		t.Fatalf("second instance restored %d open requests (%d entries skipped), want %d", s.RestoredOpen, s.RestoreSkipped, requests)
 	}
@@ -428,7 +428,7 @@ func testFailover(t *testing.T, g kafkaconfig.Guarantee, how string) {
 	waitFor(t, "both instances ready with partitions", 30*time.Second, func() bool {
 		_, pa := a.agg.GroupAssignment()
 		_, pb := b.agg.GroupAssignment()
-		return a.agg.Ready() && b.agg.Ready() && pa > 0 && pb > 0
+		return a.agg.Ready() == nil && b.agg.Ready() == nil && pa > 0 && pb > 0
 	})
 
 	// A killed instance's partitions move after its session timeout (10s),
@@ -560,7 +560,7 @@ func TestLateDuplicateAfterRestart(t *testing.T) {
 			a.stopNow(t)
 
 			b := f.start("b", g)
-			waitFor(t, "the second instance ready", 30*time.Second, b.agg.Ready)
+			waitFor(t, "the second instance ready", 30*time.Second, readyOf(b.agg))
 			if s := b.agg.Stats(); s.RestoredDone != 1 {
 				t.Fatalf("restored %d done requests, want 1", s.RestoredDone)
 			}
@@ -696,7 +696,7 @@ func TestChangelogOnTheBroker(t *testing.T) {
 	// A new instance restores nothing: every entry was deleted.
 	a.stopNow(t)
 	b := f.start("b", kafkaconfig.ExactlyOnce)
-	waitFor(t, "the second instance ready", 30*time.Second, b.agg.Ready)
+	waitFor(t, "the second instance ready", 30*time.Second, readyOf(b.agg))
 	if s := b.agg.Stats(); s.RestoredOpen+s.RestoredDone+s.RestoredHeld+s.RestoreSkipped != 0 {
 		t.Fatalf("restored %+v from a changelog of forgotten requests", s)
 	}

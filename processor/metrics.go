@@ -142,6 +142,13 @@ func (o *observer) end(committed bool) {
 	}
 }
 
+// Ready reports, as an error saying what is missing, whether the
+// processor is settled in its consumer group: a member with an assignment,
+// no rebalance for a second, and a fetch response read since, so that the
+// first request after it is not held up by a rebalance. Readiness probes
+// (/readyz) use it. Safe for concurrent use.
+func (p *Processor) Ready() error { return p.hop.Settled() }
+
 // GroupAssignment reports whether the processor is running and has joined
 // its consumer group with an assignment, and how many partitions of
 // tasks.<route> it holds. Safe for concurrent use.

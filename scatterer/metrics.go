@@ -145,6 +145,13 @@ func (o *observer) end(committed bool) {
 	o.spans = o.spans[:0]
 }
 
+// Ready reports, as an error saying what is missing, whether the
+// scatterer is settled in its consumer group: a member with an assignment,
+// no rebalance for a second, and a fetch response read since, so that the
+// first request after it is not held up by a rebalance. Readiness probes
+// (/readyz) use it. Safe for concurrent use.
+func (s *Scatterer) Ready() error { return s.hop.Settled() }
+
 // GroupAssignment reports whether the scatterer has joined its consumer
 // group with an assignment, and how many partitions of the requests topic
 // it holds. Safe for concurrent use.

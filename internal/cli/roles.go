@@ -119,7 +119,7 @@ to the dlq topic with their reason and are answered FAILED.`,
 				return err
 			}
 			return ob.run(ctx, s.client, []string{sc.Group()},
-				[]metrics.Check{{Name: "scatterer", Ready: stack.GroupReady(sc.GroupAssignment)}}, sc.Run)
+				[]metrics.Check{{Name: "scatterer", Ready: sc.Ready}}, sc.Run)
 		},
 	}
 }
@@ -277,7 +277,7 @@ scattergather_processor_unknown_recipient_tasks_total and warned about once.`,
 				return err
 			}
 			return ob.run(ctx, s.client, []string{p.Group()},
-				[]metrics.Check{{Name: "processor", Ready: stack.GroupReady(p.GroupAssignment)}}, p.Run)
+				[]metrics.Check{{Name: "processor", Ready: p.Ready}}, p.Run)
 		},
 	}
 }
@@ -354,7 +354,7 @@ deadlines bring them down to 90% of the limit; it holds at most
 				return err
 			}
 			return ob.run(ctx, s.client, []string{a.Group()},
-				[]metrics.Check{{Name: "aggregator", Ready: stack.GroupReady(a.GroupAssignment)}}, a.Run)
+				[]metrics.Check{{Name: "aggregator", Ready: a.Ready}}, a.Run)
 		},
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -228,14 +229,26 @@ Try it from another shell:
 				checks = append(checks, metrics.Check{Name: "gateway", Ready: gw.Ready})
 			}
 			fmt.Fprintf(os.Stderr, "scattergather dev: broker on %s (data dir %q), routes %v, guarantee %s\n", strings.Join(b.Addrs(), ","), dataDir, table.Names(), g)
-			if gatewayURL != "" {
-				fmt.Fprintf(os.Stderr, "  gateway: %s; try:\n%s", gatewayURL, curlExamples(gatewayURL, "search", `{"query":"red running shoes","k":5}`))
-			}
-			fmt.Fprintf(os.Stderr, "  try: scattergather request --brokers %s --route search --payload '{\"query\":\"red running shoes\",\"k\":5}'\n", b.Addrs()[0])
 			if o.metricsAddr != "" {
 				fmt.Fprintf(os.Stderr, "  metrics: http://%s/metrics (also /healthz, /readyz)\n", o.metricsAddr)
 			}
-			fmt.Fprintf(os.Stderr, "  Ctrl-C stops.\n")
+			fmt.Fprintf(os.Stderr, "  waiting until every consumer group is settled (what /readyz waits for); Ctrl-C stops.\n")
+			// The try lines come once a request would be answered at once.
+			// The goroutine exits when everything is ready or ctx ends;
+			// the command waits for it.
+			started := time.Now()
+			var wg sync.WaitGroup
+			defer wg.Wait()
+			wg.Go(func() {
+				if !waitChecks(ctx, checks) {
+					return
+				}
+				fmt.Fprintf(os.Stderr, "scattergather dev: ready in %.1fs.\n", time.Since(started).Seconds())
+				if gatewayURL != "" {
+					fmt.Fprintf(os.Stderr, "  gateway: %s; try:\n%s", gatewayURL, curlExamples(gatewayURL, "search", `{"query":"red running shoes","k":5}`))
+				}
+				fmt.Fprintf(os.Stderr, "  try: scattergather request --brokers %s --route search --payload '{\"query\":\"red running shoes\",\"k\":5}'\n", b.Addrs()[0])
+			})
 			return ob.run(ctx, cc, st.Groups(), checks, run)
 		},
 	}
@@ -398,5 +411,29 @@ Exits 0 when the reply is COMPLETE, 3 when PARTIAL, 4 when FAILED.`,
 			}
 			return nil
 		},
+	}
+}
+
+// waitChecks polls checks until every one passes (true) or ctx ends
+// (false).
+func waitChecks(ctx context.Context, checks []metrics.Check) bool {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		ready := true
+		for _, c := range checks {
+			if c.Ready() != nil {
+				ready = false
+				break
+			}
+		}
+		if ready {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+		}
 	}
 }

@@ -2,8 +2,11 @@ package kafka
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"slices"
 	"sync/atomic"
+	"time"
 
 	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -94,6 +97,7 @@ func (h *Hop) assigned(ctx context.Context, cl *kgo.Client, as map[string][]int3
 	h.own(as, true)
 	h.partitions.Add(countPartitions(as))
 	h.joined.Store(true)
+	h.rebalanceAt.Store(time.Now().UnixNano())
 }
 
 // revoke hands rev to the role's OnRevoked (under exactly-once after the
@@ -112,6 +116,7 @@ func (h *Hop) revoke(ctx context.Context, cl *kgo.Client, rev map[string][]int32
 	}
 	h.own(rev, false)
 	h.partitions.Add(-countPartitions(rev))
+	h.rebalanceAt.Store(time.Now().UnixNano())
 	if lost {
 		h.joined.Store(false)
 	}
@@ -139,6 +144,42 @@ func (h *Hop) ownedOf(m map[string][]int32) map[string][]int32 {
 // for concurrent use.
 func (h *Hop) Membership() (joined bool, partitions int) {
 	return h.joined.Load(), int(h.partitions.Load())
+}
+
+// SettleQuiet is how long a hop's group must have been without a
+// rebalance callback before Settled reports it settled: a cooperative
+// rebalance comes in two rounds (revoke, then assign), and a member that
+// joins a moment later starts another.
+const SettleQuiet = time.Second
+
+// Settled reports, as an error saying what is missing, whether the hop is
+// settled in its group: a member with an assignment, no rebalance callback
+// for SettleQuiet, and a fetch response read since the last one, so that
+// the first request after it is not held up by a rebalance (an aborted
+// transaction) or a fetch session still being set up. Readiness checks use
+// it. Safe for concurrent use.
+func (h *Hop) Settled() error {
+	if !h.joined.Load() {
+		return errors.New("not yet a member of its consumer group with an assignment")
+	}
+	last := h.rebalanceAt.Load()
+	if quiet := time.Since(time.Unix(0, last)); quiet < SettleQuiet {
+		return fmt.Errorf("its group rebalanced %s ago; settled after %s without one", quiet.Round(time.Millisecond), SettleQuiet)
+	}
+	if h.fetchAt.Load() <= last {
+		return errors.New("no fetch response read since its last assignment")
+	}
+	return nil
+}
+
+// fetchSeen notes when the hop's client reads a fetch response, for
+// Settled.
+type fetchSeen struct{ h *Hop }
+
+func (f fetchSeen) OnBrokerRead(_ kgo.BrokerMetadata, key int16, _ int, _, _ time.Duration, err error) {
+	if key == 1 && err == nil { // Fetch
+		f.h.fetchAt.Store(time.Now().UnixNano())
+	}
 }
 
 func countPartitions(m map[string][]int32) int64 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -152,4 +153,47 @@ func TestFencedInstanceEndsRun(t *testing.T) {
 				func() bool { _, n := second.Membership(); return n == 2 })
 		})
 	}
+}
+
+// TestSettled: a hop is settled once it has an assignment, its group has
+// had no rebalance for SettleQuiet and a fetch came since; a member that
+// joins unsettles the first until the rebalance is over. Readiness (/readyz)
+// is built on it, so that the first request after ready does not meet a
+// rebalance.
+func TestSettled(t *testing.T) {
+	c := testkafka.New(t)
+	in := c.CreateTopic(t, "in", 4, nil)
+	group := c.Name("g")
+	newHop := func(name string) *kafka.Hop {
+		h, err := kafka.NewHop(kafka.HopConfig{
+			Client: kafkaconfig.Client{Brokers: c.Brokers}, Group: group, Topics: []string{in},
+			Guarantee: kafkaconfig.ExactlyOnce, TransactionalID: group + "-" + name, InstanceID: name,
+			Tick: 50 * time.Millisecond,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	a := newHop("a")
+	if err := a.Settled(); err == nil || !strings.Contains(err.Error(), "not yet a member") {
+		t.Fatalf("before Run: %v", err)
+	}
+	start := time.Now()
+	runHop(t, a)
+	eventually(t, 30*time.Second, func() string { return fmt.Sprint(a.Settled()) }, func() bool { return a.Settled() == nil })
+	if took := time.Since(start); took < kafka.SettleQuiet {
+		t.Fatalf("settled %s after Run, before the quiet time %s", took, kafka.SettleQuiet)
+	}
+
+	b := newHop("b")
+	runHop(t, b)
+	// b's join is a rebalance for a: a is unsettled until it is over.
+	eventually(t, 30*time.Second, func() string { return fmt.Sprint(a.Settled()) }, func() bool {
+		err := a.Settled()
+		return err != nil && strings.Contains(err.Error(), "rebalanced")
+	})
+	eventually(t, 30*time.Second, func() string { return fmt.Sprintf("a: %v; b: %v", a.Settled(), b.Settled()) }, func() bool {
+		return a.Settled() == nil && b.Settled() == nil
+	})
 }

@@ -157,9 +157,12 @@ func (w *TopicWatch) list(ctx context.Context, adm *kadm.Client) ([]string, erro
 	return missing, nil
 }
 
-// update installs a listing's result and logs a change.
+// update logs a change, then installs a listing's result: whoever sees the
+// new state (/readyz) finds it in the log too. Run's goroutine alone calls
+// it.
 func (w *TopicWatch) update(missing []string) {
-	prev := w.state.Swap(&topicState{missing: missing})
+	prev := w.state.Load()
+	defer w.state.Store(&topicState{missing: missing})
 	switch {
 	case len(missing) > 0 && (prev == nil || !slices.Equal(prev.missing, missing)):
 		w.cfg.Logger.Warn("topics missing: not ready until they exist", "topics", strings.Join(missing, ","), "create_with", w.cfg.Hint)

@@ -1,7 +1,6 @@
 package stack
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/scattergather/scattergather/internal/metrics"
@@ -39,26 +38,16 @@ func (st *Stack) Groups() []string {
 	return groups
 }
 
-// Checks returns one readiness check per role instance: each passes once
-// the instance has joined its group and holds its assignment.
+// Checks returns one readiness check per role instance, its Ready: each
+// passes once the instance is settled in its group (and an aggregator has
+// restored its partitions).
 func (st *Stack) Checks() []metrics.Check {
-	checks := []metrics.Check{{Name: "scatterer", Ready: GroupReady(st.Scatterer.GroupAssignment)}}
+	checks := []metrics.Check{{Name: "scatterer", Ready: st.Scatterer.Ready}}
 	for i, p := range st.Processors {
-		checks = append(checks, metrics.Check{Name: fmt.Sprintf("processor %d (%s)", i, p.Group()), Ready: GroupReady(p.GroupAssignment)})
+		checks = append(checks, metrics.Check{Name: fmt.Sprintf("processor %d (%s)", i, p.Group()), Ready: p.Ready})
 	}
 	for i, a := range st.Aggregators {
-		checks = append(checks, metrics.Check{Name: fmt.Sprintf("aggregator %d", i), Ready: GroupReady(a.GroupAssignment)})
+		checks = append(checks, metrics.Check{Name: fmt.Sprintf("aggregator %d", i), Ready: a.Ready})
 	}
 	return checks
-}
-
-// GroupReady turns a role's GroupAssignment into a readiness check: ready
-// once the role has joined its group and received its assignment.
-func GroupReady(assignment func() (joined bool, partitions int)) func() error {
-	return func() error {
-		if joined, _ := assignment(); !joined {
-			return errors.New("not yet a member of its consumer group with an assignment")
-		}
-		return nil
-	}
 }
