@@ -83,8 +83,8 @@ type AggregationState struct {
 	// Results are, for an open entry, the parts that have a result.
 	Results []PartState
 	Part    PartState
-	Held HeldRecord
-	Done DoneState
+	Held    HeldRecord
+	Done    DoneState
 }
 
 // PartState is the result an open request counts for one part.
