@@ -196,7 +196,7 @@ func EncodeAggregationState(s *AggregationState) ([]byte, error) {
 
 // AppendAggregationState appends s in single-object encoding to dst, in the
 // current schema. It does not allocate when dst has room (except to sort
-// the manifest headers of an open entry with more than one).
+// the manifest headers of an open entry with more than eight).
 func AppendAggregationState(dst []byte, s *AggregationState) ([]byte, error) {
 	r, err := loadRegistry()
 	if err != nil {
@@ -226,7 +226,11 @@ func AppendAggregationState(dst []byte, s *AggregationState) ([]byte, error) {
 		dst = appendString(dst, mf.ReplyTo)
 		if len(mf.Headers) > 0 {
 			dst = appendLong(dst, int64(len(mf.Headers)))
-			keys := make([]string, 0, len(mf.Headers))
+			// An open entry is rewritten in every batch in which its
+			// request changes: the keys of a few headers are sorted on
+			// the stack.
+			var small [8]string
+			keys := small[:0]
 			for k := range mf.Headers {
 				keys = append(keys, k)
 			}

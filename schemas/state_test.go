@@ -426,20 +426,24 @@ func TestAggregationStateTimeRange(t *testing.T) {
 	}
 }
 
-// TestAggregationStateAppendAllocs: the aggregator encodes a part entry
-// per result into a reused buffer; that must not allocate.
+// TestAggregationStateAppendAllocs: the aggregator encodes an open entry,
+// its results folded in, per batch in which the request changes, and a
+// done-list per batch, into a reused buffer; that must not allocate, with
+// a few manifest headers too.
 func TestAggregationStateAppendAllocs(t *testing.T) {
-	s := stateCases()[2].s
-	buf := make([]byte, 0, 4096)
-	allocs := testing.AllocsPerRun(100, func() {
-		var err error
-		if buf, err = schemas.AppendAggregationState(buf[:0], &s); err != nil {
-			t.Fatal(err)
+	for _, i := range []int{0, 1, 3, 8} { // open (3 headers), with results, part (v2), done-list
+		s := stateCases()[i].s
+		buf := make([]byte, 0, 4096)
+		allocs := testing.AllocsPerRun(100, func() {
+			var err error
+			if buf, err = schemas.AppendAggregationState(buf[:0], &s); err != nil {
+				t.Fatal(err)
+			}
+			buf = schemas.AppendDoneListKey(buf, 7)
+		})
+		if allocs != 0 {
+			t.Fatalf("%s: %.1f allocations per entry, want 0", stateCases()[i].name, allocs)
 		}
-		buf = schemas.AppendPartKey(buf, s.CorrelationID, s.Part.PartID)
-	})
-	if allocs != 0 {
-		t.Fatalf("%.1f allocations per part entry, want 0", allocs)
 	}
 }
 
