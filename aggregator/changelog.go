@@ -16,15 +16,28 @@ import (
 //
 // The changelog is the compacted topic kafkaconfig.Topics.State, co-partitioned
 // with results: the entries of a request are on the partition of its
-// results. A request's own entry, keyed by its correlation id, says that it
-// is open (the manifest) or done (the end of its late window); each part
-// with a result and each result held before the manifest is an entry of its
-// own (keys: schemas.AppendPartKey, schemas.AppendHeldKey), so that a part
-// that arrives rewrites one small entry, not the whole request. Entries
-// that stop being true are deleted with tombstones: a request's parts and
-// held results when it completes or expires, the request's own entry when
-// its late window passes. Replaying the changelog, latest value per key,
-// gives back exactly the open, held and done requests.
+// results. At the end of a batch, per partition:
+//
+//   - one done-list (key: schemas.AppendDoneListKey) lists the requests the
+//     batch completed, with when each is forgotten; written first, so that
+//     a changelog cut short (at-least-once) never has a request's open
+//     entry deleted without its completion;
+//   - a request that changed and stays open rewrites its own entry, keyed
+//     by its correlation id: the manifest with every part that has a
+//     result folded in (StateOpen.results);
+//   - a request that ended deletes its own entry (a tombstone), if one was
+//     written: a request that opens and completes in one batch writes
+//     nothing but its line in the done-list;
+//   - results held before their manifest, and a hedged request's templates
+//     and hedge mark, are entries of their own (schemas.AppendHeldKey),
+//     deleted when the request opens or ends.
+//
+// A done-list is deleted when the last request it lists is forgotten:
+// partitionState.lists counts them. Replaying the changelog, latest value
+// per key, gives back exactly the open, held and done requests. Release v2
+// of the schema wrote a part entry per result (schemas.AppendPartKey) and a
+// done entry per request under its id; rebuild reads them, and a request
+// restored with them deletes them when it ends (request.legacy, logged).
 
 // stateRecord is one changelog record of the batch in flight. Key and value
 // are slices of changelog.buf; a nil value is a tombstone.
@@ -80,9 +93,23 @@ func (c *changelog) request(p int32, id schemas.CorrelationID, s *schemas.Aggreg
 	return c.add(p, start, s)
 }
 
+// dropPart deletes the part entry of part part of request id (written by
+// release v2, or for a request too wide to fold).
+func (c *changelog) dropPart(p int32, id schemas.CorrelationID, part schemas.PartID) error {
+	return c.part(p, id, part, nil)
+}
+
+// part writes the part entry of part part of request id, or deletes it
+// when s is nil.
 func (c *changelog) part(p int32, id schemas.CorrelationID, part schemas.PartID, s *schemas.AggregationState) error {
 	start := len(c.buf)
 	c.buf = schemas.AppendPartKey(c.buf, id, part)
+	return c.add(p, start, s)
+}
+
+func (c *changelog) list(p int32, seq uint64, s *schemas.AggregationState) error {
+	start := len(c.buf)
+	c.buf = schemas.AppendDoneListKey(c.buf, seq)
 	return c.add(p, start, s)
 }
 
@@ -117,90 +144,242 @@ func heldOffset(h heldResult) int64 {
 // changelog writes the changelog records of the batch in flight to m.log,
 // from the undo log: the requests it lists are exactly those the batch
 // changed, with their state before the batch. Call it once, after the
-// batch's records and timers were applied and before it ends.
+// batch's records and timers were applied and before it ends; what it
+// changes in the state (the done-lists, what each request has in the
+// changelog) is undone with the batch.
 func (m *machine) changelog() error {
 	var errs []error
+	// Done-lists first, so that on a partition a request's completion comes
+	// before the deletion of its open entry.
+	for i := range m.reqUndo {
+		if u := &m.reqUndo[i]; completed(u) && !slices.Contains(m.listParts, u.ps) {
+			m.listParts = append(m.listParts, u.ps)
+		}
+	}
+	for _, ps := range m.listParts {
+		if err := m.logDone(ps); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	clear(m.listParts)
+	m.listParts = m.listParts[:0]
 	for i := range m.reqUndo {
 		if err := m.logRequest(&m.reqUndo[i]); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	// Parts last, so that on a partition a request's open entry comes
-	// before its parts.
-	for i := range m.slotUndo {
-		u := &m.slotUndo[i]
-		r := u.r
-		if r.phase != phaseOpen {
-			continue // completed or gone in this batch: nothing to keep
+	return errors.Join(errs...)
+}
+
+// completed reports whether the batch completed the request of u.
+func completed(u *reqUndo) bool {
+	return u.r.phase == phaseDone && (!u.existed || u.saved.phase != phaseDone)
+}
+
+// maxListed bounds the requests of one done-list (about 60 bytes each):
+// a batch that completes more, after a long outage, writes several.
+const maxListed = 2000
+
+// logDone writes the done-lists of partition ps: the requests the batch
+// completed there.
+func (m *machine) logDone(ps *partitionState) error {
+	var completedAt, forgetAt int64
+	flush := func() error {
+		if len(m.doneReqs) == 0 {
+			return nil
 		}
-		sl := &r.slots[u.i]
+		seq := ps.nextList
+		m.listUndo = append(m.listUndo, listUndo{ps: ps, seq: seq, created: true})
+		ps.nextList++
+		if ps.lists == nil {
+			ps.lists = map[uint64]int{}
+		}
+		ps.lists[seq] = len(m.doneReqs)
+		s := schemas.AggregationState{Entry: schemas.EntryDone, Done: schemas.DoneState{
+			CompletedAt: time.Unix(0, completedAt), ForgetAt: time.Unix(0, forgetAt), Requests: m.doneReqs,
+		}}
+		err := m.log.list(ps.partition, seq, &s)
+		clear(m.doneReqs)
+		m.doneReqs = m.doneReqs[:0]
+		completedAt, forgetAt = 0, 0
+		if err != nil {
+			return fmt.Errorf("changelog: done-list %d: %w", seq, err)
+		}
+		return nil
+	}
+	for i := range m.reqUndo {
+		u := &m.reqUndo[i]
+		if u.ps != ps || !completed(u) {
+			continue
+		}
+		r := u.r
+		r.list = ps.nextList
+		m.doneReqs = append(m.doneReqs, schemas.DoneRequest{
+			CorrelationID: r.id, CompletedAt: time.Unix(0, r.completed), ForgetAt: time.Unix(0, r.due),
+		})
+		completedAt, forgetAt = max(completedAt, r.completed), max(forgetAt, r.due)
+		if len(m.doneReqs) == maxListed {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return flush()
+}
+
+// forgetListed notes that a request of done-list seq of ps was forgotten,
+// and deletes the list when it was the last.
+func (m *machine) forgetListed(ps *partitionState, seq uint64) error {
+	n, ok := ps.lists[seq]
+	if !ok {
+		return nil // no list (0), or one the batch already deleted
+	}
+	m.listUndo = append(m.listUndo, listUndo{ps: ps, seq: seq, n: n})
+	if n > 1 {
+		ps.lists[seq] = n - 1
+		return nil
+	}
+	delete(ps.lists, seq)
+	return m.log.list(ps.partition, seq, nil)
+}
+
+// foldMax bounds the result bytes folded into an open request's entry. A
+// wider request (many parts with large payloads: 64 parts of 100 KB) would
+// make an entry Kafka refuses (kafkaconfig.MaxRecordBytes) and lose its
+// state, so past it the request's results go into part entries of their
+// own, as release v2 wrote them (request.legacy), and its entry keeps only
+// the manifest.
+const foldMax = 256 << 10
+
+// folded returns the result bytes r's entry would carry.
+func folded(r *request) int {
+	n := 0
+	for i := range r.slots {
+		n += len(r.slots[i].payload) + len(r.slots[i].err)
+	}
+	return n
+}
+
+// logWide writes the state of an open request too wide to fold (foldMax):
+// its entry with the manifest alone when the request is new to the
+// changelog or was folded until now, and a part entry per result the batch
+// brought (every result, when it was folded until now).
+func (m *machine) logWide(p int32, r *request) error {
+	all := !r.wide || !r.logged
+	var errs []error
+	if all {
+		s := schemas.AggregationState{CorrelationID: r.id, Entry: schemas.EntryOpen, Open: r.plan.mf}
+		errs = append(errs, m.log.request(p, r.id, &s))
+	}
+	put := func(i int) {
+		sl := &r.slots[i]
 		s := schemas.AggregationState{CorrelationID: r.id, Entry: schemas.EntryPart, Part: schemas.PartState{
-			PartID:      r.plan.mf.Parts[u.i],
+			PartID: r.plan.mf.Parts[i], Status: sl.status, Payload: sl.payload, Error: sl.err,
+			ProcessorID: sl.processor, Attempt: sl.attempt, ArrivedAt: time.Unix(0, sl.arrived),
+		}}
+		errs = append(errs, m.log.part(p, r.id, s.Part.PartID, &s))
+	}
+	if all {
+		for i := range r.slots {
+			if r.slots[i].status != "" {
+				put(i)
+			}
+		}
+	} else {
+		for _, su := range m.slotUndo {
+			if su.r == r && r.slots[su.i].status != "" {
+				put(su.i)
+			}
+		}
+	}
+	r.logged, r.legacy, r.wide = true, true, true
+	return errors.Join(errs...)
+}
+
+// logOpen writes the entry of open request r: its manifest and the parts
+// that have a result.
+func (m *machine) logOpen(p int32, r *request) error {
+	for i := range r.slots {
+		sl := &r.slots[i]
+		if sl.status == "" {
+			continue
+		}
+		m.foldParts = append(m.foldParts, schemas.PartState{
+			PartID:      r.plan.mf.Parts[i],
 			Status:      sl.status,
 			Payload:     sl.payload,
 			Error:       sl.err,
 			ProcessorID: sl.processor,
 			Attempt:     sl.attempt,
 			ArrivedAt:   time.Unix(0, sl.arrived),
-		}}
-		if err := m.log.part(u.p, r.id, s.Part.PartID, &s); err != nil {
-			errs = append(errs, fmt.Errorf("changelog %s: %w", r.id, err))
-		}
+		})
 	}
-	return errors.Join(errs...)
+	s := schemas.AggregationState{CorrelationID: r.id, Entry: schemas.EntryOpen, Open: r.plan.mf, Results: m.foldParts}
+	err := m.log.request(p, r.id, &s)
+	clear(m.foldParts) // no payload kept alive
+	m.foldParts = m.foldParts[:0]
+	return err
 }
 
 // logRequest writes what changed in one request between its state before
-// the batch and now.
+// the batch and now; its completion is in the done-list (logDone).
 func (m *machine) logRequest(u *reqUndo) error {
 	pre := phaseGone
 	if u.existed {
 		pre = u.saved.phase
 	}
-	r, p, id := u.r, u.ps.partition, u.id
+	r, ps, id := u.r, u.ps, u.id
+	p := ps.partition
 	var first error
 	note := func(err error) {
 		if first == nil {
 			first = err
 		}
 	}
-	put := func(s *schemas.AggregationState) { note(m.log.request(p, id, s)) }
 	dropHeld := func() {
 		for _, h := range u.saved.held {
 			note(m.log.held(p, id, h, false))
 		}
 	}
-	// dropParts deletes the parts the request had. The slots are changed in
-	// place, so u.saved.slots holds them as they are now: this also deletes
-	// parts that came in this batch and were never written, which is
-	// harmless.
-	dropParts := func() {
-		for i, sl := range u.saved.slots {
-			if sl.status != "" {
-				note(m.log.part(p, id, u.saved.plan.mf.Parts[i], nil))
+	// end deletes what an open request had in the changelog: its own
+	// entry, if one was written; the part entries of release v2, for a
+	// request restored with them (the slots are changed in place, so
+	// u.saved.slots holds them as they are now: this also deletes parts
+	// that came since, which is harmless); its hedge entries.
+	end := func() {
+		if u.saved.logged {
+			note(m.log.request(p, id, nil))
+		}
+		if u.saved.legacy {
+			for i, sl := range u.saved.slots {
+				if sl.status != "" {
+					note(m.log.dropPart(p, id, u.saved.plan.mf.Parts[i]))
+				}
 			}
 		}
-	}
-	// dropHedge deletes the hedge entries the request had.
-	dropHedge := func() {
-		h := u.saved.hedge
-		if h == nil || !u.existed || u.saved.phase != phaseOpen {
-			return
+		if h := u.saved.hedge; h != nil {
+			for _, src := range h.srcs {
+				note(m.log.held(p, id, heldResult{src: src}, false))
+			}
+			if h.fired {
+				note(m.log.held(p, id, heldResult{src: &kgo.Record{Offset: hedgeMarkOffset}}, false))
+			}
 		}
-		for _, src := range h.srcs {
-			note(m.log.held(p, id, heldResult{src: src}, false))
-		}
-		if h.fired {
-			note(m.log.held(p, id, heldResult{src: &kgo.Record{Offset: hedgeMarkOffset}}, false))
-		}
+		r.logged, r.legacy, r.wide = false, false, false
 	}
 	switch r.phase {
 	case phaseOpen:
 		if pre == phaseOrphan {
 			dropHeld()
 		}
-		if pre != phaseOpen {
-			put(&schemas.AggregationState{CorrelationID: id, Entry: schemas.EntryOpen, Open: r.plan.mf})
+		// Hedging alone does not change the entry.
+		switch {
+		case pre == phaseOpen && r.got == u.saved.got && r.ok == u.saved.ok:
+		case folded(r) > foldMax:
+			note(m.logWide(p, r))
+		default:
+			note(m.logOpen(p, r))
+			r.logged = true
 		}
 		note(m.logHedge(p, r, u))
 	case phaseOrphan:
@@ -213,26 +392,22 @@ func (m *machine) logRequest(u *reqUndo) error {
 		}
 	case phaseDone:
 		switch pre {
-		case phaseDone:
-			return nil
 		case phaseOpen:
-			dropParts()
-			dropHedge()
+			end()
 		case phaseOrphan:
 			dropHeld()
 		}
-		put(&schemas.AggregationState{CorrelationID: id, Entry: schemas.EntryDone, Done: schemas.DoneState{
-			CompletedAt: time.Unix(0, r.completed),
-			ForgetAt:    time.Unix(0, r.due),
-		}})
 	case phaseGone:
 		switch pre {
 		case phaseOpen:
-			dropParts()
-			dropHedge()
-			put(nil)
+			end()
 		case phaseDone:
-			put(nil)
+			// Forgotten: out of its done-list, or its own done entry
+			// (release v2) deleted.
+			if u.saved.logged {
+				note(m.log.request(p, id, nil))
+			}
+			note(m.forgetListed(ps, u.saved.list))
 		case phaseOrphan:
 			dropHeld()
 		}
@@ -305,13 +480,23 @@ func (m *machine) rebuild(p int32, entries map[string][]byte, results string) (p
 	// one slice, indexed by correlation id, so that a restore allocates
 	// little besides the state it builds.
 	type gathered struct {
-		id    schemas.CorrelationID
-		own   schemas.StateEntry // EntryOpen, EntryDone or 0
-		open  schemas.Manifest
-		done  schemas.DoneState
-		parts []schemas.PartState
-		held  []schemas.HeldRecord
+		id      schemas.CorrelationID
+		own     schemas.StateEntry // EntryOpen, EntryDone (v2) or 0
+		open    schemas.Manifest
+		results []schemas.PartState // folded into the open entry
+		done    schemas.DoneState
+		parts   []schemas.PartState // part entries (v2)
+		held    []schemas.HeldRecord
+		// list is the latest done-list that lists the request, 0 for
+		// none, and listed its line there.
+		list   uint64
+		listed schemas.DoneRequest
 	}
+	type doneList struct {
+		seq  uint64
+		reqs []schemas.DoneRequest
+	}
+	var lists []doneList
 	var errs []error
 	skip := func(err error) {
 		n.skipped++
@@ -319,24 +504,35 @@ func (m *machine) rebuild(p int32, entries map[string][]byte, results string) (p
 			errs = append(errs, err)
 		}
 	}
-	index := make(map[schemas.CorrelationID]int, len(entries)/2)
-	gs := make([]gathered, 0, len(entries)/2)
+	index := make(map[schemas.CorrelationID]int, len(entries))
+	gs := make([]gathered, 0, len(entries))
+	gather := func(id schemas.CorrelationID) *gathered {
+		i, ok := index[id]
+		if !ok {
+			i = len(gs)
+			index[id] = i
+			gs = append(gs, gathered{id: id})
+		}
+		return &gs[i]
+	}
 	for key, v := range entries {
 		s, err := schemas.DecodeAggregationState(v)
 		if err != nil {
 			skip(fmt.Errorf("entry %q: %w", key, err))
 			continue
 		}
-		i, ok := index[s.CorrelationID]
-		if !ok {
-			i = len(gs)
-			index[s.CorrelationID] = i
-			gs = append(gs, gathered{id: s.CorrelationID})
+		if seq, ok := schemas.ParseDoneListKey([]byte(key)); ok {
+			if s.Entry != schemas.EntryDone {
+				skip(fmt.Errorf("entry %q: a done-list key with a %s entry", key, s.Entry))
+				continue
+			}
+			lists = append(lists, doneList{seq, s.Done.Requests})
+			continue
 		}
-		g := &gs[i]
+		g := gather(s.CorrelationID)
 		switch s.Entry {
 		case schemas.EntryOpen:
-			g.own, g.open = s.Entry, s.Open
+			g.own, g.open, g.results = s.Entry, s.Open, s.Results
 		case schemas.EntryDone:
 			g.own, g.done = s.Entry, s.Done
 		case schemas.EntryPart:
@@ -347,37 +543,50 @@ func (m *machine) rebuild(p int32, entries map[string][]byte, results string) (p
 	}
 
 	ps = newPartitionState(p)
+	// A request listed twice (which the aggregator does not write) is
+	// done as its latest list says.
+	slices.SortFunc(lists, func(a, b doneList) int { return cmp.Compare(a.seq, b.seq) })
+	for _, l := range lists {
+		for _, q := range l.reqs {
+			g := gather(q.CorrelationID)
+			g.list, g.listed = l.seq, q
+		}
+		ps.nextList = max(ps.nextList, l.seq+1)
+	}
 	ps.reqs = make(map[schemas.CorrelationID]*request, len(gs))
 	ps.timers = make(timers, 0, len(gs))
 	for i := range gs {
 		g := &gs[i]
 		id := g.id
 		r := &request{id: id}
-		switch g.own {
-		case schemas.EntryDone:
-			r.phase = phaseDone
-			r.due = g.done.ForgetAt.UnixNano()
-			r.completed = g.done.CompletedAt.UnixNano()
-			n.done++
-			n.skipped += len(g.parts) + len(g.held)
-		case schemas.EntryOpen:
+		switch {
+		case g.own == schemas.EntryOpen:
 			pl, err := m.newPlan(g.open)
 			if err != nil {
 				skip(fmt.Errorf("request %s: manifest: %w", id, err))
 				continue
 			}
 			r.phase, r.plan, r.due = phaseOpen, pl, nanos(pl.mf.Deadline)
+			r.logged, r.legacy = true, len(g.parts) > 0
 			r.slots = make([]slot, len(pl.mf.Parts))
-			for _, part := range g.parts {
-				i := pl.find(part.PartID)
-				if i < 0 {
-					skip(fmt.Errorf("request %s: part %q is not in its manifest", id, part.PartID))
-					continue
+			// The part entries of release v2, then the parts folded into
+			// the open entry, which is newer than any of them.
+			for _, parts := range [2][]schemas.PartState{g.parts, g.results} {
+				for _, part := range parts {
+					i := pl.find(part.PartID)
+					if i < 0 {
+						skip(fmt.Errorf("request %s: part %q is not in its manifest", id, part.PartID))
+						continue
+					}
+					r.slots[i] = slot{status: part.Status, payload: part.Payload, err: part.Error,
+						processor: part.ProcessorID, attempt: part.Attempt, arrived: part.ArrivedAt.UnixNano()}
 				}
-				r.slots[i] = slot{status: part.Status, payload: part.Payload, err: part.Error,
-					processor: part.ProcessorID, attempt: part.Attempt, arrived: part.ArrivedAt.UnixNano()}
-				r.got++
-				if part.Status == schemas.ResultOK {
+			}
+			for _, sl := range r.slots {
+				if sl.status != "" {
+					r.got++
+				}
+				if sl.status == schemas.ResultOK {
 					r.ok++
 				}
 			}
@@ -399,6 +608,25 @@ func (m *machine) rebuild(p int32, entries map[string][]byte, results string) (p
 			}
 			ps.g.open++
 			n.open++
+		case g.own == schemas.EntryDone || (g.list != 0 && len(g.held) == 0):
+			// Done. A request with an open entry or held results after
+			// its line in a done-list is one in a new life: forgotten,
+			// its list not yet deleted, then opened again or held for.
+			r.phase = phaseDone
+			if g.list != 0 {
+				r.due, r.completed, r.list = g.listed.ForgetAt.UnixNano(), g.listed.CompletedAt.UnixNano(), g.list
+				if ps.lists == nil {
+					ps.lists = map[uint64]int{}
+				}
+				ps.lists[g.list]++
+			} else {
+				r.due, r.completed = g.done.ForgetAt.UnixNano(), g.done.CompletedAt.UnixNano()
+			}
+			// A done entry of release v2, deleted when the request is
+			// forgotten.
+			r.logged = g.own != 0
+			n.done++
+			n.skipped += len(g.parts) + len(g.held)
 		default:
 			n.skipped += len(g.parts)
 			if len(g.held) == 0 {

@@ -170,24 +170,31 @@
 // kafkaconfig.Topics.State() (aggregator-state), co-partitioned with results:
 // the entries of a request are on the partition number of its results, so
 // whoever owns a results partition owns its changelog partition. Entries
-// are [schemas.AggregationState] records (changelog.go):
+// are [schemas.AggregationState] records (changelog.go), written at the
+// end of each batch, per partition:
 //
-//   - open (key: the correlation id): the manifest;
-//   - part (key: [schemas.AppendPartKey]): a result the request counts;
+//   - a done-list (key: [schemas.AppendDoneListKey]): the requests the
+//     batch completed, each with its reply time and the end of its late
+//     window; one record for all of them;
+//   - open (key: the correlation id): the manifest and every part that has
+//     a result, rewritten for each batch in which the request changed and
+//     stays open;
 //   - held (key: [schemas.AppendHeldKey]): a result that came before its
 //     manifest, as the record consumed, so that it can still be
 //     dead-lettered as it was;
-//   - done (key: the correlation id): replied at, forget at;
 //   - on hedged routes, held entries of an open request: its hedge
 //     templates (under their offsets, the hedge time as arrived_at) and,
 //     once the hedge fired, a mark under offset -1 naming the re-issued
 //     slots (see Hedged tasks).
 //
-// A part rewrites one small entry, not the whole request, so a request of
-// N parts writes O(N) bytes, not O(N²). When a request completes its part
-// and held entries are deleted (tombstones) and its entry becomes done;
-// when its late window passes the done entry is deleted too, so compaction
-// keeps nothing of a forgotten request.
+// A request that opens and completes within one batch writes nothing but
+// its line in the done-list. When a request ends its open entry (if one
+// was written) and its held entries are deleted (tombstones); a done-list
+// is deleted when the last request it lists is forgotten, so compaction
+// keeps nothing of forgotten requests. The previous release wrote a part
+// entry per result ([schemas.AppendPartKey]) and a done entry per request
+// under its id; a restore reads them, and deletes them when their request
+// ends or is forgotten.
 //
 // The records are derived from the undo log at the end of each batch (the
 // requests it lists are exactly those the batch changed, with their state

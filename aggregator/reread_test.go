@@ -158,12 +158,12 @@ func TestMachineDoneUntilDeadline(t *testing.T) {
 		if r == nil || r.phase != phaseDone || r.due != tc.forget.UnixNano() {
 			t.Fatalf("%s: %+v, want done until %s", tc.id, r, tc.forget)
 		}
-		s, err := schemas.DecodeAggregationState(h.log[0][tc.id])
-		if err != nil {
-			t.Fatal(err)
+		q, ok := h.listed(0, schemas.CorrelationID(tc.id))
+		if !ok {
+			t.Fatalf("%s is in no done-list", tc.id)
 		}
-		if !s.Done.CompletedAt.Equal(tc.completed) || !s.Done.ForgetAt.Equal(tc.forget) {
-			t.Errorf("%s: done entry completed %s forget %s, want %s and %s", tc.id, s.Done.CompletedAt, s.Done.ForgetAt, tc.completed, tc.forget)
+		if !q.CompletedAt.Equal(tc.completed) || !q.ForgetAt.Equal(tc.forget) {
+			t.Errorf("%s: done-list says completed %s forget %s, want %s and %s", tc.id, q.CompletedAt, q.ForgetAt, tc.completed, tc.forget)
 		}
 	}
 }

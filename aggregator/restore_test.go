@@ -659,17 +659,36 @@ func TestChangelogOnTheBroker(t *testing.T) {
 			continue // a restore's end mark
 		}
 		latest[e.key] = e.value
+		onItsPartition := func(id string) {
+			t.Helper()
+			var n int
+			if _, err := fmt.Sscanf(id, "r%d", &n); err != nil {
+				t.Fatalf("changelog record %q names no request of this test (%q)", e.key, id)
+			}
+			if want := int32(n) % f.parts; e.partition != want {
+				t.Errorf("changelog record %q of %s on partition %d, want %d (its results' partition)", e.key, id, e.partition, want)
+			}
+		}
+		if _, ok := schemas.ParseDoneListKey([]byte(e.key)); ok {
+			if e.value == nil {
+				kinds["tombstone"]++
+				continue
+			}
+			s, err := schemas.DecodeAggregationState(e.value)
+			if err != nil || s.Entry != schemas.EntryDone || len(s.Done.Requests) == 0 {
+				t.Fatalf("done-list %q: %+v, %v", e.key, s, err)
+			}
+			for _, q := range s.Done.Requests {
+				onItsPartition(string(q.CorrelationID))
+			}
+			kinds["done-list"]++
+			continue
+		}
 		id := e.key
 		if i := strings.IndexByte(e.key, 0); i >= 0 {
 			id = e.key[:i]
 		}
-		var n int
-		if _, err := fmt.Sscanf(id, "r%d", &n); err != nil {
-			t.Fatalf("changelog key %q names no request of this test", e.key)
-		}
-		if want := int32(n) % f.parts; e.partition != want {
-			t.Errorf("changelog record %q on partition %d, want %d (its results' partition)", e.key, e.partition, want)
-		}
+		onItsPartition(id)
 		if e.value == nil {
 			kinds["tombstone"]++
 			continue

@@ -107,6 +107,15 @@ type request struct {
 	held []heldResult
 	// seq is the batch in which the undo log last saved this request.
 	seq uint64
+	// What the changelog holds of the request (changelog.go). logged: an
+	// entry under its id (its open entry, or a done entry that release v2
+	// wrote); legacy: per-part entries that release v2 wrote; list: the
+	// done-list that lists it, 0 for none.
+	logged, legacy bool
+	// wide: the request's results are in part entries of their own, its
+	// entry holds the manifest alone (changelog.go, foldMax).
+	wide bool
+	list uint64
 }
 
 // gauges are a partition's current counts.
@@ -127,6 +136,12 @@ type partitionState struct {
 	// earned is what a rebuilt partition's hedged requests had earned of
 	// their routes' hedge budgets; install gives it back.
 	earned map[schemas.Route]earnedTokens
+	// lists counts, per done-list in the changelog, the requests it lists
+	// that are not forgotten yet; the list is deleted when that reaches
+	// 0. nextList is the seq of the next list: above every list written
+	// on the partition (changelog.go).
+	lists    map[uint64]int
+	nextList uint64
 	// pos is the offset after the last record read, end the highest last
 	// stable offset a fetch of the partition reported (read_committed: the
 	// end of what a consumer may read); both 0 until a fetch says.
@@ -220,7 +235,7 @@ func (ps *partitionState) caughtUpTo(end, committed int64) {
 func (ps *partitionState) behind() bool { return ps.end > ps.pos+1 }
 
 func newPartitionState(p int32) *partitionState {
-	return &partitionState{partition: p, reqs: map[schemas.CorrelationID]*request{}}
+	return &partitionState{partition: p, reqs: map[schemas.CorrelationID]*request{}, nextList: 1}
 }
 
 // counters count what batches did. The machine keeps a batch's counts
@@ -282,6 +297,14 @@ type (
 		ps *partitionState
 		g  gauges
 	}
+	// listUndo undoes a change to ps.lists made by the batch's changelog:
+	// a list created (ps.nextList was seq), or one whose count was n.
+	listUndo struct {
+		ps      *partitionState
+		seq     uint64
+		n       int
+		created bool
+	}
 )
 
 // machine is the aggregator's state machine: every partition's requests,
@@ -298,12 +321,17 @@ type machine struct {
 	reqUndo  []reqUndo
 	slotUndo []slotUndo
 	partUndo []partUndo
+	listUndo []listUndo
 	delta    counters
 
 	out []output
 	// log is the changelog of the batch in flight, written by changelog
 	// once the batch's records and timers have been applied.
 	log changelog
+	// Scratch space of changelog, reused from batch to batch.
+	foldParts []schemas.PartState
+	doneReqs  []schemas.DoneRequest
+	listParts []*partitionState
 	// read is the last offset the batch in flight read of each partition
 	// (see abort).
 	read []partRead
@@ -447,6 +475,15 @@ func (m *machine) abort(holdUntil int64) {
 	for i := len(m.partUndo) - 1; i >= 0; i-- {
 		m.partUndo[i].ps.g = m.partUndo[i].g
 	}
+	for i := len(m.listUndo) - 1; i >= 0; i-- {
+		u := m.listUndo[i]
+		if u.created {
+			delete(u.ps.lists, u.seq)
+			u.ps.nextList = u.seq
+		} else {
+			u.ps.lists[u.seq] = u.n
+		}
+	}
 	m.hedging.abort()
 	m.endBatch()
 }
@@ -455,7 +492,8 @@ func (m *machine) endBatch() {
 	clear(m.reqUndo)
 	clear(m.slotUndo)
 	clear(m.partUndo)
-	m.reqUndo, m.slotUndo, m.partUndo = m.reqUndo[:0], m.slotUndo[:0], m.partUndo[:0]
+	clear(m.listUndo)
+	m.reqUndo, m.slotUndo, m.partUndo, m.listUndo = m.reqUndo[:0], m.slotUndo[:0], m.partUndo[:0], m.listUndo[:0]
 	m.delta = counters{}
 	m.seq++
 	m.log.reset()

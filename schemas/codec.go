@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io/fs"
+	"path"
 	"sync"
 
 	"github.com/linkedin/goavro/v2"
@@ -12,6 +14,14 @@ import (
 
 //go:embed *.avsc
 var schemaFiles embed.FS
+
+// releasedStates are the released schemas of the aggregator's changelog
+// (history/vN/aggregation_state.avsc). A changelog outlives the build that
+// wrote it, so the state decoder reads every release; their bodies are
+// the current one's without the fields added since (state.go).
+//
+//go:embed history/*/aggregation_state.avsc
+var releasedStates embed.FS
 
 // Kind names a record type.
 type Kind string
@@ -58,6 +68,9 @@ func (e *DecodeError) Unwrap() error { return e.Err }
 type writer struct {
 	kind    Kind
 	current bool
+	// state is, for a released AggregationState schema that is not the
+	// current one, which body its records have (state.go).
+	state stateBody
 }
 
 type registry struct {
@@ -117,8 +130,53 @@ var loadRegistry = sync.OnceValues(func() (*registry, error) {
 		r.header[k] = binary.LittleEndian.AppendUint64([]byte{singleObjectMagic[0], singleObjectMagic[1]}, fp)
 		r.shapes[k] = sh
 	}
+	if err := r.registerReleasedStates(); err != nil {
+		return nil, err
+	}
 	return r, nil
 })
+
+// registerReleasedStates registers the fingerprints of every released
+// AggregationState schema that differs from the current one.
+func (r *registry) registerReleasedStates() error {
+	files, err := fs.Glob(releasedStates, "history/*/aggregation_state.avsc")
+	if err != nil {
+		return err
+	}
+	for _, name := range files {
+		src, err := releasedStates.ReadFile(name)
+		if err != nil {
+			return err
+		}
+		body, ok := stateBodies[path.Base(path.Dir(name))]
+		c, err := goavro.NewCodec(string(src))
+		if err != nil {
+			return fmt.Errorf("schema %s: %w", name, err)
+		}
+		pcf, err := canonicalForm(string(src), canonicalSpec)
+		if err != nil {
+			return fmt.Errorf("schema %s: %w", name, err)
+		}
+		keepLogical, err := canonicalForm(string(src), canonicalKeepLogical)
+		if err != nil {
+			return fmt.Errorf("schema %s: %w", name, err)
+		}
+		for _, f := range []uint64{crc64Avro([]byte(pcf)), uint64(c.Rabin), crc64Avro([]byte(keepLogical))} {
+			w, known := r.byFingerprint[f]
+			switch {
+			case known && w.kind == KindAggregationState:
+				// The same schema as the current one, or as another release.
+			case known:
+				return fmt.Errorf("schemas %s and %s share fingerprint %016x", w.kind, name, f)
+			case !ok:
+				return fmt.Errorf("schema %s differs from the current one and state.go cannot read its records", name)
+			default:
+				r.byFingerprint[f] = writer{kind: KindAggregationState, state: body}
+			}
+		}
+	}
+	return nil
+}
 
 // Schema returns the Avro schema text of kind k, as shipped in k.avsc.
 func Schema(k Kind) (string, error) {

@@ -410,6 +410,18 @@ func expect(reader, writer avro.Schema, v any) any {
 		if v == nil {
 			return nil
 		}
+		w, ok := writer.(*avro.UnionSchema)
+		if vm, named := v.(map[string]any); ok && named && len(vm) == 1 && len(r.Types()) > 2 {
+			// A union of several types, read as {branch name: value}.
+			for name, e := range vm {
+				rb, _ := r.Types().Get(name)
+				wb, _ := w.Types().Get(name)
+				if rb == nil || wb == nil {
+					return v
+				}
+				return map[string]any{name: expect(rb, wb, e)}
+			}
+		}
 		return expect(nonNull(r), nonNull(writer), v)
 	}
 	return v
@@ -447,6 +459,9 @@ func defaultOf(f *avro.Field) any {
 type sampler struct {
 	n     int
 	named map[string]any // named types by name, as JSON
+	// ns is the namespace of the outermost record: the one of the names
+	// inside it that give none.
+	ns string
 }
 
 func (g *sampler) value(schema any, field string) (native, plain any) {
@@ -476,10 +491,23 @@ func (g *sampler) value(schema any, field string) (native, plain any) {
 		}
 		return v, v
 	case []any:
+		branches := 0
+		for _, b := range s {
+			if b != "null" {
+				branches++
+			}
+		}
 		for _, b := range s {
 			if b != "null" {
 				n, p := g.value(b, field)
-				return goavro.Union(typeName(b), n), p
+				name := g.typeName(b)
+				if branches > 1 {
+					// hamba reads a union of several types as its
+					// branch's name and value; a nullable one as the
+					// value.
+					p = map[string]any{name: p}
+				}
+				return goavro.Union(name, n), p
 			}
 		}
 		return nil, nil
@@ -488,6 +516,9 @@ func (g *sampler) value(schema any, field string) (native, plain any) {
 			g.named[name] = s
 			if ns, ok := s["namespace"].(string); ok {
 				g.named[ns+"."+name] = s
+				if g.ns == "" {
+					g.ns = ns
+				}
 			}
 		}
 		switch s["type"] {
@@ -515,22 +546,41 @@ func (g *sampler) value(schema any, field string) (native, plain any) {
 			v := make([]byte, int(s["size"].(float64)))
 			return v, v
 		}
+		if s["logicalType"] == "timestamp-micros" {
+			// A whole number of milliseconds, which norm compares.
+			g.n++
+			v := int64(g.n) * 1_000_003 * 1000
+			return v, v / 1000
+		}
 		return g.value(s["type"], field)
 	}
 	panic(fmt.Sprintf("sampler: unexpected schema %T", schema))
 }
 
-// typeName is the name goavro and hamba give a union branch.
-func typeName(schema any) string {
+// typeName is the name goavro and hamba give a union branch: a named
+// type's full name, in the outermost record's namespace when it gives none.
+func (g *sampler) typeName(schema any) string {
+	full := func(name string, s map[string]any) string {
+		if strings.Contains(name, ".") {
+			return name
+		}
+		if ns, ok := s["namespace"].(string); ok {
+			return ns + "." + name
+		}
+		if g.ns != "" {
+			return g.ns + "." + name
+		}
+		return name
+	}
 	switch s := schema.(type) {
 	case string:
+		if named, ok := g.named[s].(map[string]any); ok {
+			return full(s, named)
+		}
 		return s
 	case map[string]any:
 		if name, ok := s["name"].(string); ok {
-			if ns, ok := s["namespace"].(string); ok && !strings.Contains(name, ".") {
-				return ns + "." + name
-			}
-			return name
+			return full(name, s)
 		}
 		if t, ok := s["type"].(string); ok {
 			return t

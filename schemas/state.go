@@ -17,6 +17,27 @@ import (
 // allocation when encoding into a reused buffer). The bytes are the same
 // Avro single-object encoding; the tests check them against goavro in both
 // directions.
+//
+// It also reads the entries of every released schema (history/vN), whose
+// bodies are the current one's without the fields added since: a
+// changelog written by the previous build is restored by the next.
+
+// stateBody says which release of aggregation_state.avsc a body was
+// written with.
+type stateBody uint8
+
+const (
+	// stateBodyCurrent: the current schema.
+	stateBodyCurrent stateBody = iota
+	// stateBodyV2: release v2, before StateOpen.results and
+	// StateDone.requests (parts were entries of their own, and every done
+	// request had its own entry).
+	stateBodyV2
+)
+
+// stateBodies maps a release (its history/ folder) whose AggregationState
+// differs from the current one to the body its records have.
+var stateBodies = map[string]stateBody{"v2": stateBodyV2}
 
 // StateEntry says which branch of the AggregationState union an entry is.
 type StateEntry uint8
@@ -26,10 +47,13 @@ const (
 	// EntryOpen: the manifest came (Kafka key: the correlation id).
 	EntryOpen StateEntry = iota + 1
 	// EntryPart: a part of an open request has a result (key: [AppendPartKey]).
+	// Written by release v2 only: since, an open entry holds its parts.
 	EntryPart
 	// EntryHeld: a result came before its manifest (key: [AppendHeldKey]).
 	EntryHeld
-	// EntryDone: the request was replied to (key: the correlation id).
+	// EntryDone: requests were replied to. Since v3 a done-list (key:
+	// [AppendDoneListKey], DoneState.Requests set); written by v2, one
+	// request (key: the correlation id).
 	EntryDone
 )
 
@@ -56,9 +80,11 @@ type AggregationState struct {
 	// Open is the request's manifest; its CorrelationID is not encoded
 	// (the entry's is) and is set from it when decoded.
 	Open Manifest
-	Part PartState
-	Held HeldRecord
-	Done DoneState
+	// Results are, for an open entry, the parts that have a result.
+	Results []PartState
+	Part    PartState
+	Held    HeldRecord
+	Done    DoneState
 }
 
 // PartState is the result an open request counts for one part.
@@ -90,10 +116,19 @@ type RecordHeader struct {
 }
 
 // DoneState is what stays of a request once it was replied to: late
-// records for it are dropped until ForgetAt.
+// records for it are dropped until ForgetAt. In a done-list, Requests are
+// the requests and CompletedAt and ForgetAt the latest of theirs.
 type DoneState struct {
 	CompletedAt time.Time
 	ForgetAt    time.Time
+	Requests    []DoneRequest
+}
+
+// DoneRequest is one request of a done-list.
+type DoneRequest struct {
+	CorrelationID CorrelationID
+	CompletedAt   time.Time
+	ForgetAt      time.Time
 }
 
 // Changelog keys. A request's own entry (open, then done) is keyed by its
@@ -102,9 +137,32 @@ type DoneState struct {
 // Those keys start with the correlation id and end with its length, so no
 // two entries share a key, whatever bytes the ids hold.
 const (
-	keyTagPart = 'p'
-	keyTagHeld = 'h'
+	keyTagPart     = 'p'
+	keyTagHeld     = 'h'
+	keyTagDoneList = 'd'
 )
+
+// doneListKeyLen is the length of a done-list key.
+const doneListKeyLen = 2 + 8 + 5
+
+// AppendDoneListKey appends the changelog key of done-list seq: an entry of
+// the empty correlation id (no request has one), tagged 'd', with seq in 8
+// bytes big endian, so that the keys of a partition's lists sort in seq
+// order.
+func AppendDoneListKey(dst []byte, seq uint64) []byte {
+	dst = append(dst, 0, keyTagDoneList)
+	dst = binary.BigEndian.AppendUint64(dst, seq)
+	return appendKeyEnd(dst, "")
+}
+
+// ParseDoneListKey returns the seq of a done-list key, and false for any
+// other key.
+func ParseDoneListKey(key []byte) (uint64, bool) {
+	if len(key) != doneListKeyLen || key[0] != 0 || key[1] != keyTagDoneList || string(key[10:]) != "\x00\x00\x00\x00\x00" {
+		return 0, false
+	}
+	return binary.BigEndian.Uint64(key[2:10]), true
+}
 
 // AppendPartKey appends the changelog key of part part of request id to dst.
 func AppendPartKey(dst []byte, id CorrelationID, part PartID) []byte {
@@ -136,9 +194,9 @@ func EncodeAggregationState(s *AggregationState) ([]byte, error) {
 	return AppendAggregationState(make([]byte, 0, 128), s)
 }
 
-// AppendAggregationState appends s in single-object encoding to dst. It
-// does not allocate when dst has room (except to sort the manifest
-// headers of an open entry with more than one).
+// AppendAggregationState appends s in single-object encoding to dst, in the
+// current schema. It does not allocate when dst has room (except to sort
+// the manifest headers of an open entry with more than eight).
 func AppendAggregationState(dst []byte, s *AggregationState) ([]byte, error) {
 	r, err := loadRegistry()
 	if err != nil {
@@ -168,7 +226,11 @@ func AppendAggregationState(dst []byte, s *AggregationState) ([]byte, error) {
 		dst = appendString(dst, mf.ReplyTo)
 		if len(mf.Headers) > 0 {
 			dst = appendLong(dst, int64(len(mf.Headers)))
-			keys := make([]string, 0, len(mf.Headers))
+			// An open entry is rewritten in every batch in which its
+			// request changes: the keys of a few headers are sorted on
+			// the stack.
+			var small [8]string
+			keys := small[:0]
 			for k := range mf.Headers {
 				keys = append(keys, k)
 			}
@@ -185,26 +247,22 @@ func AppendAggregationState(dst []byte, s *AggregationState) ([]byte, error) {
 			dst = appendLong(dst, 1)
 			dst = appendString(dst, string(*mf.ReplayOf))
 		}
+		if len(s.Results) > 0 {
+			dst = appendLong(dst, int64(len(s.Results)))
+			for i := range s.Results {
+				var err error
+				if dst, err = appendPart(dst, &s.Results[i]); err != nil {
+					return dst[:start], err
+				}
+			}
+		}
+		dst = appendLong(dst, 0)
 	case EntryPart:
 		dst = appendLong(dst, 1)
-		p := &s.Part
-		if err := checkMicros("arrived_at", p.ArrivedAt); err != nil {
+		var err error
+		if dst, err = appendPart(dst, &s.Part); err != nil {
 			return dst[:start], err
 		}
-		i := slices.Index(stateStatuses[:], p.Status)
-		if i < 0 {
-			return dst[:start], fmt.Errorf("encode %s: part %q: status %q is not one of %v", KindAggregationState, p.PartID, p.Status, stateStatuses)
-		}
-		if p.Attempt < math.MinInt32 || p.Attempt > math.MaxInt32 {
-			return dst[:start], fmt.Errorf("encode %s: part %q: attempt %d out of the int range", KindAggregationState, p.PartID, p.Attempt)
-		}
-		dst = appendString(dst, string(p.PartID))
-		dst = appendLong(dst, int64(i))
-		dst = appendBytes(dst, p.Payload)
-		dst = appendString(dst, p.Error)
-		dst = appendString(dst, p.ProcessorID)
-		dst = appendLong(dst, int64(p.Attempt))
-		dst = appendLong(dst, p.ArrivedAt.UnixMicro())
 	case EntryHeld:
 		dst = appendLong(dst, 2)
 		h := &s.Held
@@ -230,10 +288,44 @@ func AppendAggregationState(dst []byte, s *AggregationState) ([]byte, error) {
 		dst = appendLong(dst, 3)
 		dst = appendLong(dst, s.Done.CompletedAt.UnixMicro())
 		dst = appendLong(dst, s.Done.ForgetAt.UnixMicro())
+		if len(s.Done.Requests) > 0 {
+			dst = appendLong(dst, int64(len(s.Done.Requests)))
+			for i := range s.Done.Requests {
+				q := &s.Done.Requests[i]
+				if err := cmp.Or(checkMicros("requests[].completed_at", q.CompletedAt), checkMicros("requests[].forget_at", q.ForgetAt)); err != nil {
+					return dst[:start], err
+				}
+				dst = appendString(dst, string(q.CorrelationID))
+				dst = appendLong(dst, q.CompletedAt.UnixMicro())
+				dst = appendLong(dst, q.ForgetAt.UnixMicro())
+			}
+		}
+		dst = appendLong(dst, 0)
 	default:
 		return dst[:start], fmt.Errorf("encode %s: %s: no such entry", KindAggregationState, s.Entry)
 	}
 	return dst, nil
+}
+
+// appendPart appends a StatePart body.
+func appendPart(dst []byte, p *PartState) ([]byte, error) {
+	if err := checkMicros("arrived_at", p.ArrivedAt); err != nil {
+		return dst, err
+	}
+	i := slices.Index(stateStatuses[:], p.Status)
+	if i < 0 {
+		return dst, fmt.Errorf("encode %s: part %q: status %q is not one of %v", KindAggregationState, p.PartID, p.Status, stateStatuses)
+	}
+	if p.Attempt < math.MinInt32 || p.Attempt > math.MaxInt32 {
+		return dst, fmt.Errorf("encode %s: part %q: attempt %d out of the int range", KindAggregationState, p.PartID, p.Attempt)
+	}
+	dst = appendString(dst, string(p.PartID))
+	dst = appendLong(dst, int64(i))
+	dst = appendBytes(dst, p.Payload)
+	dst = appendString(dst, p.Error)
+	dst = appendString(dst, p.ProcessorID)
+	dst = appendLong(dst, int64(p.Attempt))
+	return appendLong(dst, p.ArrivedAt.UnixMicro()), nil
 }
 
 // checkMicros reports a time that the changelog's timestamp-micros cannot
@@ -269,11 +361,12 @@ func DecodeAggregationState(b []byte) (AggregationState, error) {
 	if err != nil {
 		return AggregationState{}, err
 	}
-	if _, err := r.readHeader(k, b); err != nil {
+	w, err := r.readHeader(k, b)
+	if err != nil {
 		return AggregationState{}, err
 	}
 	d := decoder{b: b[singleObjectHeaderLen:]}
-	s := d.state()
+	s := d.state(w.state)
 	if d.err == nil && len(d.b) > 0 {
 		d.err = fmt.Errorf("%d trailing bytes", len(d.b))
 	}
@@ -375,7 +468,8 @@ func (d *decoder) blocks(field string, item func()) {
 	}
 }
 
-func (d *decoder) state() AggregationState {
+// state reads an AggregationState body written with schema body.
+func (d *decoder) state(body stateBody) AggregationState {
 	s := AggregationState{CorrelationID: CorrelationID(d.str("correlation_id"))}
 	switch branch := d.long("entry"); {
 	case d.err != nil:
@@ -399,22 +493,16 @@ func (d *decoder) state() AggregationState {
 		default:
 			d.fail("replay_of: union index %d out of 2", u)
 		}
+		if body == stateBodyCurrent {
+			d.blocks("results", func() {
+				var p PartState
+				d.part(&p)
+				s.Results = append(s.Results, p)
+			})
+		}
 	case branch == 1:
 		s.Entry = EntryPart
-		p := &s.Part
-		p.PartID = PartID(d.str("part_id"))
-		switch i := d.long("status"); {
-		case d.err != nil:
-		case i < 0 || i >= int64(len(stateStatuses)):
-			d.fail("status: enum index %d out of %d", i, len(stateStatuses))
-		default:
-			p.Status = stateStatuses[i]
-		}
-		p.Payload = d.bytes("payload")
-		p.Error = d.str("error")
-		p.ProcessorID = d.str("processor_id")
-		p.Attempt = int(d.int("attempt"))
-		p.ArrivedAt = d.time("arrived_at")
+		d.part(&s.Part)
 	case branch == 2:
 		s.Entry = EntryHeld
 		h := &s.Held
@@ -429,8 +517,34 @@ func (d *decoder) state() AggregationState {
 		s.Entry = EntryDone
 		s.Done.CompletedAt = d.time("completed_at")
 		s.Done.ForgetAt = d.time("forget_at")
+		if body == stateBodyCurrent {
+			d.blocks("requests", func() {
+				s.Done.Requests = append(s.Done.Requests, DoneRequest{
+					CorrelationID: CorrelationID(d.str("requests[].correlation_id")),
+					CompletedAt:   d.time("requests[].completed_at"),
+					ForgetAt:      d.time("requests[].forget_at"),
+				})
+			})
+		}
 	default:
 		d.fail("entry: union index %d out of 4", branch)
 	}
 	return s
+}
+
+// part reads a StatePart body into p.
+func (d *decoder) part(p *PartState) {
+	p.PartID = PartID(d.str("part_id"))
+	switch i := d.long("status"); {
+	case d.err != nil:
+	case i < 0 || i >= int64(len(stateStatuses)):
+		d.fail("status: enum index %d out of %d", i, len(stateStatuses))
+	default:
+		p.Status = stateStatuses[i]
+	}
+	p.Payload = d.bytes("payload")
+	p.Error = d.str("error")
+	p.ProcessorID = d.str("processor_id")
+	p.Attempt = int(d.int("attempt"))
+	p.ArrivedAt = d.time("arrived_at")
 }

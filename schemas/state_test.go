@@ -2,13 +2,18 @@ package schemas_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"math"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/hamba/avro/v2"
+	"github.com/hamba/avro/v2/pkg/crc64"
 	"github.com/linkedin/goavro/v2"
 
 	"github.com/scattergather/scattergather/schemas"
@@ -31,6 +36,12 @@ func stateCases() []struct {
 			Deadline: stateT0.Add(time.Second), Policy: "quorum:2", SubmittedAt: stateT0, ReplyTo: "sg.replies.x",
 			Headers: map[string]string{"b": "2", "a": "1", "trace": "00-abc"}, ReplayOf: &replay,
 		}}},
+		{"open with results", schemas.AggregationState{CorrelationID: "c-5", Entry: schemas.EntryOpen, Open: schemas.Manifest{
+			CorrelationID: "c-5", Route: "search", Parts: []schemas.PartID{"shard-0", "shard-1"}, Deadline: stateT0.Add(time.Second), Policy: "all",
+		}, Results: []schemas.PartState{
+			{PartID: "shard-1", Status: schemas.ResultOK, Payload: []byte(`{"hits":[1,2]}`), ProcessorID: "p-7", Attempt: 2, ArrivedAt: stateT0},
+			{PartID: "shard-0", Status: schemas.ResultError, Payload: []byte{}, Error: "boom", Attempt: 1, ArrivedAt: stateT0.Add(time.Millisecond)},
+		}}},
 		{"open bare", schemas.AggregationState{CorrelationID: "c-2", Entry: schemas.EntryOpen, Open: schemas.Manifest{
 			CorrelationID: "c-2", Parts: []schemas.PartID{}, Deadline: stateT0,
 		}}},
@@ -48,6 +59,12 @@ func stateCases() []struct {
 		{"done", schemas.AggregationState{CorrelationID: "c-4", Entry: schemas.EntryDone, Done: schemas.DoneState{
 			CompletedAt: stateT0, ForgetAt: stateT0.Add(5 * time.Minute),
 		}}},
+		{"done-list", schemas.AggregationState{Entry: schemas.EntryDone, Done: schemas.DoneState{
+			CompletedAt: stateT0.Add(time.Second), ForgetAt: stateT0.Add(6 * time.Minute), Requests: []schemas.DoneRequest{
+				{CorrelationID: "c-6", CompletedAt: stateT0, ForgetAt: stateT0.Add(5 * time.Minute)},
+				{CorrelationID: "ünï", CompletedAt: stateT0.Add(time.Second), ForgetAt: stateT0.Add(6 * time.Minute)},
+			},
+		}}},
 	}
 }
 
@@ -58,6 +75,15 @@ func stateDecoded(s schemas.AggregationState) schemas.AggregationState {
 	s.Open.Deadline, s.Open.SubmittedAt = us(s.Open.Deadline), us(s.Open.SubmittedAt)
 	s.Part.ArrivedAt, s.Held.ArrivedAt = us(s.Part.ArrivedAt), us(s.Held.ArrivedAt)
 	s.Done.CompletedAt, s.Done.ForgetAt = us(s.Done.CompletedAt), us(s.Done.ForgetAt)
+	s.Results = append([]schemas.PartState(nil), s.Results...)
+	for i := range s.Results {
+		s.Results[i].ArrivedAt = us(s.Results[i].ArrivedAt)
+	}
+	s.Done.Requests = append([]schemas.DoneRequest(nil), s.Done.Requests...)
+	for i := range s.Done.Requests {
+		q := &s.Done.Requests[i]
+		q.CompletedAt, q.ForgetAt = us(q.CompletedAt), us(q.ForgetAt)
+	}
 	if s.Entry != schemas.EntryOpen {
 		s.Open = schemas.Manifest{Deadline: s.Open.Deadline, SubmittedAt: s.Open.SubmittedAt}
 	}
@@ -189,16 +215,17 @@ func goavroNative(s schemas.AggregationState) map[string]any {
 		if s.Open.ReplayOf != nil {
 			replay = goavro.Union("string", string(*s.Open.ReplayOf))
 		}
+		results := make([]any, len(s.Results))
+		for i, p := range s.Results {
+			results[i] = partNative(p)
+		}
 		entry = goavro.Union("io.scattergather.v1.StateOpen", map[string]any{
 			"route": string(s.Open.Route), "parts": parts, "deadline": s.Open.Deadline, "policy": s.Open.Policy,
 			"submitted_at": s.Open.SubmittedAt, "reply_to": s.Open.ReplyTo, "headers": headers, "replay_of": replay,
+			"results": results,
 		})
 	case schemas.EntryPart:
-		p := s.Part
-		entry = goavro.Union("io.scattergather.v1.StatePart", map[string]any{
-			"part_id": string(p.PartID), "status": string(p.Status), "payload": p.Payload, "error": p.Error,
-			"processor_id": p.ProcessorID, "attempt": int32(p.Attempt), "arrived_at": p.ArrivedAt,
-		})
+		entry = goavro.Union("io.scattergather.v1.StatePart", partNative(s.Part))
 	case schemas.EntryHeld:
 		h := s.Held
 		headers := make([]any, len(h.Headers))
@@ -209,11 +236,22 @@ func goavroNative(s schemas.AggregationState) map[string]any {
 			"partition": h.Partition, "offset": h.Offset, "value": h.Value, "headers": headers, "arrived_at": h.ArrivedAt,
 		})
 	case schemas.EntryDone:
+		requests := make([]any, len(s.Done.Requests))
+		for i, q := range s.Done.Requests {
+			requests[i] = map[string]any{"correlation_id": string(q.CorrelationID), "completed_at": q.CompletedAt, "forget_at": q.ForgetAt}
+		}
 		entry = goavro.Union("io.scattergather.v1.StateDone", map[string]any{
-			"completed_at": s.Done.CompletedAt, "forget_at": s.Done.ForgetAt,
+			"completed_at": s.Done.CompletedAt, "forget_at": s.Done.ForgetAt, "requests": requests,
 		})
 	}
 	return map[string]any{"correlation_id": string(s.CorrelationID), "entry": entry}
+}
+
+func partNative(p schemas.PartState) map[string]any {
+	return map[string]any{
+		"part_id": string(p.PartID), "status": string(p.Status), "payload": p.Payload, "error": p.Error,
+		"processor_id": p.ProcessorID, "attempt": int32(p.Attempt), "arrived_at": p.ArrivedAt,
+	}
 }
 
 // normalNative makes goavro's native form comparable: times as
@@ -388,20 +426,24 @@ func TestAggregationStateTimeRange(t *testing.T) {
 	}
 }
 
-// TestAggregationStateAppendAllocs: the aggregator encodes a part entry
-// per result into a reused buffer; that must not allocate.
+// TestAggregationStateAppendAllocs: the aggregator encodes an open entry,
+// its results folded in, per batch in which the request changes, and a
+// done-list per batch, into a reused buffer; that must not allocate, with
+// a few manifest headers too.
 func TestAggregationStateAppendAllocs(t *testing.T) {
-	s := stateCases()[2].s
-	buf := make([]byte, 0, 4096)
-	allocs := testing.AllocsPerRun(100, func() {
-		var err error
-		if buf, err = schemas.AppendAggregationState(buf[:0], &s); err != nil {
-			t.Fatal(err)
+	for _, i := range []int{0, 1, 3, 8} { // open (3 headers), with results, part (v2), done-list
+		s := stateCases()[i].s
+		buf := make([]byte, 0, 4096)
+		allocs := testing.AllocsPerRun(100, func() {
+			var err error
+			if buf, err = schemas.AppendAggregationState(buf[:0], &s); err != nil {
+				t.Fatal(err)
+			}
+			buf = schemas.AppendDoneListKey(buf, 7)
+		})
+		if allocs != 0 {
+			t.Fatalf("%s: %.1f allocations per entry, want 0", stateCases()[i].name, allocs)
 		}
-		buf = schemas.AppendPartKey(buf, s.CorrelationID, s.Part.PartID)
-	})
-	if allocs != 0 {
-		t.Fatalf("%.1f allocations per part entry, want 0", allocs)
 	}
 }
 
@@ -472,4 +514,61 @@ func FuzzDecodeAggregationState(f *testing.F) {
 			t.Fatalf("decode(encode(decode(b))) differs:\n%+v\n%+v", s, s2)
 		}
 	})
+}
+
+// TestAggregationStateReadsV2 reads entries written with release v2 of the
+// schema (history/v2), under each of its fingerprints: an aggregator
+// restores the changelog the previous build wrote. Their bodies lack the
+// fields added since (StateOpen.results, StateDone.requests).
+func TestAggregationStateReadsV2(t *testing.T) {
+	src, err := os.ReadFile(filepath.Join("history", "v2", "aggregation_state.avsc"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	codec, err := goavro.NewCodec(string(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs, err := avro.ParseBytesWithCache(src, "", &avro.SchemaCache{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := crc64.SumWithByteOrder([]byte(specCanonical(t, hs)), crc64.LittleEndian)
+	current, err := schemas.Fingerprint(schemas.KindAggregationState)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if binary.LittleEndian.Uint64(spec[:]) == current {
+		t.Fatal("v2 has the current fingerprint: the test would prove nothing")
+	}
+	for _, tc := range stateCases() {
+		if len(tc.s.Results) > 0 || len(tc.s.Done.Requests) > 0 {
+			continue // not in v2
+		}
+		native := goavroNative(stateDecoded(tc.s))
+		for _, e := range native["entry"].(map[string]any) {
+			m := e.(map[string]any)
+			delete(m, "results")
+			delete(m, "requests")
+		}
+		t.Run(tc.name, func(t *testing.T) {
+			bySpec, err := codec.BinaryFromNative(append([]byte{0xC3, 0x01}, spec[:]...), native)
+			if err != nil {
+				t.Fatal(err)
+			}
+			byGoavro, err := codec.SingleFromNative(nil, native)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, b := range [][]byte{bySpec, byGoavro} {
+				got, err := schemas.DecodeAggregationState(b)
+				if err != nil {
+					t.Fatalf("a v2 entry (fingerprint %x) does not decode: %v", b[2:10], err)
+				}
+				if want := stateDecoded(tc.s); !reflect.DeepEqual(normalTimes(got), normalTimes(want)) {
+					t.Fatalf("v2 entry decodes to\n %+v\nwant\n %+v", got, want)
+				}
+			}
+		})
+	}
 }
