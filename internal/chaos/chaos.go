@@ -346,6 +346,11 @@ type Report struct {
 	Manifests, Tasks, Results int
 	// First replies by status.
 	Complete, Partial, Failed int
+	// LongestStall is the longest time, while requests were being sent,
+	// that a partition of results or replies showed no new record
+	// (longestStall in verify.go); LongestStallAt says which and when.
+	LongestStall   time.Duration
+	LongestStallAt string
 	// NotOK counts the parts that are not OK in first replies, by reason:
 	// verdict, late, outage, never.
 	NotOK map[string]int
@@ -382,10 +387,19 @@ func (r Report) OK() bool {
 
 // Line is the one-line verdict:
 //
-//	chaos: requests=2000 replies=2000 lost=0 duplicated=0 wrong=0 kills=6 broker_kills=0 broker_bounces=0 guarantee=exactly-once broker=kfake
+//	chaos: requests=2000 replies=2000 lost=0 duplicated=0 wrong=0 kills=6 broker_kills=0 broker_bounces=0 complete_pct=97.4 longest_stall_s=3.2 guarantee=exactly-once broker=kfake
 func (r Report) Line() string {
-	return fmt.Sprintf("chaos: requests=%d replies=%d lost=%d duplicated=%d wrong=%d kills=%d broker_kills=%d broker_bounces=%d guarantee=%s broker=%s",
-		r.Requests, r.Replies, r.Lost, r.Duplicated, r.Wrong, r.Kills, r.BrokerKills, r.BrokerBounces, r.Guarantee, r.Broker)
+	return fmt.Sprintf("chaos: requests=%d replies=%d lost=%d duplicated=%d wrong=%d kills=%d broker_kills=%d broker_bounces=%d complete_pct=%.1f longest_stall_s=%.1f guarantee=%s broker=%s",
+		r.Requests, r.Replies, r.Lost, r.Duplicated, r.Wrong, r.Kills, r.BrokerKills, r.BrokerBounces, r.CompletePct(), r.LongestStall.Seconds(), r.Guarantee, r.Broker)
+}
+
+// CompletePct is the share of requests whose first reply was COMPLETE, in
+// percent.
+func (r Report) CompletePct() float64 {
+	if r.Requests == 0 {
+		return 0
+	}
+	return 100 * float64(r.Complete) / float64(r.Requests)
 }
 
 // Harness runs one chaos run.
@@ -1229,7 +1243,7 @@ func (h *Harness) readFacts(ctx context.Context, cc kafkaconfig.Client, topics k
 		if err != nil {
 			rep = schemas.Reply{CorrelationID: id, Status: "UNDECODABLE", Error: err.Error()}
 		}
-		f.replies[id] = append(f.replies[id], replyFact{reply: rep, visible: obs.visibleAt(tpo{r.Topic, r.Partition, r.Offset})})
+		f.replies[id] = append(f.replies[id], replyFact{reply: rep, partition: r.Partition, visible: obs.visibleAt(tpo{r.Topic, r.Partition, r.Offset})})
 	})
 	errs = append(errs, err)
 	f.commits = obs.commitSamples()
@@ -1399,6 +1413,9 @@ func (h *Harness) summary(r Report, clientTimeouts int) {
 				f.Pause.Round(100*time.Millisecond), f.Restart.Round(100*time.Millisecond), healed, errSuffix(f.Err)))
 		}
 		fmt.Fprintf(w, "chaos: broker faults: %s\n", strings.Join(fs, "; "))
+	}
+	if r.LongestStallAt != "" {
+		fmt.Fprintf(w, "chaos: longest stall: %s for %s\n", r.LongestStallAt, r.LongestStall.Round(100*time.Millisecond))
 	}
 	for _, e := range r.Errors {
 		fmt.Fprintf(w, "chaos: error: %s\n", e)

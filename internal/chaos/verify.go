@@ -40,8 +40,9 @@ type resultFact struct {
 
 // replyFact is one committed reply, in log order.
 type replyFact struct {
-	reply   schemas.Reply
-	visible time.Time
+	reply     schemas.Reply
+	partition int32
+	visible   time.Time
 }
 
 // offsetSample says that the aggregator group's committed offset of a
@@ -126,6 +127,7 @@ func check(f *facts, o checkOptions) Report {
 	}
 	sort.Slice(ids, func(i, j int) bool { return f.submitted[ids[i]].at.Before(f.submitted[ids[j]].at) })
 	r.Requests = len(ids)
+	r.LongestStall, r.LongestStallAt = longestStall(f, ids)
 
 	for _, id := range ids {
 		sub := f.submitted[id]
@@ -407,3 +409,59 @@ func truncate(b []byte) string {
 }
 
 func clock(t time.Time) string { return t.Format("15:04:05.000") }
+
+// longestStall returns the longest time, while requests were being sent
+// (from the first to the last submission), that a partition of results or
+// of replies showed the observer no new record, and where: every request
+// goes through one of each, so a stall anywhere on its path shows there.
+// Partitions take records at random, so a few seconds is the noise of a
+// slow run; a broker failover shows as 7-18 s. ids are in submission order.
+func longestStall(f *facts, ids []schemas.CorrelationID) (time.Duration, string) {
+	if len(ids) == 0 {
+		return 0, ""
+	}
+	from, to := f.submitted[ids[0]].at, f.submitted[ids[len(ids)-1]].at
+	type key struct {
+		topic     string
+		partition int32
+	}
+	seen := map[key][]time.Time{}
+	for _, rs := range f.results {
+		for _, r := range rs {
+			if !r.visible.IsZero() {
+				k := key{"results", r.partition}
+				seen[k] = append(seen[k], r.visible)
+			}
+		}
+	}
+	for _, rs := range f.replies {
+		for _, r := range rs {
+			if !r.visible.IsZero() {
+				k := key{"replies", r.partition}
+				seen[k] = append(seen[k], r.visible)
+			}
+		}
+	}
+	var longest time.Duration
+	var where string
+	for k, ts := range seen {
+		slices.SortFunc(ts, time.Time.Compare)
+		last := from
+		for _, t := range append(ts, to) {
+			if t.Before(from) {
+				continue
+			}
+			if t.After(to) {
+				t = to
+			}
+			if gap := t.Sub(last); gap > longest {
+				longest, where = gap, fmt.Sprintf("%s/%d after %s", k.topic, k.partition, last.Format("15:04:05.000"))
+			}
+			last = t
+			if !t.Before(to) {
+				break
+			}
+		}
+	}
+	return longest, where
+}

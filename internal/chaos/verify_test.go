@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -343,5 +344,46 @@ func TestScheduleKillsEveryAggregator(t *testing.T) {
 				t.Errorf("seed %d: event %d differs between two schedules of the same seed", seed, i)
 			}
 		}
+	}
+}
+
+// TestLongestStall: the longest gap between records of one partition of
+// results or replies, within the window of the requests sent, counting a
+// partition silent from the start or to the end.
+func TestLongestStall(t *testing.T) {
+	t0 := time.Date(2026, 12, 6, 14, 0, 0, 0, time.UTC)
+	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
+	f := newFacts("r")
+	var ids []schemas.CorrelationID
+	for i := range 11 { // sent at 0s..10s
+		id := schemas.CorrelationID(fmt.Sprintf("c%02d", i))
+		f.submitted[id] = submission{at: at(float64(i))}
+		ids = append(ids, id)
+	}
+	// results/0 every second but a gap from 2s to 6.5s; results/1 every
+	// second; replies/0 from 1s on, with one record seen after the window
+	// and one never seen by the observer (zero time).
+	for i := range 11 {
+		if i < 3 || i > 6 {
+			f.results[partKey{ids[i], "a"}] = append(f.results[partKey{ids[i], "a"}], resultFact{partition: 0, visible: at(float64(i))})
+		}
+		f.results[partKey{ids[i], "b"}] = append(f.results[partKey{ids[i], "b"}], resultFact{partition: 1, visible: at(float64(i) + 0.1)})
+	}
+	f.results[partKey{ids[6], "a"}] = append(f.results[partKey{ids[6], "a"}], resultFact{partition: 0, visible: at(6.5)})
+	for i := 1; i < 11; i++ {
+		f.replies[ids[i]] = append(f.replies[ids[i]], replyFact{partition: 0, visible: at(float64(i) + 0.5)})
+	}
+	f.replies[ids[0]] = append(f.replies[ids[0]], replyFact{partition: 0})
+	d, where := longestStall(f, ids)
+	if d != 4500*time.Millisecond || !strings.HasPrefix(where, "results/0 after 14:00:02.000") {
+		t.Fatalf("longest stall %s at %q; want 4.5s on results/0 after 14:00:02.000", d, where)
+	}
+	// A partition silent the whole window stalls the whole window.
+	f.replies[ids[3]] = append(f.replies[ids[3]], replyFact{partition: 5, visible: at(12)})
+	if d, where := longestStall(f, ids); d != 10*time.Second || !strings.HasPrefix(where, "replies/5") {
+		t.Fatalf("longest stall %s at %q; want 10s on replies/5", d, where)
+	}
+	if pct := (Report{Requests: 2000, Complete: 1948}).CompletePct(); pct != 97.4 {
+		t.Fatalf("complete_pct %v, want 97.4", pct)
 	}
 }

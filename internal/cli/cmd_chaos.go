@@ -123,7 +123,11 @@ a part is not OK only when it truly missed the deadline (see docs/guarantees.md
 for the rule). Under exactly-once no task, manifest or result is committed
 twice either. The last line is the verdict (kills counts roles):
 
-  chaos: requests=N replies=N lost=0 duplicated=0 wrong=0 kills=K broker_kills=B broker_bounces=C guarantee=exactly-once broker=kfake
+  chaos: requests=N replies=N lost=0 duplicated=0 wrong=0 kills=K broker_kills=B broker_bounces=C complete_pct=P longest_stall_s=S guarantee=exactly-once broker=kfake
+
+complete_pct is the share of COMPLETE replies; longest_stall_s the longest
+time, while requests were sent, that a partition of results or replies
+showed no new record.
 
 Exit status 1 when lost, wrong or (exactly-once) duplicated is above zero, a
 role did not stop cleanly on SIGTERM, or a broker fault failed (a node that
