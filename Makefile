@@ -8,7 +8,7 @@ PKGS      ?= ./...
 GOFLAGS   ?=
 export GOFLAGS
 
-.PHONY: all build run dev test test-unit lint vet fmt fuzz chaos bench bench-micro clean help
+.PHONY: all build run dev test test-unit examples lint vet fmt fuzz chaos bench bench-micro clean help
 
 all: build
 
@@ -28,9 +28,33 @@ dev: ## run an embedded broker and every role until Ctrl-C
 
 # -timeout 8m: the slowest package takes about 2 minutes on a loaded 2-core
 # box; a hang fails its package (with every goroutine's stack) well within
-# CI's 30 minutes.
-test: ## unit tests + integration suite on the embedded broker (kfake)
+# CI's 30 minutes. Then the examples module (below).
+test: ## unit tests + integration suite on the embedded broker (kfake), then the examples module
 	$(GO) test -count=1 -timeout 8m $(PKGS)
+	@$(MAKE) --no-print-directory examples
+
+# examples is the examples/ module: its own go.mod, which takes this module
+# through a replace, so it builds against the public packages as a user's
+# module does. It checks that
+#   - go.sum is complete: the build runs with -mod=readonly, so a missing
+#     entry fails here rather than being added (run `go mod tidy` in
+#     examples/ after changing this module's dependencies);
+#   - no example imports an internal package: Go does not stop it, since
+#     internal/ is checked by import path and examples/ lies under this
+#     module's path, so the check is a go list of their imports. The
+#     Example tests of the role packages (*/example_test.go) are held to the
+#     same rule;
+#   - go vet passes and the tests pass (examples/inventory/main_test.go runs
+#     the whole program end to end on an in-process broker).
+# Cost on the 2-core box: 3-5s after `go test ./...` has filled the build
+# cache (as in `make test`), of which the tests take 0.3-2.5s; about 170s
+# with an empty build cache, nearly all of it compiling.
+examples: ## vet, build and test the examples/ module (public API only, go.sum complete)
+	cd examples && $(GO) build -mod=readonly -o /dev/null ./...
+	@bad=$$( (cd examples && $(GO) list -e -test -f '{{range .Imports}}{{$$.ImportPath}} imports {{.}}{{"\n"}}{{end}}' ./...) | grep ' imports github.com/scattergather/scattergather/internal'; \
+		grep -Hn '"github.com/scattergather/scattergather/internal' */example_test.go /dev/null); \
+	if [ -n "$$bad" ]; then echo "examples: internal packages imported; a user's module cannot import them:"; echo "$$bad"; exit 1; fi
+	cd examples && $(GO) vet ./... && $(GO) test -count=1 ./...
 
 lint: vet ## go vet and a gofmt check
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
