@@ -39,11 +39,12 @@ test: ## unit tests + integration suite on the embedded broker (kfake), then the
 #   - go.sum is complete: the build runs with -mod=readonly, so a missing
 #     entry fails here rather than being added (run `go mod tidy` in
 #     examples/ after changing this module's dependencies);
-#   - no example imports an internal package: Go does not stop it, since
-#     internal/ is checked by import path and examples/ lies under this
-#     module's path, so the check is a go list of their imports. The
-#     Example tests of the role packages (*/example_test.go) are held to the
-#     same rule;
+#   - no example imports an internal package: the module's path
+#     (example.com/scattergather-examples) lies outside this module's, so
+#     the compiler refuses it as it would in a stranger's module; the go
+#     list below says which import when it happens. The Example tests of
+#     the role packages (*/example_test.go), which live in this module, are
+#     held to the same rule by the grep;
 #   - go vet passes and the tests pass (examples/inventory/main_test.go runs
 #     the whole program end to end on an in-process broker).
 # Cost on the 2-core box: 3-5s after `go test ./...` has filled the build

@@ -1,4 +1,4 @@
-module github.com/scattergather/scattergather/examples
+module example.com/scattergather-examples
 
 go 1.26.8
 

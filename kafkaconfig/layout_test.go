@@ -180,3 +180,18 @@ func TestCreateTopics(t *testing.T) {
 		t.Fatalf("bad config: %v, want the brokers and partitions named", err)
 	}
 }
+
+// TestEmptyPrefix: an empty prefix names the topics the roles use, which
+// take DefaultPrefix for it.
+func TestEmptyPrefix(t *testing.T) {
+	var empty kafkaconfig.Topics
+	dflt := kafkaconfig.Topics{Prefix: kafkaconfig.DefaultPrefix}
+	for _, pair := range [][2]string{
+		{empty.Requests(), dflt.Requests()}, {empty.Tasks("x"), dflt.Tasks("x")}, {empty.Results(), dflt.Results()},
+		{empty.Replies(), dflt.Replies()}, {empty.State(), dflt.State()}, {empty.DLQ(), dflt.DLQ()},
+	} {
+		if pair[0] != pair[1] {
+			t.Errorf("empty prefix names %q, want %q", pair[0], pair[1])
+		}
+	}
+}
