@@ -165,6 +165,15 @@ CHAOS_BROKERS ?=
 chaos: build ## kill roles under load on kfake (its own process) and check every reply
 	$(BIN) chaos $(if $(CHAOS_BROKERS),--brokers $(CHAOS_BROKERS)) $(CHAOS_FLAGS)
 
+# chaos-availability: deploys and scaling must be invisible to callers
+# (issue #16), on kfake, exactly-once, no stragglers, 1,500 requests at
+# 50/s each (about 40s a run): a rolling restart (6 SIGTERMs, every role
+# restarted) must keep 100% of the replies COMPLETE, and scaling the
+# processors 2 -> 4 -> 2 under load at least 99.9%.
+chaos-availability: build ## rolling restarts and scaling under load on kfake: 100% and 99.9% COMPLETE or fail
+	$(BIN) chaos --kills 0 --terms 6 --straggler-rate 0 --requests 1500 --rate 50 --min-complete-pct 100 --progress 10s
+	$(BIN) chaos --kills 0 --processors 2 --scale-processors 2 --straggler-rate 0 --requests 1500 --rate 50 --min-complete-pct 99.9 --progress 10s
+
 # chaos-kafka is chaos on a real Apache Kafka: the running one
 # (scripts/kafka-local.sh status), or one started for the run and stopped
 # after it, even on failure.

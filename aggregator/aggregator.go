@@ -330,6 +330,7 @@ func New(cfg Config) (*Aggregator, error) {
 		InstanceID:      cfg.InstanceID,
 		DeadLetters:     cfg.Topics.DLQ(),
 		CommitInterval:  max(cfg.OffsetCommitInterval, 0),
+		SessionTimeout:  cfg.SessionTimeout,
 		Role:            "aggregator",
 		Metrics:         cfg.Metrics,
 		Tick:            cfg.Tick,

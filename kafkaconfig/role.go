@@ -43,6 +43,14 @@ type Role struct {
 	// negative commits after every batch. Exactly-once commits offsets in
 	// each batch's transaction and ignores it.
 	OffsetCommitInterval time.Duration
+	// SessionTimeout is how long the group waits for a member that stopped
+	// heartbeating (a crashed or frozen instance) before its partitions go
+	// to the others; the tasks, requests or results there wait that long.
+	// A shorter one fails over sooner and risks taking a slow member for a
+	// dead one (the broker bounds it: group.min.session.timeout.ms, 6s by
+	// default). Zero takes DefaultSessionTimeout. A member that stops
+	// cleanly leaves at once.
+	SessionTimeout time.Duration
 	// Logger receives the role's logs; nil discards them.
 	Logger *slog.Logger
 	// Metrics registers the role's Prometheus metrics; nil registers none.
@@ -73,8 +81,14 @@ func (r Role) WithDefaults(group string) Role {
 	if r.OffsetCommitInterval == 0 {
 		r.OffsetCommitInterval = DefaultOffsetCommitInterval
 	}
+	if r.SessionTimeout == 0 {
+		r.SessionTimeout = DefaultSessionTimeout
+	}
 	return r
 }
+
+// DefaultSessionTimeout is Role.SessionTimeout's default.
+const DefaultSessionTimeout = 10 * time.Second
 
 // DefaultOffsetCommitInterval is Role.OffsetCommitInterval's default.
 const DefaultOffsetCommitInterval = 100 * time.Millisecond
@@ -90,6 +104,9 @@ func (r Role) Validate() error {
 		if _, err := ParseGuarantee(string(r.Guarantee)); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if r.SessionTimeout < 0 {
+		errs = append(errs, fmt.Errorf("session timeout: %s is negative", r.SessionTimeout))
 	}
 	return errors.Join(errs...)
 }

@@ -163,6 +163,7 @@ func New(cfg Config) (*Scatterer, error) {
 		InstanceID:      cfg.InstanceID,
 		DeadLetters:     cfg.Topics.DLQ(),
 		CommitInterval:  max(cfg.OffsetCommitInterval, 0),
+		SessionTimeout:  cfg.SessionTimeout,
 		Role:            "scatterer",
 		Metrics:         cfg.Metrics,
 		Logger:          cfg.Logger,

@@ -115,6 +115,22 @@ type Config struct {
 	// without exiting, and without losing, repeating or spoiling a reply.
 	// Victims take turns by kind, as for Terms.
 	Fences, Kicks int
+	// ScaleProcessors is how many processor instances join the run at a
+	// third of the load and leave it (SIGTERM, not restarted) at two
+	// thirds: with Processors 2 and ScaleProcessors 2 the route scales
+	// 2 -> 4 -> 2 under load (issue #16: at least 99.9% COMPLETE).
+	ScaleProcessors int
+	// LoseProcessor SIGKILLs processor-0 at a third of the load (half,
+	// with ScaleProcessors) and never restarts it: an instance lost for
+	// good, whose partitions wait out its static membership's session
+	// timeout (10s) before the others take them.
+	LoseProcessor bool
+	// SessionTimeout is the roles' --session-timeout; zero leaves their
+	// default (10s).
+	SessionTimeout time.Duration
+	// MinCompletePct fails the run when fewer first replies than this
+	// percentage are COMPLETE; 0 sets no bound.
+	MinCompletePct float64
 	// Victims limits the kinds of role that are killed or stopped:
 	// "scatterer", "processor", "aggregator"; empty means all three.
 	Victims []string
@@ -210,6 +226,12 @@ func (c *Config) Validate() error {
 	intDefault("aggregators", &c.Aggregators, DefaultAggregators, 1)
 	intDefault("processor concurrency", &c.ProcessorConcurrency, 1, 1)
 	intDefault("partitions", &c.Partitions, DefaultPartitions, 1)
+	if c.ScaleProcessors < 0 || c.MinCompletePct < 0 || c.MinCompletePct > 100 {
+		errs = append(errs, fmt.Errorf("scale processors %d, min complete pct %g: want zero or more, and a percentage up to 100", c.ScaleProcessors, c.MinCompletePct))
+	}
+	if c.LoseProcessor && c.Processors < 2 && c.ScaleProcessors == 0 {
+		errs = append(errs, errors.New("lose processor: needs another processor to take its partitions (processors 2 or more)"))
+	}
 	if c.Kills < 0 || c.Terms < 0 || c.BrokerKills < 0 || c.BrokerBounces < 0 || c.Fences < 0 || c.Kicks < 0 {
 		errs = append(errs, fmt.Errorf("kills %d, terms %d, broker kills %d, broker bounces %d, fences %d, kicks %d: want zero or more",
 			c.Kills, c.Terms, c.BrokerKills, c.BrokerBounces, c.Fences, c.Kicks))
@@ -374,6 +396,14 @@ type Report struct {
 	Guarantee kafkaconfig.Guarantee
 	Broker    string
 	Elapsed   time.Duration
+	// MinCompletePct is Config.MinCompletePct: OK fails below it.
+	MinCompletePct float64
+	// LostAt is when the processor of LoseProcessor was killed, and
+	// LastNotCompleteAfter how long after it the last request whose reply
+	// was not COMPLETE was sent (0: none after it): how long the pipeline
+	// took to recover.
+	LostAt               time.Time
+	LastNotCompleteAfter time.Duration
 	// Problems lists examples of what was wrong.
 	Problems []string
 }
@@ -382,7 +412,7 @@ type Report struct {
 // wrong, no duplicates under exactly-once, every stop clean.
 func (r Report) OK() bool {
 	return r.Lost == 0 && r.Wrong == 0 && r.BadStops == 0 && r.UnexpectedExits == 0 && len(r.Errors) == 0 &&
-		(r.Guarantee != kafkaconfig.ExactlyOnce || r.Duplicated == 0)
+		(r.Guarantee != kafkaconfig.ExactlyOnce || r.Duplicated == 0) && r.CompletePct() >= r.MinCompletePct
 }
 
 // Line is the one-line verdict:
@@ -626,20 +656,31 @@ func (h *Harness) run(ctx context.Context, r *run) (rep Report, err error) {
 	defer keepWG.Wait()
 	defer stopKeepers()
 	var unexpected atomic.Int64
-	for _, p := range roles {
+	// startRole starts p and its keeper, which keepWG waits for.
+	startRole := func(p *proc) error {
 		if err := p.start(nil); err != nil {
-			return rep, err
+			return err
 		}
-		ch := make(chan action)
-		actions[p.name] = ch
 		keepWG.Add(1)
 		go func() {
 			defer keepWG.Done()
-			p.keep(keepCtx, ch, func(p *proc, code int) {
+			p.keep(keepCtx, actions[p.name], func(p *proc, code int) {
 				unexpected.Add(1)
 				h.say("%s exited on its own with status %d; restarting it", p.name, code)
 			}, h.say)
 		}()
+		return nil
+	}
+	var running []*proc // the roles started now: the scale events start the others
+	for _, p := range roles {
+		actions[p.name] = make(chan action)
+		if p.deferred {
+			continue
+		}
+		if err := startRole(p); err != nil {
+			return rep, err
+		}
+		running = append(running, p)
 	}
 
 	cl, err := client.New(ctx, client.Config{Client: cc, Topics: topics, DefaultTimeout: cfg.Timeout})
@@ -651,8 +692,17 @@ func (h *Harness) run(ctx context.Context, r *run) (rep Report, err error) {
 		return rep, err
 	}
 
-	s := &session{h: h, obs: obs, adm: adm, kcl: adminCl, actions: actions, submitted: map[schemas.CorrelationID]submission{}, rep: &rep}
-	sched := h.schedule(roles, bp)
+	s := &session{h: h, obs: obs, adm: adm, kcl: adminCl, actions: actions, submitted: map[schemas.CorrelationID]submission{}, rep: &rep,
+		startRole: startRole, gone: map[string]bool{}}
+	for _, p := range roles {
+		if p.deferred {
+			s.gone[p.name] = true // until scaled up
+			s.deferred = append(s.deferred, p)
+		}
+	}
+	sched := h.schedule(running, bp)
+	sched = append(sched, h.scaleSchedule(roles)...)
+	slices.SortStableFunc(sched, func(a, b event) int { return cmp.Compare(a.at, b.at) })
 	var bsched []brokerEvent
 	if cluster != nil {
 		s.brokers = &brokerFaults{s: s, cluster: cluster, topics: runTopics(topics)}
@@ -689,8 +739,12 @@ func (h *Harness) run(ctx context.Context, r *run) (rep Report, err error) {
 	v.Terms, v.Stops, v.BadStops, v.UnexpectedExits = rep.Terms, rep.Stops, rep.BadStops, rep.UnexpectedExits
 	v.Fences, v.Kicks, v.ClientRestarts = rep.Fences, rep.Kicks, rep.ClientRestarts
 	v.Errors, v.Broker = rep.Errors, rep.Broker
+	v.MinCompletePct = cfg.MinCompletePct
 	v.Elapsed = time.Since(h.start)
 	r.clientTimeouts = s.timeouts
+	if !s.lostAt.IsZero() {
+		v.LostAt, v.LastNotCompleteAfter = s.lostAt, lastNotComplete(f, s.lostAt)
+	}
 	return v, nil
 }
 
@@ -703,6 +757,13 @@ type session struct {
 	kcl     *kgo.Client            // adm's, for the requests kadm has no call for
 	actions map[string]chan action // by role name, to each role's keeper
 	brokers *brokerFaults          // nil unless nodes of Config.Brokers are to be killed
+	// startRole starts a role and its keeper (the scale events);
+	// gone names the roles not running: not started yet, scaled down,
+	// or lost for good. Run's goroutine only.
+	startRole func(p *proc) error
+	gone      map[string]bool
+	lostAt    time.Time // when the processor of LoseProcessor was killed
+	deferred  []*proc   // the processors of Config.ScaleProcessors
 
 	lastReplied int     // at the previous progress line; run's goroutine only
 	rep         *Report // Kills, Terms, Stops, BadStops, Errors; run's goroutine only
@@ -744,7 +805,12 @@ func (s *session) load(ctx context.Context, cl *client.Client, sched []event, bs
 			case <-time.After(wait):
 			}
 		}
-		if ev.fault != "" {
+		switch ev.fault {
+		case faultScaleUp, faultScaleDown:
+			s.scale(ctx, ev.fault == faultScaleUp)
+			continue
+		case "":
+		default:
 			s.fault(ctx, ev)
 			continue
 		}
@@ -840,7 +906,7 @@ func (s *session) send(ctx context.Context, cl *client.Client, start time.Time) 
 // signal has the victim's keeper deliver ev and restart the victim, and
 // records the outcome.
 func (s *session) signal(ctx context.Context, ev event) error {
-	a := action{sig: ev.sig, bound: s.h.cfg.StopBound, pause: ev.pause, done: make(chan actionResult, 1)}
+	a := action{sig: ev.sig, bound: s.h.cfg.StopBound, pause: ev.pause, final: ev.final, done: make(chan actionResult, 1)}
 	select {
 	case s.actions[ev.victim.name] <- a:
 	case <-ctx.Done():
@@ -858,7 +924,12 @@ func (s *session) signal(ctx context.Context, ev event) error {
 		} else {
 			s.rep.Kills++
 		}
-		s.h.say("SIGKILL %s (pid %d); restarted after %s as pid %d", ev.victim.name, res.pid, ev.pause.Round(time.Millisecond), res.restarted)
+		if ev.final {
+			s.gone[ev.victim.name], s.lostAt = true, time.Now()
+			s.h.say("SIGKILL %s (pid %d); lost for good, not restarted", ev.victim.name, res.pid)
+		} else {
+			s.h.say("SIGKILL %s (pid %d); restarted after %s as pid %d", ev.victim.name, res.pid, ev.pause.Round(time.Millisecond), res.restarted)
+		}
 		if res.err != nil {
 			s.rep.Errors = append(s.rep.Errors, fmt.Sprintf("kill %s: %v", ev.victim.name, res.err))
 		}
@@ -909,6 +980,7 @@ func (s *session) drain(ctx context.Context) error {
 // stopRoles stops every role with SIGTERM, all at once: a graceful stop
 // must exit 0 within StopBound.
 func (s *session) stopRoles(ctx context.Context, roles []*proc) error {
+	roles = slices.DeleteFunc(slices.Clone(roles), func(p *proc) bool { return s.gone[p.name] })
 	final := make([]action, len(roles))
 	for i, p := range roles {
 		final[i] = action{sig: syscall.SIGTERM, bound: s.h.cfg.StopBound, final: true, done: make(chan actionResult, 1)}
@@ -923,6 +995,35 @@ func (s *session) stopRoles(ctx context.Context, roles []*proc) error {
 		s.addStop(Stop{Role: p.name, Final: true, Code: res.code, Took: res.took, Err: res.err})
 	}
 	return nil
+}
+
+// scale starts the processors of Config.ScaleProcessors (up) or stops
+// them with SIGTERM for good (down), and records it.
+func (s *session) scale(ctx context.Context, up bool) {
+	for _, p := range s.deferred {
+		if up {
+			if err := s.startRole(p); err != nil {
+				s.rep.Errors = append(s.rep.Errors, fmt.Sprintf("scale up %s: %v", p.name, err))
+				continue
+			}
+			delete(s.gone, p.name)
+			s.h.say("scale up: %s started", p.name)
+			continue
+		}
+		if s.gone[p.name] {
+			continue
+		}
+		a := action{sig: syscall.SIGTERM, bound: s.h.cfg.StopBound, final: true, done: make(chan actionResult, 1)}
+		select {
+		case s.actions[p.name] <- a:
+		case <-ctx.Done():
+			return
+		}
+		res := <-a.done
+		s.gone[p.name] = true
+		s.addStop(Stop{Role: p.name, Code: res.code, Took: res.took, Err: res.err})
+		s.h.say("scale down: SIGTERM %s (pid %d): exit status %d after %s%s", p.name, res.pid, res.code, res.took.Round(time.Millisecond), errSuffix(res.err))
+	}
 }
 
 func (s *session) sentIDs() []schemas.CorrelationID {
@@ -1049,20 +1150,28 @@ func (h *Harness) roles(brokers []string, routesFile, logDir string) []*proc {
 			"--metrics-addr=",
 		}
 	}
+	if cfg.SessionTimeout > 0 {
+		base := common
+		common = func(instance string) []string {
+			return append(base(instance), "--session-timeout", cfg.SessionTimeout.String())
+		}
+	}
 	mk := func(role string, i int, extra ...string) *proc {
 		name := role + "-" + strconv.Itoa(i)
 		return &proc{name: name, role: role, exe: cfg.Exe, env: cfg.Env, logPath: filepath.Join(logDir, name+".log"),
 			args: append(append([]string{role}, common(name)...), extra...)}
 	}
 	out := []*proc{mk("scatterer", 0)}
-	for i := range cfg.Processors {
+	for i := range cfg.Processors + cfg.ScaleProcessors {
 		extra := []string{"--route", string(Route), "--handler", "sleep", "--sleep-delay", "1ms", "--sleep-max-delay", "5ms",
 			"--concurrency", strconv.Itoa(cfg.ProcessorConcurrency)}
 		if cfg.StragglerRate > 0 {
 			extra = append(extra, "--straggler-rate", strconv.FormatFloat(cfg.StragglerRate, 'g', -1, 64),
 				"--straggler-delay", (2 * cfg.Timeout).String())
 		}
-		out = append(out, mk("processor", i, extra...))
+		p := mk("processor", i, extra...)
+		p.deferred = i >= cfg.Processors // started and stopped by the scale events
+		out = append(out, p)
 	}
 	for i := range cfg.Aggregators {
 		out = append(out, mk("aggregator", i))
@@ -1117,14 +1226,40 @@ type event struct {
 	victim *proc
 	sig    syscall.Signal
 	pause  time.Duration
-	fault  string // faultFence or faultKick instead of a signal
+	fault  string // faultFence, faultKick, faultScaleUp or faultScaleDown instead of a signal
+	final  bool   // the victim is not restarted (LoseProcessor)
 }
 
 // The faults the harness causes through the broker, the role left running.
 const (
 	faultFence = "fence"
 	faultKick  = "kick"
+	// The processors of Config.ScaleProcessors join, and leave.
+	faultScaleUp   = "scale-up"
+	faultScaleDown = "scale-down"
 )
+
+// scaleSchedule returns the events of ScaleProcessors and LoseProcessor.
+func (h *Harness) scaleSchedule(roles []*proc) []event {
+	cfg := h.cfg
+	load := time.Duration(float64(cfg.Requests) / cfg.Rate * float64(time.Second))
+	var evs []event
+	if cfg.ScaleProcessors > 0 {
+		evs = append(evs, event{at: load / 3, fault: faultScaleUp}, event{at: load * 2 / 3, fault: faultScaleDown})
+	}
+	if cfg.LoseProcessor {
+		at := load / 3
+		if cfg.ScaleProcessors > 0 {
+			at = load / 2
+		}
+		for _, p := range roles {
+			if p.name == "processor-0" {
+				evs = append(evs, event{at: at, victim: p, sig: syscall.SIGKILL, final: true})
+			}
+		}
+	}
+	return evs
+}
 
 // schedule picks the victims and moments: kills and terms spread over the
 // middle of the load (one per equal slot of [10%, 90%] of it, at a random
@@ -1413,6 +1548,10 @@ func (h *Harness) summary(r Report, clientTimeouts int) {
 				f.Pause.Round(100*time.Millisecond), f.Restart.Round(100*time.Millisecond), healed, errSuffix(f.Err)))
 		}
 		fmt.Fprintf(w, "chaos: broker faults: %s\n", strings.Join(fs, "; "))
+	}
+	if !r.LostAt.IsZero() {
+		fmt.Fprintf(w, "chaos: processor-0 lost for good at %s; the last request answered not COMPLETE was sent %s after it\n",
+			r.LostAt.Format("15:04:05.000"), r.LastNotCompleteAfter.Round(100*time.Millisecond))
 	}
 	if r.LongestStallAt != "" {
 		fmt.Fprintf(w, "chaos: longest stall: %s for %s\n", r.LongestStallAt, r.LongestStall.Round(100*time.Millisecond))

@@ -25,6 +25,9 @@ type proc struct {
 	args    []string
 	env     []string
 	logPath string
+	// deferred: not started with the run, but by a scale event
+	// (Config.ScaleProcessors).
+	deferred bool
 
 	mu      sync.Mutex
 	cmd     *exec.Cmd

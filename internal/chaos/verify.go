@@ -465,3 +465,18 @@ func longestStall(f *facts, ids []schemas.CorrelationID) (time.Duration, string)
 	}
 	return longest, where
 }
+
+// lastNotComplete returns how long after since the last request was sent
+// whose first reply is not COMPLETE (0 when none was sent after since).
+func lastNotComplete(f *facts, since time.Time) time.Duration {
+	var last time.Duration
+	for id, rs := range f.replies {
+		if len(rs) == 0 || rs[0].reply.Status == schemas.ReplyComplete {
+			continue
+		}
+		if d := f.submitted[id].at.Sub(since); d > last {
+			last = d
+		}
+	}
+	return last
+}

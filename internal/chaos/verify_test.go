@@ -387,3 +387,19 @@ func TestLongestStall(t *testing.T) {
 		t.Fatalf("complete_pct %v, want 97.4", pct)
 	}
 }
+
+func TestLastNotComplete(t *testing.T) {
+	t0 := time.Date(2026, 12, 6, 14, 0, 0, 0, time.UTC)
+	f := newFacts("r")
+	for i, st := range []schemas.ReplyStatus{schemas.ReplyPartial, schemas.ReplyComplete, schemas.ReplyPartial, schemas.ReplyComplete} {
+		id := schemas.CorrelationID(fmt.Sprint(i))
+		f.submitted[id] = submission{at: t0.Add(time.Duration(i) * time.Second)}
+		f.replies[id] = []replyFact{{reply: schemas.Reply{Status: st}}}
+	}
+	if d := lastNotComplete(f, t0.Add(500*time.Millisecond)); d != 1500*time.Millisecond {
+		t.Fatalf("last not COMPLETE %s after, want 1.5s (request 2)", d)
+	}
+	if d := lastNotComplete(f, t0.Add(3*time.Second)); d != 0 {
+		t.Fatalf("last not COMPLETE %s after, want 0", d)
+	}
+}

@@ -24,6 +24,7 @@ type common struct {
 	guarantee        string
 	instanceID       string
 	commitInterval   time.Duration
+	sessionTimeout   time.Duration
 	logLevel         string
 	logFormat        string
 	kafkaLogLevel    string
@@ -48,6 +49,7 @@ func (c *common) register(fs *flag.FlagSet, withBrokers bool) {
 	fs.StringVar(&c.routesFile, "routes-file", "", "JSON route table (see docs/routes.md); empty serves the demo routes search, quotes and echo")
 	fs.StringVar(&c.guarantee, "guarantee", string(kafkaconfig.ExactlyOnce), "exactly-once (Kafka transactions) or at-least-once")
 	fs.StringVar(&c.instanceID, "instance-id", "", "stable name of this instance, part of its transactional id; default hostname-pid")
+	fs.DurationVar(&c.sessionTimeout, "session-timeout", kafkaconfig.DefaultSessionTimeout, "how long the consumer group waits for an instance that stopped heartbeating (crashed) before its partitions go to the others; the broker allows 6s to 30m by default")
 	fs.DurationVar(&c.commitInterval, "offset-commit-interval", kafkaconfig.DefaultOffsetCommitInterval, "at-least-once: least time between two offset commits (a crash consumes up to that much again); 0 or negative: after every batch")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")

@@ -1,6 +1,7 @@
 package kafka
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -120,6 +121,9 @@ type HopConfig struct {
 	DeadLetters string
 	// Role names the role in the dead letters the hop writes.
 	Role string
+	// SessionTimeout is the group's session timeout (kafkaconfig.Role);
+	// default 10s.
+	SessionTimeout time.Duration
 	// CommitInterval is, under at-least-once, the least time between two
 	// offset commits: a batch whose output is acknowledged sooner after the
 	// last commit leaves its offsets to the next commit, which comes with
@@ -267,7 +271,7 @@ func NewHop(cfg HopConfig) (*Hop, error) {
 		kgo.ConsumeTopics(cfg.Topics...),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.SessionTimeout(10 * time.Second),
+		kgo.SessionTimeout(cmp.Or(cfg.SessionTimeout, 10*time.Second)),
 		kgo.HeartbeatInterval(time.Second),
 		kgo.RebalanceTimeout(30 * time.Second),
 		kgo.FetchMaxWait(500 * time.Millisecond),
