@@ -46,7 +46,7 @@ func (c *common) register(fs *flag.FlagSet, withBrokers bool) {
 	fs.IntVar(&c.partitions, "partitions", 6, "partitions of requests, tasks.<route>, replies and dlq when created")
 	fs.IntVar(&c.resultPartitions, "result-partitions", 6, "partitions of results and aggregator-state (co-partitioned) when created")
 	fs.IntVar(&c.replication, "replication-factor", -1, "replication factor of created topics; -1 takes the broker's default")
-	fs.StringVar(&c.routesFile, "routes-file", "", "JSON route table (see docs/routes.md); empty serves the demo routes search, quotes and echo")
+	fs.StringVar(&c.routesFile, "routes-file", "", "JSON route table (docs/routes.md describes every field); empty serves the demo routes search, quotes and echo")
 	fs.StringVar(&c.guarantee, "guarantee", string(kafkaconfig.ExactlyOnce), "exactly-once (Kafka transactions) or at-least-once")
 	fs.StringVar(&c.instanceID, "instance-id", "", "stable name of this instance, part of its transactional id; default hostname-pid")
 	fs.DurationVar(&c.sessionTimeout, "session-timeout", kafkaconfig.DefaultSessionTimeout, "how long the consumer group waits for an instance that stopped heartbeating (crashed) before its partitions go to the others; the broker allows 6s to 30m by default")

@@ -102,7 +102,7 @@ func Parse(b []byte) (*Table, error) {
 	dec.DisallowUnknownFields()
 	var t Table
 	if err := dec.Decode(&t); err != nil {
-		return nil, fmt.Errorf("route table: %w", err)
+		return nil, fmt.Errorf("route table%s: %w", position(b, err), err)
 	}
 	if dec.More() {
 		return nil, errors.New("route table: trailing data after the JSON object")
@@ -272,4 +272,24 @@ func (s MergeSpec) Build() (aggregator.Merge, error) {
 		return nil, fmt.Errorf("merge best: order %q, want min or max", s.Order)
 	}
 	return nil, fmt.Errorf("merge kind %q, want collect, topk or best", s.Kind)
+}
+
+// position returns " at line L, column C" for a JSON error that carries an
+// offset into b (the byte after the one at fault), and "" otherwise.
+func position(b []byte, err error) string {
+	var off int64
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syn):
+		off = syn.Offset
+	case errors.As(err, &typ):
+		off = typ.Offset
+	default:
+		return ""
+	}
+	off = min(max(off-1, 0), int64(len(b)))
+	line := 1 + bytes.Count(b[:off], []byte("\n"))
+	col := off - int64(bytes.LastIndexByte(b[:off], '\n'))
+	return fmt.Sprintf(" at line %d, column %d", line, col)
 }

@@ -1,6 +1,8 @@
 package routes
 
 import (
+	"os"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -131,5 +133,46 @@ func TestCheckRecipient(t *testing.T) {
 				t.Errorf("CheckRecipient(%q) = %v, want %q", tt.recipient, err, tt.want)
 			}
 		})
+	}
+}
+
+// TestRoutesDocExample: the example of docs/routes.md parses and
+// validates, and the doc's field table names every field of a route.
+func TestRoutesDocExample(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/routes.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(doc), "```json\n")
+	example, _, ok2 := strings.Cut(rest, "```")
+	if !ok || !ok2 {
+		t.Fatal("docs/routes.md has no json block")
+	}
+	if _, err := Parse([]byte(example)); err != nil {
+		t.Fatalf("the example of docs/routes.md: %v", err)
+	}
+	rt := reflect.TypeFor[Route]()
+	for i := range rt.NumField() {
+		name, _, _ := strings.Cut(rt.Field(i).Tag.Get("json"), ",")
+		if name == "hedge_min_delay" || name == "hedge_min_samples" {
+			name = "`" + name + "`" // described in hedge_percentile's row
+		} else {
+			name = "| `" + name + "` |"
+		}
+		if !strings.Contains(string(doc), name) {
+			t.Errorf("docs/routes.md does not describe the field %s", name)
+		}
+	}
+}
+
+// TestParseErrorPosition: a JSON error names its line and column.
+func TestParseErrorPosition(t *testing.T) {
+	_, err := Parse([]byte("{\"routes\": [\n  {\"name\": \"x\", \"mode\": \"split\", \"fanout\": \"8\"}\n]}"))
+	if err == nil || !strings.Contains(err.Error(), "at line 2, column") {
+		t.Fatalf("err %v, want the line and column", err)
+	}
+	_, err = Parse([]byte("{\"routes\": [\n  {\"name\": \"x\",,}\n]}"))
+	if err == nil || !strings.Contains(err.Error(), "at line 2, column 16") {
+		t.Fatalf("err %v, want line 2, column 16", err)
 	}
 }
