@@ -143,6 +143,12 @@ type Options struct {
 	// Timeout of the request; zero takes Config.DefaultTimeout. The
 	// pipeline answers by then (PARTIAL or FAILED if parts are missing).
 	Timeout time.Duration
+	// RouteTimeout sends the request without a timeout, so that its
+	// route's applies (the route table's timeout, default 5s, which the
+	// client does not know). Timeout (or Config.DefaultTimeout) is then
+	// only how long Await waits for the reply, plus Config.Grace: make it
+	// at least the route's.
+	RouteTimeout bool
 	// Fanout asks a split route for this many parts; zero takes the route's.
 	Fanout int
 	// ContentType of the payload; default application/json.
@@ -352,7 +358,7 @@ func (c *Client) sweep(now time.Time) {
 type Pending struct {
 	ID      schemas.CorrelationID
 	Route   schemas.Route
-	Timeout time.Duration // the request's timeout, as sent
+	Timeout time.Duration // the request's timeout, or with RouteTimeout how long Await waits
 	c       *Client
 	w       *waiter
 
@@ -376,6 +382,10 @@ func (c *Client) Submit(ctx context.Context, route schemas.Route, payload []byte
 	if id == "" {
 		id = NewCorrelationID()
 	}
+	sent := timeout
+	if opts.RouteTimeout {
+		sent = 0 // the scatterer takes the route's
+	}
 	ct := opts.ContentType
 	if ct == "" {
 		ct = "application/json"
@@ -386,7 +396,7 @@ func (c *Client) Submit(ctx context.Context, route schemas.Route, payload []byte
 		Route:         route,
 		Payload:       payload,
 		ContentType:   ct,
-		Timeout:       timeout,
+		Timeout:       sent,
 		Headers:       opts.Headers,
 		SubmittedAt:   now,
 	}

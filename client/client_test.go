@@ -494,3 +494,40 @@ func TestNewWithoutReplyTopic(t *testing.T) {
 		t.Fatalf("New without the topic: %v", err)
 	}
 }
+
+// TestRouteTimeout: with Options.RouteTimeout the request carries no
+// timeout (the scatterer applies its route's), and Await waits for
+// Options.Timeout plus the grace; without it the request carries Timeout.
+func TestRouteTimeout(t *testing.T) {
+	e := newEnv(t)
+	c := e.newClient(t, func(cfg *client.Config) { cfg.Grace = 100 * time.Millisecond })
+	route, _ := c.Submit(t.Context(), "echo", []byte(`{}`), client.Options{RouteTimeout: true, Timeout: 300 * time.Millisecond})
+	own, _ := c.Submit(t.Context(), "echo", []byte(`{}`), client.Options{Timeout: 2 * time.Second})
+	if route == nil || own == nil {
+		t.Fatal("submit failed")
+	}
+	if d := time.Until(route.Deadline()); d > 400*time.Millisecond || d < 0 {
+		t.Fatalf("Await gives up in %s, want within the 300ms wait plus the 100ms grace", d)
+	}
+	rd := e.cluster.Client(t, kgo.ConsumeTopics(e.topics.Requests()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	sent := map[schemas.CorrelationID]time.Duration{}
+	for len(sent) < 2 {
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		fs := rd.PollFetches(ctx)
+		timedOut := ctx.Err() != nil
+		cancel()
+		if timedOut {
+			t.Fatalf("read %d of 2 requests", len(sent))
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			req, err := schemas.DecodeRequest(r.Value)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sent[req.CorrelationID] = req.Timeout
+		})
+	}
+	if sent[route.ID] != 0 || sent[own.ID] != 2*time.Second {
+		t.Fatalf("timeouts sent: route's %s (want 0), own %s (want 2s)", sent[route.ID], sent[own.ID])
+	}
+}

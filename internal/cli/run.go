@@ -354,6 +354,7 @@ func requestCmd() *Command {
 		route   string
 		payload string
 		timeout time.Duration
+		maxWait time.Duration
 		fanout  int
 	)
 	return &Command{
@@ -371,7 +372,8 @@ Exits 0 when the reply is COMPLETE, 3 when PARTIAL, 4 when FAILED.`,
 			fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
 			fs.StringVar(&route, "route", "", "route to send the request to (required)")
 			fs.StringVar(&payload, "payload", "{}", "request payload; @FILE reads a file")
-			fs.DurationVar(&timeout, "timeout", 5*time.Second, "request timeout, sent with the request")
+			fs.DurationVar(&timeout, "timeout", 0, "request timeout, sent with the request; 0 sends none, so that the route's timeout applies (the route table's, 5s unless set), and waits up to --max-wait for the reply")
+			fs.DurationVar(&maxWait, "max-wait", 30*time.Second, "without --timeout: how long to wait for the reply before giving up (a role down)")
 			fs.IntVar(&fanout, "fanout", 0, "parts wanted on a split route; 0 takes the route's default")
 		},
 		Run: func(ctx context.Context, _ []string) error {
@@ -397,7 +399,11 @@ Exits 0 when the reply is COMPLETE, 3 when PARTIAL, 4 when FAILED.`,
 				return err
 			}
 			defer cl.Close()
-			reply, err := cl.Do(ctx, schemas.Route(route), body, client.Options{Timeout: timeout, Fanout: fanout})
+			opts := client.Options{Timeout: timeout, Fanout: fanout}
+			if timeout == 0 {
+				opts.Timeout, opts.RouteTimeout = maxWait, true
+			}
+			reply, err := cl.Do(ctx, schemas.Route(route), body, opts)
 			if err != nil {
 				return err
 			}
