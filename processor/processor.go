@@ -88,8 +88,12 @@ func New(cfg Config, h Handler) (*Processor, error) {
 		return nil, fmt.Errorf("processor config: %w", err)
 	}
 	log := cfg.Logger.With("role", "processor", "route", cfg.Route, "group", cfg.Group, "instance", cfg.InstanceID)
+	if cfg.Recipient != "" {
+		log = log.With("recipient", cfg.Recipient)
+	}
 	p := &Processor{cfg: cfg, log: log, run: newRunner(&cfg, h, log)}
 	hc := cfg.hopConfig()
+	hc.Logger = log
 	if cfg.Concurrency > 1 {
 		p.pl = newPipeline(p)
 		hc.Wake, hc.OnAssigned, hc.OnRevoked, hc.FinalBatch = p.pl.wake, p.pl.assigned, p.pl.revoked, true

@@ -150,6 +150,7 @@ func New(cfg Config) (*Scatterer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("scatterer config: %w", err)
 	}
+	cfg.Logger = cfg.Logger.With("role", "scatterer")
 	s := &Scatterer{cfg: cfg, routes: map[schemas.Route]Route{}}
 	for _, r := range cfg.Routes {
 		s.routes[r.Name] = r

@@ -135,7 +135,9 @@ func (c *common) parseGuarantee() (kafkaconfig.Guarantee, error) {
 }
 
 type setupResult struct {
-	log       *slog.Logger
+	// log carries the role's name, for the command's own logs; base does
+	// not, for the role's Config.Logger (each role adds its own name).
+	log, base *slog.Logger
 	guarantee kafkaconfig.Guarantee
 	client    kafkaconfig.Client
 	table     *routes.Table

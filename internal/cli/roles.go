@@ -58,7 +58,7 @@ func (c *common) setup(ctx context.Context, role string) (*setupResult, error) {
 			return nil, err
 		}
 	}
-	return &setupResult{log: log.With("role", role), guarantee: g, client: cc, table: table}, nil
+	return &setupResult{log: log.With("role", role), base: log, guarantee: g, client: cc, table: table}, nil
 }
 
 func scattererCmd() *Command {
@@ -101,7 +101,7 @@ to the dlq topic with their reason and are answered FAILED.`,
 					InstanceID:           c.instanceID,
 					OffsetCommitInterval: commitInterval(c.commitInterval),
 					SessionTimeout:       c.sessionTimeout,
-					Logger:               s.log,
+					Logger:               s.base,
 					Metrics:              ob.registerer(),
 					Tracer:               ob.tracer("scatterer"),
 				},
@@ -259,7 +259,7 @@ scattergather_processor_unknown_recipient_tasks_total and warned about once.`,
 					OffsetCommitInterval: commitInterval(c.commitInterval),
 					SessionTimeout:       c.sessionTimeout,
 					Guarantee:            s.guarantee,
-					Logger:               s.log.With("route", route),
+					Logger:               s.base,
 					Metrics:              ob.registerer(),
 					Tracer:               ob.tracer("processor"),
 				},
@@ -339,7 +339,7 @@ deadlines bring them down to 90% of the limit; it holds at most
 					InstanceID:           c.instanceID,
 					OffsetCommitInterval: commitInterval(c.commitInterval),
 					SessionTimeout:       c.sessionTimeout,
-					Logger:               s.log,
+					Logger:               s.base,
 					Metrics:              ob.registerer(),
 					Tracer:               ob.tracer("aggregator"),
 				},

@@ -40,8 +40,8 @@ func testLogger(t testing.TB) *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name())
 }
 
-// startPipeline builds the stack of cfg on c (Client, Topics, Logger and
-// Layout are filled in; cfg.Client.Hooks are kept) and runs it until the
+// startPipeline builds the stack of cfg on c (Client, Topics, Layout and,
+// unless set, Logger are filled in; cfg.Client.Hooks are kept) and runs it until the
 // test ends. A cfg.Client with Brokers reaches c through those, with its
 // Security: a secured listener of the same cluster (security_test.go).
 func startPipeline(t *testing.T, c *testkafka.Cluster, cfg stack.Config) *pipeline {
@@ -58,7 +58,9 @@ func startPipeline(t *testing.T, c *testkafka.Cluster, cfg stack.Config) *pipeli
 	if cfg.Guarantee == "" {
 		cfg.Guarantee = kafkaconfig.ExactlyOnce
 	}
-	cfg.Logger = testLogger(t)
+	if cfg.Logger == nil {
+		cfg.Logger = testLogger(t)
+	}
 	ctx := t.Context()
 	st, err := stack.New(ctx, cfg)
 	if err != nil {
