@@ -84,6 +84,72 @@ var restoreLoads = []openLoad{
 	{requests: 10_000, parts: 64, arrived: 16, payload: 100},
 }
 
+// scaleLoad is issue #15's restore at scale: 100,000 open requests of
+// fan-out 8, half of their parts in.
+var scaleLoad = openLoad{requests: 100_000, parts: 8, arrived: 4, payload: 100}
+
+// BenchmarkRestoreScale moves a partition holding scaleLoad to a new
+// aggregator: the time from the assignment to the state installed (the
+// changelog read from the test broker, read_committed up to the end mark,
+// and rebuilt), after which its deadlines can fire; and the heap per
+// restored request. Target (issue #15): at most 2s on Kafka 4.4.
+//
+//	KAFKA_BROKERS=127.0.0.1:19092 go test -run '^$' -bench RestoreScale -benchtime 3x ./aggregator
+func BenchmarkRestoreScale(b *testing.B) {
+	log := map[string][]byte{}
+	m := newBenchMachine()
+	scaleLoad.feed(b, m, m.assign(0), log)
+	m = nil
+	c := testkafka.New(b)
+	topics := kafkaconfig.Topics{Prefix: c.Prefix}
+	c.CreateTopic(b, "aggregator-state", 1, map[string]*string{"cleanup.policy": kadm.StringPtr("compact")})
+	w := c.Client(b, kgo.DefaultProduceTopic(topics.State()), kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		kgo.ProducerBatchMaxBytes(1<<20), kgo.ProducerLinger(5*time.Millisecond))
+	recs := make([]*kgo.Record, 0, len(log))
+	var logBytes int
+	for k, v := range log {
+		recs = append(recs, &kgo.Record{Key: []byte(k), Value: v})
+		logBytes += len(k) + len(v)
+	}
+	if err := w.ProduceSync(b.Context(), recs...).FirstErr(); err != nil {
+		b.Fatal(err)
+	}
+	a, err := New(Config{Role: kafkaconfig.Role{Client: kafkaconfig.Client{Brokers: c.Brokers}, Topics: topics, InstanceID: "bench"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(a.hop.Client().Close) // Run never ran
+	heap := func() uint64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	var perRequest float64
+	for b.Loop() {
+		b.StopTimer()
+		before := heap()
+		b.StartTimer()
+		entries, err := a.readChangelog(b.Context(), []int32{0})
+		if err != nil {
+			b.Fatal(err)
+		}
+		states, n, err := a.rebuildAll(entries)
+		if err != nil || n.open != scaleLoad.requests {
+			b.Fatalf("restored %+v: %v", n, err)
+		}
+		b.StopTimer()
+		entries = nil
+		perRequest = float64(heap()-before) / float64(scaleLoad.requests)
+		runtime.KeepAlive(states)
+		b.StartTimer()
+	}
+	b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/restore")
+	b.ReportMetric(perRequest, "B/request")
+	b.ReportMetric(float64(len(log)), "entries")
+	b.ReportMetric(float64(logBytes)/1e6, "MB")
+}
+
 // BenchmarkRestore measures restoring a partition of 10,000 open requests:
 // rebuild is decoding the changelog's entries and rebuilding the state;
 // broker adds reading them from the changelog topic (the end mark, the
