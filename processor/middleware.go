@@ -142,6 +142,9 @@ func (p *retryPolicy) middleware(next Handler) Handler {
 				}
 				return nil, fmt.Errorf("failed on try %d of %d: %w", try, p.Retries+1, err)
 			}
+			if ctx.Err() != nil {
+				return nil, err // the deadline or a shutdown ended it: the caller says which
+			}
 			delay := p.delay(try)
 			if deadline, ok := ctx.Deadline(); ok && !time.Now().Add(delay).Before(deadline) {
 				return nil, fmt.Errorf("failed on try %d, no time left for a retry before the deadline: %w", try, err)

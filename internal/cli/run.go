@@ -278,7 +278,9 @@ process and plays two examples:
   split:     a product search sent to every shard of a partitioned index, the
              shards' hits merged top-10 and checked against a direct search;
   broadcast: a loan quote request sent to three providers, one too slow for the
-             timeout, answered PARTIAL with that provider marked MISSING.
+             timeout, answered PARTIAL with that provider marked EXPIRED (its
+             handler cut off at the deadline; MISSING if the deadline fires
+             before that result arrives).
 Then it sends one search through the HTTP gateway (on --gateway-addr, a free
 port by default) and prints the curl command that does the same.
 Prints the replies and a summary line, and exits non-zero if any reply is wrong.`,
