@@ -150,8 +150,8 @@ The demo routes (search, quotes, echo) get the demo handlers; other routes of
 
 Try it from another shell:
   curl -s -X POST 'http://127.0.0.1:8080/v1/routes/search/requests?wait=5s' \
-       -H 'Content-Type: application/json' -d '{"query":"red running shoes","k":5}'
-  scattergather request --route search --payload '{"query":"red running shoes","k":5}'
+       -H 'Content-Type: application/json' -d '{"query":"red running shoes"}'
+  scattergather request --route search --payload '{"query":"red running shoes"}'
   scattergather processor --route echo --handler sleep   # join the echo group`,
 		Flags: func(fs *flag.FlagSet) {
 			c.register(fs, false)
@@ -245,9 +245,9 @@ Try it from another shell:
 				}
 				fmt.Fprintf(os.Stderr, "scattergather dev: ready in %.1fs.\n", time.Since(started).Seconds())
 				if gatewayURL != "" {
-					fmt.Fprintf(os.Stderr, "  gateway: %s; try:\n%s", gatewayURL, curlExamples(gatewayURL, "search", `{"query":"red running shoes","k":5}`))
+					fmt.Fprintf(os.Stderr, "  gateway: %s; try:\n%s", gatewayURL, curlExamples(gatewayURL, "search", `{"query":"red running shoes"}`))
 				}
-				fmt.Fprintf(os.Stderr, "  try: scattergather request --brokers %s --route search --payload '{\"query\":\"red running shoes\",\"k\":5}'\n", b.Addrs()[0])
+				fmt.Fprintf(os.Stderr, "  try: scattergather request --brokers %s --route search --payload '{\"query\":\"red running shoes\"}'\n", b.Addrs()[0])
 			})
 			return ob.run(ctx, cc, st.Groups(), checks, run)
 		},
