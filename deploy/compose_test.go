@@ -116,6 +116,11 @@ func TestComposeServices(t *testing.T) {
 					t.Errorf("%s sets %s, which is no flag of %s", name, k, cmd.Name)
 				}
 			}
+			if slices.Contains(roleCommands, cmd.Name) || cmd.Name == "gateway" {
+				if hc := s.HealthCheck; hc == nil || !slices.Contains(hc.Test, "healthcheck") {
+					t.Errorf("%s: want the image's probe of /readyz as its healthcheck (scattergather healthcheck), have %+v", name, s.HealthCheck)
+				}
+			}
 			if slices.Contains(roleCommands, cmd.Name) {
 				addr := fs.Lookup("metrics-addr")
 				if addr == nil {
@@ -126,6 +131,30 @@ func TestComposeServices(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestComposeKafkaVersion: compose runs the Kafka version the tests run
+// against (scripts/kafka/pom.xml), with its data on a volume.
+func TestComposeKafkaVersion(t *testing.T) {
+	pom, err := os.ReadFile("../scripts/kafka/pom.xml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, _ := strings.Cut(string(pom), "<kafka.version>")
+	version, _, ok := strings.Cut(rest, "</kafka.version>")
+	if !ok {
+		t.Fatal("no kafka.version in scripts/kafka/pom.xml")
+	}
+	s, err := loadCompose(t).GetService("kafka")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Image != "apache/kafka:"+version {
+		t.Errorf("compose's kafka image %s, the tests run Kafka %s", s.Image, version)
+	}
+	if len(s.Volumes) == 0 {
+		t.Error("kafka keeps its data in the container: want a volume")
 	}
 }
 

@@ -27,7 +27,7 @@ func Commands() []*Command {
 		brokerCmd(),
 		chaosCmd(),
 		replayCmd(), groupsCmd(),
-		versionCmd(),
+		versionCmd(), healthcheckCmd(),
 	}
 }
 
