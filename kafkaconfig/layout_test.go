@@ -2,6 +2,7 @@ package kafkaconfig_test
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -28,14 +29,27 @@ func TestEnsureTopics(t *testing.T) {
 		t.Fatalf("created %v, want all %d topics", created, len(specs))
 	}
 	// A fresh client: the admin client above may serve the "unknown topic"
-	// metadata of its first look from its cache for a few seconds.
-	details, err := c.Admin(t).ListTopics(t.Context(), topics.Results(), topics.State(), topics.Tasks("search"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for name, want := range map[string]int{topics.Results(): 2, topics.State(): 2, topics.Tasks("search"): 3} {
-		if got := len(details[name].Partitions); got != want {
-			t.Errorf("%s: %d partitions, want %d", name, got, want)
+	// metadata of its first look from its cache for a few seconds. A
+	// broker's metadata may take a moment to show a topic just created
+	// (Kafka 4.4 under load answered 0 partitions once): ask again for up
+	// to 10s.
+	want := map[string]int{topics.Results(): 2, topics.State(): 2, topics.Tasks("search"): 3}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		details, err := c.Admin(t).ListTopics(t.Context(), topics.Results(), topics.State(), topics.Tasks("search"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wrong []string
+		for name, n := range want {
+			if got := len(details[name].Partitions); got != n {
+				wrong = append(wrong, fmt.Sprintf("%s: %d partitions, want %d", name, got, n))
+			}
+		}
+		if len(wrong) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 10s: %s", strings.Join(wrong, "; "))
 		}
 	}
 	cfgs, err := adm.DescribeTopicConfigs(t.Context(), topics.State())
