@@ -399,7 +399,7 @@ func (a *Aggregator) stopRestores() { a.quitOnce.Do(func() { close(a.quit) }) }
 // Ready reports, as an error saying what is missing, whether the aggregator
 // serves every partition it was assigned: it is settled in its group (see
 // the package kafka's Hop.Settled: an assignment, no rebalance for a
-// second, a fetch since), has restored the state of each of its partitions
+// second), has restored the state of each of its partitions
 // from the changelog, and has not failed. An instance with no partitions
 // (more instances than partitions) is ready. Safe to call at any time.
 func (a *Aggregator) Ready() error {

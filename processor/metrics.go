@@ -144,7 +144,7 @@ func (o *observer) end(committed bool) {
 
 // Ready reports, as an error saying what is missing, whether the
 // processor is settled in its consumer group: a member with an assignment,
-// no rebalance for a second, and a fetch response read since, so that the
+// no rebalance for a second, so that the
 // first request after it is not held up by a rebalance. Readiness probes
 // (/readyz) use it. Safe for concurrent use.
 func (p *Processor) Ready() error { return p.hop.Settled() }

@@ -147,7 +147,7 @@ func (o *observer) end(committed bool) {
 
 // Ready reports, as an error saying what is missing, whether the
 // scatterer is settled in its consumer group: a member with an assignment,
-// no rebalance for a second, and a fetch response read since, so that the
+// no rebalance for a second, so that the
 // first request after it is not held up by a rebalance. Readiness probes
 // (/readyz) use it. Safe for concurrent use.
 func (s *Scatterer) Ready() error { return s.hop.Settled() }

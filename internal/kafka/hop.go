@@ -221,12 +221,11 @@ type Hop struct {
 	abandon   sync.Once
 
 	// Group membership, kept by the rebalance callbacks for Membership,
-	// and for Settled when the last rebalance callback ran and a fetch
-	// response was last read (unix nanoseconds).
+	// and for Settled when the last rebalance callback ran (unix
+	// nanoseconds).
 	joined      atomic.Bool
 	partitions  atomic.Int64
 	rebalanceAt atomic.Int64
-	fetchAt     atomic.Int64
 
 	// sessFlagged is set, under exactly-once, when a revocation or loss
 	// reached our callbacks and no GroupTransactSession.End has run since.
@@ -284,7 +283,7 @@ func NewHop(cfg HopConfig) (*Hop, error) {
 	}
 	h := &Hop{cfg: cfg, log: log, idle: make(chan struct{}, 1), abandoned: make(chan struct{}), rebalanced: make(chan struct{}, 1),
 		synced: &syncTracker{GroupBalancer: kgo.CooperativeStickyBalancer()}, owned: map[string]map[int32]bool{}}
-	opts = append(opts, kgo.Balancers(h.synced), kgo.WithHooks(fetchSeen{h}))
+	opts = append(opts, kgo.Balancers(h.synced))
 	// The callbacks also track the membership for readiness (Membership);
 	// kgo calls OnPartitionsAssigned after every join, even with nothing
 	// assigned.

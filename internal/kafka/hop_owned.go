@@ -153,33 +153,20 @@ func (h *Hop) Membership() (joined bool, partitions int) {
 const SettleQuiet = time.Second
 
 // Settled reports, as an error saying what is missing, whether the hop is
-// settled in its group: a member with an assignment, no rebalance callback
-// for SettleQuiet, and a fetch response read since the last one, so that
-// the first request after it is not held up by a rebalance (an aborted
-// transaction) or a fetch session still being set up. Readiness checks use
-// it. Safe for concurrent use.
+// settled in its group: a member with an assignment and no rebalance
+// callback for SettleQuiet, so that the first request after it is not held
+// up by a rebalance (an aborted transaction). Readiness checks use it.
+// (It does not wait for a fetch: a role that paused its fetching, the
+// aggregator at its open-request limit, sends none.) Safe for concurrent
+// use.
 func (h *Hop) Settled() error {
 	if !h.joined.Load() {
 		return errors.New("not yet a member of its consumer group with an assignment")
 	}
-	last := h.rebalanceAt.Load()
-	if quiet := time.Since(time.Unix(0, last)); quiet < SettleQuiet {
+	if quiet := time.Since(time.Unix(0, h.rebalanceAt.Load())); quiet < SettleQuiet {
 		return fmt.Errorf("its group rebalanced %s ago; settled after %s without one", quiet.Round(time.Millisecond), SettleQuiet)
 	}
-	if h.fetchAt.Load() <= last {
-		return errors.New("no fetch response read since its last assignment")
-	}
 	return nil
-}
-
-// fetchSeen notes when the hop's client reads a fetch response, for
-// Settled.
-type fetchSeen struct{ h *Hop }
-
-func (f fetchSeen) OnBrokerRead(_ kgo.BrokerMetadata, key int16, _ int, _, _ time.Duration, err error) {
-	if key == 1 && err == nil { // Fetch
-		f.h.fetchAt.Store(time.Now().UnixNano())
-	}
 }
 
 func countPartitions(m map[string][]int32) int64 {

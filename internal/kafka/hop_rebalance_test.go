@@ -155,9 +155,9 @@ func TestFencedInstanceEndsRun(t *testing.T) {
 	}
 }
 
-// TestSettled: a hop is settled once it has an assignment, its group has
-// had no rebalance for SettleQuiet and a fetch came since; a member that
-// joins unsettles the first until the rebalance is over. Readiness (/readyz)
+// TestSettled: a hop is settled once it has an assignment and its group
+// has had no rebalance for SettleQuiet; a member that joins unsettles the
+// first until the rebalance is over. Readiness (/readyz)
 // is built on it, so that the first request after ready does not meet a
 // rebalance.
 func TestSettled(t *testing.T) {
