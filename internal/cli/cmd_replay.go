@@ -194,7 +194,11 @@ More in docs/replay.md. Exit status 130 when interrupted before the end.`,
 				fmt.Fprintf(os.Stderr, "replay interrupted; resume with: scattergather replay %s\n", resume)
 				return ExitError{Code: 130}
 			}
-			fmt.Printf("compare the replies with: scattergather replay compare --run %s", st.RunID)
+			// The last replies come up to the longest timeout after the
+			// last submission; compare waits for them (run at once, it
+			// reported a few replies missing).
+			wait := (time.Duration(st.LongestTimeoutMS)*time.Millisecond + 5*time.Second).Round(time.Second)
+			fmt.Printf("compare the replies with: scattergather replay compare --run %s --wait %s", st.RunID, wait)
 			if targetPrefix != "" {
 				fmt.Printf(" --target-prefix %s", targetPrefix)
 			}

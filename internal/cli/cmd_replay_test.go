@@ -86,8 +86,12 @@ func TestReplayCommands(t *testing.T) {
 	cl := c.Client(t)
 	const n = 100
 	for i := range n {
+		var timeout time.Duration // none: the route's
+		if i == 7 {
+			timeout = 12 * time.Second
+		}
 		v, err := schemas.EncodeRequest(schemas.Request{CorrelationID: schemas.CorrelationID(fmt.Sprint("o-", i)), Route: "echo",
-			Payload: []byte(`{}`), SubmittedAt: time.Now()})
+			Payload: []byte(`{}`), SubmittedAt: time.Now(), Timeout: timeout})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -117,6 +121,11 @@ func TestReplayCommands(t *testing.T) {
 	st, err := replay.LoadRun(t.Context(), cc, shadow, "cli-1")
 	if err != nil || !st.Done || st.Submitted != n {
 		t.Fatalf("run cli-1 after the command: %v %+v", err, st)
+	}
+	// The suggested compare waits for the longest timeout replayed (12s)
+	// plus 5s.
+	if st.LongestTimeoutMS != 12_000 {
+		t.Errorf("longest timeout %dms, want 12000", st.LongestTimeoutMS)
 	}
 
 	// No pipeline answers: every replay reply is missing.

@@ -17,6 +17,7 @@ import (
 
 	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/kafkaconfig"
+	"github.com/scattergather/scattergather/scatterer"
 	"github.com/scattergather/scattergather/schemas"
 )
 
@@ -508,6 +509,11 @@ func (r *Replayer) build(orig schemas.Request, rec *kgo.Record, st *RunState, no
 	headers[HeaderReplayRun] = runID
 	headers[HeaderOriginalSubmittedAt] = orig.SubmittedAt.UTC().Format(time.RFC3339Nano)
 	headers[HeaderOriginalTimeout] = strconv.FormatInt(orig.Timeout.Milliseconds(), 10)
+	timeout := orig.Timeout
+	if timeout == 0 {
+		timeout = scatterer.DefaultTimeout
+	}
+	st.LongestTimeoutMS = max(st.LongestTimeoutMS, timeout.Milliseconds())
 	headers[HeaderOriginalSource] = fmt.Sprintf("%s/%d/%d", rec.Topic, rec.Partition, rec.Offset)
 	req := schemas.Request{
 		CorrelationID: id,

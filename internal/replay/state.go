@@ -54,6 +54,10 @@ type RunState struct {
 	// Counts so far, over every session of the run.
 	Submitted int64            `json:"submitted"`
 	Skipped   map[string]int64 `json:"skipped,omitempty"`
+	// LongestTimeoutMS is the longest timeout of a request replayed so far
+	// (a request without one counts as the scatterer's default, 5s): how
+	// long after the last submission the last reply may take.
+	LongestTimeoutMS int64 `json:"longest_timeout_ms,omitempty"`
 	// Sessions counts the times the run was started or resumed.
 	Sessions int  `json:"sessions"`
 	Done     bool `json:"done"`
