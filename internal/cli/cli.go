@@ -12,6 +12,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"time"
 )
 
 // Command is one subcommand.
@@ -108,7 +109,7 @@ func applyEnv(fs *flag.FlagSet) error {
 	fs.VisitAll(func(f *flag.Flag) {
 		if v, ok := os.LookupEnv(EnvName(f.Name)); ok {
 			if err := fs.Set(f.Name, v); err != nil {
-				errs = append(errs, fmt.Errorf("%s=%q: %w", EnvName(f.Name), v, err))
+				errs = append(errs, fmt.Errorf("%s=%q (--%s): %w%s", EnvName(f.Name), v, f.Name, err, wantFormat(f)))
 			}
 		}
 	})
@@ -136,4 +137,24 @@ func commandUsage(w io.Writer, c *Command, fs *flag.FlagSet) {
 		}
 		fmt.Fprintf(w, " [env %s]\n", EnvName(f.Name))
 	}
+}
+
+// wantFormat says what a flag's value must look like, for an error about
+// it: the flag package's own errors say only "parse error".
+func wantFormat(f *flag.Flag) string {
+	g, ok := f.Value.(flag.Getter)
+	if !ok {
+		return ""
+	}
+	switch g.Get().(type) {
+	case time.Duration:
+		return "; want a duration such as 1.5s, 250ms or 2m"
+	case bool:
+		return "; want true or false"
+	case int, int64, uint, uint64:
+		return "; want a whole number"
+	case float64:
+		return "; want a number"
+	}
+	return ""
 }

@@ -60,7 +60,8 @@ func TestFlagsFromEnv(t *testing.T) {
 	// A bad environment value is an error naming the variable.
 	t.Setenv("SG_TICK", "often")
 	errOut.Reset()
-	if code := Main(t.Context(), []string{"probe"}, cmds, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), "SG_TICK") {
+	if code := Main(t.Context(), []string{"probe"}, cmds, &out, &errOut); code != 2 || !strings.Contains(errOut.String(), "SG_TICK") ||
+		!strings.Contains(errOut.String(), "want a duration such as 1.5s") {
 		t.Errorf("bad env: exit %d, stderr %q", code, errOut.String())
 	}
 }
