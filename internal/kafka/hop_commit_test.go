@@ -140,9 +140,13 @@ func TestCommitInterval(t *testing.T) {
 
 	ca := &commitCounter{}
 	stopA := run(newHop("a", ca))
-	produce(40) // one record at a time: many batches
+	for i := range 10 { // one record at a time, each copied before the next: a batch each
+		produce(1)
+		waitCopied(i + 1)
+	}
+	produce(30)
 	waitCopied(40)
-	if b, n := batches.Load(), ca.n.Load(); b < 5 || n > 1 {
+	if b, n := batches.Load(), ca.n.Load(); b < 10 || n > 1 {
 		t.Fatalf("%d batches, %d offset commits; want several batches and at most the first commit", b, n)
 	}
 
