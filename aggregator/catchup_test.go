@@ -361,6 +361,69 @@ func TestMachineDeadlineWaitsUntilRead(t *testing.T) {
 			t.Errorf("%d catch-ups expired, want 1", h.total.catchUpsExpired)
 		}
 	})
+	t.Run("behind: a request due while an older one waited past the bound gets its own bound", func(t *testing.T) {
+		// 3-node broker-kill chaos, seed 102 (6 Dec 2026): a batch stalled
+		// 2.6s in its produce while x waited; the batch after it forced x
+		// at the bound and, in the same tick, y, due 50ms before, whose
+		// results had been committed 1.15s before its deadline and were
+		// not read yet: PARTIAL with every part MISSING.
+		h, deadline := open(t, true)
+		mf := h.mf("y", deadline.Sub(h.now)+2500*time.Millisecond, []string{"a", "b"})
+		h.manifest(mf)
+		h.poll(deadline.Sub(h.now) + 10*time.Millisecond) // x starts to wait
+		h.none()
+		h.poll(mf.Deadline.Sub(h.now) + 50*time.Millisecond) // the stalled batch
+		if r := h.one(); r.CorrelationID != "x" || r.Status != schemas.ReplyPartial {
+			t.Fatalf("reply %s %s, want x PARTIAL (at the bound)", r.CorrelationID, r.Status)
+		}
+		// y's results, written 1s before its deadline, are read next.
+		h.offset += 900
+		h.readAt(ok("y", "a", `3`), mf.Deadline.Add(-time.Second))
+		h.readAt(ok("y", "b", `4`), mf.Deadline.Add(-time.Second))
+		h.commit()
+		if r := h.one(); r.CorrelationID != "y" || r.Status != schemas.ReplyComplete {
+			t.Errorf("reply %s %s, want y COMPLETE", r.CorrelationID, r.Status)
+		}
+	})
+	t.Run("behind: a request due while an older one waited fires at its own bound", func(t *testing.T) {
+		h, deadline := open(t, true)
+		mf := h.mf("y", deadline.Sub(h.now)+2500*time.Millisecond, []string{"a", "b"})
+		h.manifest(mf)
+		h.poll(deadline.Sub(h.now) + 10*time.Millisecond)
+		h.poll(mf.Deadline.Sub(h.now) + 50*time.Millisecond)
+		h.one() // x at its bound
+		h.poll(behindMax - 51*time.Millisecond)
+		h.none()
+		if next, want := h.m.nextDue(), mf.Deadline.Add(behindMax).UnixNano(); next != want {
+			t.Errorf("next wake %s from y's deadline, want behindMax", time.Duration(next-mf.Deadline.UnixNano()))
+		}
+		h.poll(time.Millisecond)
+		if r := h.one(); r.CorrelationID != "y" || r.Status != schemas.ReplyFailed {
+			t.Errorf("reply %s %s, want y FAILED at its bound", r.CorrelationID, r.Status)
+		}
+	})
+	t.Run("after a hold for catch-up: what came due during it gets its own bound", func(t *testing.T) {
+		// An aborted batch (or a restore) holds the partition's timers
+		// until its records are read again, at most catchUpMax. When the
+		// hold ends unread, x, due before it began, fires; y, due 100ms
+		// before its end, waits its own bound.
+		h, deadline := open(t, true)
+		mf := h.mf("y", deadline.Sub(h.now)+2400*time.Millisecond, []string{"a", "b"})
+		h.manifest(mf)
+		h.now = deadline.Add(500 * time.Millisecond)
+		h.ps.catchUp, h.ps.holdUntil = h.offset+500, h.now.Add(catchUpMax).UnixNano()
+		h.poll(catchUpMax + 10*time.Millisecond)
+		if r := h.one(); r.CorrelationID != "x" || r.Status != schemas.ReplyPartial {
+			t.Fatalf("reply %s %s, want x PARTIAL (at the hold's end)", r.CorrelationID, r.Status)
+		}
+		h.offset += 400
+		h.readAt(ok("y", "a", `3`), mf.Deadline.Add(-time.Second))
+		h.readAt(ok("y", "b", `4`), mf.Deadline.Add(-time.Second))
+		h.commit()
+		if r := h.one(); r.CorrelationID != "y" || r.Status != schemas.ReplyComplete {
+			t.Errorf("reply %s %s, want y COMPLETE", r.CorrelationID, r.Status)
+		}
+	})
 	t.Run("paused: fires at the deadline", func(t *testing.T) {
 		h, deadline := open(t, true)
 		h.m.follow = false

@@ -120,10 +120,11 @@
 // found the client's buffer drained, and another did 10ms later). On an
 // idle partition that is 10ms after T. An instance that has fallen behind
 // (a slow batch, a pause, a backlog after a fault) thus reads what was
-// committed before the deadline first; its due timers wait at most a
-// second (behindMax) and then fire with what was read, and
-// Stats.CatchUpsExpired counts those waits. While fetching is paused (MaxOpenRequests) nothing
-// more is read, and timers fire when due. docs/guarantees.md has the rule
+// committed before the deadline first; each due timer waits at most a
+// second (behindMax, from when the partition's timers began to wait or
+// from its own due time, whichever is later) and then fires with what was
+// read, and Stats.CatchUpsExpired counts those waits. While fetching is
+// paused (MaxOpenRequests) nothing more is read, and timers fire when due. docs/guarantees.md has the rule
 // and where it is weaker. A manifest whose deadline has passed completes
 // in the batch that brings it, or, when the results behind it are not read
 // yet, once they are.

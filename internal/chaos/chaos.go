@@ -406,6 +406,12 @@ type Report struct {
 	LastNotCompleteAfter time.Duration
 	// Problems lists examples of what was wrong.
 	Problems []string
+	// ReplyLagMax is the longest a reply took from its CompletedAt (when
+	// the aggregator decided it) to being read by the observer, and
+	// RepliesVisibleLate counts those that took more than a second: a
+	// transaction's end, or its commit markers, waiting out a broker fault.
+	ReplyLagMax        time.Duration
+	RepliesVisibleLate int
 }
 
 // OK reports whether the run proved the guarantee: nothing lost, nothing
@@ -1527,6 +1533,8 @@ func (h *Harness) summary(r Report, clientTimeouts int) {
 	fmt.Fprintf(w, "chaos: hops manifests=%d tasks=%d results=%d; duplicates manifests=%d tasks=%d results=%d replies=%d (conflicting %d); lost replies=%d parts=%d\n",
 		r.Manifests, r.Tasks, r.Results, r.HopDuplicates.Manifests, r.HopDuplicates.Tasks, r.HopDuplicates.Results,
 		r.DuplicateReplies, r.ConflictingDuplicates, r.LostReplies, r.LostParts)
+	fmt.Fprintf(w, "chaos: replies visible after the aggregator completed them: at most %s later, %d more than 1s later\n",
+		r.ReplyLagMax.Round(time.Millisecond), r.RepliesVisibleLate)
 	var stops []string
 	for _, s := range r.Stops {
 		when := "load"

@@ -188,6 +188,13 @@ func check(f *facts, o checkOptions) Report {
 				len(mfs), deadline.Format("15:04:05.000"))
 		}
 		for i, rf := range reps {
+			if c := rf.reply.CompletedAt; !c.IsZero() && !rf.visible.IsZero() {
+				lag := rf.visible.Sub(c)
+				r.ReplyLagMax = max(r.ReplyLagMax, lag)
+				if lag > time.Second {
+					r.RepliesVisibleLate++
+				}
+			}
 			problems := checkReply(f, id, parts, deadline, rf, o, &r, i == 0)
 			if len(problems) > 0 {
 				r.Wrong++
@@ -291,7 +298,7 @@ func checkReply(f *facts, id schemas.CorrelationID, parts []schemas.PartID, dead
 				r.NotOK[whyVerdict]++
 			}
 		case schemas.PartMissing:
-			why, problem := whyMissing(f, res, deadline, rf.visible, o)
+			why, problem := whyMissing(f, res, deadline, rf, o)
 			if problem != "" {
 				bad("part %s is MISSING: %s", p.PartID, problem)
 			} else if count {
@@ -304,10 +311,30 @@ func checkReply(f *facts, id schemas.CorrelationID, parts []schemas.PartID, dead
 	return probs
 }
 
+// decidedAt is when the aggregator decided the reply: its CompletedAt, or
+// when the reply became visible if that was earlier (clock skew) or the
+// reply has none. A reply can become visible long after it was decided:
+// the transaction that carries it, or the commit markers that end it, may
+// wait out a broker crash (3-node broker-kill chaos: a batch stalled in its
+// transaction's end for about 14s while a node was down).
+func (rf replyFact) decidedAt() time.Time {
+	c := rf.reply.CompletedAt
+	if c.IsZero() || (!rf.visible.IsZero() && rf.visible.Before(c)) {
+		return rf.visible
+	}
+	return c
+}
+
 // whyMissing tells why a part marked MISSING was missing, or, when it was
-// not, what is wrong.
-func whyMissing(f *facts, res []resultFact, deadline, replyVisible time.Time, o checkOptions) (why, problem string) {
+// not, what is wrong. The reply counts from when the aggregator decided it
+// (decidedAt), not from when it became visible.
+func whyMissing(f *facts, res []resultFact, deadline time.Time, rf replyFact, o checkOptions) (why, problem string) {
 	slack := o.slack
+	replyVisible := rf.decidedAt()
+	shown := clock(replyVisible)
+	if !rf.visible.IsZero() && rf.visible.Sub(replyVisible) > slack {
+		shown += ", visible " + clock(rf.visible)
+	}
 	if len(res) == 0 {
 		return whyNever, ""
 	}
@@ -333,13 +360,13 @@ func whyMissing(f *facts, res []resultFact, deadline, replyVisible time.Time, o 
 	// restored state must still hold it.
 	if at, ok := consumedAt(f.commits[first.partition], first.offset); ok && !replyVisible.IsZero() && at.Add(slack).Before(replyVisible) {
 		return "", fmt.Sprintf("its %s result (results/%d@%d, committed %s) was consumed by the aggregator group by %s, before the reply (%s): state lost",
-			first.res.Status, first.partition, first.offset, clock(first.visible), clock(at), clock(replyVisible))
+			first.res.Status, first.partition, first.offset, clock(first.visible), clock(at), shown)
 	}
 	if replyVisible.IsZero() || replyVisible.After(deadline.Add(o.onTime)) {
 		return whyOutage, ""
 	}
 	return "", fmt.Sprintf("its %s result was committed at %s, %s before the deadline %s, and the reply came on time (%s)",
-		first.res.Status, clock(first.visible), deadline.Sub(first.visible).Round(time.Millisecond), clock(deadline), clock(replyVisible))
+		first.res.Status, clock(first.visible), deadline.Sub(first.visible).Round(time.Millisecond), clock(deadline), shown)
 }
 
 // consumedAt returns the first sample at which the group's committed offset

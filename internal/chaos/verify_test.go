@@ -215,6 +215,28 @@ func TestCheck(t *testing.T) {
 			wrong: 1, problem: "state lost",
 		},
 		{
+			name: "MISSING: decided on time, visible only after the group consumed the result (its transaction stalled)",
+			change: func(s *scenario) {
+				r := s.reply(schemas.PartOK, schemas.PartMissing)
+				r.CompletedAt = s.deadline.Add(50 * time.Millisecond)
+				s.f.replies[s.id][0].reply = r
+				s.f.replies[s.id][0].visible = s.deadline.Add(10 * time.Second)
+				s.f.commits[0] = []offsetSample{{at: s.deadline.Add(5 * time.Second), offset: 12}}
+			},
+			wrong: 1, problem: "reply came on time",
+		},
+		{
+			name: "MISSING: decided after the group consumed the result: state lost",
+			change: func(s *scenario) {
+				r := s.reply(schemas.PartOK, schemas.PartMissing)
+				r.CompletedAt = s.deadline.Add(7 * time.Second)
+				s.f.replies[s.id][0].reply = r
+				s.f.replies[s.id][0].visible = s.deadline.Add(10 * time.Second)
+				s.f.commits[0] = []offsetSample{{at: s.deadline.Add(5 * time.Second), offset: 12}}
+			},
+			wrong: 1, problem: "state lost",
+		},
+		{
 			name: "MISSING, consumed only after the reply: a late result",
 			change: func(s *scenario) {
 				s.f.replies[s.id][0].reply = s.reply(schemas.PartOK, schemas.PartMissing)
