@@ -17,6 +17,7 @@ import (
 
 	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/internal/testkafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 )
 
 // syncBuffer is a bytes.Buffer safe for the hop's logger and the test.
@@ -80,8 +81,8 @@ func TestTxnOffsetCommitConcurrentTransactions(t *testing.T) {
 
 	var logs syncBuffer
 	h, err := kafka.NewHop(kafka.HopConfig{
-		Client: kafka.ClientConfig{Brokers: c.Brokers}, Group: group, Topics: []string{in},
-		Guarantee: kafka.ExactlyOnce, TransactionalID: group + "-a", InstanceID: "a", Tick: 50 * time.Millisecond,
+		Client: kafkaconfig.Client{Brokers: c.Brokers}, Group: group, Topics: []string{in},
+		Guarantee: kafkaconfig.ExactlyOnce, TransactionalID: group + "-a", InstanceID: "a", Tick: 50 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
 	})
 	if err != nil {
