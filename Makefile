@@ -66,8 +66,10 @@ examples: ## vet, build and test the examples/ module (public API only, go.sum c
 # pinned examples/python/requirements.txt with pip into the git-ignored
 # $(PY_VENV)/ (made with $(PYTHON) -m venv). No Python, venv or pip is a
 # failure, never a skip.
-# Cost on the 2-core box after `make build`: 7-8s the first time (venv and
-# pip install, about 10 MB of wheels), then about 5s (the run itself).
+# Cost on the 2-core box, measured: 10-15s in a fresh clone with the Go
+# build cache warm, as in CI (linking bin/scattergather, then venv and pip
+# install of about 10 MB of wheels, about 5s, then the run, about 5s); about
+# 6s again once the virtualenv and the binary are there.
 PYTHON  ?= python3
 PY_VENV ?= .venv-python
 python-processor: build ## a Python processor (examples/python) end to end against the Go roles; needs python3 with venv and pip
