@@ -161,9 +161,14 @@ func (e *processError) Unwrap() error { return e.err }
 // once rather than after the session timeout.
 func (h *Hop) close(ctx context.Context) {
 	if h.sess == nil && h.cfg.CommitInterval > 0 && !h.isAbandoned() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), revokeCommitTimeout)
 		if err := h.commitAcked(cctx); err != nil {
 			h.log.Warn("last commit failed; the next owner consumes those records again", "group", h.cfg.Group, "err", err)
+			// Not again in the revocation the close makes: a commit that
+			// hung once would hold the stop past its bound.
+			h.ackedMu.Lock()
+			h.acked = nil
+			h.ackedMu.Unlock()
 		}
 		cancel()
 	}

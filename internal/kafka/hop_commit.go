@@ -94,7 +94,12 @@ func (h *Hop) commitAcked(ctx context.Context) error {
 // session cannot commit, and its offsets are dropped (consumed again).
 func (h *Hop) commitBeforeRevoke(ctx context.Context, lost bool) {
 	if !lost {
-		err := h.commitAcked(ctx)
+		// Bounded: a commit can hang while the group rejoins (seen at the
+		// close of a member the coordinator had removed), and the close
+		// must end within the stop bound.
+		cctx, cancel := context.WithTimeout(ctx, revokeCommitTimeout)
+		err := h.commitAcked(cctx)
+		cancel()
 		if err == nil {
 			return
 		}
@@ -104,6 +109,9 @@ func (h *Hop) commitBeforeRevoke(ctx context.Context, lost bool) {
 	h.acked = nil
 	h.ackedMu.Unlock()
 }
+
+// revokeCommitTimeout bounds the commit before a revocation.
+const revokeCommitTimeout = 3 * time.Second
 
 // mergeOffsets adds add to to (a nil to is made), the later offset winning.
 func mergeOffsets(to, add map[string]map[int32]kgo.EpochOffset) map[string]map[int32]kgo.EpochOffset {
