@@ -203,7 +203,9 @@ func TestChangelogRecords(t *testing.T) {
 			// Kafka writes them as part entries, and deletes them at the end.
 			name: "too wide to fold",
 			steps: []func(h *harness){
-				func(h *harness) { h.m.manifest(h.ps, h.now, h.mf("x", time.Second, []string{"a", "b", "c", "d"}), h.src("x")) },
+				func(h *harness) {
+					h.m.manifest(h.ps, h.now, h.mf("x", time.Second, []string{"a", "b", "c", "d"}), h.src("x"))
+				},
 				func(h *harness) { h.feed(ok("x", "a", big)) },
 				func(h *harness) { h.feed(ok("x", "b", big)) },
 				func(h *harness) { h.feed(ok("x", "c", "3")) },

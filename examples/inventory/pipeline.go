@@ -13,6 +13,7 @@ import (
 	"github.com/scattergather/scattergather/processor"
 	"github.com/scattergather/scattergather/scatterer"
 	"github.com/scattergather/scattergather/schemas"
+	"github.com/scattergather/scattergather/tracing"
 )
 
 // Route is the name of the example's route.
@@ -48,7 +49,12 @@ func newPipeline(client kafkaconfig.Client, topics kafkaconfig.Topics, n int, w 
 	// What every role shares. Each role takes a copy and names its
 	// instance: the instance id is part of its transactional id, so it must
 	// be unique within the role's group and stable across restarts.
-	role := kafkaconfig.Role{Client: client, Topics: topics, Guarantee: kafkaconfig.ExactlyOnce, Logger: log}
+	// The tracer starts a span per record each role handles and carries
+	// the request's traceparent across the fan-out; with an exporter
+	// (tracing.NewExporter, OTLP over HTTP) the spans go to a collector,
+	// without one (nil) only the trace ids travel.
+	role := kafkaconfig.Role{Client: client, Topics: topics, Guarantee: kafkaconfig.ExactlyOnce, Logger: log,
+		Tracer: tracing.New(nil, "inventory")}
 	named := func(id string) kafkaconfig.Role {
 		r := role
 		r.InstanceID = id
