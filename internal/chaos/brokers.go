@@ -25,6 +25,7 @@ import (
 
 	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 )
 
 // BrokerFault is one node of the local cluster killed (SIGKILL) or stopped
@@ -148,9 +149,25 @@ func outageRisks(ctx context.Context, adm *kadm.Client, nodes int, topics []stri
 			return nil, ctx.Err()
 		}
 	}
-	rcs, err := adm.DescribeTopicConfigs(ctx, existing...)
-	if err != nil {
-		return nil, fmt.Errorf("describe topic configs: %w", err)
+	// A node that has not yet applied the topics' creation from the
+	// controller's log answers UNKNOWN_TOPIC_OR_PARTITION (seen on a
+	// cluster started a minute before, under load): ask again for 10s.
+	var rcs kadm.ResourceConfigs
+	for try := 0; ; try++ {
+		var err error
+		rcs, err = adm.DescribeTopicConfigs(ctx, existing...)
+		if err != nil {
+			return nil, fmt.Errorf("describe topic configs: %w", err)
+		}
+		unknown := slices.ContainsFunc(rcs, func(rc kadm.ResourceConfig) bool {
+			return errors.Is(rc.Err, kerr.UnknownTopicOrPartition)
+		})
+		if !unknown || try == 50 {
+			break
+		}
+		if !sleepCtx(ctx, 200*time.Millisecond) {
+			return nil, ctx.Err()
+		}
 	}
 	var risks []string
 	for _, rc := range rcs {
