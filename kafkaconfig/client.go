@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"strings"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/plugin/kslog"
@@ -19,6 +21,26 @@ import (
 // spare (64 bytes). A task, result or reply over it is answered with a
 // reason that says so instead of being written.
 const MaxRecordBytes = 1_000_012 - (61 + 64)
+
+// FailoverMetadataMinAge is the shortest time between two metadata
+// refreshes of a client of this module, and FailoverMaxRetryBackoff the
+// longest wait between two tries of a failed request: together they bound
+// how long a client keeps writing to a broker the controller has fenced.
+const (
+	FailoverMetadataMinAge  = time.Second
+	FailoverMaxRetryBackoff = time.Second
+)
+
+// failoverBackoff is franz-go's default backoff (250ms doubling, ±20%
+// jitter) capped at FailoverMaxRetryBackoff instead of 5s.
+func failoverBackoff(fails int) time.Duration {
+	d := 250 * time.Millisecond
+	for i := 1; i < fails && d < FailoverMaxRetryBackoff; i++ {
+		d *= 2
+	}
+	d = time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+	return min(d, FailoverMaxRetryBackoff)
+}
 
 // Client is how every Kafka client of a role reaches the brokers.
 type Client struct {
@@ -64,6 +86,18 @@ func (c Client) Options() []kgo.Opt {
 		// Topics are created by EnsureTopics; a produce to a missing topic is
 		// a configuration error that must surface, not wait forever.
 		kgo.UnknownTopicRetries(3),
+		// Broker failover: a request to a dead leader fails, and the client
+		// learns the new leader from the first metadata refresh after the
+		// controller fences the dead broker. franz-go spaces the refreshes
+		// a failure triggers by MetadataMinAge (5s by default) and backs
+		// retries off up to 5s, so a 3s fencing cost 8-15s; with a refresh
+		// at most every second and retries at most a second apart the
+		// client follows within about a second (docs/guarantees.md,
+		// "Running through broker failures"). The periodic refresh stays
+		// at its default (5 min), so a healthy cluster sees no more
+		// metadata requests.
+		kgo.MetadataMinAge(FailoverMetadataMinAge),
+		kgo.RetryBackoffFn(failoverBackoff),
 	}
 	if c.ClientID != "" {
 		opts = append(opts, kgo.ClientID(c.ClientID))

@@ -37,6 +37,7 @@
 #
 # Environment: SG_KAFKA_HOME (default <repo>/.kafka), SG_KAFKA_START_TIMEOUT
 # (seconds, default 120), SG_KAFKA_HEAP (JVM heap flags per node),
+# SG_KAFKA_PROPS (extra broker settings, key=value, overriding ours),
 # JAVA (java binary), MVN (mvn binary), OPENSSL (openssl binary, for the
 # certificates).
 set -euo pipefail
@@ -300,6 +301,24 @@ num.recovery.threads.per.data.dir=1
 background.threads=4
 log.flush.interval.messages=9223372036854775807
 EOF
+	# Broker failover in seconds (docs/guarantees.md, "Running through
+	# broker failures"): on a cluster the controller fences a broker 3s
+	# after its last heartbeat (Kafka's default: 9s, heartbeats every 2s),
+	# so the partitions a crashed node led move after about 3s instead of
+	# 9s. A live broker that cannot heartbeat for 3s (a long GC pause) is
+	# fenced too and rejoins at once. One node has nothing to fail over
+	# to, and fencing itself on a loaded machine would stop every write:
+	# it keeps the defaults.
+	if ((n > 1)); then
+		printf '\n# Broker failover in seconds (see kafka-local.sh)\nbroker.session.timeout.ms=3000\nbroker.heartbeat.interval.ms=500\n' >>"$f"
+	fi
+	# SG_KAFKA_PROPS: extra key=value lines (newline- or space-separated),
+	# appended last, so they override the settings above (Java properties:
+	# the last value of a key wins); used to measure other settings.
+	if [[ -n ${SG_KAFKA_PROPS:-} ]]; then
+		printf '\n# SG_KAFKA_PROPS\n' >>"$f"
+		tr ' ' '\n' <<<"$SG_KAFKA_PROPS" | sed '/^$/d' >>"$f"
+	fi
 }
 
 start_node() {
