@@ -231,11 +231,11 @@ func PrintEntry(w io.Writer, topic string, e *Entry) error {
 	case v.Decoded != nil:
 		fmt.Fprintf(&b, "value: %s (%d bytes, Avro)\n%s\n", v.Kind, len(e.Record.Value), v.Decoded)
 	default:
-		what := "value"
+		expected := ""
 		if v.Kind != "" {
-			what = "value, expected a " + string(v.Kind)
+			expected = ", expected a " + string(v.Kind)
 		}
-		fmt.Fprintf(&b, "%s (%d bytes) does not decode: %s\n", what, len(e.Record.Value), v.DecodeError)
+		fmt.Fprintf(&b, "value (%d bytes%s) does not decode: %s\n", len(e.Record.Value), expected, v.DecodeError)
 		shown := min(len(e.Record.Value), PreviewBytes)
 		if v.Text != "" {
 			fmt.Fprintf(&b, "first %d bytes as text:\n%s\n", shown, v.Text)
