@@ -144,7 +144,7 @@ func parseTimeFlag(s string, now time.Time) (time.Time, error) {
 
 // scan reads the DLQ topic, with a progress line every 5s on stderr, and
 // names the topics command when the topic is missing.
-func (f *dlqFlags) scan(ctx context.Context, topic string) (*dlq.Log, error) {
+func (f *dlqFlags) scan(ctx context.Context, topic string, filter dlq.Filter) (*dlq.Log, error) {
 	cc, err := f.c.clientConfig(f.c.brokerList(), "scattergather-dlq")
 	if err != nil {
 		return nil, fmt.Errorf("--brokers: %w", err)
@@ -152,7 +152,7 @@ func (f *dlqFlags) scan(ctx context.Context, topic string) (*dlq.Log, error) {
 	if cc, err = f.c.registry.apply(ctx, cc, nil); err != nil {
 		return nil, err
 	}
-	l, err := dlq.Scan(ctx, cc, topic, f.progressFunc(os.Stderr, "read", "records of "+topic))
+	l, err := dlq.Scan(ctx, cc, topic, filter, f.progressFunc(os.Stderr, "read", "records of "+topic))
 	return l, f.explain(err)
 }
 
@@ -215,11 +215,11 @@ kinds must all match; a repeated filter matches any of its values.
 			if err != nil {
 				return err
 			}
-			l, err := f.scan(ctx, cfg.topic)
+			l, err := f.scan(ctx, cfg.topic, cfg.filter)
 			if err != nil {
 				return err
 			}
-			sel := l.Select(cfg.filter)
+			sel := l.Entries
 			if asJSON {
 				return dlq.WriteJSONLines(os.Stdout, cfg.topic, sel)
 			}
@@ -232,7 +232,7 @@ kinds must all match; a repeated filter matches any of its values.
 					redriven++
 				}
 			}
-			fmt.Printf("%d of %d dead letters in %s (%d of them redriven)\n", len(sel), len(l.Entries), cfg.topic, redriven)
+			fmt.Printf("%d of %d dead letters in %s (%d of them redriven)\n", len(sel), l.Total, cfg.topic, redriven)
 			return nil
 		},
 	}
@@ -269,7 +269,7 @@ or hex with the reason it does not decode. --json prints the same as JSON.`,
 			if err != nil {
 				return err
 			}
-			l, err := f.scan(ctx, cfg.topic)
+			l, err := f.scan(ctx, cfg.topic, dlq.Filter{At: []dlq.Pos{at}})
 			if err != nil {
 				return err
 			}
@@ -353,6 +353,7 @@ record the topic refuses. Exit status 1 when any could not.`,
 			}
 			rc := dlq.RedriveConfig{Client: cc, Topic: cfg.topic, Filter: cfg.filter, Execute: execute,
 				BatchSize: batch, TransactionTimeout: txTimeout, Logger: log}
+			rc.ScanProgress = f.progressFunc(os.Stderr, "read", "records of "+cfg.topic)
 			if p := f.progressFunc(os.Stderr, "redrove", "dead letters"); p != nil {
 				rc.Progress = func(rp dlq.RedriveProgress) { p(int64(rp.Done), int64(rp.Total)) }
 			}

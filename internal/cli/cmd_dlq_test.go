@@ -136,7 +136,7 @@ func TestDLQCommands(t *testing.T) {
 	// The roles dead-letter all four.
 	var entries []*dlq.Entry
 	waitFor(t, 30*time.Second, "4 dead letters", func() bool {
-		l, err := dlq.Scan(t.Context(), cc, topics.DLQ(), nil)
+		l, err := dlq.Scan(t.Context(), cc, topics.DLQ(), dlq.Filter{}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -461,7 +461,7 @@ func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
 // readAll returns every committed record of topic now.
 func readAll(t *testing.T, c *testkafka.Cluster, topic string) []*kgo.Record {
 	t.Helper()
-	l, err := dlq.Scan(t.Context(), kafkaconfig.Client{Brokers: c.Brokers}, topic, nil)
+	l, err := dlq.Scan(t.Context(), kafkaconfig.Client{Brokers: c.Brokers}, topic, dlq.Filter{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package dlq
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -69,6 +70,10 @@ func Describe(e *Entry) Value {
 		}
 	}
 	out := Value{Kind: expectedKind(e), DecodeError: err.Error()}
+	if len(v) >= 5 && v[0] == 0 {
+		// Written by a pipeline with --schema-registry, read without it.
+		out.DecodeError += fmt.Sprintf(" (it starts like the Confluent wire format, schema id %d: pass --schema-registry to decode it)", binary.BigEndian.Uint32(v[1:5]))
+	}
 	if kind != "" {
 		out.Kind = kind
 	}

@@ -100,12 +100,16 @@ func TestDescribe(t *testing.T) {
 		{"result with binary payload", &kgo.Record{Topic: "sg.results", Value: resV}, schemas.KindResult, []string{`"Payload": "base64:/wA="`, `"Status": "OK"`}, false},
 		{"truncated request", &kgo.Record{Topic: "sg.requests", Value: reqV[:len(reqV)-4]}, schemas.KindRequest, []string{"00000000  c3 01"}, true},
 		{"text on a tasks topic", &kgo.Record{Topic: "sg.tasks.echo", Value: []byte("hello")}, schemas.KindTask, []string{"hello"}, true},
+		{"Confluent wire format", &kgo.Record{Topic: "sg.replies", Value: []byte{0, 0, 0, 0, 7, 2}}, schemas.KindReply, []string{"00 00 00 00 07 02"}, true},
 		{"by sg-type", &kgo.Record{Topic: "other", Value: []byte{1, 2}, Headers: []kgo.RecordHeader{{Key: "sg-type", Value: []byte("reply")}}}, schemas.KindReply, []string{"01 02"}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			v := Describe(deadLetter(0, tc.src, "r", "x", now))
 			if v.Kind != tc.kind || (v.DecodeError != "") != tc.fails {
 				t.Errorf("kind %q error %q", v.Kind, v.DecodeError)
+			}
+			if tc.name == "Confluent wire format" && !strings.Contains(v.DecodeError, "schema id 7: pass --schema-registry") {
+				t.Errorf("decode error %q does not point to --schema-registry", v.DecodeError)
 			}
 			got := string(v.Decoded) + v.Text + v.Hex
 			for _, w := range tc.want {

@@ -7,9 +7,9 @@
 //
 // Usage:
 //
-//	log, err := dlq.Scan(ctx, cc, "sg.dlq", nil)
-//	for _, e := range log.Select(dlq.Filter{Reasons: []string{"unknown-route"}}) {
-//		fmt.Println(e.Pos(), e.SourceTopic, e.Reason, e.Redriven != nil)
+//	log, err := dlq.Scan(ctx, cc, "sg.dlq", dlq.Filter{Reasons: []string{"unknown-route"}}, nil)
+//	for _, e := range log.Entries {
+//		fmt.Println(e.At, e.Source(), e.Reason, e.Redriven != nil)
 //	}
 //	res, err := dlq.Redrive(ctx, dlq.RedriveConfig{Client: cc, Topic: "sg.dlq",
 //		Filter: dlq.Filter{Reasons: []string{"unknown-route"}}, Execute: true})

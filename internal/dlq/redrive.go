@@ -44,7 +44,9 @@ type RedriveConfig struct {
 	// TransactionTimeout of the redrive's producer; default
 	// DefaultTransactionTimeout.
 	TransactionTimeout time.Duration
-	// Progress, if set, is called after the scan and after each batch.
+	// ScanProgress, if set, is Scan's progress while it reads the DLQ.
+	ScanProgress func(read, total int64)
+	// Progress, if set, is called before the first batch and after each.
 	Progress func(RedriveProgress)
 	// Logger; nil discards.
 	Logger *slog.Logger
@@ -137,12 +139,12 @@ func Redrive(ctx context.Context, cfg RedriveConfig) (*RedriveResult, error) {
 			return nil, fmt.Errorf("redrive %s: fence other redrives: %w", cfg.Topic, err)
 		}
 	}
-	log, err := Scan(ctx, cfg.Client, cfg.Topic, nil)
+	log, err := Scan(ctx, cfg.Client, cfg.Topic, cfg.Filter, cfg.ScanProgress)
 	if err != nil {
 		return nil, err
 	}
 	res := &RedriveResult{Topic: cfg.Topic}
-	for _, e := range log.Select(cfg.Filter) {
+	for _, e := range log.Entries {
 		res.Selected++
 		if e.Redriven != nil {
 			res.Already = append(res.Already, e)

@@ -27,27 +27,19 @@ func (e *MissingTopicError) Error() string {
 // Log is what Scan read of a dead-letter topic.
 type Log struct {
 	Topic string
-	// Entries are the dead letters in partition and offset order, markers
-	// folded in (Entry.Redriven).
+	// Entries are the dead letters the filter selected, in partition and
+	// offset order, markers folded in (Entry.Redriven).
 	Entries []*Entry
+	// Total counts every dead letter read, selected or not.
+	Total int
 	// Markers counts the redrive markers read.
 	Markers int
 	// End is, per partition, the offset Scan read up to (excluded): the
 	// last stable offset when it started.
 	End map[int32]int64
 
+	filter  Filter
 	pending []*kgo.Record // markers, until fold
-}
-
-// Select returns the entries f matches, in order.
-func (l *Log) Select(f Filter) []*Entry {
-	var out []*Entry
-	for _, e := range l.Entries {
-		if f.Match(e) {
-			out = append(out, e)
-		}
-	}
-	return out
 }
 
 // Find returns the dead letter at p, or nil.
@@ -65,10 +57,14 @@ func (p Pos) less(q Pos) bool {
 
 // Scan reads topic, a dead-letter topic, from the log start of every
 // partition up to its last stable offset when Scan starts, read_committed,
-// and returns its dead letters with their redrive markers folded in. It
-// never waits for new records. progress, if not nil, is called after each
-// fetch with the records read and the total to read.
-func Scan(ctx context.Context, cc kafkaconfig.Client, topic string, progress func(read, total int64)) (*Log, error) {
+// and returns the dead letters f selects with their redrive markers folded
+// in; it keeps only those in memory. It never waits for new records.
+// progress, if not nil, is called after each fetch with the records read
+// and the total to read.
+func Scan(ctx context.Context, cc kafkaconfig.Client, topic string, f Filter, progress func(read, total int64)) (*Log, error) {
+	if err := f.Validate(); err != nil {
+		return nil, err
+	}
 	adm, err := kafka.NewClient(cc)
 	if err != nil {
 		return nil, err
@@ -78,7 +74,7 @@ func Scan(ctx context.Context, cc kafkaconfig.Client, topic string, progress fun
 	if err != nil {
 		return nil, err
 	}
-	l := &Log{Topic: topic, End: ends}
+	l := &Log{Topic: topic, End: ends, filter: f}
 	var total int64
 	from := map[int32]kgo.Offset{}
 	for p, end := range ends {
@@ -201,7 +197,10 @@ func (l *Log) add(r *kgo.Record) {
 		l.pending = append(l.pending, r)
 		return
 	}
-	l.Entries = append(l.Entries, newEntry(r))
+	l.Total++
+	if e := newEntry(r); l.filter.Match(e) {
+		l.Entries = append(l.Entries, e)
+	}
 }
 
 // fold sorts the entries and sets Redriven on every entry a marker names.
