@@ -108,8 +108,8 @@ func TestDLQCommands(t *testing.T) {
 	cc := kafkaconfig.Client{Brokers: c.Brokers, ClientID: "dlq-test"}
 	startStack(t, stack.Config{
 		Client: cc, Topics: topics, Guarantee: kafkaconfig.ExactlyOnce,
-		Layout: kafkaconfig.Layout{Partitions: 2, ResultPartitions: 2, ReplicationFactor: -1},
-		Routes: mustRoutes(t, `{"routes":[{"name":"echo","mode":"split","fanout":2,"timeout":"45s","max_timeout":"1m"}]}`),
+		Layout:     kafkaconfig.Layout{Partitions: 2, ResultPartitions: 2, ReplicationFactor: -1},
+		Routes:     mustRoutes(t, `{"routes":[{"name":"echo","mode":"split","fanout":2,"timeout":"45s","max_timeout":"1m"}]}`),
 		Processors: []stack.ProcessorSpec{{Route: "echo", Handler: processor.Echo()}},
 	})
 	raw := c.Client(t)
