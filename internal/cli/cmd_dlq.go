@@ -378,6 +378,10 @@ func printRedrive(w io.Writer, res *dlq.RedriveResult, execute bool) {
 	for _, fe := range res.Failed {
 		failed[fe.Entry] = true
 	}
+	dups := ""
+	if len(res.Duplicates) > 0 {
+		dups = fmt.Sprintf(", %d duplicates skipped", len(res.Duplicates))
+	}
 	if !execute {
 		var plan []*dlq.Entry
 		for _, e := range res.Planned {
@@ -385,17 +389,20 @@ func printRedrive(w io.Writer, res *dlq.RedriveResult, execute bool) {
 				plan = append(plan, e)
 			}
 		}
-		fmt.Fprintf(w, "dry run: would redrive %d of %d selected dead letters of %s (%d already redriven, %d cannot be)\n",
-			len(plan), res.Selected, res.Topic, len(res.Already), len(res.Failed))
+		fmt.Fprintf(w, "dry run: would redrive %d of %d selected dead letters of %s (%d already redriven, %d cannot be%s)\n",
+			len(plan), res.Selected, res.Topic, len(res.Already), len(res.Failed), dups)
 		if len(plan) > 0 {
 			_ = dlq.PrintList(w, plan)
 		}
 	} else {
-		fmt.Fprintf(w, "redrove %d of %d selected dead letters of %s (%d already redriven, %d could not be)\n",
-			len(res.Redriven), res.Selected, res.Topic, len(res.Already), len(res.Failed))
+		fmt.Fprintf(w, "redrove %d of %d selected dead letters of %s (%d already redriven, %d could not be%s)\n",
+			len(res.Redriven), res.Selected, res.Topic, len(res.Already), len(res.Failed), dups)
 		for _, e := range res.Redriven {
 			fmt.Fprintf(w, "  %s → %s\n", e.At, e.Redriven)
 		}
+	}
+	for _, d := range res.Duplicates {
+		fmt.Fprintf(w, "skipped %s: a duplicate of %s, a dead letter of the same record %s\n", d.Entry.At, d.Of, d.Entry.Source())
 	}
 	for _, fe := range res.Failed {
 		fmt.Fprintf(w, "cannot redrive %s (%s, %s): %v\n", fe.Entry.At, fe.Entry.Source(), fe.Entry.Reason, fe.Err)

@@ -311,7 +311,8 @@ func TestDLQCommands(t *testing.T) {
 
 // TestDLQRedriveRecordErrors writes dead letters with the roles' own code
 // (kafka.DeadLetter, DeadLetterOutput) and redrives them all: a stand-in
-// and one whose source topic is gone are reported, the others go back;
+// and one whose source topic is gone are reported, a second dead letter of
+// the same source record is skipped, the others go back;
 // a redrive that stalled with its transaction open is fenced (its commit
 // fails) and its transaction aborted, so no record is written twice.
 func TestDLQRedriveRecordErrors(t *testing.T) {
@@ -336,6 +337,8 @@ func TestDLQRedriveRecordErrors(t *testing.T) {
 		kafka.DeadLetter(dlqTopic, consumed(gone, 2, "k2", []byte("two")), "processor", "not-avro", fmt.Errorf("bad")),
 		kafka.DeadLetter(dlqTopic, consumed(src, 3, "k3", bytes.Repeat([]byte("x"), 1_200_000)), "scatterer", "payload-too-large", fmt.Errorf("big")),
 		kafka.DeadLetterOutput(dlqTopic, &kgo.Record{Topic: src, Key: []byte("k4"), Value: []byte("four")}, "aggregator", kafka.ReasonUnknownTopic, fmt.Errorf("gone")),
+		// k1 again: an at-least-once role consumed it again after a crash.
+		kafka.DeadLetter(dlqTopic, consumed(src, 1, "k1", []byte("one")), "processor", "not-avro", fmt.Errorf("bad")),
 	}
 	if kafka.Header(dls[2], kafka.HeaderDLQTruncated) != "true" {
 		t.Fatal("the 1.2 MB dead letter is not a stand-in")
@@ -378,7 +381,7 @@ func TestDLQRedriveRecordErrors(t *testing.T) {
 	if err := crashed.EndTransaction(t.Context(), kgo.TryCommit); err == nil {
 		t.Error("the crashed redrive committed its transaction after another redrive started")
 	}
-	for _, w := range []string{"redrove 2 of 4", "2 could not be", "source topic " + gone + " no longer exists", "a stand-in", "2 of 4 dead letters could not be redriven"} {
+	for _, w := range []string{"redrove 2 of 5", "2 could not be, 1 duplicates skipped", "skipped 0/4: a duplicate of 0/0", "source topic " + gone + " no longer exists", "a stand-in", "2 of 4 dead letters could not be redriven"} {
 		if code != 1 || !strings.Contains(out, w) {
 			t.Errorf("redrive: exit %d, lacks %q", code, w)
 		}
@@ -398,8 +401,12 @@ func TestDLQRedriveRecordErrors(t *testing.T) {
 	if got["k1"] != 1 || got["k4"] != 1 || len(got) != 2 {
 		t.Errorf("records on the source topic by key: %v, want k1 and k4 once each (the crashed redrive's k1 aborted)", got)
 	}
+	// The duplicate alone: its record went back through 0/0.
+	if code, out := cmd("dlq", "redrive", "--at", "0/4", "--execute"); code != 0 || !strings.Contains(out, "redrove 0 of 1") || !strings.Contains(out, "skipped 0/4: a duplicate of 0/0") {
+		t.Errorf("redrive of the duplicate alone: exit %d", code)
+	}
 	code, out = cmd("dlq", "redrive", "--all", "--execute")
-	if !strings.Contains(out, "redrove 0 of 4") || !strings.Contains(out, "2 already redriven") || len(readAll(t, c, src)) != 2 {
+	if !strings.Contains(out, "redrove 0 of 5") || !strings.Contains(out, "2 already redriven") || !strings.Contains(out, "1 duplicates skipped") || len(readAll(t, c, src)) != 2 {
 		t.Errorf("second redrive: exit %d, %d records on the source topic", code, len(readAll(t, c, src)))
 	}
 }

@@ -33,7 +33,12 @@
 // reads the DLQ: that fences any other redrive of the topic (which can then
 // commit nothing more) and aborts the transaction it left open, so what
 // Redrive reads is every marker that will ever be committed before its own.
-// It skips the dead letters that have a marker. A dead letter is therefore
+// (InitProducerID of a transactional id waits until the id's last
+// transaction has completed, its markers written, so the last stable offset
+// Scan reads up to is past it.) It skips the dead letters that have a
+// marker, and a second dead letter of the same source record (topic,
+// partition, offset: at-least-once roles write one again when they consume
+// the record again after a crash). A dead letter is therefore
 // written back at most once, however often or concurrently Redrive runs;
 // a consumer of the source topic reading committed sees it once. A dead
 // letter that fails again after its redrive is a new dead letter, at a new

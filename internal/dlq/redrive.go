@@ -80,9 +80,20 @@ type RedriveResult struct {
 	// tried; Redriven those written back (Entry.Redriven set).
 	Planned  []*Entry
 	Redriven []*Entry
+	// Duplicates are dead letters of the same source record as another
+	// selected one (Of), skipped: the record goes back once.
+	Duplicates []*Duplicate
 	// Failed are the dead letters that cannot be redriven, and why; the
 	// others went on.
 	Failed []*RecordError
+}
+
+// Duplicate is a dead letter skipped because the dead letter at Of stands
+// for the same source record.
+type Duplicate struct {
+	Entry  *Entry
+	Of     Pos
+	Source Source
 }
 
 func (c RedriveConfig) withDefaults() (RedriveConfig, error) {
@@ -143,15 +154,8 @@ func Redrive(ctx context.Context, cfg RedriveConfig) (*RedriveResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	res := &RedriveResult{Topic: cfg.Topic}
-	for _, e := range log.Entries {
-		res.Selected++
-		if e.Redriven != nil {
-			res.Already = append(res.Already, e)
-			continue
-		}
-		res.Planned = append(res.Planned, e)
-	}
+	res := &RedriveResult{Topic: cfg.Topic, Selected: len(log.Entries)}
+	res.Planned, res.Already, res.Duplicates = plan(log)
 	todo, failed := check(ctx, kadm.NewClient(cl), res.Planned)
 	res.Failed = failed
 	if !cfg.Execute {
@@ -168,6 +172,38 @@ func Redrive(ctx context.Context, cfg RedriveConfig) (*RedriveResult, error) {
 		r.report()
 	}
 	return res, nil
+}
+
+// plan splits the selected entries into those to redrive, those redriven
+// before, and duplicates: dead letters of a source record that another
+// dead letter stands for already. At-least-once roles write a record's dead
+// letter again when they consume the record again after a crash; the record
+// goes back through the one redriven before (selected or not), else the
+// first selected in DLQ order.
+func plan(l *Log) (todo, already []*Entry, dups []*Duplicate) {
+	first := map[Source]*Entry{}
+	for _, e := range l.Entries {
+		if e.Redriven != nil {
+			already = append(already, e)
+			continue
+		}
+		src, ok := e.source()
+		if !ok {
+			todo = append(todo, e)
+			continue
+		}
+		if at, ok := l.RedrivenSource(src); ok {
+			dups = append(dups, &Duplicate{Entry: e, Of: at, Source: src})
+			continue
+		}
+		if f := first[src]; f != nil {
+			dups = append(dups, &Duplicate{Entry: e, Of: f.At, Source: src})
+			continue
+		}
+		first[src] = e
+		todo = append(todo, e)
+	}
+	return todo, already, dups
 }
 
 // check returns the entries that can be redriven, and a RecordError for

@@ -40,6 +40,32 @@ type Log struct {
 
 	filter  Filter
 	pending []*kgo.Record // markers, until fold
+	// sources maps every dead letter read, selected or not, to its source
+	// record, and redrivenSources holds those of the dead letters redriven:
+	// a duplicate outside the selection still counts.
+	sources         map[Pos]Source
+	redrivenSources map[Source]Pos
+	topicNames      map[string]string // interned
+}
+
+// Source is the place of a record a dead letter stands for.
+type Source struct {
+	Topic     string
+	Partition int32
+	Offset    int64
+}
+
+// source returns e's source and whether it had a place: an output record
+// that Kafka refused never had one.
+func (e *Entry) source() (Source, bool) {
+	return Source{e.SourceTopic, e.SourcePartition, e.SourceOffset}, e.SourcePartition >= 0 && e.SourceOffset >= 0
+}
+
+// RedrivenSource returns the dead letter, selected or not, through which
+// the record at src was redriven.
+func (l *Log) RedrivenSource(src Source) (Pos, bool) {
+	p, ok := l.redrivenSources[src]
+	return p, ok
 }
 
 // Find returns the dead letter at p, or nil.
@@ -198,7 +224,19 @@ func (l *Log) add(r *kgo.Record) {
 		return
 	}
 	l.Total++
-	if e := newEntry(r); l.filter.Match(e) {
+	e := newEntry(r)
+	if src, ok := e.source(); ok {
+		if l.sources == nil {
+			l.sources, l.topicNames = map[Pos]Source{}, map[string]string{}
+		}
+		if name, ok := l.topicNames[src.Topic]; ok {
+			src.Topic = name
+		} else {
+			l.topicNames[src.Topic] = src.Topic
+		}
+		l.sources[e.At] = src
+	}
+	if l.filter.Match(e) {
 		l.Entries = append(l.Entries, e)
 	}
 }
@@ -211,13 +249,21 @@ func (l *Log) fold() {
 		if err != nil {
 			continue
 		}
+		if src, ok := l.sources[at]; ok {
+			if l.redrivenSources == nil {
+				l.redrivenSources = map[Source]Pos{}
+			}
+			if _, seen := l.redrivenSources[src]; !seen {
+				l.redrivenSources[src] = at
+			}
+		}
 		e := l.Find(at)
 		if e == nil || e.Redriven != nil {
 			continue
 		}
 		e.Redriven = parseRedrive(kafka.Header(m, kafka.HeaderDLQRedrivenTo), m)
 	}
-	l.pending = nil
+	l.pending, l.sources, l.topicNames = nil, nil, nil
 }
 
 // parseRedrive reads a marker's sg-dlq-redriven-to, "topic/partition/offset".
