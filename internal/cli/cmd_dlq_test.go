@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -95,6 +96,38 @@ func TestDLQFlags(t *testing.T) {
 			t.Errorf("%v: error %v, want one naming %q", tc.args, err, tc.want)
 		}
 	}
+}
+
+// TestDLQProgressLines checks the progress line of a long run: none in
+// the first 5s (a short run prints none at all), then at most one every 5s,
+// and the last one at the end.
+func TestDLQProgressLines(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var buf bytes.Buffer
+		f := dlqFlags{progress: "lines"}
+		p := f.progressFunc(&buf, "redrove", "dead letters")
+		p(100, 1000)
+		time.Sleep(6 * time.Second)
+		p(200, 1000)
+		time.Sleep(time.Second)
+		p(300, 1000) // 1s after the last line: held back
+		time.Sleep(5 * time.Second)
+		p(1000, 1000)
+		want := "dlq: redrove 200/1000 dead letters (6s)\ndlq: redrove 1000/1000 dead letters (12s)\n"
+		if buf.String() != want {
+			t.Errorf("progress lines:\n%s\nwant:\n%s", buf.String(), want)
+		}
+
+		buf.Reset()
+		p = f.progressFunc(&buf, "read", "records")
+		p(10, 10)
+		if buf.Len() != 0 {
+			t.Errorf("a run under 5s printed %q", buf.String())
+		}
+		if (&dlqFlags{progress: "never"}).progressFunc(&buf, "read", "records") != nil {
+			t.Error("--progress never still reports")
+		}
+	})
 }
 
 // TestDLQCommands produces real dead letters by feeding a running pipeline
