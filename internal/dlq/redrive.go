@@ -166,6 +166,9 @@ func Redrive(ctx context.Context, cfg RedriveConfig) (*RedriveResult, error) {
 	for len(todo) > 0 {
 		n := min(cfg.BatchSize, len(todo))
 		if err := r.batch(ctx, todo[:n]); err != nil {
+			if ctx.Err() != nil {
+				err = fmt.Errorf("redrive %s interrupted after %d redriven (run the same command again for the rest): %w", cfg.Topic, len(res.Redriven), err)
+			}
 			return res, err
 		}
 		todo = todo[n:]
