@@ -26,7 +26,7 @@ func Commands() []*Command {
 		benchCmd(),
 		brokerCmd(),
 		chaosCmd(),
-		replayCmd(), groupsCmd(),
+		replayCmd(), groupsCmd(), dlqCmd(),
 		versionCmd(), healthcheckCmd(),
 	}
 }

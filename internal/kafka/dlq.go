@@ -16,6 +16,18 @@ const (
 	HeaderDLQError     = "sg-dlq-error"
 )
 
+// Headers of a redrive marker: a record that `scattergather dlq redrive`
+// writes to the DLQ topic, in the transaction that writes a dead letter
+// back to its source topic, so that no dead letter is redriven twice
+// (internal/dlq). A marker has no key and an empty value.
+const (
+	// HeaderDLQRedriven names the dead letter redriven: "partition/offset"
+	// in the DLQ topic.
+	HeaderDLQRedriven = "sg-dlq-redriven"
+	// HeaderDLQRedrivenTo says where it was written: "topic/partition/offset".
+	HeaderDLQRedrivenTo = "sg-dlq-redriven-to"
+)
+
 // DeadLetter returns a copy of the consumed record src, addressed to the DLQ
 // topic dlq, with headers naming where it came from, which role rejected it,
 // a short reason code and the error message. Key, value and the original

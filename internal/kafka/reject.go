@@ -66,8 +66,10 @@ const (
 	ReasonInvalidRecord     = "invalid-record"
 )
 
-// rejectedReason returns the dead-letter reason of a produce error that is
+// RejectedReason returns the dead-letter reason of a produce error that is
 // fatal for its record alone, and false for any other error.
+func RejectedReason(err error) (string, bool) { return rejectedReason(err) }
+
 func rejectedReason(err error) (string, bool) {
 	switch {
 	case err == nil:
