@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 
@@ -88,6 +89,14 @@ func (o *observeFlags) build(log *slog.Logger) (*observability, error) {
 		return nil, err
 	}
 	ob.traces = traces
+	if traces.on {
+		// The SDK reports failed exports through OpenTelemetry's one error
+		// handler, a process global: send them to the command's log, in its
+		// format, rather than the standard logger's stderr lines.
+		otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
+			log.Warn("opentelemetry", "err", err)
+		}))
+	}
 	return ob, nil
 }
 
