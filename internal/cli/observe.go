@@ -44,7 +44,7 @@ type observeFlags struct {
 // --lag-interval.
 func (o *observeFlags) register(fs *flag.FlagSet, addr string) {
 	fs.StringVar(&o.metricsAddr, "metrics-addr", addr, "address of the /metrics, /healthz and /readyz endpoints (host:port; 0.0.0.0:PORT for every interface); empty disables them")
-	fs.StringVar(&o.otlpEndpoint, "otlp-endpoint", "", "OTLP/HTTP endpoint that receives the trace spans, e.g. http://127.0.0.1:4318 (/v1/traces is appended); it overrides OTEL_EXPORTER_OTLP_ENDPOINT and OTEL_EXPORTER_OTLP_TRACES_ENDPOINT. Empty: those decide, and with neither set no spans are recorded (the traceparent header is passed on either way). OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER and the other OTEL_EXPORTER_OTLP_* variables apply (README, Observability)")
+	fs.StringVar(&o.otlpEndpoint, "otlp-endpoint", "", "OTLP/HTTP endpoint that receives the trace spans, e.g. http://127.0.0.1:4318 (/v1/traces is appended unless it ends so); it overrides OTEL_EXPORTER_OTLP_ENDPOINT and OTEL_EXPORTER_OTLP_TRACES_ENDPOINT. Empty: those decide, and with neither set no spans are recorded (the traceparent header is passed on either way). OTEL_SERVICE_NAME (default scattergather-<role>), OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER and the other OTEL_EXPORTER_OTLP_* variables apply (README, Observability)")
 	fs.DurationVar(&o.lagInterval, "lag-interval", metrics.DefaultLagInterval, "how often the consumer lag of the command's groups is sampled for /metrics")
 }
 
