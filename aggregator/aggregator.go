@@ -332,6 +332,7 @@ func New(cfg Config) (*Aggregator, error) {
 		CommitInterval:  max(cfg.OffsetCommitInterval, 0),
 		SessionTimeout:  cfg.SessionTimeout,
 		Role:            "aggregator",
+		TracerProvider:  cfg.TracerProvider,
 		Metrics:         cfg.Metrics,
 		Tick:            cfg.Tick,
 		MaxPollRecords:  max(cfg.MaxPollRecords, 0),

@@ -6,10 +6,13 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/scattergather/scattergather/internal/metrics"
+	"github.com/scattergather/scattergather/internal/tracing"
 	"github.com/scattergather/scattergather/schemas"
-	"github.com/scattergather/scattergather/tracing"
 )
 
 // observer turns what the aggregator commits into metrics and spans (see
@@ -19,7 +22,7 @@ import (
 // restored, which may run on the rebalance goroutine: all under a.mu.
 type observer struct {
 	shared *metrics.Shared
-	tracer *tracing.Tracer
+	tracer trace.Tracer
 
 	manifests, results, duplicates, late, orphaned prometheus.Counter
 	manifestsExpired                               prometheus.Counter
@@ -39,7 +42,7 @@ type pendingOutput struct {
 	id                     schemas.CorrelationID
 	route, outcome, reason string
 	submitted              time.Time
-	span                   *tracing.Span
+	span                   trace.Span
 }
 
 func newObserver(cfg *Config) (*observer, error) {
@@ -48,7 +51,7 @@ func newObserver(cfg *Config) (*observer, error) {
 	if err != nil {
 		return nil, err
 	}
-	o := &observer{shared: sh, tracer: cfg.Tracer}
+	o := &observer{shared: sh, tracer: tracing.Tracer(cfg.TracerProvider)}
 	counters := []struct {
 		c          *prometheus.Counter
 		name, help string
@@ -96,7 +99,7 @@ func newObserver(cfg *Config) (*observer, error) {
 
 // manifest remembers the trace context of a manifest, for its reply.
 func (o *observer) manifest(mf schemas.Manifest, rec *kgo.Record) {
-	o.traces.remember(mf.CorrelationID, tracing.FromRecord(rec), mf.Deadline)
+	o.traces.remember(mf.CorrelationID, trace.SpanContextFromContext(tracing.Extract(rec)), mf.Deadline)
 }
 
 // output records one produced record of the batch in flight and sets the
@@ -120,15 +123,15 @@ func (o *observer) output(out output, rec *kgo.Record, now time.Time) {
 			}
 		}
 	}
-	span := o.tracer.Start(parent, "aggregate "+string(r.Route), tracing.Producer, start,
-		tracing.Attr{Key: "correlation_id", Value: string(r.CorrelationID)},
-		tracing.Attr{Key: "route", Value: string(r.Route)},
-		tracing.Attr{Key: "status", Value: string(r.Status)},
-		tracing.Attr{Key: "parts", Value: len(r.Parts)})
+	ctx, span := o.tracer.Start(tracing.ContextWith(parent), "aggregate "+string(r.Route),
+		trace.WithSpanKind(trace.SpanKindProducer), trace.WithTimestamp(start),
+		trace.WithAttributes(attribute.String("correlation_id", string(r.CorrelationID)),
+			attribute.String("route", string(r.Route)), attribute.String("status", string(r.Status)),
+			attribute.Int("parts", len(r.Parts))))
 	if r.Status == schemas.ReplyFailed {
-		span.SetError()
+		span.SetStatus(codes.Error, string(r.Status))
 	}
-	tracing.Inject(rec, span.Context())
+	tracing.Inject(ctx, rec)
 	o.pending = append(o.pending, pendingOutput{id: r.CorrelationID, route: string(r.Route), outcome: string(r.Status), submitted: r.SubmittedAt, span: span})
 }
 
@@ -146,7 +149,7 @@ func (o *observer) commit(stats Stats) {
 		if !p.submitted.IsZero() {
 			o.shared.RequestDuration.WithLabelValues(p.route, p.outcome).Observe(max(now.Sub(p.submitted), 0).Seconds())
 		}
-		p.span.End(now)
+		p.span.End(trace.WithTimestamp(now))
 	}
 	clear(o.pending)
 	o.pending = o.pending[:0]
@@ -205,14 +208,14 @@ type traceIndex struct {
 }
 
 type traceEntry struct {
-	sc       tracing.SpanContext
+	sc       trace.SpanContext
 	deadline time.Time
 }
 
 const tracePruneAfter = time.Minute
 
-func (t *traceIndex) remember(id schemas.CorrelationID, sc tracing.SpanContext, deadline time.Time) {
-	if !sc.Valid() {
+func (t *traceIndex) remember(id schemas.CorrelationID, sc trace.SpanContext, deadline time.Time) {
+	if !sc.IsValid() {
 		return
 	}
 	t.mu.Lock()
@@ -223,7 +226,7 @@ func (t *traceIndex) remember(id schemas.CorrelationID, sc tracing.SpanContext, 
 	t.m[id] = traceEntry{sc: sc, deadline: deadline}
 }
 
-func (t *traceIndex) get(id schemas.CorrelationID) tracing.SpanContext {
+func (t *traceIndex) get(id schemas.CorrelationID) trace.SpanContext {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.m[id].sc

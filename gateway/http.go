@@ -16,9 +16,9 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/scattergather/scattergather/internal/tracing"
 	"github.com/scattergather/scattergather/scatterer"
 	"github.com/scattergather/scattergather/schemas"
-	"github.com/scattergather/scattergather/tracing"
 )
 
 // The error codes of the API, in the "code" field of every error body.
@@ -247,7 +247,7 @@ func (g *Gateway) postRequest(w http.ResponseWriter, r *http.Request) {
 		// The caller's trace goes on through the pipeline; a malformed
 		// traceparent is dropped, as W3C says, and the pipeline starts a
 		// trace of its own.
-		if _, err := tracing.Parse(tp); err == nil {
+		if tracing.Valid(tp) {
 			headers = append(headers, kgo.RecordHeader{Key: tracing.Header, Value: []byte(tp)})
 		}
 	}

@@ -9,8 +9,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/scattergather/scattergather/tracing"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Role is what the scatterer, the processor and the aggregator share: how
@@ -55,10 +54,16 @@ type Role struct {
 	Logger *slog.Logger
 	// Metrics registers the role's Prometheus metrics; nil registers none.
 	Metrics prometheus.Registerer
-	// Tracer starts a span for each record the role handles and exports
-	// it; nil still carries each request's traceparent from record to
-	// record.
-	Tracer *tracing.Tracer
+	// TracerProvider records the role's spans: one per request, task or
+	// reply the role handles (scatter, process, aggregate), each a child of
+	// the span in the consumed record's W3C traceparent header and the
+	// parent of what it produces, plus franz-go's kotel publish and receive
+	// spans of those records. Build it with the OpenTelemetry SDK
+	// (go.opentelemetry.io/otel/sdk/trace) and shut it down after Run
+	// returns, to flush its spans. nil records no spans: each record's
+	// traceparent is passed on unchanged. The role never uses the
+	// OpenTelemetry globals.
+	TracerProvider trace.TracerProvider
 }
 
 // WithDefaults returns r with its empty fields filled in: Topics.Prefix,

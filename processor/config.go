@@ -177,6 +177,7 @@ func (c *Config) hopConfig() kafka.HopConfig {
 		CommitInterval:  max(c.OffsetCommitInterval, 0),
 		SessionTimeout:  c.SessionTimeout,
 		Role:            "processor",
+		TracerProvider:  c.TracerProvider,
 		Metrics:         c.Metrics,
 		DrainTimeout:    c.DrainTimeout,
 		Logger:          c.Logger,

@@ -6,10 +6,13 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/scattergather/scattergather/internal/metrics"
+	"github.com/scattergather/scattergather/internal/tracing"
 	"github.com/scattergather/scattergather/schemas"
-	"github.com/scattergather/scattergather/tracing"
 )
 
 // observer turns what the processor commits into metrics and spans (see the
@@ -25,7 +28,7 @@ type observer struct {
 	// unknownRecipient counts, as they are read, broadcast tasks skipped
 	// because their route does not have the processor's recipient.
 	unknownRecipient prometheus.Counter
-	tracer           *tracing.Tracer
+	tracer           trace.Tracer
 	run              *runner
 	route            string
 	recipient        string
@@ -41,7 +44,7 @@ type pendingResult struct {
 	status   schemas.ResultStatus
 	finished time.Time
 	duration time.Duration
-	span     *tracing.Span
+	span     trace.Span
 }
 
 func newObserver(cfg *Config, run *runner) (*observer, error) {
@@ -50,7 +53,7 @@ func newObserver(cfg *Config, run *runner) (*observer, error) {
 	if err != nil {
 		return nil, err
 	}
-	o := &observer{shared: sh, tracer: cfg.Tracer, run: run, route: string(cfg.Route), recipient: string(cfg.Recipient)}
+	o := &observer{shared: sh, tracer: tracing.Tracer(cfg.TracerProvider), run: run, route: string(cfg.Route), recipient: string(cfg.Recipient)}
 	if o.processed, err = metrics.NewCounterVec(reg, "tasks_processed_total",
 		"Results written, by route, recipient (broadcast routes) and status (OK, ERROR, EXPIRED).",
 		"route", "recipient", "status"); err != nil {
@@ -90,16 +93,15 @@ func newObserver(cfg *Config, run *runner) (*observer, error) {
 // span, child of the task's traceparent, running from the handler's start
 // to its end, whose context the result record out gets.
 func (o *observer) result(rec *kgo.Record, res schemas.Result, out *kgo.Record) {
-	span := o.tracer.Start(tracing.FromRecord(rec), "process "+o.route, tracing.Consumer, res.StartedAt,
-		tracing.Attr{Key: "correlation_id", Value: string(res.CorrelationID)},
-		tracing.Attr{Key: "part_id", Value: string(res.PartID)},
-		tracing.Attr{Key: "processor_id", Value: res.ProcessorID},
-		tracing.Attr{Key: "status", Value: string(res.Status)},
-		tracing.Attr{Key: "tries", Value: res.Tries})
+	ctx, span := o.tracer.Start(tracing.Extract(rec), "process "+o.route,
+		trace.WithSpanKind(trace.SpanKindConsumer), trace.WithTimestamp(res.StartedAt),
+		trace.WithAttributes(attribute.String("correlation_id", string(res.CorrelationID)),
+			attribute.String("part_id", string(res.PartID)), attribute.String("processor_id", res.ProcessorID),
+			attribute.String("status", string(res.Status)), attribute.Int("tries", res.Tries)))
 	if res.Status != schemas.ResultOK {
-		span.SetError()
+		span.SetStatus(codes.Error, string(res.Status))
 	}
-	tracing.Inject(out, span.Context())
+	tracing.Inject(ctx, out)
 	o.mu.Lock()
 	o.pending = append(o.pending, pendingResult{status: res.Status, finished: res.FinishedAt, duration: res.FinishedAt.Sub(res.StartedAt), span: span})
 	o.mu.Unlock()
@@ -121,7 +123,7 @@ func (o *observer) end(committed bool) {
 		for _, p := range o.pending {
 			o.processed.WithLabelValues(o.route, o.recipient, string(p.status)).Inc()
 			o.duration.Observe(max(p.duration, 0).Seconds())
-			p.span.End(p.finished)
+			p.span.End(trace.WithTimestamp(p.finished))
 		}
 		for _, r := range o.reasons {
 			o.shared.DeadLetters.WithLabelValues("processor", r).Inc()

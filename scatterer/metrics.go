@@ -5,11 +5,14 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/internal/metrics"
+	"github.com/scattergather/scattergather/internal/tracing"
 	"github.com/scattergather/scattergather/schemas"
-	"github.com/scattergather/scattergather/tracing"
 )
 
 // observer turns what the scatterer commits into metrics and spans (see the
@@ -21,13 +24,13 @@ type observer struct {
 	shared     *metrics.Shared
 	requests   *prometheus.CounterVec
 	tasks      *prometheus.CounterVec
-	tracer     *tracing.Tracer
+	tracer     trace.Tracer
 	taskTopics map[string]string // tasks.<route> topic -> route
 	routes     map[schemas.Route]Route
 	dlq        string
 
 	pending []pendingRecord
-	spans   []*tracing.Span
+	spans   []trace.Span
 }
 
 // pendingRecord is one counted output of the batch in flight.
@@ -43,7 +46,7 @@ func newObserver(cfg *Config, routes map[schemas.Route]Route) (*observer, error)
 	if err != nil {
 		return nil, err
 	}
-	o := &observer{shared: sh, tracer: cfg.Tracer, routes: routes, dlq: cfg.Topics.DLQ(), taskTopics: map[string]string{}}
+	o := &observer{shared: sh, tracer: tracing.Tracer(cfg.TracerProvider), routes: routes, dlq: cfg.Topics.DLQ(), taskTopics: map[string]string{}}
 	if o.requests, err = metrics.NewCounterVec(cfg.Metrics, "requests_scattered_total",
 		"Requests split into tasks and a manifest, by route.", "route"); err != nil {
 		return nil, err
@@ -96,15 +99,15 @@ func (o *observer) scattered(rec *kgo.Record, out []*kgo.Record) {
 		}
 		o.pending = append(o.pending, p)
 	}
-	span := o.tracer.Start(tracing.FromRecord(rec), "scatter "+route, tracing.Consumer, start,
-		tracing.Attr{Key: "correlation_id", Value: string(rec.Key)},
-		tracing.Attr{Key: "route", Value: route},
-		tracing.Attr{Key: "records", Value: len(out)})
+	ctx, span := o.tracer.Start(tracing.Extract(rec), "scatter "+route,
+		trace.WithSpanKind(trace.SpanKindConsumer), trace.WithTimestamp(start),
+		trace.WithAttributes(attribute.String("correlation_id", string(rec.Key)),
+			attribute.String("route", route), attribute.Int("records", len(out))))
 	for _, r := range out {
 		if r.Topic == o.dlq {
-			span.SetError()
+			span.SetStatus(codes.Error, "dead-lettered")
 		}
-		tracing.Inject(r, span.Context())
+		tracing.Inject(ctx, r)
 	}
 	o.spans = append(o.spans, span)
 }
@@ -134,7 +137,7 @@ func (o *observer) end(committed bool) {
 			}
 		}
 		for _, s := range o.spans {
-			s.End(now)
+			s.End(trace.WithTimestamp(now))
 		}
 	} else {
 		o.shared.BatchesAborted.WithLabelValues("scatterer").Inc()

@@ -166,6 +166,7 @@ func New(cfg Config) (*Scatterer, error) {
 		CommitInterval:  max(cfg.OffsetCommitInterval, 0),
 		SessionTimeout:  cfg.SessionTimeout,
 		Role:            "scatterer",
+		TracerProvider:  cfg.TracerProvider,
 		Metrics:         cfg.Metrics,
 		Logger:          cfg.Logger,
 	})

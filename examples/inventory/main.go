@@ -12,6 +12,7 @@
 //	go run ./inventory                          # in-process broker, the scenario below
 //	go run ./inventory --skus BLU-0001,RED-0002 # look up your own SKUs
 //	go run ./inventory --brokers 127.0.0.1:9092 # a Kafka of yours (topics under inventory.)
+//	OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 go run ./inventory # spans to a collector
 //
 // Without --skus it plays a scenario and checks every reply's status: a
 // request on every shard (COMPLETE), three submitted at once and awaited
@@ -36,6 +37,11 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	semconv "go.opentelemetry.io/otel/semconv/v1.40.0"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/scattergather/scattergather/client"
 	"github.com/scattergather/scattergather/kafkaconfig"
@@ -93,10 +99,46 @@ Flags:
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if _, err := run(ctx, o, os.Stdout); err != nil {
+	tp, err := tracerProvider(ctx)
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "inventory:", err)
 		os.Exit(1)
 	}
+	if tp != nil {
+		o.tracerProvider = tp
+	}
+	_, err = run(ctx, o, os.Stdout)
+	if tp != nil {
+		// Flush the spans, for at most 5s.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		err = errors.Join(err, tp.Shutdown(sctx))
+		cancel()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "inventory:", err)
+		os.Exit(1)
+	}
+}
+
+// tracerProvider returns an OpenTelemetry SDK TracerProvider that sends the
+// roles' spans over OTLP/HTTP when OTEL_EXPORTER_OTLP_ENDPOINT (or
+// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) is set, and nil otherwise. The SDK
+// reads the other OTEL_* variables itself (OTEL_SERVICE_NAME over the
+// default "inventory", OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER); the
+// roles never read the environment nor use the OpenTelemetry globals.
+func tracerProvider(ctx context.Context) (*sdktrace.TracerProvider, error) {
+	if os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") == "" && os.Getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") == "" {
+		return nil, nil
+	}
+	exp, err := otlptracehttp.New(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("otlp exporter: %w", err)
+	}
+	res, err := resource.New(ctx, resource.WithAttributes(semconv.ServiceName("inventory")), resource.WithFromEnv())
+	if err != nil {
+		return nil, fmt.Errorf("trace resource: %w", err)
+	}
+	return sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res)), nil
 }
 
 // options are main's flags.
@@ -106,6 +148,8 @@ type options struct {
 	processors int
 	skus       []string // empty: the scenario
 	log        *slog.Logger
+	// tracerProvider records the roles' spans; nil: none.
+	tracerProvider trace.TracerProvider
 }
 
 // outcome is one request the run made and the reply it got.
@@ -144,7 +188,7 @@ func run(ctx context.Context, o options, out io.Writer) (summary, error) {
 	}
 
 	warehouse := NewWarehouse(demoStock)
-	p, err := newPipeline(kc, topics, o.processors, warehouse, o.log)
+	p, err := newPipeline(kc, topics, o.processors, warehouse, o.log, o.tracerProvider)
 	if err != nil {
 		return summary{}, err
 	}

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/scattergather/scattergather/processor"
 	"github.com/scattergather/scattergather/schemas"
@@ -123,8 +125,11 @@ func TestScenario(t *testing.T) {
 }
 
 // TestBrokers runs the example against a broker it did not start, as
-// --brokers does, with --skus.
+// --brokers does, with --skus, and an OpenTelemetry TracerProvider on the
+// roles (kafkaconfig.Role.TracerProvider): the request is one trace, the
+// scatter span its root, the process and aggregate spans its children.
 func TestBrokers(t *testing.T) {
+	spans := tracetest.NewSpanRecorder()
 	fake, err := kfake.NewCluster(kfake.NumBrokers(1))
 	if err != nil {
 		t.Fatal(err)
@@ -133,7 +138,8 @@ func TestBrokers(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
 	defer cancel()
 	var out strings.Builder
-	sum, err := run(ctx, options{brokers: fake.ListenAddrs(), prefix: "mine.", processors: 1, skus: []string{"YLW-0002", "BLK-0002"}}, &out)
+	sum, err := run(ctx, options{brokers: fake.ListenAddrs(), prefix: "mine.", processors: 1, skus: []string{"YLW-0002", "BLK-0002"},
+		tracerProvider: sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(spans))}, &out)
 	t.Logf("output:\n%s", out.String())
 	if err != nil {
 		t.Fatalf("run: %v", err)
@@ -145,6 +151,20 @@ func TestBrokers(t *testing.T) {
 	checkReply(t, "--skus", r, schemas.ReplyComplete, map[string]schemas.PartStatus{"shard-1": schemas.PartOK, "shard-2": schemas.PartOK})
 	if rep := decode(t, r); rep.Units != 14 || rep.ValueCents != 5*7500+9*1250 {
 		t.Errorf("report %+v, want 14 units, %d cents", rep, 5*7500+9*1250)
+	}
+	byName := map[string][]sdktrace.ReadOnlySpan{}
+	for _, s := range spans.Ended() {
+		byName[s.Name()] = append(byName[s.Name()], s)
+	}
+	scatter, process, aggregate := byName["scatter stock"], byName["process stock"], byName["aggregate stock"]
+	if len(scatter) != 1 || len(process) != 2 || len(aggregate) != 1 {
+		t.Fatalf("%d scatter, %d process, %d aggregate spans; want 1, 2, 1", len(scatter), len(process), len(aggregate))
+	}
+	root := scatter[0].SpanContext()
+	for _, s := range append(process, aggregate...) {
+		if s.Parent().TraceID() != root.TraceID() || s.Parent().SpanID() != root.SpanID() {
+			t.Errorf("span %q has parent %v, want the scatter span %v", s.Name(), s.Parent(), root)
+		}
 	}
 }
 

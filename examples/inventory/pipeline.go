@@ -8,12 +8,13 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/scattergather/scattergather/aggregator"
 	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/processor"
 	"github.com/scattergather/scattergather/scatterer"
 	"github.com/scattergather/scattergather/schemas"
-	"github.com/scattergather/scattergather/tracing"
 )
 
 // Route is the name of the example's route.
@@ -45,16 +46,17 @@ type pipeline struct {
 // the partitions of tasks.stock) and an aggregator. In production each would
 // be a process of its own, on as many hosts as needed; their configs would
 // be the same.
-func newPipeline(client kafkaconfig.Client, topics kafkaconfig.Topics, n int, w *Warehouse, log *slog.Logger) (*pipeline, error) {
+func newPipeline(client kafkaconfig.Client, topics kafkaconfig.Topics, n int, w *Warehouse, log *slog.Logger, tp trace.TracerProvider) (*pipeline, error) {
 	// What every role shares. Each role takes a copy and names its
 	// instance: the instance id is part of its transactional id, so it must
 	// be unique within the role's group and stable across restarts.
-	// The tracer starts a span per record each role handles and carries
-	// the request's traceparent across the fan-out; with an exporter
-	// (tracing.NewExporter, OTLP over HTTP) the spans go to a collector,
-	// without one (nil) only the trace ids travel.
+	// The TracerProvider (OpenTelemetry's; main builds one with the SDK
+	// when OTEL_EXPORTER_OTLP_ENDPOINT is set) records a span per request,
+	// task and reply, and the Kafka client's publish and receive spans,
+	// one trace per request across the fan-out; nil records none, and each
+	// record's traceparent is passed on unchanged.
 	role := kafkaconfig.Role{Client: client, Topics: topics, Guarantee: kafkaconfig.ExactlyOnce, Logger: log,
-		Tracer: tracing.New(nil, "inventory")}
+		TracerProvider: tp}
 	named := func(id string) kafkaconfig.Role {
 		r := role
 		r.InstanceID = id

@@ -6,17 +6,20 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"os"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/internal/metrics"
 	"github.com/scattergather/scattergather/kafkaconfig"
-	"github.com/scattergather/scattergather/tracing"
 )
 
 // Default metrics addresses of the long-running commands. Each role has
@@ -41,18 +44,21 @@ type observeFlags struct {
 // --lag-interval.
 func (o *observeFlags) register(fs *flag.FlagSet, addr string) {
 	fs.StringVar(&o.metricsAddr, "metrics-addr", addr, "address of the /metrics, /healthz and /readyz endpoints (host:port; 0.0.0.0:PORT for every interface); empty disables them")
-	fs.StringVar(&o.otlpEndpoint, "otlp-endpoint", "", "OTLP/HTTP endpoint that receives the trace spans, e.g. http://127.0.0.1:4318; empty exports none (the traceparent header is carried either way)")
+	fs.StringVar(&o.otlpEndpoint, "otlp-endpoint", "", "OTLP/HTTP endpoint that receives the trace spans, e.g. http://127.0.0.1:4318 (/v1/traces is appended unless it ends so); it overrides OTEL_EXPORTER_OTLP_ENDPOINT and OTEL_EXPORTER_OTLP_TRACES_ENDPOINT. Empty: those decide, and with neither set no spans are recorded (the traceparent header is passed on either way). OTEL_SERVICE_NAME (default scattergather-<role>), OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER and the other OTEL_EXPORTER_OTLP_* variables apply (README, Observability)")
 	fs.DurationVar(&o.lagInterval, "lag-interval", metrics.DefaultLagInterval, "how often the consumer lag of the command's groups is sampled for /metrics")
 }
 
 // observability is what a command exposes: a registry (nil when
-// --metrics-addr is empty), the Kafka client metrics and the span exporter.
+// --metrics-addr is empty), the Kafka client metrics and the tracer
+// providers of its roles.
 type observability struct {
-	flags    observeFlags
-	reg      *prometheus.Registry
-	kafka    *metrics.KafkaMetrics
-	exporter *tracing.Exporter
-	log      *slog.Logger
+	flags  observeFlags
+	reg    *prometheus.Registry
+	kafka  *metrics.KafkaMetrics
+	traces traceSettings
+	// providers are the roles' tracer providers, shut down (flushed) by run.
+	providers []*sdktrace.TracerProvider
+	log       *slog.Logger
 	// topics, when set, is watched by run (watchTopics).
 	topics *kafka.TopicWatch
 }
@@ -78,12 +84,18 @@ func (o *observeFlags) build(log *slog.Logger) (*observability, error) {
 		ob.reg = metrics.NewRegistry()
 		ob.kafka = metrics.NewKafkaMetrics(ob.reg)
 	}
-	if o.otlpEndpoint != "" {
-		exp, err := tracing.NewExporter(tracing.ExporterConfig{Endpoint: o.otlpEndpoint, Logger: log.With("component", "otlp")})
-		if err != nil {
-			return nil, fmt.Errorf("--otlp-endpoint: %w", err)
-		}
-		ob.exporter = exp
+	traces, err := o.traceSettings(os.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	ob.traces = traces
+	if traces.on {
+		// The SDK reports failed exports through OpenTelemetry's one error
+		// handler, a process global: send them to the command's log, in its
+		// format, rather than the standard logger's stderr lines.
+		otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
+			log.Warn("opentelemetry", "err", err)
+		}))
 	}
 	return ob, nil
 }
@@ -96,9 +108,36 @@ func (ob *observability) registerer() prometheus.Registerer {
 	return ob.reg
 }
 
-// tracer returns the tracer of a service (scattergather-<role>).
-func (ob *observability) tracer(role string) *tracing.Tracer {
-	return tracing.New(ob.exporter, "scattergather-"+role)
+// tracerProvider returns role's tracer provider (service.name
+// scattergather-<role> unless OTEL_SERVICE_NAME says otherwise), or nil
+// when tracing is off. run shuts it down.
+func (ob *observability) tracerProvider(ctx context.Context, role string) (trace.TracerProvider, error) {
+	if !ob.traces.on {
+		return nil, nil
+	}
+	tp, err := newTracerProvider(ctx, ob.traces, role)
+	if err != nil {
+		return nil, err
+	}
+	ob.providers = append(ob.providers, tp)
+	return tp, nil
+}
+
+// tracerProviders returns the tracer provider of each of roles, by role;
+// nil when tracing is off.
+func (ob *observability) tracerProviders(ctx context.Context, roles ...string) (map[string]trace.TracerProvider, error) {
+	if !ob.traces.on {
+		return nil, nil
+	}
+	tps := map[string]trace.TracerProvider{}
+	for _, r := range roles {
+		tp, err := ob.tracerProvider(ctx, r)
+		if err != nil {
+			return nil, err
+		}
+		tps[r] = tp
+	}
+	return tps, nil
 }
 
 // client returns cc with the kprom hooks of role.
@@ -110,11 +149,13 @@ func (ob *observability) client(cc kafkaconfig.Client, role string) kafkaconfig.
 }
 
 // run runs main alongside the metrics server (serving checks), the lag
-// sampler of groups (none when groups is empty), the topic watch (with its
-// check "topics") and the span exporter, until ctx ends or main returns;
-// then it stops the others and waits for them. The server binds before main
-// starts, so a taken port is an error at once.
+// sampler of groups (none when groups is empty) and the topic watch (with
+// its check "topics"), until ctx ends or main returns; then it stops the
+// others, waits for them, and flushes the spans (for at most
+// traceShutdownTimeout). The server binds before main starts, so a taken
+// port is an error at once.
 func (ob *observability) run(ctx context.Context, cc kafkaconfig.Client, groups []string, checks []metrics.Check, main func(context.Context) error) error {
+	defer shutdownTraces(ctx, ob.log, ob.providers)
 	var side []func(context.Context) error
 	if ob.topics != nil {
 		checks = append(slices.Clone(checks), metrics.Check{Name: "topics", Ready: ob.topics.Ready})
@@ -137,9 +178,6 @@ func (ob *observability) run(ctx context.Context, cc kafkaconfig.Client, groups 
 			side = append(side, lag.Run)
 		}
 		ob.log.Info("serving metrics", "addr", srv.Addr(), "groups", strings.Join(groups, ","))
-	}
-	if ob.exporter != nil {
-		side = append(side, ob.exporter.Run)
 	}
 	return runTogether(ctx, main, side...)
 }

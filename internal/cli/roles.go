@@ -89,6 +89,10 @@ to the dlq topic with their reason and are answered FAILED.`,
 			if err != nil {
 				return err
 			}
+			tp, err := ob.tracerProvider(ctx, "scatterer")
+			if err != nil {
+				return err
+			}
 			srs, err := s.table.ScattererRoutes()
 			if err != nil {
 				return err
@@ -103,7 +107,7 @@ to the dlq topic with their reason and are answered FAILED.`,
 					SessionTimeout:       c.sessionTimeout,
 					Logger:               s.base,
 					Metrics:              ob.registerer(),
-					Tracer:               ob.tracer("scatterer"),
+					TracerProvider:       tp,
 				},
 				Routes:          srs,
 				MaxPayloadBytes: maxPayload,
@@ -250,6 +254,10 @@ scattergather_processor_unknown_recipient_tasks_total and warned about once.`,
 			if err != nil {
 				return err
 			}
+			tp, err := ob.tracerProvider(ctx, "processor")
+			if err != nil {
+				return err
+			}
 			p, err := processor.New(processor.Config{
 				Role: kafkaconfig.Role{
 					Client:               ob.client(s.client, "processor"),
@@ -261,7 +269,7 @@ scattergather_processor_unknown_recipient_tasks_total and warned about once.`,
 					Guarantee:            s.guarantee,
 					Logger:               s.base,
 					Metrics:              ob.registerer(),
-					Tracer:               ob.tracer("processor"),
+					TracerProvider:       tp,
 				},
 				Route:          schemas.Route(route),
 				Recipient:      schemas.PartID(recipient),
@@ -331,6 +339,10 @@ deadlines bring them down to 90% of the limit; it holds at most
 			if err != nil {
 				return err
 			}
+			tp, err := ob.tracerProvider(ctx, "aggregator")
+			if err != nil {
+				return err
+			}
 			a, err := aggregator.New(aggregator.Config{
 				Role: kafkaconfig.Role{
 					Client:               ob.client(s.client, "aggregator"),
@@ -341,7 +353,7 @@ deadlines bring them down to 90% of the limit; it holds at most
 					SessionTimeout:       c.sessionTimeout,
 					Logger:               s.base,
 					Metrics:              ob.registerer(),
-					Tracer:               ob.tracer("aggregator"),
+					TracerProvider:       tp,
 				},
 				Merges:          merges,
 				Tick:            tick,

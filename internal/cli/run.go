@@ -206,9 +206,13 @@ Try it from another shell:
 			if err != nil {
 				return err
 			}
+			tps, err := ob.tracerProviders(ctx, "scatterer", "processor", "aggregator")
+			if err != nil {
+				return err
+			}
 			st, err := stack.New(ctx, stack.Config{Client: cc, Topics: c.topics(), Layout: c.layout(), Routes: table,
 				Guarantee: g, Processors: devProcessors(table), Logger: log,
-				Metrics: ob.registerer(), KafkaMetrics: ob.kafka, Exporter: ob.exporter})
+				Metrics: ob.registerer(), KafkaMetrics: ob.kafka, TracerProviders: tps})
 			if err != nil {
 				return err
 			}

@@ -16,6 +16,9 @@ import (
 	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/scattergather/scattergather/internal/tracing"
 )
 
 // The hop: one consume-transform-produce loop for every role (Run), its
@@ -132,6 +135,9 @@ type HopConfig struct {
 	// saves the OffsetCommit round trip. Zero commits every batch.
 	// Batches that set their own offsets (Batch.Commit) always commit.
 	CommitInterval time.Duration
+	// TracerProvider, when set, gives the records of a traced request
+	// kotel's publish and receive spans (tracing.Hooks).
+	TracerProvider trace.TracerProvider
 	// Opts are passed to the client after the hop's options.
 	Opts []kgo.Opt
 }
@@ -309,6 +315,9 @@ func NewHop(cfg HopConfig) (*Hop, error) {
 		opts = append(opts, kgo.TransactionalID(cfg.TransactionalID), kgo.TransactionTimeout(30*time.Second))
 	default:
 		opts = append(opts, kgo.DisableAutoCommit(), kgo.BlockRebalanceOnPoll())
+	}
+	if hooks := tracing.Hooks(cfg.TracerProvider); len(hooks) > 0 {
+		opts = append(opts, kgo.WithHooks(hooks...))
 	}
 	h.opts = append(opts, cfg.Opts...)
 	if cfg.Metrics != nil {

@@ -14,6 +14,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/scattergather/scattergather/client"
 	"github.com/scattergather/scattergather/internal/metrics"
@@ -23,7 +24,6 @@ import (
 	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/processor"
 	"github.com/scattergather/scattergather/schemas"
-	"github.com/scattergather/scattergather/tracing"
 )
 
 func TestMain(m *testing.M) { testkafka.Main(m) }
@@ -58,7 +58,7 @@ type pipeline struct {
 	release func() // lets the slow recipient answer
 }
 
-func startPipeline(t *testing.T, exp *tracing.Exporter) *pipeline {
+func startPipeline(t *testing.T, tps map[string]trace.TracerProvider) *pipeline {
 	t.Helper()
 	c := testkafka.New(t)
 	tbl, err := routes.Parse([]byte(testRoutes))
@@ -87,7 +87,7 @@ func startPipeline(t *testing.T, exp *tracing.Exporter) *pipeline {
 			{Route: "bc", Recipient: "fast", Handler: processor.Echo()},
 			{Route: "bc", Recipient: "slow", Handler: slow},
 		},
-		Metrics: reg, KafkaMetrics: metrics.NewKafkaMetrics(reg), Exporter: exp,
+		Metrics: reg, KafkaMetrics: metrics.NewKafkaMetrics(reg), TracerProviders: tps,
 	})
 	if err != nil {
 		t.Fatal(err)

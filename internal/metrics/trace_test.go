@@ -2,97 +2,44 @@ package metrics_test
 
 import (
 	"context"
-	"encoding/json"
-	"net/http"
-	"net/http/httptest"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/schemas"
-	"github.com/scattergather/scattergather/tracing"
 )
 
-// span is what the test collector keeps of an exported span.
-type span struct {
-	Service, TraceID, SpanID, ParentSpanID, Name string
-}
-
-// collector is an OTLP/HTTP JSON endpoint that keeps the spans it gets.
-func collector(t *testing.T) (string, func() []span) {
-	var (
-		mu    sync.Mutex
-		spans []span
-	)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var req struct {
-			ResourceSpans []struct {
-				Resource struct {
-					Attributes []struct {
-						Key   string
-						Value struct{ StringValue string }
-					}
-				}
-				ScopeSpans []struct {
-					Spans []struct{ TraceID, SpanID, ParentSpanID, Name string }
-				}
-			}
-		}
-		if err := json.NewDecoder(r.Body).Decode(&req); err != nil || r.URL.Path != "/v1/traces" {
-			http.Error(w, "bad request", http.StatusBadRequest)
-			return
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		for _, rs := range req.ResourceSpans {
-			service := rs.Resource.Attributes[0].Value.StringValue
-			for _, ss := range rs.ScopeSpans {
-				for _, s := range ss.Spans {
-					spans = append(spans, span{service, s.TraceID, s.SpanID, s.ParentSpanID, s.Name})
-				}
-			}
-		}
-	}))
-	t.Cleanup(srv.Close)
-	return srv.URL, func() []span {
-		mu.Lock()
-		defer mu.Unlock()
-		return append([]span(nil), spans...)
-	}
-}
-
-// TestTraceOfARequest: a request produced with a traceparent comes back as
-// one trace: the scatter span is the request span's child, the four
-// process spans and the aggregate span are the scatter span's children, and
-// the reply record carries the aggregate span's context.
+// TestTraceOfARequest: a request produced with a caller's traceparent
+// comes back as one trace, recorded by the TracerProvider of each role
+// (kafkaconfig.Role.TracerProvider, as a library user sets it): the
+// scatter span is the caller's span's child, the four process spans and
+// the aggregate span are the scatter span's children, the reply record
+// carries the aggregate span's context, and kotel's publish and receive
+// spans of the records are children of the role spans.
 func TestTraceOfARequest(t *testing.T) {
-	url, spans := collector(t)
-	exp, err := tracing.NewExporter(tracing.ExporterConfig{Endpoint: url, Interval: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
+	recs := map[string]*tracetest.SpanRecorder{}
+	tps := map[string]trace.TracerProvider{}
+	for _, role := range []string{"scatterer", "processor", "aggregator"} {
+		recs[role] = tracetest.NewSpanRecorder()
+		tps[role] = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(recs[role]))
 	}
-	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
-	done := make(chan struct{})
-	go func() { defer close(done); _ = exp.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-
-	p := startPipeline(t, exp)
+	p := startPipeline(t, tps)
 	p.run()
 	topics := kafkaconfig.Topics{Prefix: p.cluster.Prefix}
-	parent, err := tracing.Parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
-	if err != nil {
-		t.Fatal(err)
-	}
+	const traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	const traceID, callerSpan = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
 	v, err := schemas.EncodeRequest(schemas.Request{CorrelationID: "traced-1", Route: "fan", Payload: []byte(`{}`),
 		ContentType: "application/json", Timeout: 10 * time.Second, SubmittedAt: time.Now()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	req := &kgo.Record{Topic: topics.Requests(), Key: []byte("traced-1"), Value: v}
-	tracing.Inject(req, parent)
+	req := &kgo.Record{Topic: topics.Requests(), Key: []byte("traced-1"), Value: v,
+		Headers: []kgo.RecordHeader{{Key: "traceparent", Value: []byte(traceparent)}}}
 	cl := p.cluster.Client(t, kgo.ConsumeTopics(topics.Replies()), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	if err := cl.ProduceSync(t.Context(), req).FirstErr(); err != nil {
@@ -111,50 +58,67 @@ func TestTraceOfARequest(t *testing.T) {
 	if reply == nil {
 		t.Fatal("no reply within 30s")
 	}
-	rsc := tracing.FromRecord(reply)
-	if rsc.TraceID != parent.TraceID || !rsc.Sampled {
-		t.Fatalf("reply traceparent %v, want trace %s sampled", rsc, parent.TraceID)
+	var replyTP string
+	for _, h := range reply.Headers {
+		if h.Key == "traceparent" {
+			replyTP = string(h.Value)
+		}
+	}
+	if len(replyTP) != 55 || replyTP[3:35] != traceID || replyTP[53:] != "01" {
+		t.Fatalf("reply traceparent %q, want trace %s sampled", replyTP, traceID)
 	}
 
-	// Every span of the request reaches the collector.
-	var got []span
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		got = nil
-		for _, s := range spans() {
-			if s.TraceID == parent.TraceID.String() {
-				got = append(got, s)
+	// The role spans end when their batch commits, the reply's just after
+	// the reply can be read.
+	ended := func(role, name string) []sdktrace.ReadOnlySpan {
+		var out []sdktrace.ReadOnlySpan
+		for _, s := range recs[role].Ended() {
+			if s.Name() == name && s.SpanContext().TraceID().String() == traceID {
+				out = append(out, s)
 			}
 		}
-		if len(got) >= 6 || time.Now().After(deadline) {
+		return out
+	}
+	var scatter, process, aggregate []sdktrace.ReadOnlySpan
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		scatter, process, aggregate = ended("scatterer", "scatter fan"), ended("processor", "process fan"), ended("aggregator", "aggregate fan")
+		if len(aggregate) > 0 || time.Now().After(deadline) {
 			break
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
-	var scatter, aggregate *span
-	var process []span
-	for i, s := range got {
-		switch s.Name {
-		case "scatter fan":
-			scatter = &got[i]
-		case "aggregate fan":
-			aggregate = &got[i]
-		case "process fan":
-			process = append(process, s)
-		}
+	if len(scatter) != 1 || len(process) != 4 || len(aggregate) != 1 {
+		t.Fatalf("spans of the trace: %d scatter, %d process, %d aggregate; want 1, 4, 1", len(scatter), len(process), len(aggregate))
 	}
-	if scatter == nil || aggregate == nil || len(process) != 4 || len(got) != 6 {
-		t.Fatalf("spans of the trace: %+v; want scatter, 4 process and aggregate", got)
-	}
-	if scatter.ParentSpanID != parent.SpanID.String() || scatter.Service != "scattergather-scatterer" {
-		t.Errorf("scatter span %+v, want the child of the request's span %s", scatter, parent.SpanID)
+	sc := scatter[0].SpanContext()
+	if got := scatter[0].Parent().SpanID().String(); got != callerSpan || !scatter[0].Parent().IsRemote() {
+		t.Errorf("scatter span's parent %s, want the caller's span %s", got, callerSpan)
 	}
 	for _, s := range process {
-		if s.ParentSpanID != scatter.SpanID || s.Service != "scattergather-processor" {
-			t.Errorf("process span %+v, want a child of the scatter span %s", s, scatter.SpanID)
+		if s.Parent().SpanID() != sc.SpanID() {
+			t.Errorf("process span's parent %s, want the scatter span %s", s.Parent().SpanID(), sc.SpanID())
 		}
 	}
-	if aggregate.ParentSpanID != scatter.SpanID || aggregate.SpanID != rsc.SpanID.String() {
-		t.Errorf("aggregate span %+v, want the scatter span's child whose id the reply carries (%s)", aggregate, rsc.SpanID)
+	if a := aggregate[0]; a.Parent().SpanID() != sc.SpanID() || a.SpanContext().SpanID().String() != replyTP[36:52] {
+		t.Errorf("aggregate span %s (parent %s), want the scatter span's child whose id the reply carries (%s)",
+			a.SpanContext().SpanID(), a.Parent().SpanID(), replyTP)
+	}
+	// kotel: the scatterer's task publish spans are the scatter span's
+	// children; the processors' task receive spans too (the task's
+	// traceparent is the scatter span's).
+	children := func(role, name string, parent trace.SpanID) int {
+		n := 0
+		for _, s := range recs[role].Ended() {
+			if s.Name() == name && s.Parent().SpanID() == parent {
+				n++
+			}
+		}
+		return n
+	}
+	tasks := topics.Tasks("fan")
+	if n := children("scatterer", tasks+" publish", sc.SpanID()); n != 4 {
+		t.Errorf("%d task publish spans under the scatter span, want 4", n)
+	}
+	if n := children("processor", tasks+" receive", sc.SpanID()); n < 4 {
+		t.Errorf("%d task receive spans under the scatter span, want 4 or more", n)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/scattergather/scattergather/aggregator"
 	"github.com/scattergather/scattergather/internal/kafka"
@@ -24,7 +25,6 @@ import (
 	"github.com/scattergather/scattergather/processor"
 	"github.com/scattergather/scattergather/scatterer"
 	"github.com/scattergather/scattergather/schemas"
-	"github.com/scattergather/scattergather/tracing"
 )
 
 // ProcessorSpec is one processor group of a route.
@@ -62,9 +62,11 @@ type Config struct {
 	// KafkaMetrics, when set, gives every role's Kafka client its kprom
 	// metrics, labelled by role.
 	KafkaMetrics *metrics.KafkaMetrics
-	// Exporter, when set, receives every role's spans; the trace context
-	// is carried either way.
-	Exporter *tracing.Exporter
+	// TracerProviders, by role ("scatterer", "processor", "aggregator"),
+	// record each role's spans (kafkaconfig.Role.TracerProvider); a role
+	// without one records none, and the trace context is carried either
+	// way.
+	TracerProviders map[string]trace.TracerProvider
 }
 
 // Stack is a built pipeline, ready to Run.
@@ -96,13 +98,13 @@ func New(ctx context.Context, cfg Config) (*Stack, error) {
 	}
 	scfg := scatterer.Config{
 		Role: kafkaconfig.Role{
-			Client:     cfg.observedClient("scatterer"),
-			Topics:     cfg.Topics,
-			Guarantee:  cfg.Guarantee,
-			InstanceID: "stack",
-			Logger:     cfg.Logger,
-			Metrics:    cfg.Metrics,
-			Tracer:     tracing.New(cfg.Exporter, "scattergather-scatterer"),
+			Client:         cfg.observedClient("scatterer"),
+			Topics:         cfg.Topics,
+			Guarantee:      cfg.Guarantee,
+			InstanceID:     "stack",
+			Logger:         cfg.Logger,
+			Metrics:        cfg.Metrics,
+			TracerProvider: cfg.TracerProviders["scatterer"],
 		},
 		Routes: srs,
 	}
@@ -117,13 +119,13 @@ func New(ctx context.Context, cfg Config) (*Stack, error) {
 		for i := range n {
 			pcfg := processor.Config{
 				Role: kafkaconfig.Role{
-					Client:     cfg.observedClient("processor"),
-					Topics:     cfg.Topics,
-					Guarantee:  cfg.Guarantee,
-					InstanceID: fmt.Sprintf("stack-%d", i),
-					Logger:     cfg.Logger,
-					Metrics:    cfg.Metrics,
-					Tracer:     tracing.New(cfg.Exporter, "scattergather-processor"),
+					Client:         cfg.observedClient("processor"),
+					Topics:         cfg.Topics,
+					Guarantee:      cfg.Guarantee,
+					InstanceID:     fmt.Sprintf("stack-%d", i),
+					Logger:         cfg.Logger,
+					Metrics:        cfg.Metrics,
+					TracerProvider: cfg.TracerProviders["processor"],
 				},
 				Route:     ps.Route,
 				Recipient: ps.Recipient,
@@ -145,13 +147,13 @@ func New(ctx context.Context, cfg Config) (*Stack, error) {
 	for i := range max(cfg.Aggregators, 0) {
 		acfg := aggregator.Config{
 			Role: kafkaconfig.Role{
-				Client:     cfg.observedClient("aggregator"),
-				Topics:     cfg.Topics,
-				Guarantee:  cfg.Guarantee,
-				InstanceID: fmt.Sprintf("stack-%d", i),
-				Logger:     cfg.Logger,
-				Metrics:    cfg.Metrics,
-				Tracer:     tracing.New(cfg.Exporter, "scattergather-aggregator"),
+				Client:         cfg.observedClient("aggregator"),
+				Topics:         cfg.Topics,
+				Guarantee:      cfg.Guarantee,
+				InstanceID:     fmt.Sprintf("stack-%d", i),
+				Logger:         cfg.Logger,
+				Metrics:        cfg.Metrics,
+				TracerProvider: cfg.TracerProviders["aggregator"],
 			},
 			Merges: merges,
 		}
