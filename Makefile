@@ -8,7 +8,7 @@ PKGS      ?= ./...
 GOFLAGS   ?=
 export GOFLAGS
 
-.PHONY: all build run dev test test-unit examples python-processor lint vet fmt fuzz chaos bench bench-micro clean help
+.PHONY: all build run dev test test-unit examples deploy python-processor lint vet fmt fuzz chaos bench bench-micro clean help
 
 all: build
 
@@ -28,10 +28,11 @@ dev: ## run an embedded broker and every role until Ctrl-C
 
 # -timeout 8m: the slowest package takes about 2 minutes on a loaded 2-core
 # box; a hang fails its package (with every goroutine's stack) well within
-# CI's 30 minutes. Then the examples module (below).
-test: ## unit tests + integration suite on the embedded broker (kfake), then the examples module
+# CI's 30 minutes. Then the examples module and the deploy module (below).
+test: ## unit tests + integration suite on the embedded broker (kfake), then the examples and deploy modules
 	$(GO) test -count=1 -timeout 8m $(PKGS)
 	@$(MAKE) --no-print-directory examples
+	@$(MAKE) --no-print-directory deploy
 
 # examples is the examples/ module: its own go.mod, which takes this module
 # through a replace, so it builds against the public packages as a user's
@@ -56,6 +57,18 @@ examples: ## vet, build and test the examples/ module (public API only, go.sum c
 		grep -Hn '"github.com/scattergather/scattergather/internal' */example_test.go /dev/null); \
 	if [ -n "$$bad" ]; then echo "examples: internal packages imported; a user's module cannot import them:"; echo "$$bad"; exit 1; fi
 	cd examples && $(GO) vet ./... && $(GO) test -count=1 ./...
+
+# deploy is the deploy/ module: the tests of compose.yaml, the Dockerfile,
+# the Kubernetes base (deploy/kubernetes, decoded strictly with k8s.io/api),
+# the Grafana dashboard and the Prometheus alert rules (parsed with
+# Prometheus's rule parser, each alert evaluated by its PromQL engine). It
+# is its own module, taking this one through a replace, so that k8s.io/api
+# and prometheus/prometheus stay out of this module's go.mod; -mod=readonly
+# fails on a missing go.sum entry (run `go mod tidy` in deploy/ after
+# changing this module's dependencies).
+# Cost on the 2-core box: TODO
+deploy: ## test the deployment files: compose, Dockerfile, Kubernetes base, dashboard, alert rules (deploy/ module)
+	cd deploy && $(GO) vet -mod=readonly ./... && $(GO) test -count=1 -mod=readonly ./...
 
 # python-processor: examples/python/processor.py, a processor written in
 # Python (confluent-kafka, fastavro) from docs/protocol.md alone, end to end

@@ -1,9 +1,3 @@
-// Package deploy_test checks the deployment files without Docker: that
-// compose.yaml loads with the compose-spec loader, that every role's
-// command line parses with our CLI, that Prometheus scrapes every role at
-// its metrics address, that the Grafana dashboard is valid and only asks
-// for metrics the code registers, and that the Dockerfile builds a static
-// binary run as non-root.
 package deploy_test
 
 import (
@@ -32,8 +26,6 @@ import (
 	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/processor"
 )
-
-func TestMain(m *testing.M) { testkafka.Main(m) }
 
 // roleCommands are the commands that run as services and must be scraped.
 var roleCommands = []string{"scatterer", "processor", "aggregator", "gateway"}
@@ -224,139 +216,6 @@ func itoa(n int) string {
 	return string(b)
 }
 
-// recorder is a Registerer that keeps the name of every metric registered
-// through it, observed or not.
-type recorder struct {
-	prometheus.Registerer
-	mu    sync.Mutex
-	names map[string]bool
-}
-
-var fqName = regexp.MustCompile(`fqName: "([^"]+)"`)
-
-func (r *recorder) Register(c prometheus.Collector) error {
-	ch := make(chan *prometheus.Desc, 64)
-	go func() { c.Describe(ch); close(ch) }()
-	r.mu.Lock()
-	for d := range ch {
-		if m := fqName.FindStringSubmatch(d.String()); m != nil {
-			r.names[m[1]] = true
-		}
-	}
-	r.mu.Unlock()
-	return r.Registerer.Register(c)
-}
-
-func (r *recorder) MustRegister(cs ...prometheus.Collector) {
-	for _, c := range cs {
-		if err := r.Register(c); err != nil {
-			panic(err)
-		}
-	}
-}
-
-// registeredNames runs every role with metrics on an in-process broker, as
-// `scattergather dev` does, and returns the names of the metrics they
-// registered, the Kafka clients' included.
-func registeredNames(t *testing.T) map[string]bool {
-	c := testkafka.New(t)
-	reg := metrics.NewRegistry()
-	rec := &recorder{Registerer: reg, names: map[string]bool{}}
-	gathered, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range gathered {
-		rec.names[f.GetName()] = true
-	}
-	cc := kafkaconfig.Client{Brokers: c.Brokers, ClientID: "deploy-test"}
-	st, err := stack.New(t.Context(), stack.Config{Client: cc, Topics: kafkaconfig.Topics{Prefix: c.Prefix}, Routes: routes.Demo(),
-		Layout:     kafkaconfig.Layout{Partitions: 1, ResultPartitions: 1, ReplicationFactor: -1},
-		Processors: []stack.ProcessorSpec{{Route: "echo", Handler: processor.Echo()}},
-		Metrics:    rec, KafkaMetrics: metrics.NewKafkaMetrics(rec)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := metrics.NewServer(metrics.ServerConfig{Addr: "127.0.0.1:0", Gatherer: reg, Registerer: rec, Checks: st.Checks()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	if _, err := metrics.NewLagSampler(metrics.LagConfig{Client: cc, Groups: st.Groups(), Registerer: rec}); err != nil {
-		t.Fatal(err)
-	}
-	// Processors build their Kafka client in Run: run until all are ready.
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() { done <- st.Run(ctx) }()
-	deadline := time.Now().Add(30 * time.Second)
-	for _, ch := range st.Checks() {
-		for ch.Ready() != nil && time.Now().Before(deadline) {
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	return rec.names
-}
-
-// TestDashboard: the Grafana dashboard is valid JSON with panels, each with
-// a query, and it only asks for metrics the code registers.
-func TestDashboard(t *testing.T) {
-	raw, err := os.ReadFile(filepath.Join("grafana", "dashboards", "scattergather.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var dash struct {
-		UID    string
-		Title  string
-		Panels []struct {
-			Title   string
-			Targets []struct{ Expr string }
-		}
-	}
-	if err := json.Unmarshal(raw, &dash); err != nil {
-		t.Fatalf("dashboard JSON: %v", err)
-	}
-	if dash.UID == "" || dash.Title == "" || len(dash.Panels) == 0 {
-		t.Fatalf("dashboard without uid, title or panels")
-	}
-	names := registeredNames(t)
-	if !names["scattergather_replies_total"] || !names["scattergather_kafka_produce_records_total"] {
-		t.Fatalf("registered names lack the basics: %v", names)
-	}
-	metric := regexp.MustCompile(`\b(scattergather_[a-z0-9_]+)`)
-	want := []string{"replies_total", "request_duration_seconds_bucket", "open_requests", "consumer_lag", "requests_scattered_total"}
-	used := map[string]bool{}
-	for _, p := range dash.Panels {
-		if len(p.Targets) == 0 {
-			t.Errorf("panel %q has no query", p.Title)
-		}
-		for _, tg := range p.Targets {
-			for _, m := range metric.FindAllStringSubmatch(tg.Expr, -1) {
-				name := m[1]
-				used[strings.TrimPrefix(name, "scattergather_")] = true
-				base := name
-				for _, suffix := range []string{"_bucket", "_sum", "_count"} {
-					if b, ok := strings.CutSuffix(name, suffix); ok && names[b] {
-						base = b
-					}
-				}
-				if !names[base] {
-					t.Errorf("panel %q asks for %s, which no role registers", p.Title, name)
-				}
-			}
-		}
-	}
-	for _, w := range want {
-		if !used[w] {
-			t.Errorf("the dashboard does not show scattergather_%s", w)
-		}
-	}
-}
-
 // TestDockerfile: a multi-stage build of a static binary, run as non-root.
 func TestDockerfile(t *testing.T) {
 	raw, err := os.ReadFile("../Dockerfile")
@@ -388,5 +247,49 @@ func TestDockerfile(t *testing.T) {
 	}
 	if user == "" || strings.HasPrefix(user, "root") || strings.HasPrefix(user, "0") {
 		t.Errorf("USER %q: want a non-root user", user)
+	}
+}
+
+// TestPrometheusLoadsAlertRules: prometheus.yml loads alerts.yml, and
+// compose mounts every rule file it names where it looks for it.
+func TestPrometheusLoadsAlertRules(t *testing.T) {
+	raw, err := os.ReadFile("prometheus/prometheus.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		RuleFiles []string `yaml:"rule_files"`
+	}
+	if err := yaml.Unmarshal(raw, &cfg); err != nil {
+		t.Fatalf("prometheus.yml: %v", err)
+	}
+	s, err := loadCompose(t).GetService("prometheus")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mounts := map[string]string{} // target -> source
+	for _, v := range s.Volumes {
+		mounts[v.Target] = v.Source
+	}
+	var loadsAlerts bool
+	for _, f := range cfg.RuleFiles {
+		src, ok := mounts[f]
+		if !ok {
+			t.Errorf("prometheus.yml loads %s, which compose does not mount into the prometheus service", f)
+			continue
+		}
+		abs, err := filepath.Abs(alertsFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if src == abs {
+			loadsAlerts = true
+		}
+		if _, err := os.Stat(src); err != nil {
+			t.Errorf("rule file %s: %v", f, err)
+		}
+	}
+	if !loadsAlerts {
+		t.Errorf("Prometheus in compose does not load %s (rule_files %v, mounts %v)", alertsFile, cfg.RuleFiles, mounts)
 	}
 }
