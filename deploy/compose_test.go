@@ -1,30 +1,19 @@
 package deploy_test
 
 import (
-	"context"
 	"encoding/json"
 	"net"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	composecli "github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
-	"github.com/prometheus/client_golang/prometheus"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/scattergather/scattergather/internal/cli"
-	"github.com/scattergather/scattergather/internal/metrics"
-	"github.com/scattergather/scattergather/internal/routes"
-	"github.com/scattergather/scattergather/internal/stack"
-	"github.com/scattergather/scattergather/internal/testkafka"
-	"github.com/scattergather/scattergather/kafkaconfig"
-	"github.com/scattergather/scattergather/processor"
 )
 
 // roleCommands are the commands that run as services and must be scraped.
