@@ -550,8 +550,7 @@ func checkInstanceID(t *testing.T, w workload, c corev1.Container, p *parsed) {
 	}
 	if !fromPod {
 		t.Errorf("want env %s from the downward API (fieldRef metadata.name): the pod's name, stable across restarts", cli.EnvName("instance-id"))
-	}
-	if got, want := flagValue(p.fs, "instance-id"), podName(w); got != want {
+	} else if got, want := flagValue(p.fs, "instance-id"), podName(w); got != want {
 		t.Errorf("--instance-id is %q for pod %s: an argument overrides the pod's name", got, want)
 	}
 }

@@ -181,6 +181,11 @@ func selectors(expr string) ([]selector, error) {
 	return out, errors.Join(errs...)
 }
 
+// leValue is a bucket bound Prometheus 2 and 3 store alike: one with a
+// fraction (client_golang writes 2.5 as "2.5", 5 as "5", and Prometheus 3
+// normalises "5" to "5.0" at ingestion), or +Inf.
+var leValue = regexp.MustCompile(`^(\+Inf|[0-9]+\.[0-9]*[1-9])$`)
+
 // targetLabels are the labels Prometheus adds to every scraped series.
 var targetLabels = []string{"instance", "job"}
 
@@ -204,6 +209,9 @@ func checkSelector(known map[string][]string, s selector) error {
 		return fmt.Errorf("%s: no role registers it", s.name)
 	}
 	for _, m := range s.matchers {
+		if m.Name == "le" && !leValue.MatchString(m.Value) {
+			return fmt.Errorf("%s{le=%q}: Prometheus 3 stores a bucket bound as a float (5 as \"5.0\", 2.5 as \"2.5\"); Prometheus 2 as the client writes it: use a bound both write alike (2.5, not 5), or le=~", s.name, m.Value)
+		}
 		if m.Name != model.MetricNameLabel && !slices.Contains(ls, m.Name) && !slices.Contains(targetLabels, m.Name) {
 			return fmt.Errorf("%s has no label %s (it has %v)", s.name, m.Name, ls)
 		}
