@@ -66,6 +66,7 @@ type manifests struct {
 // workload is a pod template with the name and kind of its owner.
 type workload struct {
 	kind, name string
+	replicas   int32
 	selector   *metav1.LabelSelector
 	pod        *corev1.PodTemplateSpec
 }
@@ -73,15 +74,23 @@ type workload struct {
 func (m *manifests) workloads() []workload {
 	var out []workload
 	for _, s := range m.statefulSets {
-		out = append(out, workload{"StatefulSet", s.Name, s.Spec.Selector, &s.Spec.Template})
+		out = append(out, workload{"StatefulSet", s.Name, replicas(s.Spec.Replicas), s.Spec.Selector, &s.Spec.Template})
 	}
 	for _, d := range m.deployments {
-		out = append(out, workload{"Deployment", d.Name, d.Spec.Selector, &d.Spec.Template})
+		out = append(out, workload{"Deployment", d.Name, replicas(d.Spec.Replicas), d.Spec.Selector, &d.Spec.Template})
 	}
 	for _, j := range m.jobs {
-		out = append(out, workload{"Job", j.Name, j.Spec.Selector, &j.Spec.Template})
+		out = append(out, workload{"Job", j.Name, 1, j.Spec.Selector, &j.Spec.Template})
 	}
 	return out
+}
+
+// replicas is a workload's replica count; unset is 1.
+func replicas(n *int32) int32 {
+	if n == nil {
+		return 1
+	}
+	return *n
 }
 
 var docSeparator = regexp.MustCompile(`(?m)^---[ \t]*$`)
@@ -145,32 +154,20 @@ func (m *manifests) add(doc []byte) error {
 	if err := yaml.Unmarshal(doc, &tm); err != nil {
 		return err
 	}
-	var obj interface{ GetName() string }
+	var obj metav1.Object
 	switch tm.APIVersion + " " + tm.Kind {
 	case "v1 ConfigMap":
-		cm := &corev1.ConfigMap{}
-		obj = cm
-		defer func() { m.configMaps[cm.Name] = cm }()
+		obj = &corev1.ConfigMap{}
 	case "v1 Service":
-		s := &corev1.Service{}
-		obj = s
-		defer func() { m.services = append(m.services, s) }()
+		obj = &corev1.Service{}
 	case "apps/v1 StatefulSet":
-		s := &appsv1.StatefulSet{}
-		obj = s
-		defer func() { m.statefulSets = append(m.statefulSets, s) }()
+		obj = &appsv1.StatefulSet{}
 	case "apps/v1 Deployment":
-		d := &appsv1.Deployment{}
-		obj = d
-		defer func() { m.deployments = append(m.deployments, d) }()
+		obj = &appsv1.Deployment{}
 	case "batch/v1 Job":
-		j := &batchv1.Job{}
-		obj = j
-		defer func() { m.jobs = append(m.jobs, j) }()
+		obj = &batchv1.Job{}
 	case "policy/v1 PodDisruptionBudget":
-		p := &policyv1.PodDisruptionBudget{}
-		obj = p
-		defer func() { m.pdbs = append(m.pdbs, p) }()
+		obj = &policyv1.PodDisruptionBudget{}
 	default:
 		return fmt.Errorf("kind %q of %q: not one the test knows how to check", tm.Kind, tm.APIVersion)
 	}
@@ -179,6 +176,20 @@ func (m *manifests) add(doc []byte) error {
 	}
 	if obj.GetName() == "" {
 		return fmt.Errorf("%s without a name", tm.Kind)
+	}
+	switch o := obj.(type) {
+	case *corev1.ConfigMap:
+		m.configMaps[o.Name] = o
+	case *corev1.Service:
+		m.services = append(m.services, o)
+	case *appsv1.StatefulSet:
+		m.statefulSets = append(m.statefulSets, o)
+	case *appsv1.Deployment:
+		m.deployments = append(m.deployments, o)
+	case *batchv1.Job:
+		m.jobs = append(m.jobs, o)
+	case *policyv1.PodDisruptionBudget:
+		m.pdbs = append(m.pdbs, o)
 	}
 	return nil
 }
@@ -644,12 +655,19 @@ func TestKubernetesDisruptionBudgets(t *testing.T) {
 			continue
 		}
 		if len(ws) != 1 || ws[0].kind == "Job" {
-			t.Errorf("PodDisruptionBudget %s matches the pods of %d workloads %v, want those of one StatefulSet or Deployment", p.Name, len(ws), ws)
+			t.Errorf("PodDisruptionBudget %s matches the pods of %d workloads, want those of one StatefulSet or Deployment", p.Name, len(ws))
 			continue
 		}
 		covered[ws[0].kind+"/"+ws[0].name]++
-		if p.Spec.MinAvailable == nil && p.Spec.MaxUnavailable == nil {
+		// A budget that allows no eviction blocks every node drain.
+		replicas := ws[0].replicas
+		switch min, max := p.Spec.MinAvailable, p.Spec.MaxUnavailable; {
+		case min == nil && max == nil:
 			t.Errorf("PodDisruptionBudget %s sets neither minAvailable nor maxUnavailable", p.Name)
+		case min != nil && min.Type == intstr.Int && min.IntVal >= replicas:
+			t.Errorf("PodDisruptionBudget %s: minAvailable %d of %d replicas allows no eviction: a node drain would hang", p.Name, min.IntVal, replicas)
+		case max != nil && max.Type == intstr.Int && max.IntVal < 1:
+			t.Errorf("PodDisruptionBudget %s: maxUnavailable %d allows no eviction: a node drain would hang", p.Name, max.IntVal)
 		}
 	}
 	for _, w := range m.workloads() {
