@@ -336,8 +336,10 @@ func parseContainer(t *testing.T, m *manifests, w workload, c corev1.Container) 
 	for _, k := range own {
 		name, ok := strings.CutPrefix(k, "SG_")
 		if !ok {
-			if !slices.Contains([]string{"GOMEMLIMIT", "GOMAXPROCS", "GODEBUG"}, k) {
-				t.Errorf("env %s: neither an SG_ flag nor a Go runtime variable", k)
+			// The Go runtime's, and OpenTelemetry's, which the role
+			// commands' SDK reads (README: Observability).
+			if !slices.Contains([]string{"GOMEMLIMIT", "GOMAXPROCS", "GODEBUG"}, k) && !strings.HasPrefix(k, "OTEL_") {
+				t.Errorf("env %s: neither an SG_ flag nor a Go runtime or OTEL_ variable", k)
 			}
 			continue
 		}
