@@ -65,6 +65,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/scattergather/scattergather/internal/kafka"
+	"github.com/scattergather/scattergather/internal/tracing"
 	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/schemas"
 )
@@ -425,6 +426,11 @@ func (c *Client) Submit(ctx context.Context, route schemas.Route, payload []byte
 	c.mu.Unlock()
 
 	rec := &kgo.Record{Topic: c.cfg.Topics.Requests(), Key: []byte(id), Value: v}
+	// The caller's trace goes on through the pipeline: a span in ctx (an
+	// OpenTelemetry span of the service that calls) becomes the parent of
+	// the scatterer's span, as a traceparent from an HTTP caller does
+	// through the gateway.
+	tracing.Inject(ctx, rec)
 	if err := c.producer.ProduceSync(ctx, rec).FirstErr(); err != nil {
 		c.forget(id, w)
 		return nil, fmt.Errorf("submit %s: %w", id, err)

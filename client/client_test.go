@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/scattergather/scattergather/client"
 	"github.com/scattergather/scattergather/internal/routes"
@@ -529,5 +530,53 @@ func TestRouteTimeout(t *testing.T) {
 	}
 	if sent[route.ID] != 0 || sent[own.ID] != 2*time.Second {
 		t.Fatalf("timeouts sent: route's %s (want 0), own %s (want 2s)", sent[route.ID], sent[own.ID])
+	}
+}
+
+// TestSubmitCarriesTheCallersTrace: a span context in Submit's ctx (the
+// calling service's OpenTelemetry span) is written as the request's
+// traceparent, so the scatterer's span continues the caller's trace; a ctx
+// without one writes no traceparent.
+func TestSubmitCarriesTheCallersTrace(t *testing.T) {
+	e := newEnv(t)
+	c := e.newClient(t, func(*client.Config) {})
+	sc := trace.NewSpanContext(trace.SpanContextConfig{
+		TraceID:    trace.TraceID{0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36},
+		SpanID:     trace.SpanID{0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7},
+		TraceFlags: trace.FlagsSampled,
+	})
+	traced, err := c.Submit(trace.ContextWithSpanContext(t.Context(), sc), "echo", []byte(`{}`), client.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := c.Submit(t.Context(), "echo", []byte(`{}`), client.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rd := e.cluster.Client(t, kgo.ConsumeTopics(e.topics.Requests()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	got := map[string]string{}
+	for len(got) < 2 {
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		fs := rd.PollFetches(ctx)
+		timedOut := ctx.Err() != nil
+		cancel()
+		if timedOut {
+			t.Fatalf("read %d of 2 requests", len(got))
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			tp := ""
+			for _, h := range r.Headers {
+				if h.Key == "traceparent" {
+					tp = string(h.Value)
+				}
+			}
+			got[string(r.Key)] = tp
+		})
+	}
+	if want := "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"; got[string(traced.ID)] != want {
+		t.Errorf("traceparent of the traced request %q, want %q", got[string(traced.ID)], want)
+	}
+	if got[string(plain.ID)] != "" {
+		t.Errorf("traceparent of a request without a span %q, want none", got[string(plain.ID)])
 	}
 }
