@@ -107,6 +107,24 @@ func (e *env) startPipeline(t *testing.T) {
 			t.Errorf("stack: %v", err)
 		}
 	})
+	// As a deployment waits on /readyz: tests with deadlines of a second
+	// or two would otherwise race the groups' first join, which on a
+	// loaded real broker takes seconds (TestEvents on Kafka 4.4 got every
+	// part MISSING).
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		var pending []string
+		for _, c := range st.Checks() {
+			if err := c.Ready(); err != nil {
+				pending = append(pending, c.Name+": "+err.Error())
+			}
+		}
+		if len(pending) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pipeline not ready after 60s: %s", strings.Join(pending, "; "))
+		}
+	}
 }
 
 // gw is a running gateway.
