@@ -260,8 +260,13 @@ type Aggregator struct {
 	// recs holds the changelog records of the batch in flight, reused
 	// from batch to batch.
 	recs []kgo.Record
-	// partitions caches the partition counts of tasks topics, for hedges.
-	partitions map[string]partitionCount
+	// partitions caches the partition counts of tasks topics, for hedges,
+	// and when a first attempt's result of each of their partitions was
+	// last read; routes finds them by route.
+	partitions map[string]*taskPartitions
+	routes     map[schemas.Route]*taskPartitions
+	// keyBuf is the key of a record to partition, reused.
+	keyBuf kgo.Record
 	// paused says that fetching the results topic is paused on client
 	// pausedOn (since pausedAt) because the open requests reached
 	// Config.MaxOpenRequests; see backpressure.
@@ -306,7 +311,7 @@ func New(cfg Config) (*Aggregator, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("aggregator config: %w", err)
 	}
-	a := &Aggregator{cfg: cfg, log: cfg.Logger.With("role", role), quit: make(chan struct{}), partitions: map[string]partitionCount{},
+	a := &Aggregator{cfg: cfg, log: cfg.Logger.With("role", role), quit: make(chan struct{}), partitions: map[string]*taskPartitions{}, routes: map[schemas.Route]*taskPartitions{},
 		wake: make(chan struct{}, 1)}
 	a.alarm = time.AfterFunc(time.Hour, func() {
 		select {
@@ -604,6 +609,7 @@ func (a *Aggregator) handle(m *machine, ps *partitionState, now time.Time, rec *
 			m.deadLetter(rec, "key-mismatch", fmt.Errorf("result %s/%s keyed %q: records of a request must be keyed by its correlation id", res.CorrelationID, res.PartID, rec.Key))
 			return
 		}
+		a.sawResult(res, now)
 		m.result(ps, now, res, rec)
 	case schemas.KindTask:
 		if kafka.Header(rec, headerType) != typeHedgeTemplate {

@@ -27,9 +27,10 @@ import (
 // settings in HeaderHedge). At the request's hedge time (its submission
 // plus the route's delay, fixed or the observed latency percentile) every
 // part still without a result is re-issued once, as the template with the
-// part's id and attempt 2, to the partition after the one its key maps to
-// on tasks.<route>, so to another processor, while the route's budget has
-// a token. The first result of a part wins; the other one is a duplicate
+// part's id and attempt 2, to another partition of tasks.<route> than the
+// one its key maps to, so to another processor: the first after it whose
+// processor is answering (hedgePartition), while the route's budget has a
+// token. The first result of a part wins; the other one is a duplicate
 // (or late). A reply of a request with hedged parts carries HeaderHedged.
 
 // Record headers of hedging.
@@ -470,44 +471,100 @@ func rebuildHedge(r *request, held []schemas.HeldRecord) (bad []error) {
 // trusted before it is looked up again.
 const partitionsTTL = time.Minute
 
-type partitionCount struct {
-	n    int
-	seen time.Time
+// liveWindow is how far behind the newest first-attempt result of a tasks
+// topic the last result of one of its partitions may be for a hedge to go
+// there: a partition whose processor was lost (or is stuck) stops
+// answering, and within about this long it is no longer chosen.
+const liveWindow = time.Second
+
+// taskPartitions is what the aggregator knows of the partitions of a tasks
+// topic it hedges to: their count, and when it last read the result of a
+// first attempt of a task of each (unix ns; 0: never since the count was
+// looked up). The aggregator's lock guards it.
+type taskPartitions struct {
+	n          int
+	seen       time.Time
+	part       kgo.TopicPartitioner
+	lastResult []int64
 }
 
 // hedgeRecord encodes a hedged task for tasks.<route>, keyed by its part
-// like the first attempt, on the partition after the one its key maps to
-// (the scatterer's partitioner: Kafka's murmur2 of the key), so that
-// another processor than the busy one gets it; on a topic of one
-// partition, on that one. It returns nil when the topic's partitions cannot
-// be looked up: the hedge is dropped, the request goes on without it.
+// like the first attempt, on another partition than the one its key maps
+// to (the scatterer's partitioner: Kafka's murmur2 of the key), so that
+// another processor than the busy one gets it: the first after it whose
+// processor answers (hedgePartition); on a topic of one partition, on that
+// one. It returns nil when the topic's partitions cannot be looked up: the
+// hedge is dropped, the request goes on without it.
 func (a *Aggregator) hedgeRecord(ctx context.Context, t schemas.Task) (*kgo.Record, error) {
 	v, err := schemas.EncodeTask(t)
 	if err != nil {
 		return nil, fmt.Errorf("hedged task %s part %s: %w", t.CorrelationID, t.PartID, err)
 	}
 	topic := a.cfg.Topics.Tasks(string(t.Route))
-	n, err := a.taskPartitions(ctx, topic)
+	tp, err := a.taskPartitions(ctx, t.Route, topic)
 	if err != nil {
 		a.log.Warn("hedged task dropped: the partitions of its topic are unknown", "topic", topic, "correlation_id", t.CorrelationID, "part_id", t.PartID, "err", err)
 		return nil, nil
 	}
 	key := []byte(t.PartID)
-	p := kgo.StickyKeyPartitioner(nil).ForTopic(topic).Partition(&kgo.Record{Key: key}, n)
+	p := tp.part.Partition(&kgo.Record{Key: key}, tp.n)
 	return &kgo.Record{
 		Topic:     topic,
-		Partition: int32((p + 1) % n),
+		Partition: int32(hedgePartition(p, tp.lastResult, liveWindow)),
 		Key:       key,
 		Value:     v,
 		Headers:   []kgo.RecordHeader{{Key: headerType, Value: []byte("task")}},
 	}, nil
 }
 
-// taskPartitions returns the partition count of topic, looked up at most
-// once per partitionsTTL.
-func (a *Aggregator) taskPartitions(ctx context.Context, topic string) (int, error) {
-	if pc, ok := a.partitions[topic]; ok && time.Since(pc.seen) < partitionsTTL {
-		return pc.n, nil
+// hedgePartition returns the partition for the hedge of a task whose first
+// attempt went to partition p of len(last): the first after p whose last
+// first-attempt result (last, unix ns) is within window of the newest of
+// them all, so that a hedge goes to a partition a live processor serves
+// even when the next one's processor was lost; when none is known to be,
+// the one after p. Never p itself, unless it is the only one.
+func hedgePartition(p int, last []int64, window time.Duration) int {
+	n := len(last)
+	if n <= 1 {
+		return 0
+	}
+	var newest int64
+	for _, ts := range last {
+		newest = max(newest, ts)
+	}
+	if newest > 0 {
+		for i := 1; i < n; i++ {
+			q := (p + i) % n
+			if last[q] > 0 && newest-last[q] <= int64(window) {
+				return q
+			}
+		}
+	}
+	return (p + 1) % n
+}
+
+// sawResult notes that a first attempt's result of a task of a hedged
+// route was read at now, for the partition its part's key maps to; a.mu is
+// held. Routes that never hedged are not followed.
+func (a *Aggregator) sawResult(res schemas.Result, now time.Time) {
+	if res.Attempt > 1 {
+		return
+	}
+	tp := a.routes[res.Route]
+	if tp == nil {
+		return
+	}
+	a.keyBuf.Key = append(a.keyBuf.Key[:0], res.PartID...)
+	tp.lastResult[tp.part.Partition(&a.keyBuf, tp.n)] = now.UnixNano()
+}
+
+// taskPartitions returns what is known of the partitions of topic, the
+// tasks topic of route; their count is looked up at most once per
+// partitionsTTL, and what was seen of them is kept while it stays.
+func (a *Aggregator) taskPartitions(ctx context.Context, route schemas.Route, topic string) (*taskPartitions, error) {
+	tp := a.partitions[topic]
+	if tp != nil && time.Since(tp.seen) < partitionsTTL {
+		return tp, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
@@ -516,12 +573,18 @@ func (a *Aggregator) taskPartitions(ctx context.Context, topic string) (int, err
 		err = td.Error()
 	}
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	d, ok := td[topic]
 	if !ok || len(d.Partitions) == 0 {
-		return 0, fmt.Errorf("topic %s has no partitions", topic)
+		return nil, fmt.Errorf("topic %s has no partitions", topic)
 	}
-	a.partitions[topic] = partitionCount{n: len(d.Partitions), seen: time.Now()}
-	return len(d.Partitions), nil
+	n := len(d.Partitions)
+	if tp == nil || tp.n != n {
+		tp = &taskPartitions{n: n, part: kgo.StickyKeyPartitioner(nil).ForTopic(topic), lastResult: make([]int64, n)}
+		a.partitions[topic] = tp
+		a.routes[route] = tp
+	}
+	tp.seen = time.Now()
+	return tp, nil
 }

@@ -393,3 +393,70 @@ func TestHedgeSurvivesRestore(t *testing.T) {
 		t.Fatalf("reply %s, part a attempt %d", r.Status, r.Parts[0].Attempt)
 	}
 }
+
+// TestHedgePartition: a hedge goes to the first partition after its first
+// attempt's whose processor answers (a first attempt's result read within
+// the window of the newest), so past a partition whose processor was lost;
+// when nothing is known, to the next one; never to its own unless alone.
+func TestHedgePartition(t *testing.T) {
+	const w = time.Second
+	now := int64(100 * time.Second)
+	stale := now - int64(5*time.Second)
+	for _, tc := range []struct {
+		p    int
+		last []int64
+		want int
+	}{
+		{0, []int64{now, now, now}, 1},
+		{0, []int64{now, stale, now}, 2},             // 1's processor stopped answering
+		{2, []int64{stale, now, now}, 1},             // wraps past 0 to 1
+		{0, []int64{now, 0, now}, 2},                 // 1 never answered
+		{1, []int64{now, now, stale}, 0},             // wraps
+		{0, []int64{0, 0, 0}, 1},                     // nothing known: the next one
+		{1, []int64{stale, now, stale}, 2},           // only its own answers: the next one
+		{0, []int64{now}, 0},                         // one partition
+		{3, []int64{now, now - int64(w), 0, now}, 0}, // exactly the window still counts
+	} {
+		if got := hedgePartition(tc.p, tc.last, w); got != tc.want {
+			t.Errorf("hedgePartition(%d, %v) = %d, want %d", tc.p, tc.last, got, tc.want)
+		}
+	}
+}
+
+// TestSawResult: the aggregator notes, per partition of a hedged route's
+// tasks topic, when it read a first attempt's result of a task there (the
+// partition the part's key maps to), so that hedges avoid a partition
+// whose processor is gone; hedges' results and other routes are not noted.
+func TestSawResult(t *testing.T) {
+	const n = 3
+	part := kgo.StickyKeyPartitioner(nil).ForTopic("t")
+	partOf := func(id string) int { return part.Partition(&kgo.Record{Key: []byte(id)}, n) }
+	// A part id for each partition.
+	ids := make([]schemas.PartID, n)
+	for i, found := 0, 0; found < n; i++ {
+		id := fmt.Sprintf("shard-%d", i)
+		if p := partOf(id); ids[p] == "" {
+			ids[p], found = schemas.PartID(id), found+1
+		}
+	}
+	tp := &taskPartitions{n: n, part: part, lastResult: make([]int64, n), seen: time.Now()}
+	a := &Aggregator{routes: map[schemas.Route]*taskPartitions{"hedged": tp}}
+	at := time.Unix(100, 0)
+	a.sawResult(schemas.Result{Route: "hedged", PartID: ids[0], Attempt: 1}, at)
+	a.sawResult(schemas.Result{Route: "hedged", PartID: ids[2], Attempt: 1}, at)
+	a.sawResult(schemas.Result{Route: "hedged", PartID: ids[1], Attempt: 1}, at.Add(-5*time.Second))
+	a.sawResult(schemas.Result{Route: "hedged", PartID: ids[1], Attempt: 2}, at) // a hedge's: not its first attempt's partition
+	a.sawResult(schemas.Result{Route: "other", PartID: ids[1], Attempt: 1}, at)
+	want := []int64{at.UnixNano(), at.Add(-5 * time.Second).UnixNano(), at.UnixNano()}
+	if !slices.Equal(tp.lastResult, want) {
+		t.Fatalf("last results %v, want %v", tp.lastResult, want)
+	}
+	if got := hedgePartition(0, tp.lastResult, liveWindow); got != 2 {
+		t.Fatalf("the hedge of a part of partition 0 goes to %d, want 2 (1 has not answered for 5s)", got)
+	}
+	if allocs := testing.AllocsPerRun(100, func() {
+		a.sawResult(schemas.Result{Route: "hedged", PartID: ids[0], Attempt: 1}, at)
+	}); allocs != 0 {
+		t.Errorf("sawResult allocates %.0f times per result, want 0", allocs)
+	}
+}
