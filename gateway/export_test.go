@@ -2,12 +2,19 @@ package gateway
 
 import "net/http"
 
-// Endpoints returns the method and path of every operation the mux
-// serves, for the OpenAPI tests of package gateway_test.
-func Endpoints() [][2]string {
-	var out [][2]string
+// Endpoint is an operation the mux serves: "METHOD /path" and its query
+// parameters.
+type Endpoint struct {
+	Op    string
+	Query []string
+}
+
+// Endpoints returns every operation the mux serves, for the OpenAPI tests
+// of package gateway_test.
+func Endpoints() []Endpoint {
+	var out []Endpoint
 	for _, e := range endpoints() {
-		out = append(out, [2]string{e.method, e.path})
+		out = append(out, Endpoint{Op: e.method + " " + e.path, Query: e.query})
 	}
 	return out
 }

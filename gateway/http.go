@@ -86,25 +86,28 @@ type RouteBody struct {
 var validID = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
 
 // endpoint is one operation of the API: a method, a path pattern (the
-// same in net/http's mux and in the OpenAPI document, openapi.json) and
-// its handler.
+// same in net/http's mux and in the OpenAPI document, openapi.json), the
+// query parameters its handler takes and the handler.
 type endpoint struct {
 	method, path string
+	query        []string
 	handle       func(*Gateway, http.ResponseWriter, *http.Request)
 }
 
 // endpoints are the API's operations, in the order of openapi.json. The
 // mux serves exactly these (routesMux), and TestOpenAPIOperations checks
-// that the document has exactly these: a route added here without the
-// document, or to the document without a handler, fails it.
+// that the document has exactly these, with exactly these query
+// parameters: a route or parameter added here without the document, or to
+// the document without a handler, fails it. Each handler parses its
+// query with the list named here.
 func endpoints() []endpoint {
 	return []endpoint{
-		{http.MethodPost, "/v1/routes/{route}/requests", (*Gateway).postRequest},
-		{http.MethodGet, "/v1/routes", (*Gateway).listRoutes},
-		{http.MethodGet, "/v1/routes/{route}", (*Gateway).getRoute},
-		{http.MethodGet, "/v1/requests/{id}", (*Gateway).getRequest},
-		{http.MethodGet, "/v1/requests/{id}/events", (*Gateway).streamEvents},
-		{http.MethodGet, "/v1/openapi.json", (*Gateway).openAPI},
+		{http.MethodPost, "/v1/routes/{route}/requests", submitParams, (*Gateway).postRequest},
+		{http.MethodGet, "/v1/routes", nil, (*Gateway).listRoutes},
+		{http.MethodGet, "/v1/routes/{route}", nil, (*Gateway).getRoute},
+		{http.MethodGet, "/v1/requests/{id}", getParams, (*Gateway).getRequest},
+		{http.MethodGet, "/v1/requests/{id}/events", nil, (*Gateway).streamEvents},
+		{http.MethodGet, "/v1/openapi.json", nil, (*Gateway).openAPI},
 	}
 }
 

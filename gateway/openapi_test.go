@@ -227,14 +227,17 @@ func (s *apiSpec) parameters() []string {
 }
 
 // TestOpenAPIOperations: the document has exactly the operations the mux
-// serves (the endpoints table), the mux routes each of them to its
+// serves (the endpoints table) and their query parameters, the mux routes each of them to its
 // handler and every other method on their paths to the 405 answer, and
 // GET /v1/openapi.json serves the document.
 func TestOpenAPIOperations(t *testing.T) {
 	spec := loadSpec(t)
-	var served []string
+	var served, servedQuery []string
 	for _, e := range gateway.Endpoints() {
-		served = append(served, e[0]+" "+e[1])
+		served = append(served, e.Op)
+		for _, q := range e.Query {
+			servedQuery = append(servedQuery, e.Op+" query:"+q)
+		}
 	}
 	documented := spec.operations()
 	for _, op := range served {
@@ -245,6 +248,22 @@ func TestOpenAPIOperations(t *testing.T) {
 	for _, op := range documented {
 		if !slices.Contains(served, op) {
 			t.Errorf("openapi.json documents %s; the gateway does not serve it", op)
+		}
+	}
+	var documentedQuery []string
+	for _, p := range spec.parameters() {
+		if strings.Contains(p, " query:") {
+			documentedQuery = append(documentedQuery, p)
+		}
+	}
+	for _, q := range servedQuery {
+		if !slices.Contains(documentedQuery, q) {
+			t.Errorf("the gateway takes %s; openapi.json does not declare it", q)
+		}
+	}
+	for _, q := range documentedQuery {
+		if !slices.Contains(servedQuery, q) {
+			t.Errorf("openapi.json declares %s; the gateway does not take it", q)
 		}
 	}
 
@@ -540,7 +559,9 @@ func TestOpenAPIConformance(t *testing.T) {
 			call{name: "sync", path: "/v1/routes/echo/requests?wait=20s&fanout=3&timeout=5s", body: `{"q":"red shoes"}`, status: 200,
 				header: map[string]string{"Content-Type": "application/json", gateway.HeaderCorrelationID: "openapi-sync-1", "traceparent": tp}},
 			call{name: "sync raw bytes", path: "/v1/routes/echo/requests?wait=20s", body: "plain text", status: 200, header: map[string]string{"Content-Type": "text/plain"}},
-			call{name: "async, no body", path: "/v1/routes/echo/requests", status: 202},
+			// quotes: "stuck" holds it, so that the reply cannot be in before the
+			// answer (a 200).
+			call{name: "async, no body", path: "/v1/routes/quotes/requests", status: 202},
 		)
 		pending := rc.do(t, s.url, call{path: "/v1/routes/quotes/requests?timeout=2s", body: `{"amount":5}`, header: jsonCT, status: 202})
 		loc := pending.res.Header.Get("Location")
