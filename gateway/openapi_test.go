@@ -463,6 +463,10 @@ func (rc *recorder) check(t *testing.T, x exchange, c call) {
 // components.responses.name: its required headers and its JSON body.
 func (rc *recorder) component(t *testing.T, x exchange, name string) {
 	t.Helper()
+	// The status of each, as the document's description says.
+	if want := map[string]int{"Unauthorized": 401, "UnknownPath": 404, "MethodNotAllowed": 405}[name]; x.res.StatusCode != want {
+		t.Errorf("%s %s: answer %d, want %d (components.responses.%s)", x.method, x.url, x.res.StatusCode, want, name)
+	}
 	r, ok := rc.spec.model.Components.Responses.Get(name)
 	if !ok {
 		t.Fatalf("openapi.json: no components.responses.%s", name)
