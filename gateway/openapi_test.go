@@ -574,7 +574,6 @@ func TestOpenAPIConformance(t *testing.T) {
 	spec := loadSpec(t)
 	rc := &recorder{spec: spec, sv: schema_validation.NewSchemaValidator(),
 		outcomes: map[string]bool{}, params: map[string]bool{}, events: map[string]bool{}}
-	complete := true // every part ran: the coverage can be checked
 
 	e := newEnv(t)
 	e.startPipeline(t)
@@ -601,7 +600,7 @@ func TestOpenAPIConformance(t *testing.T) {
 			// answer (a 200).
 			call{name: "async, no body", path: "/v1/routes/quotes/requests", status: 202},
 		)
-		pending := rc.do(t, s.url, call{path: "/v1/routes/quotes/requests?timeout=2s", body: `{"amount":5}`, header: jsonCT, status: 202})
+		pending := rc.do(t, s.url, call{path: "/v1/routes/quotes/requests?timeout=3s", body: `{"amount":5}`, header: jsonCT, status: 202})
 		loc := pending.res.Header.Get("Location")
 		run(t, s.url,
 			call{name: "pending", method: "GET", path: loc, status: 202},
@@ -745,38 +744,45 @@ func TestOpenAPIConformance(t *testing.T) {
 		)
 	})
 
+	// Outcomes no case produced on this broker, and why.
+	var notRun []string
 	t.Run("catching up, then no reply", func(t *testing.T) {
 		c := newEnv(t) // a broker of its own: its fetches are held
-		if c.cluster.Fake == nil {
-			complete = false
-			t.Skip("holding fetches needs the in-process kfake broker")
-		}
-		// A record in the window, so that the gateway has one to read back.
-		if err := c.cluster.Client(t).ProduceSync(t.Context(), &kgo.Record{Topic: c.topics.Requests(), Value: []byte("x")}).FirstErr(); err != nil {
-			t.Fatal(err)
-		}
+		fake := c.cluster.Fake
 		var hold atomic.Bool
-		hold.Store(true)
-		c.cluster.Fake.ControlKey(kmsg.Fetch.Int16(), func(kmsg.Request) (kmsg.Response, error, bool) {
-			if !hold.Load() {
-				return nil, nil, false
+		if fake == nil {
+			notRun = append(notRun, "GET /v1/requests/{id} 503 catching-up", "GET /v1/requests/{id}/events 503 catching-up")
+			t.Log("catching-up is not checked: holding fetches needs the in-process kfake broker")
+		} else {
+			// A record in the window, so that the gateway has one to read
+			// back, and no fetch answered until hold ends.
+			if err := c.cluster.Client(t).ProduceSync(t.Context(), &kgo.Record{Topic: c.topics.Requests(), Value: []byte("x")}).FirstErr(); err != nil {
+				t.Fatal(err)
 			}
-			c.cluster.Fake.KeepControl()
-			return nil, fmt.Errorf("fetch held by the test"), true
-		})
-		g := c.startGateway(t, func(c *gateway.Config) { c.ReplyGrace = 200 * time.Millisecond })
-		deadline := time.Now().Add(20 * time.Second)
-		for err := g.Ready(); err == nil || !strings.Contains(err.Error(), "catching-up"); err = g.Ready() {
-			if time.Now().After(deadline) {
-				t.Fatalf("not catching up after 20s: %v", err)
-			}
-			time.Sleep(20 * time.Millisecond)
+			hold.Store(true)
+			fake.ControlKey(kmsg.Fetch.Int16(), func(kmsg.Request) (kmsg.Response, error, bool) {
+				if !hold.Load() {
+					return nil, nil, false
+				}
+				fake.KeepControl()
+				return nil, fmt.Errorf("fetch held by the test"), true
+			})
 		}
-		run(t, g.url,
-			call{method: "GET", path: "/v1/requests/abc", status: 503, code: gateway.CodeCatchingUp},
-			call{method: "GET", path: "/v1/requests/abc/events", status: 503, code: gateway.CodeCatchingUp},
-		)
-		hold.Store(false)
+		g := c.startGateway(t, func(cfg *gateway.Config) { cfg.ReplyGrace = 200 * time.Millisecond })
+		if fake != nil {
+			deadline := time.Now().Add(20 * time.Second)
+			for err := g.Ready(); err == nil || !strings.Contains(err.Error(), "catching-up"); err = g.Ready() {
+				if time.Now().After(deadline) {
+					t.Fatalf("not catching up after 20s: %v", err)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			run(t, g.url,
+				call{method: "GET", path: "/v1/requests/abc", status: 503, code: gateway.CodeCatchingUp},
+				call{method: "GET", path: "/v1/requests/abc/events", status: 503, code: gateway.CodeCatchingUp},
+			)
+			hold.Store(false)
+		}
 		g.waitReady(t)
 		// No pipeline: no manifest and no reply; the stream ends with an
 		// error event at the deadline plus the grace.
@@ -787,8 +793,8 @@ func TestOpenAPIConformance(t *testing.T) {
 		}
 	})
 
-	if t.Failed() || !complete {
-		return // the coverage means something only once every case ran
+	if t.Failed() {
+		return // the coverage means something only once every case passed
 	}
 	t.Run("the document promises nothing more", func(t *testing.T) {
 		// No input reaches these: the request record cannot fail to
@@ -799,7 +805,7 @@ func TestOpenAPIConformance(t *testing.T) {
 			"GET /v1/requests/{id}/events 500 internal",
 		}
 		for _, o := range spec.outcomes(t) {
-			if !rc.outcomes[o] && !slices.Contains(unreachable, o) {
+			if !rc.outcomes[o] && !slices.Contains(unreachable, o) && !slices.Contains(notRun, o) {
 				t.Errorf("openapi.json lists %q; no case produced it", o)
 			}
 		}
