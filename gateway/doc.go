@@ -23,6 +23,12 @@
 //	GET  /v1/requests/{id}[?wait=5s]   200 reply | 202 pending | 404 unknown
 //	GET  /v1/requests/{id}/events      Server-Sent Events: manifest, part..., reply
 //	GET  /v1/routes, /v1/routes/{route}
+//	GET  /v1/openapi.json              this API as an OpenAPI 3.1 document
+//
+// The OpenAPI document (openapi.json in this package, embedded) lists
+// every operation, parameter, header, status and error code the handlers
+// produce, and nothing else; its tests hold it to them both ways. Generate
+// a client from it, or validate against it.
 //
 // That is all the gateway's handler serves: health, readiness and metrics
 // belong on another port, the admin port, which the gateway command serves

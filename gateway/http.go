@@ -85,9 +85,35 @@ type RouteBody struct {
 
 var validID = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,128}$`)
 
-// routesMux serves the API. Every /v1/ handler, the 405 and 404 answers
-// under /v1/ included, checks the bearer token first (authorize), so that
-// a caller without one learns nothing, not even the route names.
+// endpoint is one operation of the API: a method, a path pattern (the
+// same in net/http's mux and in the OpenAPI document, openapi.json), the
+// query parameters its handler takes and the handler.
+type endpoint struct {
+	method, path string
+	query        []string
+	handle       func(*Gateway, http.ResponseWriter, *http.Request)
+}
+
+// endpoints are the API's operations, in the order of openapi.json. The
+// mux serves exactly these (routesMux), and TestOpenAPIOperations checks
+// that the document has exactly these, with exactly these query
+// parameters: a route or parameter added here without the document, or to
+// the document without a handler, fails it. Each handler parses its
+// query with the list named here.
+func endpoints() []endpoint {
+	return []endpoint{
+		{http.MethodPost, "/v1/routes/{route}/requests", submitParams, (*Gateway).postRequest},
+		{http.MethodGet, "/v1/routes", nil, (*Gateway).listRoutes},
+		{http.MethodGet, "/v1/routes/{route}", nil, (*Gateway).getRoute},
+		{http.MethodGet, "/v1/requests/{id}", getParams, (*Gateway).getRequest},
+		{http.MethodGet, "/v1/requests/{id}/events", nil, (*Gateway).streamEvents},
+		{http.MethodGet, "/v1/openapi.json", nil, (*Gateway).openAPI},
+	}
+}
+
+// routesMux serves the endpoints. Every /v1/ handler, the 405 and 404
+// answers under /v1/ included, checks the bearer token first (authorize),
+// so that a caller without one learns nothing, not even the route names.
 func (g *Gateway) routesMux() *http.ServeMux {
 	mux := http.NewServeMux()
 	api := func(pattern string, h http.HandlerFunc) {
@@ -97,21 +123,21 @@ func (g *Gateway) routesMux() *http.ServeMux {
 			}
 		})
 	}
-	api("POST /v1/routes/{route}/requests", g.postRequest)
-	api("GET /v1/routes", g.listRoutes)
-	api("GET /v1/routes/{route}", g.getRoute)
-	api("GET /v1/requests/{id}", g.getRequest)
-	api("GET /v1/requests/{id}/events", g.streamEvents)
+	allow := map[string][]string{} // path → its methods
+	var paths []string
+	for _, e := range endpoints() {
+		api(e.method+" "+e.path, func(w http.ResponseWriter, r *http.Request) { e.handle(g, w, r) })
+		if allow[e.path] == nil {
+			paths = append(paths, e.path)
+		}
+		allow[e.path] = append(allow[e.path], e.method)
+	}
 	// The same paths without a method match only the wrong methods.
-	for _, p := range []string{"/v1/routes/{route}/requests", "/v1/routes", "/v1/routes/{route}",
-		"/v1/requests/{id}", "/v1/requests/{id}/events"} {
+	for _, p := range paths {
+		methods := strings.Join(allow[p], ", ")
 		api(p, func(w http.ResponseWriter, r *http.Request) {
-			allow := http.MethodGet
-			if strings.HasSuffix(p, "/requests") {
-				allow = http.MethodPost
-			}
-			w.Header().Set("Allow", allow)
-			writeError(w, http.StatusMethodNotAllowed, CodeMethodNotAllowed, "method %s is not allowed on %s; use %s", r.Method, r.URL.Path, allow)
+			w.Header().Set("Allow", methods)
+			writeError(w, http.StatusMethodNotAllowed, CodeMethodNotAllowed, "method %s is not allowed on %s; use %s", r.Method, r.URL.Path, methods)
 		})
 	}
 	api("/v1/", g.notFound)

@@ -136,6 +136,8 @@ func gatewayCmd() *Command {
   GET  /v1/requests/{id}[?wait=5s]   200 reply, 202 pending, 404 unknown
   GET  /v1/requests/{id}/events      Server-Sent Events: manifest, each part, the reply
   GET  /v1/routes                    the route table
+  GET  /v1/openapi.json              this API as an OpenAPI 3.1 document: every
+                                     operation, parameter, status and error code
 and, on --admin-addr (not on --addr): /metrics, /healthz, /readyz (200 once
 the replies topic is read back over --reply-retention and while Kafka answers
 a metadata ping sent every second; 503 within about 3s of Kafka becoming
