@@ -160,6 +160,12 @@ type Config struct {
 	// KafkaHome is the SG_KAFKA_HOME it runs with; empty keeps the
 	// environment's (the script's default is .kafka at its repo root).
 	KafkaLocal, KafkaHome string
+	// HedgeDelay, when above zero, makes the run's route hedged: a part
+	// without a result that long after submission is sent again to
+	// another partition (attempt 2), with a budget of 1 (every part may
+	// be hedged). The verifier takes a part's second attempt for what it
+	// is, not for a duplicate.
+	HedgeDelay time.Duration
 	// StragglerRate is the fraction of tasks the sleep handler delays past
 	// their deadline, so that PARTIAL replies occur; default 0.002. Set it
 	// below zero for none.
@@ -1195,11 +1201,17 @@ func (h *Harness) routeTable() []byte {
 		MaxFanout int               `json:"max_fanout"`
 		Timeout   string            `json:"timeout"`
 		Merge     map[string]string `json:"merge"`
+		Hedge     string            `json:"hedge_delay,omitempty"`
+		Budget    float64           `json:"hedge_budget,omitempty"`
 	}
-	b, _ := json.MarshalIndent(map[string][]route{"routes": {{
+	r := route{
 		Name: string(Route), Mode: "split", Fanout: h.cfg.Fanout, MaxFanout: max(h.cfg.Fanout, 256),
 		Timeout: h.cfg.Timeout.String(), Merge: map[string]string{"kind": "collect"},
-	}}}, "", "  ")
+	}
+	if h.cfg.HedgeDelay > 0 {
+		r.Hedge, r.Budget = h.cfg.HedgeDelay.String(), 1
+	}
+	b, _ := json.MarshalIndent(map[string][]route{"routes": {r}}, "", "  ")
 	return b
 }
 
@@ -1345,7 +1357,9 @@ func (h *Harness) readFacts(ctx context.Context, cc kafkaconfig.Client, topics k
 			return
 		}
 		if _, ok := f.submitted[t.CorrelationID]; ok {
-			f.tasks[partKey{t.CorrelationID, t.PartID}]++
+			k := partKey{t.CorrelationID, t.PartID}
+			f.tasks[k]++
+			f.attempts[k] |= 1 << min(uint(max(t.Attempt, 1)), 63)
 		}
 	})
 	errs = append(errs, err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math/bits"
 	"slices"
 	"sort"
 	"strings"
@@ -60,8 +61,11 @@ type facts struct {
 	submitted map[schemas.CorrelationID]submission
 	manifests map[schemas.CorrelationID][]schemas.Manifest
 	tasks     map[partKey]int
-	results   map[partKey][]resultFact
-	replies   map[schemas.CorrelationID][]replyFact
+	// attempts has bit 1<<attempt set for each attempt of a part that has
+	// a task record: a hedged part has two tasks, neither a duplicate.
+	attempts map[partKey]uint64
+	results  map[partKey][]resultFact
+	replies  map[schemas.CorrelationID][]replyFact
 	// commits are the aggregator group's committed offsets over time, per
 	// partition of results, in time order.
 	commits map[int32][]offsetSample
@@ -73,6 +77,7 @@ func newFacts(route schemas.Route) *facts {
 		submitted: map[schemas.CorrelationID]submission{},
 		manifests: map[schemas.CorrelationID][]schemas.Manifest{},
 		tasks:     map[partKey]int{},
+		attempts:  map[partKey]uint64{},
 		results:   map[partKey][]resultFact{},
 		replies:   map[schemas.CorrelationID][]replyFact{},
 		commits:   map[int32][]offsetSample{},
@@ -150,15 +155,17 @@ func check(f *facts, o checkOptions) Report {
 		if len(mfs) > 0 {
 			for _, p := range parts {
 				k := partKey{id, p}
+				// A hedge is a second attempt, not a duplicate: one task
+				// and one result per attempt.
 				n := f.tasks[k]
 				r.Tasks += n
-				if n > 1 {
-					r.HopDuplicates.Tasks += n - 1
+				if a := bits.OnesCount64(f.attempts[k]); n > a {
+					r.HopDuplicates.Tasks += n - max(a, 1)
 				}
 				m := len(f.results[k])
 				r.Results += m
-				if m > 1 {
-					r.HopDuplicates.Results += m - 1
+				if a := resultAttempts(f.results[k]); m > a {
+					r.HopDuplicates.Results += m - max(a, 1)
 				}
 				if n == 0 || m == 0 {
 					r.LostParts++
@@ -210,6 +217,15 @@ func check(f *facts, o checkOptions) Report {
 		r.Duplicated += r.HopDuplicates.Manifests + r.HopDuplicates.Tasks + r.HopDuplicates.Results
 	}
 	return r
+}
+
+// resultAttempts returns how many attempts the results rs answer.
+func resultAttempts(rs []resultFact) int {
+	var seen uint64
+	for _, rf := range rs {
+		seen |= 1 << min(uint(max(rf.res.Attempt, 1)), 63)
+	}
+	return bits.OnesCount64(seen)
 }
 
 // checkReply returns what is wrong with one reply of request id, and counts

@@ -126,6 +126,28 @@ func TestCheck(t *testing.T) {
 			ok: true,
 		},
 		{
+			name: "a hedged part's second attempt is not a duplicate",
+			change: func(s *scenario) {
+				k := partKey{s.id, "shard-1"}
+				s.f.tasks[k], s.f.attempts[k] = 2, 1<<1|1<<2
+				hedge := s.f.results[k][0]
+				hedge.res.Attempt = 2
+				s.f.results[k] = append(s.f.results[k], hedge)
+			},
+			ok: true,
+		},
+		{
+			name: "a hedge's task and result committed twice break exactly-once",
+			change: func(s *scenario) {
+				k := partKey{s.id, "shard-1"}
+				s.f.tasks[k], s.f.attempts[k] = 3, 1<<1|1<<2
+				hedge := s.f.results[k][0]
+				hedge.res.Attempt = 2
+				s.f.results[k] = append(s.f.results[k], hedge, hedge)
+			},
+			duplicated: 2,
+		},
+		{
 			name: "a part that never got a result is lost",
 			change: func(s *scenario) {
 				delete(s.f.results, partKey{s.id, "shard-1"})

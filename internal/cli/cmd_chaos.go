@@ -53,6 +53,7 @@ func (f *chaosFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&cfg.Partitions, "partitions", chaos.DefaultPartitions, "partitions of every topic")
 	fs.DurationVar(&cfg.PauseMin, "pause-min", chaos.DefaultPauseMin, "shortest pause before a killed role is restarted")
 	fs.DurationVar(&cfg.PauseMax, "pause-max", chaos.DefaultPauseMax, "longest pause before a killed role is restarted")
+	fs.DurationVar(&cfg.HedgeDelay, "hedge-delay", 0, "make the route hedged: a part without a result this long after submission is sent again to another partition (budget 1); 0: not hedged")
 	fs.Float64Var(&f.stragglers, "straggler-rate", chaos.DefaultStragglerRate, "fraction of tasks delayed past their deadline (0 for none)")
 	fs.Uint64Var(&f.seed, "seed", 0, "seed of the kill schedule (victims, moments, pauses); 0 picks one and prints it")
 	fs.DurationVar(&cfg.Slack, "slack", chaos.DefaultSlack, "how long before its deadline a part's result must have been committed to count as in time")
