@@ -115,6 +115,45 @@ func TestComposeServices(t *testing.T) {
 	}
 }
 
+// TestComposeInstanceIDs: every role service of one replica has an
+// instance id of its own (static membership and transactional ids that
+// survive compose creating its container again), no two the same; a
+// service of several replicas sets none, since its replicas would share
+// it and fence each other.
+func TestComposeInstanceIDs(t *testing.T) {
+	p := loadCompose(t)
+	seen := map[string]string{}
+	for name, s := range p.Services {
+		if s.Build == nil {
+			continue
+		}
+		cmd, fs, err := cli.ParseOnly(command(s), env(s))
+		if err != nil || !slices.Contains(roleCommands, cmd.Name) {
+			continue
+		}
+		f := fs.Lookup("instance-id")
+		if f == nil {
+			continue // the gateway is no group member
+		}
+		id := f.Value.String()
+		many := s.Deploy != nil && s.Deploy.Replicas != nil && *s.Deploy.Replicas > 1
+		switch {
+		case many && id != "":
+			t.Errorf("%s: %d replicas share --instance-id %q: they would fence each other", name, *s.Deploy.Replicas, id)
+		case !many && id == "":
+			t.Errorf("%s: no --instance-id (SG_INSTANCE_ID): its id would change whenever compose creates its container", name)
+		case id != "" && seen[id] != "":
+			t.Errorf("%s and %s share --instance-id %q", name, seen[id], id)
+		}
+		if id != "" {
+			seen[id] = name
+		}
+	}
+	if len(seen) == 0 {
+		t.Fatal("no role service with an instance id")
+	}
+}
+
 // TestComposeKafkaVersion: compose runs the Kafka version the tests run
 // against (scripts/kafka/pom.xml), with its data on a volume.
 func TestComposeKafkaVersion(t *testing.T) {
