@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/scatterer"
@@ -104,6 +105,12 @@ type Config struct {
 	// Metrics registers the gateway's metrics (see the package doc); nil:
 	// none.
 	Metrics prometheus.Registerer
+	// TracerProvider records a server span for each request submitted
+	// ("POST /v1/routes/{route}/requests", the child of a caller's
+	// traceparent header), whose context the request record carries to
+	// the scatterer. nil records none: a caller's valid traceparent is
+	// passed on as it came.
+	TracerProvider trace.TracerProvider
 }
 
 // setDefaults returns c with its empty fields filled in, sharing nothing

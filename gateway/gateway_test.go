@@ -19,6 +19,9 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/scattergather/scattergather/client"
 	"github.com/scattergather/scattergather/gateway"
@@ -848,4 +851,63 @@ func counter(t *testing.T, reg *prometheus.Registry, name string, labelPairs ...
 		}
 	}
 	return 0
+}
+
+// TestGatewaySpan: with a TracerProvider the gateway records a server span
+// per submitted request, the child of the caller's traceparent, and the
+// request record carries that span's context, so the scatterer's span is
+// its child; the span names the route.
+func TestGatewaySpan(t *testing.T) {
+	e := newEnv(t)
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	s := e.startGateway(t, func(c *gateway.Config) { c.TracerProvider = tp })
+	const caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	res := do(t, "POST", s.url+"/v1/routes/echo/requests", strings.NewReader(`{}`),
+		map[string]string{"Content-Type": "application/json", "traceparent": caller})
+	wantStatus(t, res, http.StatusAccepted)
+	id := res.header.Get(gateway.HeaderCorrelationID)
+
+	var span sdktrace.ReadOnlySpan
+	for deadline := time.Now().Add(10 * time.Second); span == nil; time.Sleep(10 * time.Millisecond) {
+		if ended := rec.Ended(); len(ended) > 0 {
+			span = ended[0]
+		} else if time.Now().After(deadline) {
+			t.Fatal("no span ended")
+		}
+	}
+	if got := span.SpanContext().TraceID().String(); got != "4bf92f3577b34da6a3ce929d0e0e4736" {
+		t.Errorf("span trace id %s, want the caller's", got)
+	}
+	if got := span.Parent().SpanID().String(); got != "00f067aa0ba902b7" {
+		t.Errorf("span parent %s, want the caller's span", got)
+	}
+	if span.SpanKind() != trace.SpanKindServer || span.Name() != "POST /v1/routes/{route}/requests" {
+		t.Errorf("span %q of kind %v", span.Name(), span.SpanKind())
+	}
+	want := "00-4bf92f3577b34da6a3ce929d0e0e4736-" + span.SpanContext().SpanID().String() + "-01"
+
+	cl := e.cluster.Client(t, kgo.ConsumeTopics(e.topics.Requests()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	for ctx.Err() == nil {
+		var found *kgo.Record
+		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
+			if string(r.Key) == id {
+				found = r
+			}
+		})
+		if found != nil {
+			for _, h := range found.Headers {
+				if h.Key == "traceparent" {
+					if string(h.Value) != want {
+						t.Fatalf("request record traceparent %s, want the gateway span's %s", h.Value, want)
+					}
+					return
+				}
+			}
+			t.Fatalf("request record headers %v have no traceparent", found.Headers)
+		}
+	}
+	t.Fatal("request record not found")
 }

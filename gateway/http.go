@@ -15,6 +15,9 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/scattergather/scattergather/internal/tracing"
 	"github.com/scattergather/scattergather/scatterer"
@@ -268,16 +271,17 @@ func (g *Gateway) postRequest(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, CodeInternal, "encode the request: %v", err)
 		return
 	}
-	var headers []kgo.RecordHeader
-	if tp := r.Header.Get(tracing.Header); tp != "" {
-		// The caller's trace goes on through the pipeline; a malformed
-		// traceparent is dropped, as W3C says, and the pipeline starts a
-		// trace of its own.
-		if tracing.Valid(tp) {
-			headers = append(headers, kgo.RecordHeader{Key: tracing.Header, Value: []byte(tp)})
-		}
-	}
-	if err := g.produce(r.Context(), id, v, headers); err != nil {
+	// The caller's trace goes on through the pipeline, under the
+	// gateway's span when it records spans; a malformed traceparent is
+	// dropped, as W3C says, and the pipeline starts a trace of its own.
+	ctx, span := tracing.Tracer(g.cfg.TracerProvider).Start(tracing.ExtractHTTP(r), "POST /v1/routes/{route}/requests",
+		trace.WithSpanKind(trace.SpanKindServer),
+		trace.WithAttributes(attribute.String("scattergather.route", string(rt.Name)), attribute.String("scattergather.correlation_id", string(id))))
+	defer span.End()
+	carrier := kgo.Record{}
+	tracing.Inject(ctx, &carrier)
+	if err := g.produce(r.Context(), id, v, carrier.Headers); err != nil {
+		span.SetStatus(codes.Error, err.Error())
 		g.log.Warn("request not produced", "correlation_id", id, "route", rt.Name, "err", err)
 		if errors.Is(err, errNotAcked) {
 			// It may still be written: say where to look.

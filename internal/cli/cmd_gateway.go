@@ -183,6 +183,10 @@ at start, so any instance, also a restarted one, answers for recent requests.
 				return err
 			}
 			cfg.Client, cfg.Topics, cfg.Listener, cfg.Logger, cfg.Metrics = ob.client(s.client, "gateway"), c.topics(), ln, s.log, ob.registerer()
+			if cfg.TracerProvider, err = ob.tracerProvider(ctx, "gateway"); err != nil {
+				ln.Close()
+				return err
+			}
 			g, err := gateway.New(cfg)
 			if err != nil {
 				ln.Close()

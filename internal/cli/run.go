@@ -206,7 +206,7 @@ Try it from another shell:
 			if err != nil {
 				return err
 			}
-			tps, err := ob.tracerProviders(ctx, "scatterer", "processor", "aggregator")
+			tps, err := ob.tracerProviders(ctx, "scatterer", "processor", "aggregator", "gateway")
 			if err != nil {
 				return err
 			}
@@ -224,6 +224,7 @@ Try it from another shell:
 					return err
 				}
 				gcfg.Client, gcfg.Topics, gcfg.Listener, gcfg.Logger, gcfg.Metrics = ob.client(cc, "gateway"), c.topics(), ln, log, ob.registerer()
+				gcfg.TracerProvider = tps["gateway"]
 				gw, err := gateway.New(gcfg)
 				if err != nil {
 					return err

@@ -26,6 +26,7 @@ package tracing
 
 import (
 	"context"
+	"net/http"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/plugin/kotel"
@@ -73,6 +74,12 @@ func Inject(ctx context.Context, r *kgo.Record) {
 	}
 	r.Headers = kept
 	propagator.Inject(ctx, kotel.NewRecordCarrier(r))
+}
+
+// ExtractHTTP returns a context holding the remote span context of r's
+// traceparent (and tracestate) header, as Extract does for a record.
+func ExtractHTTP(r *http.Request) context.Context {
+	return propagator.Extract(context.Background(), propagation.HeaderCarrier(r.Header))
 }
 
 // ContextWith returns a context whose span context is sc: the parent of a
