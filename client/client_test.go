@@ -510,23 +510,13 @@ func TestRouteTimeout(t *testing.T) {
 	if d := time.Until(route.Deadline()); d > 400*time.Millisecond || d < 0 {
 		t.Fatalf("Await gives up in %s, want within the 300ms wait plus the 100ms grace", d)
 	}
-	rd := e.cluster.Client(t, kgo.ConsumeTopics(e.topics.Requests()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	sent := map[schemas.CorrelationID]time.Duration{}
-	for len(sent) < 2 {
-		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-		fs := rd.PollFetches(ctx)
-		timedOut := ctx.Err() != nil
-		cancel()
-		if timedOut {
-			t.Fatalf("read %d of 2 requests", len(sent))
+	for _, r := range e.readRequests(t, 2) {
+		req, err := schemas.DecodeRequest(r.Value)
+		if err != nil {
+			t.Fatal(err)
 		}
-		fs.EachRecord(func(r *kgo.Record) {
-			req, err := schemas.DecodeRequest(r.Value)
-			if err != nil {
-				t.Fatal(err)
-			}
-			sent[req.CorrelationID] = req.Timeout
-		})
+		sent[req.CorrelationID] = req.Timeout
 	}
 	if sent[route.ID] != 0 || sent[own.ID] != 2*time.Second {
 		t.Fatalf("timeouts sent: route's %s (want 0), own %s (want 2s)", sent[route.ID], sent[own.ID])
@@ -553,25 +543,14 @@ func TestSubmitCarriesTheCallersTrace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rd := e.cluster.Client(t, kgo.ConsumeTopics(e.topics.Requests()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	got := map[string]string{}
-	for len(got) < 2 {
-		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-		fs := rd.PollFetches(ctx)
-		timedOut := ctx.Err() != nil
-		cancel()
-		if timedOut {
-			t.Fatalf("read %d of 2 requests", len(got))
-		}
-		fs.EachRecord(func(r *kgo.Record) {
-			tp := ""
-			for _, h := range r.Headers {
-				if h.Key == "traceparent" {
-					tp = string(h.Value)
-				}
+	for _, r := range e.readRequests(t, 2) {
+		got[string(r.Key)] = ""
+		for _, h := range r.Headers {
+			if h.Key == "traceparent" {
+				got[string(r.Key)] = string(h.Value)
 			}
-			got[string(r.Key)] = tp
-		})
+		}
 	}
 	if want := "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"; got[string(traced.ID)] != want {
 		t.Errorf("traceparent of the traced request %q, want %q", got[string(traced.ID)], want)
@@ -579,4 +558,22 @@ func TestSubmitCarriesTheCallersTrace(t *testing.T) {
 	if got[string(plain.ID)] != "" {
 		t.Errorf("traceparent of a request without a span %q, want none", got[string(plain.ID)])
 	}
+}
+
+// readRequests reads the first n records of the requests topic.
+func (e *env) readRequests(t *testing.T, n int) []*kgo.Record {
+	t.Helper()
+	rd := e.cluster.Client(t, kgo.ConsumeTopics(e.topics.Requests()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	var recs []*kgo.Record
+	for len(recs) < n {
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		fs := rd.PollFetches(ctx)
+		timedOut := ctx.Err() != nil
+		cancel()
+		if timedOut {
+			t.Fatalf("read %d of %d requests", len(recs), n)
+		}
+		fs.EachRecord(func(r *kgo.Record) { recs = append(recs, r) })
+	}
+	return recs
 }

@@ -801,7 +801,16 @@ func TestMetricsAndTrace(t *testing.T) {
 	}
 
 	// The request record carries the caller's traceparent.
-	id := res.header.Get(gateway.HeaderCorrelationID)
+	rec := e.requestRecord(t, res.header.Get(gateway.HeaderCorrelationID))
+	if got := header(rec, "traceparent"); got != tp {
+		t.Fatalf("request record traceparent %q, want the caller's %q (headers %v)", got, tp, rec.Headers)
+	}
+}
+
+// requestRecord reads the requests topic from the start until the record
+// of id, and returns it.
+func (e *env) requestRecord(t *testing.T, id string) *kgo.Record {
+	t.Helper()
 	cl := e.cluster.Client(t, kgo.ConsumeTopics(e.topics.Requests()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
@@ -813,15 +822,21 @@ func TestMetricsAndTrace(t *testing.T) {
 			}
 		})
 		if found != nil {
-			for _, h := range found.Headers {
-				if h.Key == "traceparent" && string(h.Value) == tp {
-					return
-				}
-			}
-			t.Fatalf("request record headers %v lack the caller's traceparent", found.Headers)
+			return found
 		}
 	}
-	t.Fatal("request record not found")
+	t.Fatalf("request record %s not found", id)
+	return nil
+}
+
+// header returns the value of r's header key; empty if it has none.
+func header(r *kgo.Record, key string) string {
+	for _, h := range r.Headers {
+		if h.Key == key {
+			return string(h.Value)
+		}
+	}
+	return ""
 }
 
 // counter returns the value of the counter name on reg whose labels
@@ -886,28 +901,7 @@ func TestGatewaySpan(t *testing.T) {
 		t.Errorf("span %q of kind %v", span.Name(), span.SpanKind())
 	}
 	want := "00-4bf92f3577b34da6a3ce929d0e0e4736-" + span.SpanContext().SpanID().String() + "-01"
-
-	cl := e.cluster.Client(t, kgo.ConsumeTopics(e.topics.Requests()), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer cancel()
-	for ctx.Err() == nil {
-		var found *kgo.Record
-		cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
-			if string(r.Key) == id {
-				found = r
-			}
-		})
-		if found != nil {
-			for _, h := range found.Headers {
-				if h.Key == "traceparent" {
-					if string(h.Value) != want {
-						t.Fatalf("request record traceparent %s, want the gateway span's %s", h.Value, want)
-					}
-					return
-				}
-			}
-			t.Fatalf("request record headers %v have no traceparent", found.Headers)
-		}
+	if got := header(e.requestRecord(t, id), "traceparent"); got != want {
+		t.Fatalf("request record traceparent %q, want the gateway span's %s", got, want)
 	}
-	t.Fatal("request record not found")
 }
