@@ -122,7 +122,7 @@ fuzz: ## run every Fuzz target for FUZZTIME each (default 10s) and print the exe
 		pkg=./$$(dirname "$$file"); \
 		for target in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' "$$file"); do \
 			rc=0; start=$$(date +%s); \
-			$(GO) test -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) "$$pkg" >"$$log" 2>&1 || rc=$$?; \
+			$(GO) test -tags sg_fuzz -run '^$$' -fuzz "^$$target\$$" -fuzztime $(FUZZTIME) "$$pkg" >"$$log" 2>&1 || rc=$$?; \
 			execs=$$(sed -n 's/^fuzz: elapsed: .*, execs: \([0-9]*\) .*/\1/p' "$$log" | tail -n 1); \
 			note=""; \
 			if [ $$rc -ne 0 ] && grep -qx '    context deadline exceeded' "$$log" && ! grep -q 'Failing input written' "$$log"; then \
