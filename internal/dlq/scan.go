@@ -7,10 +7,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/scattergather/scattergather/internal/kafka"
@@ -85,7 +83,7 @@ func (p Pos) less(q Pos) bool {
 // partition up to its last stable offset when Scan starts, read_committed,
 // and returns the dead letters f selects with their redrive markers folded
 // in; it keeps only those in memory. It never waits for new records.
-// progress, if not nil, is called after each fetch with the records read
+// progress, if not nil, is called after each record with the records read
 // and the total to read.
 func Scan(ctx context.Context, cc kafkaconfig.Client, topic string, f Filter, progress func(read, total int64)) (*Log, error) {
 	if err := f.Validate(); err != nil {
@@ -95,125 +93,40 @@ func Scan(ctx context.Context, cc kafkaconfig.Client, topic string, f Filter, pr
 	if err != nil {
 		return nil, err
 	}
-	starts, ends, err := watermarks(ctx, kadm.NewClient(adm), topic)
+	wm, err := kafka.Watermarks(ctx, kadm.NewClient(adm), topic)
 	adm.Close()
+	if mt, ok := errors.AsType[*kafka.MissingTopicError](err); ok {
+		err = &MissingTopicError{Topic: mt.Topic}
+	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("--brokers: %w", err)
 	}
-	l := &Log{Topic: topic, End: ends, filter: f}
-	var total int64
-	from := map[int32]kgo.Offset{}
-	for p, end := range ends {
-		if n := end - starts[p]; n > 0 {
-			total += n
-			from[p] = kgo.NewOffset().At(starts[p])
+	l := &Log{Topic: topic, End: map[int32]int64{}, filter: f}
+	var total, n int64
+	var ranges []kafka.Range
+	for p, w := range wm {
+		l.End[p] = w.Stable
+		if w.Stable > w.Start {
+			total += w.Stable - w.Start
+			ranges = append(ranges, kafka.Range{Partition: p, From: w.Start, To: w.Stable})
 		}
 	}
-	if len(from) > 0 {
-		if err := read(ctx, cc, topic, from, ends, total, progress, l.add); err != nil {
-			return nil, err
-		}
-	}
-	l.fold()
-	return l, nil
-}
-
-// watermarks returns the log start and last stable offset of every
-// partition of topic.
-func watermarks(ctx context.Context, adm *kadm.Client, topic string) (starts, ends map[int32]int64, err error) {
-	get := func(l kadm.ListedOffsets, err error) (map[int32]int64, error) {
-		if err != nil {
-			return nil, fmt.Errorf("offsets of %s: %w", topic, err)
-		}
-		out := map[int32]int64{}
-		var errs []error
-		l.Each(func(o kadm.ListedOffset) {
-			switch {
-			case errors.Is(o.Err, kerr.UnknownTopicOrPartition):
-				errs = append(errs, &MissingTopicError{Topic: topic})
-			case o.Err != nil:
-				errs = append(errs, fmt.Errorf("offsets of partition %d of %s: %w", o.Partition, topic, o.Err))
-			default:
-				out[o.Partition] = o.Offset
-			}
-		})
-		if len(errs) > 0 {
-			return nil, errs[0]
-		}
-		if len(out) == 0 {
-			return nil, &MissingTopicError{Topic: topic}
-		}
-		return out, nil
-	}
-	if starts, err = get(adm.ListStartOffsets(ctx, topic)); err != nil {
-		return nil, nil, err
-	}
-	if ends, err = get(adm.ListCommittedOffsets(ctx, topic)); err != nil {
-		return nil, nil, err
-	}
-	return starts, ends, nil
-}
-
-// read calls fn for every record of topic from from up to ends, read
-// committed; control records only move the position.
-func read(ctx context.Context, cc kafkaconfig.Client, topic string, from map[int32]kgo.Offset, ends map[int32]int64,
-	total int64, progress func(read, total int64), fn func(*kgo.Record)) error {
-	cl, err := kafka.NewClient(cc,
-		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: from}),
-		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		// A partition whose range ends with a transaction marker would
-		// otherwise never be seen to end.
-		kgo.KeepControlRecords(),
-		kgo.FetchMaxWait(250*time.Millisecond),
-	)
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	open := len(from)
-	finished := map[int32]bool{}
-	var n int64
-	for open > 0 {
-		fs := cl.PollFetches(ctx)
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		var errs []error
-		fs.EachError(func(t string, p int32, err error) {
-			errs = append(errs, fmt.Errorf("read partition %d of %s: %w", p, t, err))
-		})
-		if err := errors.Join(errs...); err != nil {
-			return err
-		}
-		var done []int32
-		fs.EachPartition(func(fp kgo.FetchTopicPartition) {
-			end := ends[fp.Partition]
-			if finished[fp.Partition] {
-				return
-			}
-			for _, r := range fp.Records {
-				if r.Offset >= end {
-					break
-				}
-				n++
-				if !r.Attrs.IsControl() {
-					fn(r)
-				}
-			}
-			if len(fp.Records) > 0 && fp.Records[len(fp.Records)-1].Offset >= end-1 {
-				done = append(done, fp.Partition)
-				finished[fp.Partition] = true
-			}
-		})
-		if len(done) > 0 {
-			open -= len(done)
-			cl.PauseFetchPartitions(map[string][]int32{topic: done})
+	// Control records count as read: offsets count them too.
+	err = kafka.ReadRanges(ctx, cc, topic, ranges, func(r *kgo.Record) error {
+		n++
+		if !r.Attrs.IsControl() {
+			l.add(r)
 		}
 		if progress != nil {
 			progress(min(n, total), total)
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	return nil
+	l.fold()
+	return l, nil
 }
 
 // add takes one record of the DLQ topic: a dead letter or a marker.

@@ -2,15 +2,14 @@ package replay
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kerr"
 )
 
 // BoundKind says how a [Bound] designates an offset.
@@ -116,58 +115,12 @@ func (b Bound) String() string {
 	return "earliest"
 }
 
-// Watermark is what a partition holds now: offsets Start (the log start)
-// up to, not including, Stable (the last stable offset: records of open
-// transactions and later are not readable by read_committed consumers yet).
-type Watermark struct {
-	Start, Stable int64
-}
-
-// Watermarks lists the log start and last stable offsets of every
-// partition of topic. A topic that does not exist is an error naming it.
-func Watermarks(ctx context.Context, adm *kadm.Client, topic string) (map[int32]Watermark, error) {
-	starts, err := listed(adm.ListStartOffsets(ctx, topic))
-	if err != nil {
-		return nil, fmt.Errorf("start offsets of %s: %w", topic, err)
-	}
-	stables, err := listed(adm.ListCommittedOffsets(ctx, topic))
-	if err != nil {
-		return nil, fmt.Errorf("stable offsets of %s: %w", topic, err)
-	}
-	out := make(map[int32]Watermark, len(starts[topic]))
-	for p, s := range starts[topic] {
-		out[p] = Watermark{Start: s.Offset, Stable: max(s.Offset, stables[topic][p].Offset)}
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("topic %s does not exist", topic)
-	}
-	return out, nil
-}
-
-// listed turns the partial failures of a kadm listing into one error.
-func listed(l kadm.ListedOffsets, err error) (kadm.ListedOffsets, error) {
-	if err != nil {
-		return nil, err
-	}
-	var errs []error
-	l.Each(func(o kadm.ListedOffset) {
-		switch {
-		case o.Err == nil:
-		case errors.Is(o.Err, kerr.UnknownTopicOrPartition):
-			errs = append(errs, fmt.Errorf("topic %s does not exist", o.Topic))
-		default:
-			errs = append(errs, fmt.Errorf("partition %d of %s: %w", o.Partition, o.Topic, o.Err))
-		}
-	})
-	return l, errors.Join(errs...)
-}
-
 // Resolve returns the offset b designates in every partition of topic,
-// clamped to what the partition holds now (see [Watermark]). A time
+// clamped to what the partition holds now (see [kafka.Watermark]). A time
 // resolves with ListOffsets to the first offset whose timestamp is at or
 // after it, or to the end when there is none. now anchors Ago.
-func (b Bound) Resolve(ctx context.Context, adm *kadm.Client, topic string, now time.Time) (map[int32]int64, map[int32]Watermark, error) {
-	wm, err := Watermarks(ctx, adm, topic)
+func (b Bound) Resolve(ctx context.Context, adm *kadm.Client, topic string, now time.Time) (map[int32]int64, map[int32]kafka.Watermark, error) {
+	wm, err := kafka.Watermarks(ctx, adm, topic)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -190,7 +143,7 @@ func (b Bound) Resolve(ctx context.Context, adm *kadm.Client, topic string, now 
 		if b.Kind == Ago {
 			at = now.Add(-b.Ago)
 		}
-		byTime, err := listed(adm.ListOffsetsAfterMilli(ctx, at.UnixMilli(), topic))
+		byTime, err := kafka.Listed(adm.ListOffsetsAfterMilli(ctx, at.UnixMilli(), topic))
 		if err != nil {
 			return nil, nil, fmt.Errorf("offsets of %s at %s: %w", topic, at.UTC().Format(time.RFC3339Nano), err)
 		}
@@ -208,7 +161,7 @@ func (b Bound) Resolve(ctx context.Context, adm *kadm.Client, topic string, now 
 	return out, wm, nil
 }
 
-func clamp(o int64, w Watermark) int64 { return min(max(o, w.Start), w.Stable) }
+func clamp(o int64, w kafka.Watermark) int64 { return min(max(o, w.Start), w.Stable) }
 
 // PartitionRange is the part of one partition a replay reads: offsets
 // Start up to, not including, End. Next is the first offset not yet
@@ -222,6 +175,15 @@ type PartitionRange struct {
 
 // Done reports whether the whole range was replayed.
 func (r PartitionRange) Done() bool { return r.Next >= r.End }
+
+// spans returns what is left to read of ranges: from Next to End.
+func spans(ranges []PartitionRange) []kafka.Range {
+	out := make([]kafka.Range, len(ranges))
+	for i, r := range ranges {
+		out[i] = kafka.Range{Partition: r.Partition, From: r.Next, To: r.End}
+	}
+	return out
+}
 
 // ResolveRange resolves [from, to) on every partition of topic, sorted by
 // partition. An end before its start gives an empty range.

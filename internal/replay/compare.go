@@ -198,7 +198,7 @@ func Compare(ctx context.Context, cfg CompareConfig) (*Report, error) {
 	// The run's requests: replay id → original id.
 	origOf := map[schemas.CorrelationID]schemas.CorrelationID{}
 	var earliest time.Time
-	wm, err := Watermarks(ctx, adm, st.TargetTopic)
+	wm, err := kafka.Watermarks(ctx, adm, st.TargetTopic)
 	if err != nil {
 		return nil, err
 	}
@@ -207,7 +207,7 @@ func Compare(ctx context.Context, cfg CompareConfig) (*Report, error) {
 		from := max(st.TargetStart[p], w.Start)
 		ranges = append(ranges, PartitionRange{Partition: p, Start: from, Next: from, End: max(from, w.Stable)})
 	}
-	err = readRange(ctx, cfg.Client, st.TargetTopic, ranges, func(rec *kgo.Record) error {
+	err = kafka.ReadRanges(ctx, cfg.Client, st.TargetTopic, spans(ranges), func(rec *kgo.Record) error {
 		if rec.Attrs.IsControl() || !hasHeader(rec, HeaderReplayRun, st.RunID) {
 			return nil
 		}
@@ -397,7 +397,7 @@ func collectReplies(ctx context.Context, cfg CompareConfig, adm *kadm.Client, ba
 	}
 	for {
 		for _, t := range topics {
-			wm, err := Watermarks(ctx, adm, t)
+			wm, err := kafka.Watermarks(ctx, adm, t)
 			if err != nil {
 				return nil, 0, err
 			}
@@ -405,7 +405,7 @@ func collectReplies(ctx context.Context, cfg CompareConfig, adm *kadm.Client, ba
 				pr := &from[t][i]
 				pr.Start, pr.End = pr.Next, max(pr.Next, wm[pr.Partition].Stable)
 			}
-			err = readRange(ctx, cfg.Client, t, from[t], func(rec *kgo.Record) error {
+			err = kafka.ReadRanges(ctx, cfg.Client, t, spans(from[t]), func(rec *kgo.Record) error {
 				if rec.Attrs.IsControl() || !want[schemas.CorrelationID(rec.Key)] {
 					return nil
 				}

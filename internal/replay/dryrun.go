@@ -64,7 +64,7 @@ func (r *Replayer) DryRun(ctx context.Context) (*Plan, error) {
 		index[pr.Partition] = i
 		plan.Partitions = append(plan.Partitions, PlanPartition{PartitionRange: pr, Routes: map[string]int64{}})
 	}
-	err = readRange(ctx, cfg.Client, cfg.Source.Requests(), ranges, func(rec *kgo.Record) error {
+	err = kafka.ReadRanges(ctx, cfg.Client, cfg.Source.Requests(), spans(ranges), func(rec *kgo.Record) error {
 		pp := &plan.Partitions[index[rec.Partition]]
 		pp.Next = rec.Offset + 1
 		orig, skip := r.decide(rec, st)

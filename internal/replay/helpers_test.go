@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/internal/routes"
 	"github.com/scattergather/scattergather/internal/stack"
 	"github.com/scattergather/scattergather/internal/testkafka"
@@ -154,7 +155,7 @@ func readCommitted(t testing.TB, c *testkafka.Cluster, topic string) []*kgo.Reco
 		ranges = append(ranges, PartitionRange{Partition: p, Start: w.Start, Next: w.Start, End: w.Stable})
 	}
 	var out []*kgo.Record
-	err := readRange(t.Context(), clientConfig(c), topic, ranges, func(r *kgo.Record) error {
+	err := kafka.ReadRanges(t.Context(), clientConfig(c), topic, spans(ranges), func(r *kgo.Record) error {
 		if !r.Attrs.IsControl() {
 			out = append(out, r)
 		}
@@ -168,12 +169,12 @@ func readCommitted(t testing.TB, c *testkafka.Cluster, topic string) []*kgo.Reco
 
 // settledWatermarks lists topic's watermarks once no transaction is open on
 // it (every last stable offset at its high watermark), or after wait.
-func settledWatermarks(t testing.TB, c *testkafka.Cluster, topic string, wait time.Duration) map[int32]Watermark {
+func settledWatermarks(t testing.TB, c *testkafka.Cluster, topic string, wait time.Duration) map[int32]kafka.Watermark {
 	t.Helper()
 	adm := c.Admin(t)
 	until := time.Now().Add(wait)
 	for {
-		wm, err := Watermarks(t.Context(), adm, topic)
+		wm, err := kafka.Watermarks(t.Context(), adm, topic)
 		if err != nil {
 			t.Fatal(err)
 		}

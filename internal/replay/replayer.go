@@ -343,7 +343,7 @@ func (r *Replayer) load(ctx context.Context, adm *kadm.Client) (*RunState, error
 	if err != nil {
 		return nil, err
 	}
-	twm, err := Watermarks(ctx, adm, cfg.Target.Requests())
+	twm, err := kafka.Watermarks(ctx, adm, cfg.Target.Requests())
 	if err != nil {
 		return nil, fmt.Errorf("target: %w (create the target pipeline's topics first, e.g. scattergather topics --topic-prefix %s)", err, cfg.Target.Prefix)
 	}
@@ -381,11 +381,11 @@ func (r *Replayer) replay(ctx context.Context, cl *kgo.Client, st *RunState) err
 	for i, p := range st.Partitions {
 		index[p.Partition] = i
 	}
-	rd, err := newRangeReader(cfg.Client, st.SourceTopic, st.Partitions)
+	rd, err := kafka.NewRangeReader(cfg.Client, st.SourceTopic, spans(st.Partitions))
 	if err != nil {
 		return err
 	}
-	defer rd.close()
+	defer rd.Close()
 
 	limit := cfg.BatchSize
 	if cfg.Rate > 0 {
@@ -416,8 +416,8 @@ func (r *Replayer) replay(ctx context.Context, cl *kgo.Client, st *RunState) err
 	}
 	// Between batches, a done ctx stops the run: the batch in flight has
 	// been committed.
-	for !rd.done() && ctx.Err() == nil {
-		recs, err := rd.poll(ctx)
+	for !rd.Done() && ctx.Err() == nil {
+		recs, err := rd.Poll(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
 				break
@@ -443,7 +443,7 @@ func (r *Replayer) replay(ctx context.Context, cl *kgo.Client, st *RunState) err
 			if len(batch) < limit && !last {
 				continue
 			}
-			if err := flush(last && rd.done()); err != nil {
+			if err := flush(last && rd.Done()); err != nil {
 				if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 					break // interrupted while pacing, after the commit
 				}
@@ -454,7 +454,7 @@ func (r *Replayer) replay(ctx context.Context, cl *kgo.Client, st *RunState) err
 			}
 		}
 	}
-	if !dirty && rd.done() && !st.Done && ctx.Err() == nil {
+	if !dirty && rd.Done() && !st.Done && ctx.Err() == nil {
 		// Nothing left to read (an empty range, or the end was reached
 		// without records): mark the run done.
 		if err := flush(true); err != nil && !errors.Is(err, ctx.Err()) {

@@ -117,7 +117,7 @@ func LoadRun(ctx context.Context, cc kafkaconfig.Client, target kafkaconfig.Topi
 		return nil, err
 	}
 	defer cl.Close()
-	wm, err := Watermarks(ctx, kadm.NewClient(cl), topic)
+	wm, err := kafka.Watermarks(ctx, kadm.NewClient(cl), topic)
 	if err != nil {
 		return nil, fmt.Errorf("run %s: %w", runID, err)
 	}
@@ -126,7 +126,7 @@ func LoadRun(ctx context.Context, cc kafkaconfig.Client, target kafkaconfig.Topi
 		ranges = append(ranges, PartitionRange{Partition: p, Start: w.Start, End: w.Stable, Next: w.Start})
 	}
 	var state *RunState
-	err = readRange(ctx, cc, topic, ranges, func(rec *kgo.Record) error {
+	err = kafka.ReadRanges(ctx, cc, topic, spans(ranges), func(rec *kgo.Record) error {
 		if rec.Attrs.IsControl() || string(rec.Key) != runID {
 			return nil
 		}
