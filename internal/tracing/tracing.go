@@ -88,12 +88,6 @@ func ContextWith(sc trace.SpanContext) context.Context {
 	return trace.ContextWithRemoteSpanContext(context.Background(), sc)
 }
 
-// Valid reports whether traceparent is a valid W3C traceparent value.
-func Valid(traceparent string) bool {
-	c := propagation.MapCarrier{Header: traceparent}
-	return trace.SpanContextFromContext(propagator.Extract(context.Background(), c)).IsValid()
-}
-
 // Hooks returns kgo hooks that give the records of a request's trace
 // franz-go's kotel spans, recorded by tp: a "<topic> publish" span under
 // the role's span for each record produced, a "<topic> receive" span

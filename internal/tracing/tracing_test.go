@@ -2,6 +2,7 @@ package tracing
 
 import (
 	"context"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -13,7 +14,10 @@ import (
 
 const good = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
-func TestValid(t *testing.T) {
+// TestExtractHTTP: the gateway continues a caller's trace only from a
+// valid W3C traceparent header; a malformed one is dropped (the pipeline
+// starts a trace of its own).
+func TestExtractHTTP(t *testing.T) {
 	for _, tc := range []struct {
 		name, in string
 		ok       bool
@@ -29,8 +33,12 @@ func TestValid(t *testing.T) {
 		{"not hex", "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := Valid(tc.in); got != tc.ok {
-				t.Errorf("Valid(%q) = %v, want %v", tc.in, got, tc.ok)
+			r := httptest.NewRequest("POST", "/v1/routes/echo/requests", nil)
+			if tc.in != "" {
+				r.Header.Set(Header, tc.in)
+			}
+			if got := trace.SpanContextFromContext(ExtractHTTP(r)).IsValid(); got != tc.ok {
+				t.Errorf("traceparent %q: a valid span context %v, want %v", tc.in, got, tc.ok)
 			}
 		})
 	}
