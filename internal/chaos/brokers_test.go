@@ -30,6 +30,9 @@ func TestValidateBrokerFaults(t *testing.T) {
 		{"replication below -1", Config{Brokers: brokers, ReplicationFactor: -3}, []string{"replication factor: -3"}},
 		{"pauses upside down", Config{Brokers: brokers, BrokerKills: 1, KafkaLocal: "k", BrokerPauseMin: 9 * time.Second, BrokerPauseMax: 2 * time.Second},
 			[]string{"broker pause max 2s is below broker pause min 9s"}},
+		{"hedge delay negative", Config{HedgeDelay: -time.Second}, []string{"hedge delay -1s"}},
+		{"hedge delay past the timeout", Config{HedgeDelay: 3 * time.Second, Timeout: 2 * time.Second}, []string{"hedge delay 3s: want zero (no hedging) or a positive delay shorter than the timeout (2s)"}},
+		{"hedged", Config{HedgeDelay: 500 * time.Millisecond}, nil},
 		{"every problem at once", Config{BrokerBounces: 1, ReplicationFactor: 2, BrokerPauseMin: -time.Second},
 			[]string{"broker bounces", "replication factor: 2", "broker pause min: -1s"}},
 	} {

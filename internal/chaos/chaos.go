@@ -289,6 +289,9 @@ func (c *Config) Validate() error {
 	durDefault("progress", &c.Progress, DefaultProgress)
 	durDefault("broker pause min", &c.BrokerPauseMin, DefaultBrokerPauseMin)
 	durDefault("broker pause max", &c.BrokerPauseMax, DefaultBrokerPauseMax)
+	if c.HedgeDelay < 0 || c.HedgeDelay >= c.Timeout {
+		errs = append(errs, fmt.Errorf("hedge delay %s: want zero (no hedging) or a positive delay shorter than the timeout (%s)", c.HedgeDelay, c.Timeout))
+	}
 	if c.PauseMax < c.PauseMin {
 		errs = append(errs, fmt.Errorf("pause max %s is below pause min %s", c.PauseMax, c.PauseMin))
 	}
