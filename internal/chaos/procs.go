@@ -34,8 +34,16 @@ type proc struct {
 	exited  chan struct{} // closed when the current process has been waited for
 	state   *os.ProcessState
 	starts  int
-	stopped bool // a signal was sent on purpose; the exit is expected
+	started time.Time // when the current process was started
+	stopped bool      // a signal was sent on purpose; the exit is expected
 }
+
+// upBeforeTerm is how long a process has run before a graceful stop
+// (SIGTERM) is sent to it: a process signalled in its first milliseconds,
+// before its runtime has installed a handler, dies of the signal (exit 143)
+// without a chance to stop gracefully. An orchestrator does the same: a
+// rolling update stops the next instance only once the previous one is up.
+const upBeforeTerm = 2 * time.Second
 
 // start starts the process; the goroutine that waits for it exits when the
 // process does (its owner waits on exited).
@@ -61,7 +69,7 @@ func (p *proc) start(stdout io.Writer) error {
 		return fmt.Errorf("%s: start: %w", p.name, err)
 	}
 	exited := make(chan struct{})
-	p.cmd, p.exited, p.state, p.stopped = cmd, exited, nil, false
+	p.cmd, p.exited, p.state, p.stopped, p.started = cmd, exited, nil, false, time.Now()
 	go func() {
 		// Exits when the process does.
 		_ = cmd.Wait()
@@ -95,6 +103,14 @@ func (p *proc) signal(sig syscall.Signal) error {
 	}
 	p.stopped = true
 	return killGroup(p.cmd.Process.Pid, sig)
+}
+
+// untilUp is how much longer the current process must run to have been up
+// for d (zero or less once it has).
+func (p *proc) untilUp(d time.Duration) time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return d - time.Since(p.started)
 }
 
 // exitState returns how the last process ended and whether its end was
@@ -189,6 +205,12 @@ func (p *proc) keep(ctx context.Context, actions <-chan action, unexpected func(
 				return
 			}
 		case a := <-actions:
+			if a.sig == syscall.SIGTERM && !sleepCtx(ctx, p.untilUp(upBeforeTerm)) {
+				a.done <- actionResult{pid: pid}
+				_ = p.signal(syscall.SIGKILL)
+				<-exited
+				return
+			}
 			res := actionResult{pid: pid}
 			res.code, res.took, res.err = p.stop(a.sig, a.bound)
 			if a.final {
