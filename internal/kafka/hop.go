@@ -276,7 +276,7 @@ func NewHop(cfg HopConfig) (*Hop, error) {
 		kgo.ConsumeTopics(cfg.Topics...),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
-		kgo.SessionTimeout(cmp.Or(cfg.SessionTimeout, 10*time.Second)),
+		kgo.SessionTimeout(cmp.Or(cfg.SessionTimeout, kafkaconfig.DefaultSessionTimeout)),
 		kgo.HeartbeatInterval(time.Second),
 		kgo.RebalanceTimeout(30 * time.Second),
 		kgo.FetchMaxWait(500 * time.Millisecond),

@@ -1,11 +1,14 @@
 package kafka
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -47,9 +50,15 @@ func (h *Hop) endTransaction(ctx, bctx context.Context, b *Batch, perr error, en
 	// End resets the session's revocation flags: a revocation after this
 	// point flags the hop again.
 	revoked := h.sessFlagged.Swap(false)
-	committed, err := h.sess.End(b.commitContext(bctx), try)
+	ectx, cancel := context.WithTimeout(b.commitContext(bctx), h.endTimeout())
+	committed, err := h.sess.End(ectx, try)
+	cancel()
 	end(committed)
 	switch {
+	case err != nil && ectx.Err() != nil && bctx.Err() == nil:
+		// The client is in no state to go on after a cancelled End: Run
+		// builds a new one, whose InitProducerID aborts the transaction.
+		return fmt.Errorf("end transaction: not ended within %s (the group's session timeout), the client is rebuilt: %w", h.endTimeout(), errors.Join(err, prodErr))
 	case err != nil:
 		return fmt.Errorf("end transaction: %w", errors.Join(err, prodErr))
 	case allRejected(failed):
@@ -71,6 +80,18 @@ func (h *Hop) endTransaction(ctx, bctx context.Context, b *Batch, perr error, en
 		h.log.Info("transaction aborted: its offset commit failed (CONCURRENT_TRANSACTIONS right after the previous commit, or a coordinator moving); records will be consumed again", "group", h.cfg.Group)
 	}
 	return nil
+}
+
+// endTimeout bounds GroupTransactSession.End. End waits for a heartbeat
+// after its offset commit, and without a deadline it waits for ever when
+// the heartbeat loop cannot take it: seen on kfake when the member was
+// removed from its group (LeaveGroup) while it rejoined, and its JoinGroup
+// was never answered; End hung 37s, and its open transaction held the other
+// instance's restore (read_committed) until the broker's transaction
+// timeout, a 21s stall of every reply. A member that cannot end a
+// transaction within its session timeout has lost its partitions anyway.
+func (h *Hop) endTimeout() time.Duration {
+	return cmp.Or(h.cfg.SessionTimeout, kafkaconfig.DefaultSessionTimeout)
 }
 
 // endProduceOnly runs the transaction of a batch that consumed nothing (a
