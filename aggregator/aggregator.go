@@ -488,7 +488,7 @@ func (a *Aggregator) process(ctx context.Context, b *kafka.Batch) error {
 		// interrupted the restore): these records must not be committed
 		// without their state. Consume them again; the next poll has none
 		// of a revoked partition.
-		a.log.Debug("records of partitions without state; batch consumed again", "partitions", unowned)
+		a.log.Info("records of partitions without state; batch consumed again", "partitions", unowned)
 		return kafka.ErrAbort
 	}
 	if a.trouble.Swap(false) {

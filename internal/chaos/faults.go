@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
@@ -94,14 +95,30 @@ func fence(ctx context.Context, s *session, txnID string) error {
 // role instance (a static member names it), or, with dynamic members, one
 // member of the group: the broker cannot tell which process a dynamic
 // member is. It returns which member it removed.
+//
+// It waits (within ctx) until the group is Stable, every member joined:
+// kfake never answers the JoinGroup of a member removed while it rejoins
+// (Kafka answers it UNKNOWN_MEMBER_ID), which leaves that client waiting
+// 40s for its join and its group without it. A group still rebalancing
+// after 5s is kicked as it is.
 func kick(ctx context.Context, s *session, group, instance string) (string, error) {
-	gs, err := s.adm.DescribeGroups(ctx, group)
-	if err != nil {
-		return "", err
-	}
-	g := gs[group]
-	if g.Err != nil {
-		return "", g.Err
+	var g kadm.DescribedGroup
+	for settle := time.Now().Add(5 * time.Second); ; {
+		gs, err := s.adm.DescribeGroups(ctx, group)
+		if err != nil {
+			return "", err
+		}
+		if g = gs[group]; g.Err != nil {
+			return "", g.Err
+		}
+		if g.State == "Stable" || time.Now().After(settle) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 	if len(g.Members) == 0 {
 		return "", fmt.Errorf("group %s has no members (%s)", group, g.State)

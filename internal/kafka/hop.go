@@ -293,7 +293,7 @@ func NewHop(cfg HopConfig) (*Hop, error) {
 	// The callbacks also track the membership for readiness (Membership);
 	// kgo calls OnPartitionsAssigned after every join, even with nothing
 	// assigned.
-	opts = append(opts, kgo.OnPartitionsAssigned(h.assigned))
+	opts = append(opts, kgo.OnPartitionsAssigned(h.assigned), kgo.OnOffsetsFetched(h.offsetsFetched))
 	revoked := func(lost bool) func(context.Context, *kgo.Client, map[string][]int32) {
 		return func(ctx context.Context, cl *kgo.Client, rev map[string][]int32) {
 			if cfg.Guarantee == kafkaconfig.ExactlyOnce {

@@ -1,15 +1,18 @@
 package kafka
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // What the role owns, and revocations franz-go does not pass on.
@@ -98,6 +101,52 @@ func (h *Hop) assigned(ctx context.Context, cl *kgo.Client, as map[string][]int3
 	h.partitions.Add(countPartitions(as))
 	h.joined.Store(true)
 	h.rebalanceAt.Store(time.Now().UnixNano())
+}
+
+// offsetsFetched logs the committed offsets the client will consume newly
+// assigned partitions from, with their topic: where a partition starts
+// after a rebalance is the first thing to know when a record is consumed
+// twice or skipped.
+func (h *Hop) offsetsFetched(_ context.Context, _ *kgo.Client, resp *kmsg.OffsetFetchResponse) error {
+	for _, t := range fetchedOffsets(resp) {
+		h.log.Info("committed offsets fetched for assigned partitions", "group", h.cfg.Group, "topic", t.topic, "offsets", t.offsets)
+	}
+	return nil
+}
+
+type topicOffsets struct {
+	topic   string
+	offsets string // "partition:offset ...", -1 where none is committed
+}
+
+// fetchedOffsets lists an OffsetFetch response's offsets by topic
+// (versions before 8 and 8+ alike).
+func fetchedOffsets(resp *kmsg.OffsetFetchResponse) []topicOffsets {
+	var out []topicOffsets
+	add := func(topic string, parts []kmsg.OffsetFetchResponseTopicPartition) {
+		slices.SortFunc(parts, func(a, b kmsg.OffsetFetchResponseTopicPartition) int { return cmp.Compare(a.Partition, b.Partition) })
+		var b strings.Builder
+		for i, p := range parts {
+			if i > 0 {
+				b.WriteByte(' ')
+			}
+			fmt.Fprintf(&b, "%d:%d", p.Partition, p.Offset)
+		}
+		out = append(out, topicOffsets{topic, b.String()})
+	}
+	for _, t := range resp.Topics {
+		add(t.Topic, slices.Clone(t.Partitions))
+	}
+	for _, g := range resp.Groups {
+		for _, t := range g.Topics {
+			parts := make([]kmsg.OffsetFetchResponseTopicPartition, len(t.Partitions))
+			for i, p := range t.Partitions {
+				parts[i] = kmsg.OffsetFetchResponseTopicPartition{Partition: p.Partition, Offset: p.Offset}
+			}
+			add(t.Topic, parts)
+		}
+	}
+	return out
 }
 
 // revoke hands rev to the role's OnRevoked (under exactly-once after the

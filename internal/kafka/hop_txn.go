@@ -55,7 +55,7 @@ func (h *Hop) endTransaction(ctx, bctx context.Context, b *Batch, perr error, en
 	cancel()
 	end(committed)
 	switch {
-	case err != nil && ectx.Err() != nil && bctx.Err() == nil:
+	case err != nil && errors.Is(ectx.Err(), context.DeadlineExceeded) && bctx.Err() == nil:
 		// The client is in no state to go on after a cancelled End: Run
 		// builds a new one, whose InitProducerID aborts the transaction.
 		return fmt.Errorf("end transaction: not ended within %s (the group's session timeout), the client is rebuilt: %w", h.endTimeout(), errors.Join(err, prodErr))
