@@ -326,6 +326,12 @@ func New(cfg Config) (*Aggregator, error) {
 	}
 	a.obs = obs
 	a.m = newMachine(cfg.LateWindow, a.mergeFor)
+	// Under at-least-once the offsets are committed once per interval, and
+	// a crash consumes again everything since: the changelog of the
+	// requests need only be written then, folding what the interval's
+	// batches did to each request into one record (or none, for a request
+	// opened and completed within it).
+	a.m.perInterval = cfg.Guarantee == kafkaconfig.AtLeastOnce && cfg.OffsetCommitInterval > 0
 	hcfg := kafka.HopConfig{
 		Client:          cfg.Client,
 		Group:           cfg.Group,
@@ -555,7 +561,9 @@ func (a *Aggregator) process(ctx context.Context, b *kafka.Batch) error {
 	}
 	clear(m.out)
 	m.out = m.out[:0]
-	if err := m.changelog(); err != nil {
+	if m.perInterval && !b.StateDue() {
+		b.HoldState()
+	} else if err := m.changelog(); err != nil {
 		return err
 	}
 	a.produceChangelog(b)

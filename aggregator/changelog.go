@@ -148,27 +148,55 @@ func heldOffset(h heldResult) int64 {
 // changes in the state (the done-lists, what each request has in the
 // changelog) is undone with the batch.
 func (m *machine) changelog() error {
+	changed := m.reqUndo
+	if m.perInterval {
+		changed = m.intervalChanges()
+		m.flushing = true
+	}
 	var errs []error
 	// Done-lists first, so that on a partition a request's completion comes
 	// before the deletion of its open entry.
-	for i := range m.reqUndo {
-		if u := &m.reqUndo[i]; completed(u) && !slices.Contains(m.listParts, u.ps) {
+	for i := range changed {
+		if u := &changed[i]; completed(u) && !slices.Contains(m.listParts, u.ps) {
 			m.listParts = append(m.listParts, u.ps)
 		}
 	}
 	for _, ps := range m.listParts {
-		if err := m.logDone(ps); err != nil {
+		if err := m.logDone(ps, changed); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	clear(m.listParts)
 	m.listParts = m.listParts[:0]
-	for i := range m.reqUndo {
-		if err := m.logRequest(&m.reqUndo[i]); err != nil {
+	for i := range changed {
+		if err := m.logRequest(&changed[i]); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// intervalChanges returns the interval log (machine.perInterval) less the
+// requests of partitions no longer held as they were (revoked, lost, or
+// restored again: the next owner, or the restore, has their state), and
+// puts every request still in its partition in the batch's undo log: the
+// changelog marks them (logged, list), which an abort of the batch must
+// undo. A request that left its partition in an earlier batch of the
+// interval is not put there: an abort would bring it back.
+func (m *machine) intervalChanges() []reqUndo {
+	live := m.ivlLive[:0]
+	for i := range m.ivl {
+		u := m.ivl[i]
+		if m.parts[u.ps.partition] != u.ps {
+			continue
+		}
+		if u.ps.reqs[u.id] == u.r {
+			m.touch(u.ps, u.r)
+		}
+		live = append(live, u)
+	}
+	m.ivlLive = live
+	return live
 }
 
 // completed reports whether the batch completed the request of u.
@@ -182,7 +210,7 @@ const maxListed = 2000
 
 // logDone writes the done-lists of partition ps: the requests the batch
 // completed there.
-func (m *machine) logDone(ps *partitionState) error {
+func (m *machine) logDone(ps *partitionState, changed []reqUndo) error {
 	var completedAt, forgetAt int64
 	flush := func() error {
 		if len(m.doneReqs) == 0 {
@@ -207,8 +235,8 @@ func (m *machine) logDone(ps *partitionState) error {
 		}
 		return nil
 	}
-	for i := range m.reqUndo {
-		u := &m.reqUndo[i]
+	for i := range changed {
+		u := &changed[i]
 		if u.ps != ps || !completed(u) {
 			continue
 		}

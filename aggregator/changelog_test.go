@@ -607,3 +607,90 @@ func TestRestoreV2Changelog(t *testing.T) {
 		t.Fatalf("%d requests and %d changelog entries left: %q", len(h.ps.reqs), len(h.log[0]), slices.Collect(maps.Keys(h.log[0])))
 	}
 }
+
+// TestChangelogPerInterval: with machine.perInterval (at-least-once, an
+// offset commit interval) the changelog is written only in the batches
+// that end an interval, and holds then what the interval's batches did,
+// folded: a request opened and completed within one interval writes only
+// its line of a done-list. A batch aborted within the interval is undone
+// in the interval's log too. After every written interval, rebuilding from
+// the changelog gives back the machine's state.
+func TestChangelogPerInterval(t *testing.T) {
+	const n = 50
+	parts := []string{"a", "b", "c", "d", "e", "f", "g", "h"}
+	id := func(i int) string { return fmt.Sprintf("r%d", i) }
+	batches := []func(h *harness){
+		func(h *harness) {
+			for i := range n {
+				h.m.manifest(h.ps, h.now, h.mf(id(i), time.Second, parts), h.src(id(i)))
+				h.feed(ok(id(i), parts[0], "1"))
+			}
+		},
+		func(h *harness) {
+			for i := range n {
+				for _, p := range parts[1:4] {
+					h.feed(ok(id(i), p, "1"))
+				}
+			}
+		},
+		func(h *harness) {
+			for i := range n {
+				for _, p := range parts[4:7] {
+					h.feed(ok(id(i), p, "1"))
+				}
+			}
+		},
+		func(h *harness) {
+			for i := range n {
+				h.feed(ok(id(i), parts[7], "1"))
+			}
+		},
+	}
+	tests := []struct {
+		name    string
+		flushes []bool // after each batch of batches
+		abort   int    // the batch aborted once and applied again, -1 none
+		want    float64
+	}{
+		{"one interval", []bool{false, false, false, true}, -1, 2.0 / n},
+		{"two intervals", []bool{false, true, false, true}, -1, 2 + 2.0/n},
+		{"every batch", []bool{true, true, true, true}, -1, 4 + 2.0/n},
+		{"a batch aborted within the interval", []bool{false, false, false, true}, 1, 2.0 / n},
+		{"the first batch aborted", []bool{false, true, false, true}, 0, 2 + 2.0/n},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t)
+			h.m.perInterval = true
+			records := 0
+			step := func(f func(h *harness), flush bool) {
+				f(h)
+				if flush {
+					h.writeChangelog()
+					records += len(h.m.log.recs)
+				}
+				h.m.commit()
+				h.m.out = h.m.out[:0]
+				if flush {
+					h.checkChangelog()
+				}
+			}
+			for i, b := range batches {
+				if i == tt.abort {
+					b(h)
+					h.m.abort(0)
+					h.m.out = h.m.out[:0]
+				}
+				step(b, tt.flushes[i])
+			}
+			// Forget them all.
+			step(func(h *harness) { h.now = h.now.Add(time.Hour); h.m.tick(h.now) }, true)
+			if len(h.ps.reqs) != 0 || len(h.log[0]) != 0 || len(h.m.ivl) != 0 {
+				t.Fatalf("%d requests, %d changelog entries, %d interval log entries left", len(h.ps.reqs), len(h.log[0]), len(h.m.ivl))
+			}
+			if got := float64(records) / n; got != tt.want {
+				t.Fatalf("%.2f changelog records per request, want %.2f", got, tt.want)
+			}
+		})
+	}
+}

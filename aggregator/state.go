@@ -105,8 +105,9 @@ type request struct {
 	hedge *hedgeState
 	// Orphans only.
 	held []heldResult
-	// seq is the batch in which the undo log last saved this request.
-	seq uint64
+	// seq is the batch in which the undo log last saved this request;
+	// iseq the interval in which the interval log did (machine.perInterval).
+	seq, iseq uint64
 	// What the changelog holds of the request (changelog.go). logged: an
 	// entry under its id (its open entry, or a done entry that release v2
 	// wrote); legacy: per-part entries that release v2 wrote; list: the
@@ -317,12 +318,25 @@ type machine struct {
 	parts      map[int32]*partitionState
 	hedging    *hedger
 
-	seq      uint64 // the batch in flight
-	reqUndo  []reqUndo
-	slotUndo []slotUndo
-	partUndo []partUndo
-	listUndo []listUndo
-	delta    counters
+	seq     uint64 // the batch in flight
+	reqUndo []reqUndo
+	// perInterval: the changelog of the requests is written once per interval,
+	// not per batch (at-least-once with an offset commit interval; see
+	// Aggregator.process). ivl then saves each request as it was before
+	// the interval first changed it, as the undo log does for a batch;
+	// ivlSeq is the interval, ivlMark the length of ivl before the batch in
+	// flight (an abort drops what the batch added), and flushing says the
+	// batch in flight writes the interval's changelog.
+	perInterval bool
+	ivl         []reqUndo
+	ivlLive     []reqUndo // scratch of intervalChanges
+	ivlSeq      uint64
+	ivlMark     int
+	flushing    bool
+	slotUndo    []slotUndo
+	partUndo    []partUndo
+	listUndo    []listUndo
+	delta       counters
 
 	out []output
 	// log is the changelog of the batch in flight, written by changelog
@@ -414,6 +428,7 @@ func newMachine(lateWindow time.Duration, mergeFor func(schemas.Route) Merge) *m
 		parts:      map[int32]*partitionState{},
 		hedging:    newHedger(),
 		seq:        1,
+		ivlSeq:     1,
 	}
 }
 
@@ -436,6 +451,11 @@ func (m *machine) revoke(p int32) { delete(m.parts, p) }
 func (m *machine) commit() counters {
 	d := m.delta
 	m.hedging.commit()
+	if m.flushing {
+		clear(m.ivl)
+		m.ivl = m.ivl[:0]
+		m.ivlSeq++
+	}
 	m.endBatch()
 	return d
 }
@@ -485,6 +505,10 @@ func (m *machine) abort(holdUntil int64) {
 		}
 	}
 	m.hedging.abort()
+	// What the batch added to the interval log it also undid (a request it
+	// created is gone; one it changed has its iseq back).
+	clear(m.ivl[m.ivlMark:])
+	m.ivl = m.ivl[:m.ivlMark]
 	m.endBatch()
 }
 
@@ -498,6 +522,9 @@ func (m *machine) endBatch() {
 	m.seq++
 	m.log.reset()
 	m.read = m.read[:0]
+	m.ivlMark, m.flushing = len(m.ivl), false
+	clear(m.ivlLive)
+	m.ivlLive = m.ivlLive[:0]
 }
 
 // dirty reports whether the batch in flight changed anything.
@@ -526,6 +553,11 @@ func (m *machine) touch(ps *partitionState, r *request) {
 	}
 	m.reqUndo = append(m.reqUndo, reqUndo{ps: ps, id: r.id, r: r, existed: true, saved: *r})
 	r.seq = m.seq
+	// After the undo log's copy, so that an abort gives back the iseq too.
+	if m.perInterval && r.iseq != m.ivlSeq {
+		m.ivl = append(m.ivl, reqUndo{ps: ps, id: r.id, r: r, existed: true, saved: *r})
+		r.iseq = m.ivlSeq
+	}
 }
 
 func (m *machine) touchPartition(ps *partitionState) {
@@ -541,6 +573,10 @@ func (m *machine) create(ps *partitionState, id schemas.CorrelationID) *request 
 	m.touchPartition(ps)
 	r := &request{id: id, seq: m.seq}
 	m.reqUndo = append(m.reqUndo, reqUndo{ps: ps, id: id, r: r})
+	if m.perInterval {
+		m.ivl = append(m.ivl, reqUndo{ps: ps, id: id, r: r})
+		r.iseq = m.ivlSeq
+	}
 	ps.reqs[id] = r
 	return r
 }

@@ -259,6 +259,11 @@ type Hop struct {
 	ackedMu    sync.Mutex
 	acked      map[string]map[int32]kgo.EpochOffset
 	lastCommit time.Time
+	// holding: a batch since the last commit held its state
+	// (Batch.HoldState); process and ended are Run's, for flushHeld.
+	holding atomic.Bool
+	process ProcessFunc
+	ended   EndFunc
 }
 
 // NewHop builds the hop's client and joins nothing yet: the group is joined
@@ -404,6 +409,7 @@ func (h *Hop) Run(ctx context.Context, process ProcessFunc, end EndFunc) (err er
 		}
 		end(committed)
 	}
+	h.process, h.ended = process, ended
 	for {
 		if ctx.Err() != nil {
 			if h.cfg.FinalBatch {
@@ -542,12 +548,15 @@ func (h *Hop) runBatch(ctx context.Context, fetches kgo.Fetches, process Process
 	bctx, cancel := drainContext(ctx, h.cfg.DrainTimeout)
 	defer cancel()
 
-	b := &Batch{Fetches: fetches}
+	b := &Batch{Fetches: fetches, stateDue: h.stateDue(ctx.Err() != nil)}
 	perr := process(bctx, b)
 	// A flagged session must see End (see Hop.sessFlagged): the batch
 	// takes the transaction's full path even with nothing to commit.
 	flagged := h.sess != nil && h.sessFlagged.Load()
 	if !flagged && perr == nil && len(b.out) == 0 && len(b.state) == 0 && !b.committing() && (fetches.NumRecords() == 0 || b.deferred) {
+		if b.held {
+			h.holding.Store(true)
+		}
 		return nil
 	}
 	if idle && !b.committing() && !flagged {

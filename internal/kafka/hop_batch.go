@@ -25,6 +25,37 @@ type Batch struct {
 	state    []*kgo.Record
 	commits  map[string]map[int32]CommitOffset
 	deferred bool
+	// stateDue: the hop commits offsets after this batch (StateDue); held:
+	// the role kept its state changes (HoldState).
+	stateDue, held bool
+}
+
+// StateDue reports whether the hop commits offsets after this batch: under
+// exactly-once every batch; under at-least-once with
+// HopConfig.CommitInterval the first batch past the interval, and the batch
+// the hop runs before a revocation or when Run ends (a flush: no records).
+// A role that holds its state changes between commits (HoldState) writes
+// them all in such a batch.
+func (b *Batch) StateDue() bool { return b.stateDue }
+
+// HoldState says the role kept this batch's state changes in memory
+// instead of writing them (ProduceState): they go out with a later batch
+// whose StateDue is true. Until then the hop commits none of the offsets
+// polled since the last commit, so that after a crash the next owner
+// consumes again everything whose state was not written. The hop then also
+// runs a flush batch (no records, StateDue true) before it commits at a
+// revocation and when Run ends. Under exactly-once StateDue is always true
+// and HoldState must not be called. Safe for concurrent use.
+func (b *Batch) HoldState() {
+	b.mu.Lock()
+	b.held = true
+	b.mu.Unlock()
+}
+
+func (b *Batch) holding() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.held
 }
 
 // Defer says the batch has nothing to commit now: its records stay in

@@ -161,6 +161,7 @@ func (e *processError) Unwrap() error { return e.err }
 // once rather than after the session timeout.
 func (h *Hop) close(ctx context.Context) {
 	if h.sess == nil && h.cfg.CommitInterval > 0 && !h.isAbandoned() {
+		h.flushHeld(ctx)
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), revokeCommitTimeout)
 		if err := h.commitAcked(cctx); err != nil {
 			h.log.Warn("last commit failed; the next owner consumes those records again", "group", h.cfg.Group, "err", err)

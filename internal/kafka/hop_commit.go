@@ -51,10 +51,18 @@ func (h *Hop) commitAfterProduce(ctx, bctx context.Context, b *Batch, perr error
 		}
 	}
 	if h.cfg.CommitInterval > 0 && !b.committing() {
+		if b.holding() {
+			// The role's state for these records is not written yet: their
+			// offsets wait for the batch that writes it.
+			h.holding.Store(true)
+			end(true)
+			return nil
+		}
 		h.ackedMu.Lock()
 		h.acked = mergeOffsets(h.acked, h.cl.UncommittedOffsets())
-		due := time.Since(h.lastCommit) >= h.cfg.CommitInterval
+		due := b.stateDue || time.Since(h.lastCommit) >= h.cfg.CommitInterval
 		h.ackedMu.Unlock()
+		h.holding.Store(false)
 		if due {
 			if err := h.commitAcked(bctx); err != nil {
 				end(false)
@@ -89,11 +97,41 @@ func (h *Hop) commitAcked(ctx context.Context) error {
 	return nil
 }
 
+// stateDue reports whether a batch about to run is followed by an offset
+// commit (Batch.StateDue); final: Run's last.
+func (h *Hop) stateDue(final bool) bool {
+	if h.sess != nil || h.cfg.CommitInterval <= 0 || final {
+		return true
+	}
+	h.ackedMu.Lock()
+	defer h.ackedMu.Unlock()
+	return time.Since(h.lastCommit) >= h.cfg.CommitInterval
+}
+
+// flushHeld runs a batch with no records and StateDue, for a role that
+// holds state (Batch.HoldState) since the last commit, so that it writes
+// that state before the offsets are committed at a revocation or at Run's
+// end. It runs only between batches (Run's goroutine, or a revocation,
+// which BlockRebalanceOnPoll keeps out of batches). A flush that fails
+// leaves the offsets uncommitted: the next owner consumes them again.
+func (h *Hop) flushHeld(ctx context.Context) {
+	if !h.holding.Load() || h.process == nil {
+		return
+	}
+	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), revokeCommitTimeout)
+	defer cancel()
+	b := &Batch{stateDue: true}
+	if err := h.commitAfterProduce(ctx, bctx, b, h.process(bctx, b), h.ended); err != nil {
+		h.log.Warn("writing the held state before a commit failed; the next owner consumes those records again", "group", h.cfg.Group, "err", err)
+	}
+}
+
 // commitBeforeRevoke commits the acknowledged offsets before partitions go
 // to another member, so that it does not consume them again; a lost
 // session cannot commit, and its offsets are dropped (consumed again).
 func (h *Hop) commitBeforeRevoke(ctx context.Context, lost bool) {
 	if !lost {
+		h.flushHeld(ctx)
 		// Bounded: a commit can hang while the group rejoins (seen at the
 		// close of a member the coordinator had removed), and the close
 		// must end within the stop bound.

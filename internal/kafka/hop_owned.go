@@ -119,8 +119,9 @@ type topicOffsets struct {
 	offsets string // "partition:offset ...", -1 where none is committed
 }
 
-// fetchedOffsets lists an OffsetFetch response's offsets by topic
-// (versions before 8 and 8+ alike).
+// fetchedOffsets lists an OffsetFetch response's offsets by topic: of its
+// group (version 8+; kgo may fill the top-level topics as well), or of its
+// top-level topics (before 8).
 func fetchedOffsets(resp *kmsg.OffsetFetchResponse) []topicOffsets {
 	var out []topicOffsets
 	add := func(topic string, parts []kmsg.OffsetFetchResponseTopicPartition) {
@@ -134,8 +135,10 @@ func fetchedOffsets(resp *kmsg.OffsetFetchResponse) []topicOffsets {
 		}
 		out = append(out, topicOffsets{topic, b.String()})
 	}
-	for _, t := range resp.Topics {
-		add(t.Topic, slices.Clone(t.Partitions))
+	if len(resp.Groups) == 0 {
+		for _, t := range resp.Topics {
+			add(t.Topic, slices.Clone(t.Partitions))
+		}
 	}
 	for _, g := range resp.Groups {
 		for _, t := range g.Topics {
