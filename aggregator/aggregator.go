@@ -562,6 +562,9 @@ func (a *Aggregator) process(ctx context.Context, b *kafka.Batch) error {
 	clear(m.out)
 	m.out = m.out[:0]
 	if m.perInterval && !b.StateDue() {
+		if err := m.completions(); err != nil {
+			return err
+		}
 		b.HoldState()
 	} else if err := m.changelog(); err != nil {
 		return err

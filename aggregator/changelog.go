@@ -153,6 +153,44 @@ func (m *machine) changelog() error {
 		changed = m.intervalChanges()
 		m.flushing = true
 	}
+	return m.write(changed)
+}
+
+// completions writes, in a batch that does not end its interval
+// (machine.perInterval), what the batch completed: their lines of a
+// done-list, and the deletion of what the changelog held of them (an open
+// entry written at an earlier interval's end, held results). A reply is
+// not written again after a crash only if its completion is in the
+// changelog when the offsets are committed; written here, right after the
+// reply, a crash between the two replays the batch as before this change,
+// not the whole interval. Each request's interval log entry then takes its
+// state now, so that the interval's end writes nothing more of it.
+func (m *machine) completions() error {
+	done := m.ivlLive[:0]
+	for i := range m.reqUndo {
+		if u := m.reqUndo[i]; completed(&u) {
+			done = append(done, u)
+		}
+	}
+	m.ivlLive = done
+	if len(done) == 0 {
+		return nil
+	}
+	err := m.write(done)
+	for i := range done {
+		r := done[i].r
+		if r.iseq != m.ivlSeq {
+			continue
+		}
+		m.ivlUndo = append(m.ivlUndo, ivlUndo{at: r.ivlAt, was: m.ivl[r.ivlAt]})
+		m.ivl[r.ivlAt] = reqUndo{ps: done[i].ps, id: r.id, r: r, existed: true, saved: *r}
+	}
+	return err
+}
+
+// write writes the changelog of the requests of changed, each as its entry
+// saved it and as it is now.
+func (m *machine) write(changed []reqUndo) error {
 	var errs []error
 	// Done-lists first, so that on a partition a request's completion comes
 	// before the deletion of its open entry.

@@ -23,7 +23,13 @@ import (
 // writeChangelog writes the changelog of the batch in flight into h.log.
 func (h *harness) writeChangelog() {
 	h.t.Helper()
-	if err := h.m.changelog(); err != nil {
+	h.writeWith(h.m.changelog)
+}
+
+// writeWith writes into h.log what write puts in the batch's changelog.
+func (h *harness) writeWith(write func() error) {
+	h.t.Helper()
+	if err := write(); err != nil {
 		h.t.Fatalf("changelog: %v", err)
 	}
 	for _, r := range h.m.log.recs {
@@ -92,6 +98,24 @@ func (h *harness) checkChangelog() {
 			h.t.Fatalf("partition %d rebuilt from its changelog differs:\n machine:\n%s\n rebuilt:\n%s", p, want, have)
 		}
 		checkTimers(h.t, &machine{parts: map[int32]*partitionState{p: got}})
+	}
+}
+
+// checkCompletions checks, between the ends of intervals
+// (machine.perInterval), that every request done in memory is done in the
+// changelog: a restore must not answer it again.
+func (h *harness) checkCompletions() {
+	h.t.Helper()
+	for p, ps := range h.m.parts {
+		got, _, problems := h.m.rebuild(p, h.log[p], "results")
+		if problems != nil {
+			h.t.Fatalf("partition %d: rebuild: %v", p, problems)
+		}
+		for id, r := range ps.reqs {
+			if g := got.reqs[id]; r.phase == phaseDone && (g == nil || g.phase != phaseDone) {
+				h.t.Fatalf("partition %d: %s is done, but not in its changelog (%v)", p, id, g)
+			}
+		}
 	}
 }
 
@@ -657,6 +681,11 @@ func TestChangelogPerInterval(t *testing.T) {
 		{"every batch", []bool{true, true, true, true}, -1, 4 + 2.0/n},
 		{"a batch aborted within the interval", []bool{false, false, false, true}, 1, 2.0 / n},
 		{"the first batch aborted", []bool{false, true, false, true}, 0, 2 + 2.0/n},
+		// Completions are written in the batch that completes, whether or
+		// not it ends an interval (a crash must not answer them again).
+		{"completed between interval ends", []bool{false, true, false, false}, -1, 2 + 2.0/n},
+		{"a completing batch aborted", []bool{false, true, false, false}, 3, 2 + 2.0/n},
+		{"completed within one interval, not at its end", []bool{false, false, false, false}, -1, 2.0 / n},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -667,12 +696,16 @@ func TestChangelogPerInterval(t *testing.T) {
 				f(h)
 				if flush {
 					h.writeChangelog()
-					records += len(h.m.log.recs)
+				} else {
+					h.writeWith(h.m.completions)
 				}
+				records += len(h.m.log.recs)
 				h.m.commit()
 				h.m.out = h.m.out[:0]
 				if flush {
 					h.checkChangelog()
+				} else {
+					h.checkCompletions()
 				}
 			}
 			for i, b := range batches {

@@ -108,6 +108,8 @@ type request struct {
 	// seq is the batch in which the undo log last saved this request;
 	// iseq the interval in which the interval log did (machine.perInterval).
 	seq, iseq uint64
+	// ivlAt is the request's index in machine.ivl in interval iseq.
+	ivlAt int
 	// What the changelog holds of the request (changelog.go). logged: an
 	// entry under its id (its open entry, or a done entry that release v2
 	// wrote); legacy: per-part entries that release v2 wrote; list: the
@@ -298,6 +300,11 @@ type (
 		ps *partitionState
 		g  gauges
 	}
+	// ivlUndo puts back an interval log entry at index at.
+	ivlUndo struct {
+		at  int
+		was reqUndo
+	}
 	// listUndo undoes a change to ps.lists made by the batch's changelog:
 	// a list created (ps.nextList was seq), or one whose count was n.
 	listUndo struct {
@@ -329,7 +336,10 @@ type machine struct {
 	// batch in flight writes the interval's changelog.
 	perInterval bool
 	ivl         []reqUndo
-	ivlLive     []reqUndo // scratch of intervalChanges
+	ivlLive     []reqUndo // scratch of intervalChanges and completions
+	// ivlUndo saves the interval log entries the batch in flight replaced
+	// (completions), for an abort.
+	ivlUndo []ivlUndo
 	ivlSeq      uint64
 	ivlMark     int
 	flushing    bool
@@ -506,7 +516,13 @@ func (m *machine) abort(holdUntil int64) {
 	}
 	m.hedging.abort()
 	// What the batch added to the interval log it also undid (a request it
-	// created is gone; one it changed has its iseq back).
+	// created is gone; one it changed has its iseq back), and what it
+	// replaced there is put back.
+	for i := len(m.ivlUndo) - 1; i >= 0; i-- {
+		if u := m.ivlUndo[i]; u.at < m.ivlMark {
+			m.ivl[u.at] = u.was
+		}
+	}
 	clear(m.ivl[m.ivlMark:])
 	m.ivl = m.ivl[:m.ivlMark]
 	m.endBatch()
@@ -525,6 +541,8 @@ func (m *machine) endBatch() {
 	m.ivlMark, m.flushing = len(m.ivl), false
 	clear(m.ivlLive)
 	m.ivlLive = m.ivlLive[:0]
+	clear(m.ivlUndo)
+	m.ivlUndo = m.ivlUndo[:0]
 }
 
 // dirty reports whether the batch in flight changed anything.
@@ -556,7 +574,7 @@ func (m *machine) touch(ps *partitionState, r *request) {
 	// After the undo log's copy, so that an abort gives back the iseq too.
 	if m.perInterval && r.iseq != m.ivlSeq {
 		m.ivl = append(m.ivl, reqUndo{ps: ps, id: r.id, r: r, existed: true, saved: *r})
-		r.iseq = m.ivlSeq
+		r.iseq, r.ivlAt = m.ivlSeq, len(m.ivl)-1
 	}
 }
 
@@ -575,7 +593,7 @@ func (m *machine) create(ps *partitionState, id schemas.CorrelationID) *request 
 	m.reqUndo = append(m.reqUndo, reqUndo{ps: ps, id: id, r: r})
 	if m.perInterval {
 		m.ivl = append(m.ivl, reqUndo{ps: ps, id: id, r: r})
-		r.iseq = m.ivlSeq
+		r.iseq, r.ivlAt = m.ivlSeq, len(m.ivl)-1
 	}
 	ps.reqs[id] = r
 	return r
