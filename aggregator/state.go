@@ -339,14 +339,14 @@ type machine struct {
 	ivlLive     []reqUndo // scratch of intervalChanges and completions
 	// ivlUndo saves the interval log entries the batch in flight replaced
 	// (completions), for an abort.
-	ivlUndo []ivlUndo
-	ivlSeq      uint64
-	ivlMark     int
-	flushing    bool
-	slotUndo    []slotUndo
-	partUndo    []partUndo
-	listUndo    []listUndo
-	delta       counters
+	ivlUndo  []ivlUndo
+	ivlSeq   uint64
+	ivlMark  int
+	flushing bool
+	slotUndo []slotUndo
+	partUndo []partUndo
+	listUndo []listUndo
+	delta    counters
 
 	out []output
 	// log is the changelog of the batch in flight, written by changelog
