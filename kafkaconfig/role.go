@@ -38,7 +38,9 @@ type Role struct {
 	// after the last commit leaves its offsets to the next one (the first
 	// batch past the interval, a revocation, or the end of Run), which
 	// saves a round trip per batch; a crash consumes up to that much again,
-	// which at-least-once allows. Zero takes DefaultOffsetCommitInterval;
+	// which at-least-once allows. The aggregator also writes the changelog
+	// of its open requests once per interval (what it completes, in every
+	// batch). Zero takes DefaultOffsetCommitInterval;
 	// negative commits after every batch. Exactly-once commits offsets in
 	// each batch's transaction and ignores it.
 	OffsetCommitInterval time.Duration

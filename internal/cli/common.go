@@ -50,7 +50,7 @@ func (c *common) register(fs *flag.FlagSet, withBrokers bool) {
 	fs.StringVar(&c.guarantee, "guarantee", string(kafkaconfig.ExactlyOnce), "exactly-once (Kafka transactions) or at-least-once")
 	fs.StringVar(&c.instanceID, "instance-id", "", "stable name of this instance, part of its transactional id; default hostname-pid")
 	fs.DurationVar(&c.sessionTimeout, "session-timeout", kafkaconfig.DefaultSessionTimeout, "how long the consumer group waits for an instance that stopped heartbeating (crashed) before its partitions go to the others; the broker allows 6s to 30m by default")
-	fs.DurationVar(&c.commitInterval, "offset-commit-interval", kafkaconfig.DefaultOffsetCommitInterval, "at-least-once: least time between two offset commits (a crash consumes up to that much again); 0 or negative: after every batch")
+	fs.DurationVar(&c.commitInterval, "offset-commit-interval", kafkaconfig.DefaultOffsetCommitInterval, "at-least-once: least time between two offset commits (a crash consumes up to that much again; the aggregator writes its open requests' state once per interval); 0 or negative: after every batch")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")
 	fs.StringVar(&c.kafkaLogLevel, "kafka-log-level", "warn", "level of the Kafka client's own logs: debug, info, warn, error or none")
