@@ -87,13 +87,15 @@ func New(cfg Config, h Handler) (*Processor, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("processor config: %w", err)
 	}
-	log := cfg.Logger.With("role", "processor", "route", cfg.Route, "group", cfg.Group, "instance", cfg.InstanceID)
+	// The hop names the group in its own lines: its logger must not.
+	hopLog := cfg.Logger.With("role", "processor", "route", cfg.Route, "instance", cfg.InstanceID)
 	if cfg.Recipient != "" {
-		log = log.With("recipient", cfg.Recipient)
+		hopLog = hopLog.With("recipient", cfg.Recipient)
 	}
+	log := hopLog.With("group", cfg.Group)
 	p := &Processor{cfg: cfg, log: log, run: newRunner(&cfg, h, log)}
 	hc := cfg.hopConfig()
-	hc.Logger = log
+	hc.Logger = hopLog
 	if cfg.Concurrency > 1 {
 		p.pl = newPipeline(p)
 		hc.Wake, hc.OnAssigned, hc.OnRevoked, hc.FinalBatch = p.pl.wake, p.pl.assigned, p.pl.revoked, true
