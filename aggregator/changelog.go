@@ -168,8 +168,8 @@ func (m *machine) changelog() error {
 func (m *machine) completions() error {
 	done := m.ivlLive[:0]
 	for i := range m.reqUndo {
-		if u := m.reqUndo[i]; completed(&u) {
-			done = append(done, u)
+		if u := &m.reqUndo[i]; completed(u) {
+			done = append(done, *u)
 		}
 	}
 	m.ivlLive = done
@@ -224,14 +224,14 @@ func (m *machine) write(changed []reqUndo) error {
 func (m *machine) intervalChanges() []reqUndo {
 	live := m.ivlLive[:0]
 	for i := range m.ivl {
-		u := m.ivl[i]
+		u := &m.ivl[i]
 		if m.parts[u.ps.partition] != u.ps {
 			continue
 		}
 		if u.ps.reqs[u.id] == u.r {
 			m.touch(u.ps, u.r)
 		}
-		live = append(live, u)
+		live = append(live, *u)
 	}
 	m.ivlLive = live
 	return live

@@ -554,7 +554,7 @@ func (h *Hop) runBatch(ctx context.Context, fetches kgo.Fetches, process Process
 	// takes the transaction's full path even with nothing to commit.
 	flagged := h.sess != nil && h.sessFlagged.Load()
 	if !flagged && perr == nil && len(b.out) == 0 && len(b.state) == 0 && !b.committing() && (fetches.NumRecords() == 0 || b.deferred) {
-		if b.held {
+		if b.holding() {
 			h.holding.Store(true)
 		}
 		return nil

@@ -50,7 +50,8 @@ func (h *Hop) endTransaction(ctx, bctx context.Context, b *Batch, perr error, en
 	// End resets the session's revocation flags: a revocation after this
 	// point flags the hop again.
 	revoked := h.sessFlagged.Swap(false)
-	ectx, cancel := context.WithTimeout(b.commitContext(bctx), h.endTimeout())
+	bound := h.endTimeout()
+	ectx, cancel := context.WithTimeout(b.commitContext(bctx), bound)
 	committed, err := h.sess.End(ectx, try)
 	cancel()
 	end(committed)
@@ -58,7 +59,7 @@ func (h *Hop) endTransaction(ctx, bctx context.Context, b *Batch, perr error, en
 	case err != nil && errors.Is(ectx.Err(), context.DeadlineExceeded) && bctx.Err() == nil:
 		// The client is in no state to go on after a cancelled End: Run
 		// builds a new one, whose InitProducerID aborts the transaction.
-		return fmt.Errorf("end transaction: not ended within %s (the group's session timeout), the client is rebuilt: %w", h.endTimeout(), errors.Join(err, prodErr))
+		return fmt.Errorf("end transaction: not ended within %s (the group's session timeout), the client is rebuilt: %w", bound, errors.Join(err, prodErr))
 	case err != nil:
 		return fmt.Errorf("end transaction: %w", errors.Join(err, prodErr))
 	case allRejected(failed):
