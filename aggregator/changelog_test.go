@@ -400,33 +400,7 @@ func TestChangelogRecordsPerRequest(t *testing.T) {
 				}
 			},
 		}, 2 + 2.0/n}, // the open entry, its tombstone
-		{"parts over four batches", []func(h *harness){
-			func(h *harness) {
-				for i := range n {
-					h.m.manifest(h.ps, h.now, h.mf(id(i), time.Second, parts), h.src(id(i)))
-					h.feed(ok(id(i), parts[0], "1"))
-				}
-			},
-			func(h *harness) {
-				for i := range n {
-					for _, p := range parts[1:4] {
-						h.feed(ok(id(i), p, "1"))
-					}
-				}
-			},
-			func(h *harness) {
-				for i := range n {
-					for _, p := range parts[4:7] {
-						h.feed(ok(id(i), p, "1"))
-					}
-				}
-			},
-			func(h *harness) {
-				for i := range n {
-					h.feed(ok(id(i), parts[7], "1"))
-				}
-			},
-		}, 4 + 2.0/n}, // three versions of the open entry, its tombstone
+		{"parts over four batches", partsOverFourBatches(n, parts, id), 4 + 2.0/n}, // three versions of the open entry, its tombstone
 		{"expire at the deadline", []func(h *harness){
 			func(h *harness) {
 				for i := range n {
@@ -632,6 +606,25 @@ func TestRestoreV2Changelog(t *testing.T) {
 	}
 }
 
+// partsOverFourBatches opens n requests of the eight parts and brings
+// their results over four batches (one, three, three, one), one func per
+// batch: the last completes them all.
+func partsOverFourBatches(n int, parts []string, id func(int) string) []func(h *harness) {
+	results := func(from, to int) func(h *harness) {
+		return func(h *harness) {
+			for i := range n {
+				if from == 0 {
+					h.m.manifest(h.ps, h.now, h.mf(id(i), time.Second, parts), h.src(id(i)))
+				}
+				for _, p := range parts[from:to] {
+					h.feed(ok(id(i), p, "1"))
+				}
+			}
+		}
+	}
+	return []func(h *harness){results(0, 1), results(1, 4), results(4, 7), results(7, 8)}
+}
+
 // TestChangelogPerInterval: with machine.perInterval (at-least-once, an
 // offset commit interval) the changelog is written only in the batches
 // that end an interval, and holds then what the interval's batches did,
@@ -643,33 +636,7 @@ func TestChangelogPerInterval(t *testing.T) {
 	const n = 50
 	parts := []string{"a", "b", "c", "d", "e", "f", "g", "h"}
 	id := func(i int) string { return fmt.Sprintf("r%d", i) }
-	batches := []func(h *harness){
-		func(h *harness) {
-			for i := range n {
-				h.m.manifest(h.ps, h.now, h.mf(id(i), time.Second, parts), h.src(id(i)))
-				h.feed(ok(id(i), parts[0], "1"))
-			}
-		},
-		func(h *harness) {
-			for i := range n {
-				for _, p := range parts[1:4] {
-					h.feed(ok(id(i), p, "1"))
-				}
-			}
-		},
-		func(h *harness) {
-			for i := range n {
-				for _, p := range parts[4:7] {
-					h.feed(ok(id(i), p, "1"))
-				}
-			}
-		},
-		func(h *harness) {
-			for i := range n {
-				h.feed(ok(id(i), parts[7], "1"))
-			}
-		},
-	}
+	batches := partsOverFourBatches(n, parts, id)
 	tests := []struct {
 		name    string
 		flushes []bool // after each batch of batches

@@ -3,7 +3,6 @@ package kafka_test
 import (
 	"context"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -43,70 +42,18 @@ func TestFranzGoAbortRewindsPartitionAddedMidSession(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	var mu sync.Mutex
-	held := map[string]map[int32]bool{}
-	revokedA := 0
+	m := newMembers(t, topic)
 	track := func(name string) []kgo.Opt {
-		held[name] = map[int32]bool{}
-		return []kgo.Opt{
-			kgo.SeedBrokers(c.Brokers...), kgo.ConsumerGroup(group), kgo.ConsumeTopics(topic),
-			kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.HeartbeatInterval(200 * time.Millisecond),
-			kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, as map[string][]int32) {
-				mu.Lock()
-				defer mu.Unlock()
-				for _, p := range as[topic] {
-					held[name][p] = true
-				}
-			}),
-			kgo.OnPartitionsRevoked(func(_ context.Context, _ *kgo.Client, rev map[string][]int32) {
-				mu.Lock()
-				defer mu.Unlock()
-				if name == "a" && len(rev[topic]) > 0 {
-					revokedA++
-				}
-				for _, p := range rev[topic] {
-					delete(held[name], p)
-				}
-			}),
-		}
+		return append(m.track(name), kgo.SeedBrokers(c.Brokers...), kgo.ConsumerGroup(group), kgo.ConsumeTopics(topic),
+			kgo.FetchIsolationLevel(kgo.ReadCommitted()), kgo.HeartbeatInterval(200*time.Millisecond))
 	}
-	holds := func(name string) []int32 {
-		mu.Lock()
-		defer mu.Unlock()
-		var ps []int32
-		for p := range held[name] {
-			ps = append(ps, p)
-		}
-		slices.Sort(ps)
-		return ps
-	}
-	wait := func(what string, ok func() bool) {
-		t.Helper()
-		for deadline := time.Now().Add(30 * time.Second); !ok(); time.Sleep(50 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("not within 30s: %s (a %v, b %v, c %v)", what, holds("a"), holds("b"), holds("c"))
-			}
-		}
-	}
-	pollLoop := func(cl *kgo.Client) {
-		pctx, cancel := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			for pctx.Err() == nil {
-				c2, c2cancel := context.WithTimeout(pctx, 100*time.Millisecond)
-				cl.PollFetches(c2)
-				c2cancel()
-			}
-		}()
-		t.Cleanup(func() { cancel(); <-done })
-	}
+	holds, wait := m.holds, m.wait
 
 	b, err := kgo.NewClient(append(track("b"), kgo.DisableAutoCommit())...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	pollLoop(b)
+	keepPolling(t, b)
 	wait("b holds all 4", func() bool { return len(holds("b")) == 4 })
 
 	sess, err := kgo.NewGroupTransactSession(append(track("a"), kgo.TransactionalID(group+"-a"))...)
@@ -143,8 +90,8 @@ func TestFranzGoAbortRewindsPartitionAddedMidSession(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(cc.Close)
-	pollLoop(cc)
-	wait("a is told of a revocation", func() bool { poll(100 * time.Millisecond); return revokedA > 0 })
+	keepPolling(t, cc)
+	wait("a is told of a revocation", func() bool { poll(100 * time.Millisecond); return m.revocationsOfA() > 0 })
 	committed, err := sess.End(ctx, kgo.TryCommit)
 	if err != nil || committed {
 		t.Fatalf("End: committed=%v err=%v, want an abort", committed, err)
