@@ -216,15 +216,14 @@ chaos: build ## kill roles under load on kfake (its own process) and check every
 # so with 3s deadlines a run got 97.7% (docs/guarantees.md). A third run
 # loses a processor for good (SIGKILL, never restarted) on a hedged route
 # with 3s deadlines: the hedges must find the live processor's partitions,
-# at least 98% COMPLETE (100% twice when measured, 98.9% once in CI; 71%
-# with hedges sent to the next partition). A hedge fired within a second of
-# the loss can still go to the dead processor's partitions, whose last
-# results are that recent (aggregator/hedge.go liveWindow): the 98.9% run's
-# 17 PARTIAL requests were all sent within 500ms of the loss.
-chaos-availability: build ## rolling restarts, scaling and a lost processor (hedged) under load on kfake: 100%, 99.9% and 98% COMPLETE or fail
+# at least 99% COMPLETE (the issue's target; 71% with hedges sent to the
+# next partition; 98.9% once in CI before hedges skipped partitions with
+# tasks pending, aggregator/hedge.go hedgePartition; 100% in 5 of 5 runs
+# since, on a loaded machine).
+chaos-availability: build ## rolling restarts, scaling and a lost processor (hedged) under load on kfake: 100%, 99.9% and 99% COMPLETE or fail
 	$(BIN) chaos --kills 0 --terms 6 --straggler-rate 0 --requests 1500 --rate 50 --timeout 6s --min-complete-pct 100 --progress 10s
 	$(BIN) chaos --kills 0 --processors 2 --scale-processors 2 --straggler-rate 0 --requests 1500 --rate 50 --timeout 6s --min-complete-pct 99.9 --progress 10s
-	$(BIN) chaos --kills 0 --processors 2 --lose-processor --hedge-delay 500ms --straggler-rate 0 --requests 1500 --rate 50 --timeout 3s --min-complete-pct 98 --progress 10s
+	$(BIN) chaos --kills 0 --processors 2 --lose-processor --hedge-delay 500ms --straggler-rate 0 --requests 1500 --rate 50 --timeout 3s --min-complete-pct 99 --progress 10s
 
 # chaos-kafka is chaos on a real Apache Kafka: the running one
 # (scripts/kafka-local.sh status), or one started for the run and stopped

@@ -263,8 +263,9 @@ type Aggregator struct {
 	// partitions caches the partition counts of tasks topics, for hedges,
 	// and when a first attempt's result of each of their partitions was
 	// last read; routes finds them by route.
-	partitions map[string]*taskPartitions
-	routes     map[schemas.Route]*taskPartitions
+	partitions   map[string]*taskPartitions
+	routes       map[schemas.Route]*taskPartitions
+	lookupFailed map[string]lookupFailure
 	// keyBuf is the key of a record to partition, reused.
 	keyBuf kgo.Record
 	// paused says that fetching the results topic is paused on client
@@ -311,7 +312,7 @@ func New(cfg Config) (*Aggregator, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("aggregator config: %w", err)
 	}
-	a := &Aggregator{cfg: cfg, log: cfg.Logger.With("role", role), quit: make(chan struct{}), partitions: map[string]*taskPartitions{}, routes: map[schemas.Route]*taskPartitions{},
+	a := &Aggregator{cfg: cfg, log: cfg.Logger.With("role", role), quit: make(chan struct{}), partitions: map[string]*taskPartitions{}, routes: map[schemas.Route]*taskPartitions{}, lookupFailed: map[string]lookupFailure{},
 		wake: make(chan struct{}, 1)}
 	a.alarm = time.AfterFunc(time.Hour, func() {
 		select {
@@ -528,7 +529,7 @@ func (a *Aggregator) process(ctx context.Context, b *kafka.Batch) error {
 		}
 		var ts, size int64
 		for _, rec := range p.Records {
-			a.handle(m, ps, now, rec)
+			a.handle(ctx, m, ps, now, rec)
 			ts = max(ts, rec.Timestamp.UnixNano())
 			size += int64(len(rec.Key) + len(rec.Value))
 		}
@@ -547,7 +548,7 @@ func (a *Aggregator) process(ctx context.Context, b *kafka.Batch) error {
 	m.tick(now)
 	for i := range m.out {
 		o := &m.out[i]
-		rec, err := a.record(ctx, o)
+		rec, err := a.record(ctx, o, now)
 		if err != nil {
 			clear(m.out)
 			m.out = m.out[:0]
@@ -591,7 +592,7 @@ func (a *Aggregator) arm() {
 }
 
 // handle decodes one record of the results topic and applies it.
-func (a *Aggregator) handle(m *machine, ps *partitionState, now time.Time, rec *kgo.Record) {
+func (a *Aggregator) handle(ctx context.Context, m *machine, ps *partitionState, now time.Time, rec *kgo.Record) {
 	kind, err := schemas.KindOf(rec.Value)
 	if err != nil {
 		m.deadLetter(rec, decodeReason(err), err)
@@ -609,6 +610,7 @@ func (a *Aggregator) handle(m *machine, ps *partitionState, now time.Time, rec *
 			return
 		}
 		a.obs.manifest(mf, rec)
+		a.sawManifest(mf, now)
 		m.manifest(ps, now, mf, rec)
 	case schemas.KindResult:
 		res, err := schemas.DecodeResult(rec.Value)
@@ -636,6 +638,7 @@ func (a *Aggregator) handle(m *machine, ps *partitionState, now time.Time, rec *
 			m.deadLetter(rec, "key-mismatch", fmt.Errorf("hedge template %s keyed %q: records of a request must be keyed by its correlation id", t.CorrelationID, rec.Key))
 			return
 		}
+		a.follow(ctx, t.Route)
 		m.template(ps, now, t, rec)
 	default:
 		m.deadLetter(rec, "wrong-schema", fmt.Errorf("a %s record on the results topic, want a manifest, a result or a hedge template", kind))
@@ -652,9 +655,9 @@ func decodeReason(err error) string {
 // record turns an output of the machine into a record to produce.
 // A reply too large is changed in o to the FAILED reply that is sent, so
 // that the metrics count what the caller gets.
-func (a *Aggregator) record(ctx context.Context, o *output) (*kgo.Record, error) {
+func (a *Aggregator) record(ctx context.Context, o *output, now time.Time) (*kgo.Record, error) {
 	if o.task != nil {
-		return a.hedgeRecord(ctx, *o.task)
+		return a.hedgeRecord(ctx, *o.task, o.hedgeAfter, now)
 	}
 	if o.src != nil {
 		a.log.Warn("record dead-lettered", "correlation_id", string(o.src.Key), "reason", o.reason, "partition", o.src.Partition, "offset", o.src.Offset, "err", o.err)

@@ -393,7 +393,7 @@ func (m *machine) hedge(ps *partitionState, r *request) {
 		}
 		h.hedged[i] = true
 		m.delta.hedgesIssued++
-		m.out = append(m.out, output{task: &t})
+		m.out = append(m.out, output{task: &t, hedgeAfter: time.Duration(h.at - nanos(r.plan.mf.SubmittedAt))})
 	}
 	r.hedge = h
 }
@@ -468,8 +468,12 @@ func rebuildHedge(r *request, held []schemas.HeldRecord) (bad []error) {
 }
 
 // partitionsTTL is how long the partition count of a tasks topic is
-// trusted before it is looked up again.
-const partitionsTTL = time.Minute
+// trusted before it is looked up again; lookupRetry how long after a
+// failed lookup the next one is tried.
+const (
+	partitionsTTL = time.Minute
+	lookupRetry   = 5 * time.Second
+)
 
 // liveWindow is how far behind the newest first-attempt result of a tasks
 // topic the last result of one of its partitions may be for a hedge to go
@@ -478,24 +482,39 @@ const partitionsTTL = time.Minute
 const liveWindow = time.Second
 
 // taskPartitions is what the aggregator knows of the partitions of a tasks
-// topic it hedges to: their count, and when it last read the result of a
-// first attempt of a task of each (unix ns; 0: never since the count was
-// looked up). The aggregator's lock guards it.
+// topic it hedges to: their count, when it last read the result of a first
+// attempt of a task of each (unix ns; 0: never since the count was looked
+// up), and since when each has had a first attempt known to be sent there
+// and no result since (pending, unix ns; 0: none): a partition that stops
+// answering has its tasks pending for longer and longer, seen well before
+// its last result falls out of liveWindow. The aggregator's lock guards
+// it.
 type taskPartitions struct {
 	n          int
 	seen       time.Time
 	part       kgo.TopicPartitioner
 	lastResult []int64
+	pending    []int64
+}
+
+// lookupFailure is a failed lookup of a tasks topic's partitions, kept
+// lookupRetry long so that a broker that does not answer costs one
+// lookup per lookupRetry, not one per record.
+type lookupFailure struct {
+	at  time.Time
+	err error
 }
 
 // hedgeRecord encodes a hedged task for tasks.<route>, keyed by its part
 // like the first attempt, on another partition than the one its key maps
 // to (the scatterer's partitioner: Kafka's murmur2 of the key), so that
 // another processor than the busy one gets it: the first after it whose
-// processor answers (hedgePartition); on a topic of one partition, on that
-// one. It returns nil when the topic's partitions cannot be looked up: the
-// hedge is dropped, the request goes on without it.
-func (a *Aggregator) hedgeRecord(ctx context.Context, t schemas.Task) (*kgo.Record, error) {
+// processor answers (hedgePartition), a partition with a task pending for
+// half of after (the request's hedge delay) counting as not answering; on
+// a topic of one partition, on that one. It returns nil when the topic's
+// partitions cannot be looked up: the hedge is dropped, the request goes on
+// without it.
+func (a *Aggregator) hedgeRecord(ctx context.Context, t schemas.Task, after time.Duration, now time.Time) (*kgo.Record, error) {
 	v, err := schemas.EncodeTask(t)
 	if err != nil {
 		return nil, fmt.Errorf("hedged task %s part %s: %w", t.CorrelationID, t.PartID, err)
@@ -510,7 +529,7 @@ func (a *Aggregator) hedgeRecord(ctx context.Context, t schemas.Task) (*kgo.Reco
 	p := tp.part.Partition(&kgo.Record{Key: key}, tp.n)
 	return &kgo.Record{
 		Topic:     topic,
-		Partition: int32(hedgePartition(p, tp.lastResult, liveWindow)),
+		Partition: int32(hedgePartition(p, tp.lastResult, tp.pending, now.UnixNano(), liveWindow, after/2)),
 		Key:       key,
 		Value:     v,
 		Headers:   []kgo.RecordHeader{{Key: headerType, Value: []byte("task")}},
@@ -518,12 +537,15 @@ func (a *Aggregator) hedgeRecord(ctx context.Context, t schemas.Task) (*kgo.Reco
 }
 
 // hedgePartition returns the partition for the hedge of a task whose first
-// attempt went to partition p of len(last): the first after p whose last
-// first-attempt result (last, unix ns) is within window of the newest of
-// them all, so that a hedge goes to a partition a live processor serves
-// even when the next one's processor was lost; when none is known to be,
-// the one after p. Never p itself, unless it is the only one.
-func hedgePartition(p int, last []int64, window time.Duration) int {
+// attempt went to partition p of len(last), at now: the first after p that
+// answers, that is whose last first-attempt result (last, unix ns) is
+// within window of the newest of them all and which has had no task
+// pending (pending, unix ns) for stale or longer, so that a hedge goes to
+// a partition a live processor serves even when the next one's processor
+// was lost; failing that, the first after p with nothing pending (an idle
+// one); when none is known to be either, the one after p. Never p itself,
+// unless it is the only one.
+func hedgePartition(p int, last, pending []int64, now int64, window, stale time.Duration) int {
 	n := len(last)
 	if n <= 1 {
 		return 0
@@ -532,20 +554,27 @@ func hedgePartition(p int, last []int64, window time.Duration) int {
 	for _, ts := range last {
 		newest = max(newest, ts)
 	}
+	slow := func(q int) bool { return pending[q] > 0 && now-pending[q] >= int64(stale) }
 	if newest > 0 {
 		for i := 1; i < n; i++ {
 			q := (p + i) % n
-			if last[q] > 0 && newest-last[q] <= int64(window) {
+			if last[q] > 0 && newest-last[q] <= int64(window) && !slow(q) {
 				return q
 			}
+		}
+	}
+	for i := 1; i < n; i++ {
+		if q := (p + i) % n; last[q] > 0 && pending[q] == 0 {
+			return q
 		}
 	}
 	return (p + 1) % n
 }
 
 // sawResult notes that a first attempt's result of a task of a hedged
-// route was read at now, for the partition its part's key maps to; a.mu is
-// held. Routes that never hedged are not followed.
+// route was read at now, for the partition its part's key maps to: the
+// partition answers, nothing of it is pending; a.mu is held. Routes that
+// never hedged are not followed.
 func (a *Aggregator) sawResult(res schemas.Result, now time.Time) {
 	if res.Attempt > 1 {
 		return
@@ -555,17 +584,74 @@ func (a *Aggregator) sawResult(res schemas.Result, now time.Time) {
 		return
 	}
 	a.keyBuf.Key = append(a.keyBuf.Key[:0], res.PartID...)
-	tp.lastResult[tp.part.Partition(&a.keyBuf, tp.n)] = now.UnixNano()
+	q := tp.part.Partition(&a.keyBuf, tp.n)
+	tp.lastResult[q], tp.pending[q] = now.UnixNano(), 0
+}
+
+// sawManifest notes that the first attempts of mf's parts were sent, read
+// at now: each partition they went to has a task pending since now, unless
+// it had one already; a.mu is held. Routes that never hedged are not
+// followed.
+func (a *Aggregator) sawManifest(mf schemas.Manifest, now time.Time) {
+	tp := a.routes[mf.Route]
+	if tp == nil {
+		return
+	}
+	for _, id := range mf.Parts {
+		a.keyBuf.Key = append(a.keyBuf.Key[:0], id...)
+		if q := tp.part.Partition(&a.keyBuf, tp.n); tp.pending[q] == 0 {
+			tp.pending[q] = now.UnixNano()
+		}
+	}
+}
+
+// follow starts following the partitions of route's tasks topic when its
+// first hedge template comes, so that by its first hedge the aggregator
+// knows which of them answer; a.mu is held.
+func (a *Aggregator) follow(ctx context.Context, route schemas.Route) {
+	if a.routes[route] != nil {
+		return
+	}
+	if _, err := a.taskPartitions(ctx, route, a.cfg.Topics.Tasks(string(route))); err != nil {
+		a.log.Debug("partitions of a hedged route's tasks topic not looked up; tried again later", "route", route, "err", err)
+	}
 }
 
 // taskPartitions returns what is known of the partitions of topic, the
 // tasks topic of route; their count is looked up at most once per
-// partitionsTTL, and what was seen of them is kept while it stays.
+// partitionsTTL (a failed lookup at most once per lookupRetry, a known
+// count kept meanwhile), and what was seen of them is kept while it stays.
 func (a *Aggregator) taskPartitions(ctx context.Context, route schemas.Route, topic string) (*taskPartitions, error) {
 	tp := a.partitions[topic]
 	if tp != nil && time.Since(tp.seen) < partitionsTTL {
 		return tp, nil
 	}
+	if f, ok := a.lookupFailed[topic]; ok && time.Since(f.at) < lookupRetry {
+		if tp != nil {
+			return tp, nil
+		}
+		return nil, f.err
+	}
+	n, err := a.lookupPartitions(ctx, topic)
+	if err != nil {
+		a.lookupFailed[topic] = lookupFailure{at: time.Now(), err: err}
+		if tp != nil {
+			return tp, nil
+		}
+		return nil, err
+	}
+	delete(a.lookupFailed, topic)
+	if tp == nil || tp.n != n {
+		tp = &taskPartitions{n: n, part: kgo.StickyKeyPartitioner(nil).ForTopic(topic), lastResult: make([]int64, n), pending: make([]int64, n)}
+		a.partitions[topic] = tp
+		a.routes[route] = tp
+	}
+	tp.seen = time.Now()
+	return tp, nil
+}
+
+// lookupPartitions asks the cluster how many partitions topic has.
+func (a *Aggregator) lookupPartitions(ctx context.Context, topic string) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	td, err := kadm.NewClient(a.hop.Client()).ListTopics(ctx, topic)
@@ -573,18 +659,11 @@ func (a *Aggregator) taskPartitions(ctx context.Context, route schemas.Route, to
 		err = td.Error()
 	}
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
 	d, ok := td[topic]
 	if !ok || len(d.Partitions) == 0 {
-		return nil, fmt.Errorf("topic %s has no partitions", topic)
+		return 0, fmt.Errorf("topic %s has no partitions", topic)
 	}
-	n := len(d.Partitions)
-	if tp == nil || tp.n != n {
-		tp = &taskPartitions{n: n, part: kgo.StickyKeyPartitioner(nil).ForTopic(topic), lastResult: make([]int64, n)}
-		a.partitions[topic] = tp
-		a.routes[route] = tp
-	}
-	tp.seen = time.Now()
-	return tp, nil
+	return len(d.Partitions), nil
 }

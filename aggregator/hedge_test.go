@@ -396,37 +396,57 @@ func TestHedgeSurvivesRestore(t *testing.T) {
 
 // TestHedgePartition: a hedge goes to the first partition after its first
 // attempt's whose processor answers (a first attempt's result read within
-// the window of the newest), so past a partition whose processor was lost;
-// when nothing is known, to the next one; never to its own unless alone.
+// the window of the newest, and no task pending there for half the hedge
+// delay or more), so past a partition whose processor was lost, even in
+// the first second after the loss; failing that, to an idle one; when
+// nothing is known, to the next one; never to its own unless alone.
 func TestHedgePartition(t *testing.T) {
-	const w = time.Second
+	const w, stale = time.Second, 250 * time.Millisecond
 	now := int64(100 * time.Second)
-	stale := now - int64(5*time.Second)
+	old := now - int64(5*time.Second)
+	recent := now - int64(300*time.Millisecond) // within the window
 	for _, tc := range []struct {
-		p    int
-		last []int64
-		want int
+		p       int
+		last    []int64
+		pending []int64
+		want    int
 	}{
-		{0, []int64{now, now, now}, 1},
-		{0, []int64{now, stale, now}, 2},             // 1's processor stopped answering
-		{2, []int64{stale, now, now}, 1},             // wraps past 0 to 1
-		{0, []int64{now, 0, now}, 2},                 // 1 never answered
-		{1, []int64{now, now, stale}, 0},             // wraps
-		{0, []int64{0, 0, 0}, 1},                     // nothing known: the next one
-		{1, []int64{stale, now, stale}, 2},           // only its own answers: the next one
-		{0, []int64{now}, 0},                         // one partition
-		{3, []int64{now, now - int64(w), 0, now}, 0}, // exactly the window still counts
+		{0, []int64{now, now, now}, nil, 1},
+		{0, []int64{now, old, now}, nil, 2},               // 1's processor stopped answering
+		{2, []int64{old, now, now}, nil, 1},               // wraps past 0 to 1
+		{0, []int64{now, 0, now}, nil, 2},                 // 1 never answered
+		{1, []int64{now, now, old}, nil, 0},               // wraps
+		{0, []int64{0, 0, 0}, nil, 1},                     // nothing known: the next one
+		{1, []int64{old, now, old}, nil, 2},               // only its own answers: the next one
+		{0, []int64{now}, nil, 0},                         // one partition
+		{3, []int64{now, now - int64(w), 0, now}, nil, 0}, // exactly the window still counts
+		// 1 answered 300ms ago, within the window, but has had a task
+		// pending since then: its processor was lost moments ago.
+		{0, []int64{now, recent, now, now}, []int64{0, recent, 0, 0}, 2},
+		{0, []int64{now, recent, recent, now}, []int64{0, recent, now - int64(stale), 0}, 3}, // exactly stale counts
+		{0, []int64{now, now, now}, []int64{now, now - int64(stale) + 1, 0}, 1},              // pending, but not for long
+		// Everything answering is slow: an idle partition (nothing
+		// pending) that answered once, though out of the window.
+		{0, []int64{now, recent, old, now}, []int64{0, recent, 0, recent}, 2},
+		// Everything slow and nothing idle: the next one.
+		{0, []int64{now, recent, recent}, []int64{0, recent, recent}, 1},
 	} {
-		if got := hedgePartition(tc.p, tc.last, w); got != tc.want {
-			t.Errorf("hedgePartition(%d, %v) = %d, want %d", tc.p, tc.last, got, tc.want)
+		pending := tc.pending
+		if pending == nil {
+			pending = make([]int64, len(tc.last))
+		}
+		if got := hedgePartition(tc.p, tc.last, pending, now, w, stale); got != tc.want {
+			t.Errorf("hedgePartition(%d, %v, pending %v) = %d, want %d", tc.p, tc.last, tc.pending, got, tc.want)
 		}
 	}
 }
 
 // TestSawResult: the aggregator notes, per partition of a hedged route's
 // tasks topic, when it read a first attempt's result of a task there (the
-// partition the part's key maps to), so that hedges avoid a partition
-// whose processor is gone; hedges' results and other routes are not noted.
+// partition the part's key maps to), and since when a first attempt sent
+// there (its manifest read) has had no result, so that hedges avoid a
+// partition whose processor is gone; hedges' results and other routes are
+// not noted.
 func TestSawResult(t *testing.T) {
 	const n = 3
 	part := kgo.StickyKeyPartitioner(nil).ForTopic("t")
@@ -439,7 +459,7 @@ func TestSawResult(t *testing.T) {
 			ids[p], found = schemas.PartID(id), found+1
 		}
 	}
-	tp := &taskPartitions{n: n, part: part, lastResult: make([]int64, n), seen: time.Now()}
+	tp := &taskPartitions{n: n, part: part, lastResult: make([]int64, n), pending: make([]int64, n), seen: time.Now()}
 	a := &Aggregator{routes: map[schemas.Route]*taskPartitions{"hedged": tp}}
 	at := time.Unix(100, 0)
 	a.sawResult(schemas.Result{Route: "hedged", PartID: ids[0], Attempt: 1}, at)
@@ -451,12 +471,28 @@ func TestSawResult(t *testing.T) {
 	if !slices.Equal(tp.lastResult, want) {
 		t.Fatalf("last results %v, want %v", tp.lastResult, want)
 	}
-	if got := hedgePartition(0, tp.lastResult, liveWindow); got != 2 {
+	if got := hedgePartition(0, tp.lastResult, tp.pending, at.UnixNano(), liveWindow, time.Second); got != 2 {
 		t.Fatalf("the hedge of a part of partition 0 goes to %d, want 2 (1 has not answered for 5s)", got)
+	}
+	// A manifest: its parts' partitions have tasks pending from then on,
+	// until a first attempt's result there; an earlier pending task keeps
+	// its time.
+	a.sawManifest(schemas.Manifest{Route: "hedged", Parts: []schemas.PartID{ids[0], ids[1]}}, at.Add(time.Second))
+	a.sawManifest(schemas.Manifest{Route: "hedged", Parts: []schemas.PartID{ids[1], ids[2]}}, at.Add(2*time.Second))
+	a.sawManifest(schemas.Manifest{Route: "other", Parts: []schemas.PartID{ids[0], ids[1], ids[2]}}, at)
+	a.sawResult(schemas.Result{Route: "hedged", PartID: ids[2], Attempt: 1}, at.Add(3*time.Second))
+	a.sawResult(schemas.Result{Route: "hedged", PartID: ids[0], Attempt: 2}, at.Add(3*time.Second))
+	wantPending := []int64{at.Add(time.Second).UnixNano(), at.Add(time.Second).UnixNano(), 0}
+	if !slices.Equal(tp.pending, wantPending) {
+		t.Fatalf("pending since %v, want %v", tp.pending, wantPending)
 	}
 	if allocs := testing.AllocsPerRun(100, func() {
 		a.sawResult(schemas.Result{Route: "hedged", PartID: ids[0], Attempt: 1}, at)
 	}); allocs != 0 {
 		t.Errorf("sawResult allocates %.0f times per result, want 0", allocs)
+	}
+	mf := schemas.Manifest{Route: "hedged", Parts: ids}
+	if allocs := testing.AllocsPerRun(100, func() { a.sawManifest(mf, at) }); allocs != 0 {
+		t.Errorf("sawManifest allocates %.0f times per manifest, want 0", allocs)
 	}
 }

@@ -276,6 +276,8 @@ type output struct {
 	reason  string
 	err     error
 	task    *schemas.Task
+	// hedgeAfter is the hedge delay of the request whose task is re-issued.
+	hedgeAfter time.Duration
 }
 
 // The undo log. Before a batch first changes a request (or a partition's

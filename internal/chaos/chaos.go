@@ -1575,8 +1575,11 @@ func (h *Harness) summary(r Report, clientTimeouts int) {
 		fmt.Fprintf(w, "chaos: broker faults: %s\n", strings.Join(fs, "; "))
 	}
 	if !r.LostAt.IsZero() {
-		fmt.Fprintf(w, "chaos: processor-0 lost for good at %s; the last request answered not COMPLETE was sent %s after it\n",
-			r.LostAt.Format("15:04:05.000"), r.LastNotCompleteAfter.Round(100*time.Millisecond))
+		recovered := "every request sent after it was answered COMPLETE"
+		if r.LastNotCompleteAfter > 0 {
+			recovered = "the last request answered not COMPLETE was sent " + r.LastNotCompleteAfter.Round(100*time.Millisecond).String() + " after it"
+		}
+		fmt.Fprintf(w, "chaos: processor-0 lost for good at %s; %s\n", r.LostAt.Format("15:04:05.000"), recovered)
 	}
 	if r.LongestStallAt != "" {
 		fmt.Fprintf(w, "chaos: longest stall: %s for %s\n", r.LongestStallAt, r.LongestStall.Round(100*time.Millisecond))

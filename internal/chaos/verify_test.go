@@ -447,3 +447,24 @@ func TestLastNotComplete(t *testing.T) {
 		t.Fatalf("last not COMPLETE %s after, want 0", d)
 	}
 }
+
+// TestSummaryOfLostProcessor: the summary says when the lost processor's
+// gap closed, and that none was seen when every request after the loss
+// was COMPLETE (not "0s after it").
+func TestSummaryOfLostProcessor(t *testing.T) {
+	t0 := time.Date(2026, 12, 6, 14, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		after time.Duration
+		want  string
+	}{
+		{0, "lost for good at 14:00:00.000; every request sent after it was answered COMPLETE\n"},
+		{1500 * time.Millisecond, "lost for good at 14:00:00.000; the last request answered not COMPLETE was sent 1.5s after it\n"},
+	} {
+		var out strings.Builder
+		h := &Harness{cfg: Config{Out: &out}}
+		h.summary(Report{LostAt: t0, LastNotCompleteAfter: tc.after}, 0)
+		if !strings.Contains(out.String(), tc.want) {
+			t.Errorf("summary\n%s\nwant a line ending %q", out.String(), tc.want)
+		}
+	}
+}

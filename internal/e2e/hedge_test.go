@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -14,8 +15,11 @@ import (
 	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/internal/stack"
 	"github.com/scattergather/scattergather/internal/testkafka"
+	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/scattergather/scattergather/processor"
+	"github.com/scattergather/scattergather/scatterer"
 	"github.com/scattergather/scattergather/schemas"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // TestHedgedStraggler: on a hedged split route, one shard's first attempt
@@ -101,4 +105,164 @@ func TestHedgedStraggler(t *testing.T) {
 	if len(seen) != n {
 		t.Errorf("shard-2 tasks of %d requests, want %d", len(seen), n)
 	}
+}
+
+// TestHedgesAvoidLostPartitions: the processor of two partitions of a
+// hedged route's tasks topic is lost (it stops answering, as after a
+// SIGKILL, and its group keeps its partitions until its session times
+// out). Requests sent right after the loss still complete: their hedges
+// go to a partition that answers, not to the lost processor's other one,
+// though it answered less than a second before (the aggregator sees its
+// tasks pending), and not by chance when no hedge was sent before the loss
+// (the aggregator follows the partitions from the route's first hedge
+// template on). The test plays the processor itself, a plain client that
+// answers the tasks of the partitions it is told to.
+func TestHedgesAvoidLostPartitions(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// hedgeBefore: a straggler before the loss, so a hedge was sent
+		// and the partitions' results followed already.
+		hedgeBefore bool
+	}{{"no hedge before", false}, {"hedged before", true}} {
+		t.Run(tc.name, func(t *testing.T) { testHedgesAvoidLostPartitions(t, tc.hedgeBefore) })
+	}
+}
+
+func testHedgesAvoidLostPartitions(t *testing.T, hedgeBefore bool) {
+	c := testkafka.New(t)
+	const partitions, fanout = 4, 4
+	p := startPipeline(t, c, stack.Config{
+		Routes: table(t, `{"routes":[{"name":"lookup","mode":"split","fanout":4,"timeout":"3s",
+			"hedge_delay":"300ms","hedge_budget":1}]}`),
+		Layout: kafkaconfig.Layout{Partitions: partitions, ResultPartitions: partitions, ReplicationFactor: -1},
+	})
+	// Where the first attempts go: the tasks are keyed by part id.
+	part := kgo.StickyKeyPartitioner(nil).ForTopic("t")
+	partOf := func(id schemas.PartID) int32 { return int32(part.Partition(&kgo.Record{Key: []byte(id)}, partitions)) }
+	// The lost processor's partitions: two side by side, each with a
+	// part on it, the first's next one being the second.
+	var lost [partitions]bool
+	for q := range int32(partitions) {
+		var here, next bool
+		for i := range fanout {
+			here = here || partOf(scatterer.ShardID(i)) == q
+			next = next || partOf(scatterer.ShardID(i)) == (q+1)%partitions
+		}
+		if here && next {
+			lost[q], lost[(q+1)%partitions] = true, true
+			break
+		}
+	}
+	if lost == [partitions]bool{} {
+		t.Fatalf("no two partitions side by side both get a part of fan-out %d", fanout)
+	}
+	var gone atomic.Bool // the processor of the lost partitions is gone
+	straggle := "warm-0"
+	if !hedgeBefore {
+		straggle = ""
+	}
+	serve(t, c, p.topics, func(rec *kgo.Record, tk schemas.Task) (answer bool, after time.Duration) {
+		if gone.Load() && lost[rec.Partition] {
+			return false, 0
+		}
+		if string(tk.CorrelationID) == straggle && tk.Attempt == 1 && tk.PartID == scatterer.ShardID(0) {
+			return true, time.Second // slower than the hedge delay
+		}
+		return true, 0
+	})
+
+	do := func(id string) *client.Pending {
+		pp, err := p.client.Submit(t.Context(), "lookup", []byte(`{}`), client.Options{CorrelationID: schemas.CorrelationID(id), Timeout: 5 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pp
+	}
+	complete := func(pending []*client.Pending) {
+		t.Helper()
+		for _, pp := range pending {
+			r, err := pp.Await(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Status != schemas.ReplyComplete {
+				var missing []string
+				for _, part := range r.Parts {
+					if part.Status != schemas.PartOK {
+						missing = append(missing, fmt.Sprintf("%s (partition %d) %s", part.PartID, partOf(part.PartID), part.Status))
+					}
+				}
+				t.Errorf("%s: %s, parts %v; lost partitions %v", r.CorrelationID, r.Status, missing, lost)
+			}
+		}
+	}
+	for i := range 5 {
+		complete([]*client.Pending{do(fmt.Sprintf("warm-%d", i))})
+	}
+	agg := p.stack.Aggregators[0]
+	if hedged := agg.Stats().HedgesIssued; hedgeBefore != (hedged > 0) {
+		t.Fatalf("%d hedges before the loss, want them only with the straggler", hedged)
+	}
+	// The loss, and at once 20 requests at 50/s: all sent within the
+	// first second after it, their hedges due before the lost
+	// partitions' last results are a second old.
+	gone.Store(true)
+	var pending []*client.Pending
+	for i := range 20 {
+		pending = append(pending, do(fmt.Sprintf("after-%d", i)))
+		time.Sleep(20 * time.Millisecond)
+	}
+	complete(pending)
+}
+
+// serve answers the tasks of every partition of the lookup route's tasks
+// topic with OK results, from the start, as a processor in another
+// language would: answer says whether to answer a task, after how long.
+func serve(t *testing.T, c *testkafka.Cluster, topics kafkaconfig.Topics, answer func(*kgo.Record, schemas.Task) (bool, time.Duration)) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.Brokers...), kgo.ConsumeTopics(topics.Tasks("lookup")),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.FetchMaxWait(100*time.Millisecond), kgo.ProducerLinger(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
+	done := make(chan struct{})
+	t.Cleanup(func() { cancel(); <-done; cl.Close() })
+	reply := func(tk schemas.Task) {
+		v, err := schemas.EncodeResult(schemas.Result{CorrelationID: tk.CorrelationID, PartID: tk.PartID, Route: tk.Route,
+			Status: schemas.ResultOK, Payload: []byte(`{}`), ProcessorID: "test", Attempt: tk.Attempt, Tries: 1,
+			StartedAt: time.Now(), FinishedAt: time.Now(), Deadline: tk.Deadline})
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		cl.Produce(ctx, &kgo.Record{Topic: topics.Results(), Key: []byte(tk.CorrelationID), Value: v,
+			Headers: []kgo.RecordHeader{{Key: processor.HeaderType, Value: []byte("result")}}}, func(_ *kgo.Record, err error) {
+			if err != nil && ctx.Err() == nil {
+				t.Errorf("result of %s/%s: %v", tk.CorrelationID, tk.PartID, err)
+			}
+		})
+	}
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			fs := cl.PollFetches(ctx)
+			fs.EachRecord(func(rec *kgo.Record) {
+				tk, err := schemas.DecodeTask(rec.Value)
+				if err != nil {
+					t.Errorf("task at %d/%d: %v", rec.Partition, rec.Offset, err)
+					return
+				}
+				ok, after := answer(rec, tk)
+				switch {
+				case !ok:
+				case after > 0:
+					time.AfterFunc(after, func() { reply(tk) })
+				default:
+					reply(tk)
+				}
+			})
+		}
+	}()
 }
