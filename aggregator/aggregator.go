@@ -342,6 +342,7 @@ func New(cfg Config) (*Aggregator, error) {
 		InstanceID:      cfg.InstanceID,
 		DeadLetters:     cfg.Topics.DLQ(),
 		CommitInterval:  max(cfg.OffsetCommitInterval, 0),
+		TransactionGap:  cfg.TransactionGap,
 		SessionTimeout:  cfg.SessionTimeout,
 		Role:            "aggregator",
 		TracerProvider:  cfg.TracerProvider,

@@ -175,6 +175,7 @@ func (c *Config) hopConfig() kafka.HopConfig {
 		InstanceID:      c.InstanceID,
 		DeadLetters:     c.Topics.DLQ(),
 		CommitInterval:  max(c.OffsetCommitInterval, 0),
+		TransactionGap:  c.TransactionGap,
 		SessionTimeout:  c.SessionTimeout,
 		Role:            "processor",
 		TracerProvider:  c.TracerProvider,

@@ -164,6 +164,7 @@ func New(cfg Config) (*Scatterer, error) {
 		InstanceID:      cfg.InstanceID,
 		DeadLetters:     cfg.Topics.DLQ(),
 		CommitInterval:  max(cfg.OffsetCommitInterval, 0),
+		TransactionGap:  cfg.TransactionGap,
 		SessionTimeout:  cfg.SessionTimeout,
 		Role:            "scatterer",
 		TracerProvider:  cfg.TracerProvider,

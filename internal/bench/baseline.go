@@ -415,8 +415,9 @@ type rawHop struct {
 	sess      *kgo.GroupTransactSession // exactly-once only
 	transform transformFunc
 	log       *slog.Logger
-	// lastCommit is when the at-least-once hop last committed its offsets.
-	lastCommit time.Time
+	// lastCommit is when the at-least-once hop last committed its offsets,
+	// lastEnd when the exactly-once hop last ended a transaction.
+	lastCommit, lastEnd time.Time
 }
 
 func newRawHop(cc kafkaconfig.Client, g kafkaconfig.Guarantee, group, instance, topic string, t transformFunc, log *slog.Logger) (*rawHop, error) {
@@ -465,6 +466,13 @@ func (h *rawHop) run(ctx context.Context) error {
 	for {
 		var f kgo.Fetches
 		if h.sess != nil {
+			// As the pipeline's hops do (kafkaconfig.Role.TransactionGap
+			// at its default), poll the next batch no sooner than that
+			// after the last transaction ended, so that the ratio
+			// compares the same wait.
+			if d := kafkaconfig.DefaultTransactionGap - time.Since(h.lastEnd); d > 0 {
+				time.Sleep(d)
+			}
 			f = h.sess.PollFetches(ctx)
 		} else {
 			f = h.cl.PollFetches(ctx)
@@ -522,7 +530,9 @@ func (h *rawHop) transact(ctx context.Context, f kgo.Fetches) error {
 	if terr != nil || prodErr != nil {
 		try = kgo.TryAbort
 	}
-	if _, err := h.sess.End(ctx, try); err != nil {
+	_, err := h.sess.End(ctx, try)
+	h.lastEnd = time.Now()
+	if err != nil {
 		return fmt.Errorf("end transaction: %w", err)
 	}
 	return errors.Join(terr, prodErr)

@@ -104,6 +104,7 @@ to the dlq topic with their reason and are answered FAILED.`,
 					Guarantee:            s.guarantee,
 					InstanceID:           c.instanceID,
 					OffsetCommitInterval: commitInterval(c.commitInterval),
+					TransactionGap:       commitInterval(c.transactionGap),
 					SessionTimeout:       c.sessionTimeout,
 					Logger:               s.base,
 					Metrics:              ob.registerer(),
@@ -265,6 +266,7 @@ scattergather_processor_unknown_recipient_tasks_total and warned about once.`,
 					Group:                group,
 					InstanceID:           c.instanceID,
 					OffsetCommitInterval: commitInterval(c.commitInterval),
+					TransactionGap:       commitInterval(c.transactionGap),
 					SessionTimeout:       c.sessionTimeout,
 					Guarantee:            s.guarantee,
 					Logger:               s.base,
@@ -350,6 +352,7 @@ deadlines bring them down to 90% of the limit; it holds at most
 					Guarantee:            s.guarantee,
 					InstanceID:           c.instanceID,
 					OffsetCommitInterval: commitInterval(c.commitInterval),
+					TransactionGap:       commitInterval(c.transactionGap),
 					SessionTimeout:       c.sessionTimeout,
 					Logger:               s.base,
 					Metrics:              ob.registerer(),
@@ -383,8 +386,9 @@ func noLimit(n int) int {
 	return n
 }
 
-// commitInterval maps --offset-commit-interval to the roles' setting, in
-// which zero takes the default and a negative value commits every batch.
+// commitInterval maps --offset-commit-interval and --transaction-gap to
+// the roles' settings, in which zero takes the default and a negative
+// value commits every batch, or waits for nothing.
 func commitInterval(d time.Duration) time.Duration {
 	if d <= 0 {
 		return -1

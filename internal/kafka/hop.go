@@ -135,6 +135,11 @@ type HopConfig struct {
 	// saves the OffsetCommit round trip. Zero commits every batch.
 	// Batches that set their own offsets (Batch.Commit) always commit.
 	CommitInterval time.Duration
+	// TransactionGap is, under exactly-once, the least time from the end
+	// of a transaction to the poll for the next batch
+	// (kafkaconfig.Role.TransactionGap); zero takes
+	// kafkaconfig.DefaultTransactionGap, negative: none.
+	TransactionGap time.Duration
 	// TracerProvider, when set, gives the records of a traced request
 	// kotel's publish and receive spans (tracing.Hooks).
 	TracerProvider trace.TracerProvider
@@ -208,6 +213,9 @@ type Hop struct {
 	current atomic.Pointer[kgo.Client]
 	closed  bool // Run's goroutine: cl is closed
 	fresh   bool // Run's goroutine: cl has not initialised its producer yet
+	// lastEnd is when the last transaction ended (Run's goroutine), for
+	// HopConfig.TransactionGap.
+	lastEnd time.Time
 
 	// Restarts: in all (Restarts), and in a row without a committed
 	// batch (Run's goroutine), which sets the backoff.
@@ -437,6 +445,7 @@ func (h *Hop) Run(ctx context.Context, process ProcessFunc, end EndFunc) (err er
 				continue
 			}
 		}
+		h.waitGap(ctx)
 		fetches := h.poll(ctx)
 		if fetches.IsClientClosed() {
 			return nil
@@ -484,6 +493,25 @@ func (h *Hop) Run(ctx context.Context, process ProcessFunc, end EndFunc) (err er
 		}
 		if final {
 			return nil
+		}
+	}
+}
+
+// waitGap waits, under exactly-once, until TransactionGap has passed since
+// the last transaction ended: a transaction begun sooner would likely have
+// its first produce held by the broker for 20ms (see
+// kafkaconfig.Role.TransactionGap).
+func (h *Hop) waitGap(ctx context.Context) {
+	gap := cmp.Or(h.cfg.TransactionGap, kafkaconfig.DefaultTransactionGap)
+	if h.sess == nil || gap < 0 || h.lastEnd.IsZero() {
+		return
+	}
+	if d := gap - time.Since(h.lastEnd); d > 0 {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
 		}
 	}
 }

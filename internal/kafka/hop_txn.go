@@ -54,6 +54,7 @@ func (h *Hop) endTransaction(ctx, bctx context.Context, b *Batch, perr error, en
 	ectx, cancel := context.WithTimeout(b.commitContext(bctx), bound)
 	committed, err := h.sess.End(ectx, try)
 	cancel()
+	h.lastEnd = time.Now()
 	end(committed)
 	switch {
 	case err != nil && errors.Is(ectx.Err(), context.DeadlineExceeded) && bctx.Err() == nil:
@@ -118,7 +119,9 @@ func (h *Hop) endProduceOnly(ctx, bctx context.Context, b *Batch, perr error, en
 			prodErr = errors.Join(prodErr, err)
 		}
 	}
-	if err := h.cl.EndTransaction(bctx, try); err != nil {
+	err = h.cl.EndTransaction(bctx, try)
+	h.lastEnd = time.Now()
+	if err != nil {
 		end(false)
 		return fmt.Errorf("end transaction: %w", errors.Join(err, prodErr))
 	}
