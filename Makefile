@@ -238,9 +238,9 @@ chaos-kafka: build ## the chaos run on a real Apache Kafka (started for the run 
 	brokers=$$(scripts/kafka-local.sh env | sed -n 's/^KAFKA_BROKERS=//p'); \
 	$(BIN) chaos --brokers $$brokers $(CHAOS_FLAGS)
 
-# chaos-kafka-brokers crashes Kafka nodes too: a 3-node cluster (started for
-# the run and stopped after it, even on failure; a running one is used and
-# left running), topics with replication factor 3 (min.insync.replicas 2),
+# chaos-kafka-brokers crashes Kafka nodes too: a 3-node cluster with a
+# dedicated controller (started for the run and stopped after it, even on
+# failure; a running one is used and left running), topics with replication factor 3 (min.insync.replicas 2),
 # and a short run that kills roles and a node (SIGKILL, restarted 5-15s
 # later with its own config and data by kafka-local.sh start-node).
 # CHAOS_BROKER_FLAGS go to the command; SG_KAFKA_PORT and SG_KAFKA_HOME move
@@ -255,7 +255,7 @@ chaos-kafka-brokers: build ## chaos on a 3-node Apache Kafka that also kills a n
 		echo "chaos-kafka-brokers: using the cluster that is already running (left running)"; \
 	else \
 		trap 'scripts/kafka-local.sh stop' EXIT; trap 'exit 130' INT TERM; \
-		scripts/kafka-local.sh start --brokers 3 || exit 1; \
+		scripts/kafka-local.sh start --brokers 3 --controllers 1 || exit 1; \
 	fi; \
 	brokers=$$(scripts/kafka-local.sh env | sed -n 's/^KAFKA_BROKERS=//p'); \
 	$(BIN) chaos --brokers $$brokers --kafka-local scripts/kafka-local.sh --replication-factor 3 $(CHAOS_BROKER_FLAGS)

@@ -25,10 +25,12 @@ const MaxRecordBytes = 1_000_012 - (61 + 64)
 // FailoverMetadataMinAge is the shortest time between two metadata
 // refreshes of a client of this module, and FailoverMaxRetryBackoff the
 // longest wait between two tries of a failed request: together they bound
-// how long a client keeps writing to a broker the controller has fenced.
+// how long a client keeps writing to a broker the controller has fenced
+// (half a second each: while a broker is down a client asks for metadata
+// twice a second; a healthy cluster sees no more requests).
 const (
-	FailoverMetadataMinAge  = time.Second
-	FailoverMaxRetryBackoff = time.Second
+	FailoverMetadataMinAge  = 500 * time.Millisecond
+	FailoverMaxRetryBackoff = 500 * time.Millisecond
 )
 
 // failoverBackoff is franz-go's default backoff (250ms doubling, ±20%
@@ -91,8 +93,8 @@ func (c Client) Options() []kgo.Opt {
 		// controller fences the dead broker. franz-go spaces the refreshes
 		// a failure triggers by MetadataMinAge (5s by default) and backs
 		// retries off up to 5s, so a 3s fencing cost 8-15s; with a refresh
-		// at most every second and retries at most a second apart the
-		// client follows within about a second (docs/guarantees.md,
+		// at most every 500ms and retries at most 500ms apart the client
+		// follows within about half a second (docs/guarantees.md,
 		// "Running through broker failures"). The periodic refresh stays
 		// at its default (5 min), so a healthy cluster sees no more
 		// metadata requests.

@@ -10,9 +10,9 @@ import (
 
 // TestClientFollowsFailoverQuickly checks the two client settings that
 // bound how long a role keeps writing to a broker the controller has
-// fenced: metadata refreshes a failure triggers are at most a second
-// apart, and so are the retries of a failed request (franz-go's defaults,
-// 5s for both, made a 3s broker fencing cost 8-15s; docs/guarantees.md).
+// fenced: metadata refreshes a failure triggers are at most 500ms apart,
+// and so are the retries of a failed request (franz-go's defaults, 5s for
+// both, made a 3s broker fencing cost 8-15s; docs/guarantees.md).
 // A caller's own Opts still win.
 func TestClientFollowsFailoverQuickly(t *testing.T) {
 	cl, err := kgo.NewClient(kafkaconfig.Client{Brokers: []string{"127.0.0.1:1"}}.Options()...)
@@ -20,8 +20,8 @@ func TestClientFollowsFailoverQuickly(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	if got := cl.OptValue(kgo.MetadataMinAge); got != time.Second {
-		t.Errorf("MetadataMinAge %v, want 1s", got)
+	if got := cl.OptValue(kgo.MetadataMinAge); got != 500*time.Millisecond {
+		t.Errorf("MetadataMinAge %v, want 500ms", got)
 	}
 	backoff, ok := cl.OptValue(kgo.RetryBackoffFn).(func(int) time.Duration)
 	if !ok {
@@ -29,8 +29,8 @@ func TestClientFollowsFailoverQuickly(t *testing.T) {
 	}
 	for fails := 0; fails <= 30; fails++ {
 		d := backoff(fails)
-		if d <= 0 || d > time.Second {
-			t.Errorf("backoff after %d failures: %v, want (0, 1s]", fails, d)
+		if d <= 0 || d > 500*time.Millisecond {
+			t.Errorf("backoff after %d failures: %v, want (0, 500ms]", fails, d)
 		}
 		if fails <= 1 && d > 300*time.Millisecond {
 			t.Errorf("backoff after %d failures: %v, want about 250ms", fails, d)
