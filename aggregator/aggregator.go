@@ -266,6 +266,9 @@ type Aggregator struct {
 	partitions   map[string]*taskPartitions
 	routes       map[schemas.Route]*taskPartitions
 	lookupFailed map[string]lookupFailure
+	// lookupHook, when set (tests), looks up partition counts instead of
+	// the cluster.
+	lookupHook func(ctx context.Context, topic string, timeout time.Duration) (int, error)
 	// keyBuf is the key of a record to partition, reused.
 	keyBuf kgo.Record
 	// paused says that fetching the results topic is paused on client

@@ -632,7 +632,16 @@ func (a *Aggregator) taskPartitions(ctx context.Context, route schemas.Route, to
 		}
 		return nil, f.err
 	}
-	n, err := a.lookupPartitions(ctx, topic)
+	timeout := 5 * time.Second
+	if tp != nil {
+		// A count is known: a refresh holds the batch for less.
+		timeout = time.Second
+	}
+	lookup := a.lookupPartitions
+	if a.lookupHook != nil {
+		lookup = a.lookupHook
+	}
+	n, err := lookup(ctx, topic, timeout)
 	if err != nil {
 		a.lookupFailed[topic] = lookupFailure{at: time.Now(), err: err}
 		if tp != nil {
@@ -650,9 +659,10 @@ func (a *Aggregator) taskPartitions(ctx context.Context, route schemas.Route, to
 	return tp, nil
 }
 
-// lookupPartitions asks the cluster how many partitions topic has.
-func (a *Aggregator) lookupPartitions(ctx context.Context, topic string) (int, error) {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+// lookupPartitions asks the cluster how many partitions topic has,
+// waiting at most timeout.
+func (a *Aggregator) lookupPartitions(ctx context.Context, topic string, timeout time.Duration) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	td, err := kadm.NewClient(a.hop.Client()).ListTopics(ctx, topic)
 	if err == nil {

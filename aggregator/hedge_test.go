@@ -1,6 +1,8 @@
 package aggregator
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -494,5 +496,57 @@ func TestSawResult(t *testing.T) {
 	mf := schemas.Manifest{Route: "hedged", Parts: ids}
 	if allocs := testing.AllocsPerRun(100, func() { a.sawManifest(mf, at) }); allocs != 0 {
 		t.Errorf("sawManifest allocates %.0f times per manifest, want 0", allocs)
+	}
+}
+
+// TestTaskPartitionsLookup: the partition count of a hedged route's tasks
+// topic is looked up once per partitionsTTL; a failed lookup is not tried
+// again for lookupRetry (a broker that does not answer costs one lookup,
+// not one per template or hedge), and a count known before is kept
+// through a failed refresh, which waits less.
+func TestTaskPartitionsLookup(t *testing.T) {
+	var (
+		calls    int
+		fail     bool
+		timeouts []time.Duration
+	)
+	a := &Aggregator{partitions: map[string]*taskPartitions{}, routes: map[schemas.Route]*taskPartitions{}, lookupFailed: map[string]lookupFailure{},
+		lookupHook: func(_ context.Context, topic string, timeout time.Duration) (int, error) {
+			calls++
+			timeouts = append(timeouts, timeout)
+			if fail {
+				return 0, errors.New("no broker answers")
+			}
+			return 4, nil
+		}}
+	ctx := t.Context()
+	fail = true
+	if _, err := a.taskPartitions(ctx, "r", "tasks.r"); err == nil {
+		t.Fatal("a failed lookup gave no error")
+	}
+	if _, err := a.taskPartitions(ctx, "r", "tasks.r"); err == nil || calls != 1 {
+		t.Fatalf("right after a failed lookup: err %v, %d lookups, want the error again and 1 lookup", err, calls)
+	}
+	// Past lookupRetry the lookup is tried again, and succeeds.
+	a.lookupFailed["tasks.r"] = lookupFailure{at: time.Now().Add(-lookupRetry), err: errors.New("old")}
+	fail = false
+	tp, err := a.taskPartitions(ctx, "r", "tasks.r")
+	if err != nil || tp.n != 4 || calls != 2 || a.routes["r"] != tp {
+		t.Fatalf("after the retry wait: %v, %+v, %d lookups", err, tp, calls)
+	}
+	if _, err := a.taskPartitions(ctx, "r", "tasks.r"); err != nil || calls != 2 {
+		t.Fatalf("within the TTL: %v, %d lookups, want none more", err, calls)
+	}
+	// The TTL passes and the refresh fails: the known count stays, the
+	// refresh waited a second, not five, and is not tried again at once.
+	tp.seen = time.Now().Add(-partitionsTTL)
+	fail = true
+	for range 3 {
+		if got, err := a.taskPartitions(ctx, "r", "tasks.r"); err != nil || got != tp {
+			t.Fatalf("failed refresh: %v, %p, want the known %p", err, got, tp)
+		}
+	}
+	if calls != 3 || timeouts[2] != time.Second || timeouts[0] != 5*time.Second {
+		t.Fatalf("%d lookups with timeouts %v, want 3: 5s, 5s, then 1s for the refresh", calls, timeouts)
 	}
 }
