@@ -266,9 +266,9 @@ type Aggregator struct {
 	partitions   map[string]*taskPartitions
 	routes       map[schemas.Route]*taskPartitions
 	lookupFailed map[string]lookupFailure
-	// lookupHook, when set (tests), looks up partition counts instead of
-	// the cluster.
-	lookupHook func(ctx context.Context, topic string, timeout time.Duration) (int, error)
+	// lookupCount looks up a topic's partition count: lookupPartitions
+	// (tests give their own).
+	lookupCount func(ctx context.Context, topic string, timeout time.Duration) (int, error)
 	// keyBuf is the key of a record to partition, reused.
 	keyBuf kgo.Record
 	// paused says that fetching the results topic is paused on client
@@ -317,6 +317,7 @@ func New(cfg Config) (*Aggregator, error) {
 	}
 	a := &Aggregator{cfg: cfg, log: cfg.Logger.With("role", role), quit: make(chan struct{}), partitions: map[string]*taskPartitions{}, routes: map[schemas.Route]*taskPartitions{}, lookupFailed: map[string]lookupFailure{},
 		wake: make(chan struct{}, 1)}
+	a.lookupCount = a.lookupPartitions
 	a.alarm = time.AfterFunc(time.Hour, func() {
 		select {
 		case a.wake <- struct{}{}:

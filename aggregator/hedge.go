@@ -637,11 +637,7 @@ func (a *Aggregator) taskPartitions(ctx context.Context, route schemas.Route, to
 		// A count is known: a refresh holds the batch for less.
 		timeout = time.Second
 	}
-	lookup := a.lookupPartitions
-	if a.lookupHook != nil {
-		lookup = a.lookupHook
-	}
-	n, err := lookup(ctx, topic, timeout)
+	n, err := a.lookupCount(ctx, topic, timeout)
 	if err != nil {
 		a.lookupFailed[topic] = lookupFailure{at: time.Now(), err: err}
 		if tp != nil {

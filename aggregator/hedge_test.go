@@ -511,7 +511,7 @@ func TestTaskPartitionsLookup(t *testing.T) {
 		timeouts []time.Duration
 	)
 	a := &Aggregator{partitions: map[string]*taskPartitions{}, routes: map[schemas.Route]*taskPartitions{}, lookupFailed: map[string]lookupFailure{},
-		lookupHook: func(_ context.Context, topic string, timeout time.Duration) (int, error) {
+		lookupCount: func(_ context.Context, topic string, timeout time.Duration) (int, error) {
 			calls++
 			timeouts = append(timeouts, timeout)
 			if fail {

@@ -71,8 +71,10 @@ type Config struct {
 	// CommitInterval is, when Concurrency is above 1 under exactly-once,
 	// the least time from the end of a transaction to the start of the
 	// next; default 2ms. Results finished meanwhile share a transaction.
-	// Back to back, a transaction's first produce waits on the broker
-	// (most likely for the last one's markers); a longer interval means fewer, larger transactions and
+	// Back to back, a transaction's first produce waits 20ms on the broker
+	// for the last one's markers (see kafkaconfig.Role.TransactionGap,
+	// which every hop waits before its poll; this interval adds to it only
+	// when longer); a longer interval means fewer, larger transactions and
 	// more latency.
 	CommitInterval time.Duration
 }

@@ -78,8 +78,9 @@
 // twice. A partition whose uncommitted tasks reach 8 × N (at least 256) is
 // paused until they fall to half of that. Under exactly-once, two
 // transactions are at least Config.CommitInterval (2ms) apart: back to
-// back, Kafka makes a transaction's first produce wait (most likely for
-// the last one's markers). A poll that brings records but no finished task
+// back, Kafka 4.x holds a transaction's first produce 20ms while the last
+// one's markers are written (every hop also waits
+// kafkaconfig.Role.TransactionGap before its poll). A poll that brings records but no finished task
 // commits nothing (the hop defers the batch). A transaction the broker aborts
 // (seen on Kafka 4.4 when one begins as the last one ends) loses only its
 // output: the tasks in flight go on, and their results go with a later

@@ -103,8 +103,8 @@ to the dlq topic with their reason and are answered FAILED.`,
 					Topics:               c.topics(),
 					Guarantee:            s.guarantee,
 					InstanceID:           c.instanceID,
-					OffsetCommitInterval: commitInterval(c.commitInterval),
-					TransactionGap:       commitInterval(c.transactionGap),
+					OffsetCommitInterval: orNone(c.commitInterval),
+					TransactionGap:       orNone(c.transactionGap),
 					SessionTimeout:       c.sessionTimeout,
 					Logger:               s.base,
 					Metrics:              ob.registerer(),
@@ -265,8 +265,8 @@ scattergather_processor_unknown_recipient_tasks_total and warned about once.`,
 					Topics:               c.topics(),
 					Group:                group,
 					InstanceID:           c.instanceID,
-					OffsetCommitInterval: commitInterval(c.commitInterval),
-					TransactionGap:       commitInterval(c.transactionGap),
+					OffsetCommitInterval: orNone(c.commitInterval),
+					TransactionGap:       orNone(c.transactionGap),
 					SessionTimeout:       c.sessionTimeout,
 					Guarantee:            s.guarantee,
 					Logger:               s.base,
@@ -351,8 +351,8 @@ deadlines bring them down to 90% of the limit; it holds at most
 					Topics:               c.topics(),
 					Guarantee:            s.guarantee,
 					InstanceID:           c.instanceID,
-					OffsetCommitInterval: commitInterval(c.commitInterval),
-					TransactionGap:       commitInterval(c.transactionGap),
+					OffsetCommitInterval: orNone(c.commitInterval),
+					TransactionGap:       orNone(c.transactionGap),
 					SessionTimeout:       c.sessionTimeout,
 					Logger:               s.base,
 					Metrics:              ob.registerer(),
@@ -386,10 +386,11 @@ func noLimit(n int) int {
 	return n
 }
 
-// commitInterval maps --offset-commit-interval and --transaction-gap to
-// the roles' settings, in which zero takes the default and a negative
-// value commits every batch, or waits for nothing.
-func commitInterval(d time.Duration) time.Duration {
+// orNone maps --offset-commit-interval and --transaction-gap, where 0 or
+// negative means none (commit every batch, wait for nothing), to the
+// roles' settings, where zero takes the default and a negative value
+// means none.
+func orNone(d time.Duration) time.Duration {
 	if d <= 0 {
 		return -1
 	}
