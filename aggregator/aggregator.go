@@ -181,7 +181,8 @@ type Stats struct {
 	RestoreSkipped int64
 	// HedgesIssued counts tasks re-issued to another processor because a
 	// part had not answered by its route's hedge delay; HedgesDenied the
-	// hedges the route's budget did not allow; HedgesWon the parts whose
+	// parts whose hedge the route's budget refused (once per part, however
+	// often it is tried again; some are re-issued later); HedgesWon the parts whose
 	// answer came from a hedge (attempt 2) rather than the first attempt.
 	HedgesIssued int64
 	HedgesDenied int64

@@ -486,7 +486,7 @@ func (m *machine) logRequest(u *reqUndo) error {
 
 // logHedge writes what changed in an open request's hedging: templates
 // that came (held entries under their offsets, the hedge time as their
-// arrival) and the hedge mark when the hedge fired.
+// arrival) and the hedge mark when the hedge fired or re-issued more parts.
 func (m *machine) logHedge(p int32, r *request, u *reqUndo) error {
 	h := r.hedge
 	if h == nil {
@@ -505,7 +505,7 @@ func (m *machine) logHedge(p int32, r *request, u *reqUndo) error {
 			return err
 		}
 	}
-	if h.fired && (before == nil || !before.fired) {
+	if h.fired && (before == nil || !before.fired || !slices.Equal(before.hedged, h.hedged)) {
 		mark, err := hedgeMark(r)
 		if err != nil {
 			return err
@@ -661,8 +661,12 @@ func (m *machine) rebuild(p int32, entries map[string][]byte, results string) (p
 					skip(err)
 				}
 				if h := r.hedge; h != nil {
-					if h.at > 0 && !h.fired {
-						ps.timers.push(h.at, id)
+					if h.refused(r.slots) {
+						// Tried again at once.
+						h.next = max(h.at, 1)
+					}
+					if at := h.timer(); at > 0 {
+						ps.timers.push(at, id)
 					}
 					if ps.earned == nil {
 						ps.earned = map[schemas.Route]earnedTokens{}

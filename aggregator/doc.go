@@ -94,7 +94,8 @@
 // another processor than the slow one gets it. A token bucket per route
 // caps hedges: each task of a hedged request earns Budget tokens (up to
 // max(1, 1000 × Budget)), each hedge costs one; a hedge without a token is
-// denied. The first result of a part wins, as above; the reply marks the
+// denied, and tried again every hedge delay while its part is missing, so
+// that the tokens go to the parts that stay missing. The first result of a part wins, as above; the reply marks the
 // part with the attempt that answered and lists the hedged parts in its
 // [HeaderHedged] header. [Stats] counts hedges issued, denied and won.
 // Templates and the fact that the hedge fired (with the slots it
@@ -186,7 +187,8 @@
 //   - on hedged routes, held entries of an open request: its hedge
 //     templates (under their offsets, the hedge time as arrived_at) and,
 //     once the hedge fired, a mark under offset -1 naming the re-issued
-//     slots (see Hedged tasks).
+//     slots, written again when a later try re-issues more (see Hedged
+//     tasks).
 //
 // A request that opens and completes within one batch writes nothing but
 // its line in the done-list. When a request ends its open entry (if one

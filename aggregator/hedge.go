@@ -131,6 +131,42 @@ type hedgeState struct {
 	at     int64
 	fired  bool
 	hedged []bool // by slot, once fired
+	// denied is, by slot, whether the budget refused the part's hedge at
+	// least once; next, once fired, is when the parts it refused are
+	// tried again (Unix nanoseconds; 0: none waits): a refused part is
+	// tried again every hedge delay until it answers or the deadline, so
+	// that the budget goes to the parts that stay missing (stragglers)
+	// rather than to the first parts that missed the delay.
+	denied []bool
+	next   int64
+}
+
+// refused reports whether, the hedge having fired, a part of slots is
+// still missing and was not re-issued: the budget refused it (which parts
+// it refused is not kept in the changelog).
+func (h *hedgeState) refused(slots []slot) bool {
+	if !h.fired {
+		return false
+	}
+	for i, s := range slots {
+		if s.status == "" && !h.hedged[i] {
+			return true
+		}
+	}
+	return false
+}
+
+// timer returns when r's hedge timer is due next: the hedge time until it
+// fired, then the next try of refused parts; 0 for none.
+func (h *hedgeState) timer() int64 {
+	switch {
+	case h == nil:
+		return 0
+	case !h.fired:
+		return h.at
+	default:
+		return h.next
+	}
 }
 
 func (h *hedgeState) clone() *hedgeState {
@@ -143,6 +179,7 @@ func (h *hedgeState) clone() *hedgeState {
 		}
 	}
 	c.hedged = slices.Clone(h.hedged)
+	c.denied = slices.Clone(h.denied)
 	return &c
 }
 
@@ -370,17 +407,26 @@ func (m *machine) template(ps *partitionState, now time.Time, t schemas.Task, sr
 	r.hedge = h
 }
 
-// hedge re-issues the parts of r that have no result yet, as the budget
-// allows.
-func (m *machine) hedge(ps *partitionState, r *request) {
+// hedge re-issues, at now, the parts of r that have no result yet and were
+// not re-issued before, as the budget allows; the parts it refuses are
+// tried again one hedge delay later, while that is before r's deadline.
+func (m *machine) hedge(ps *partitionState, r *request, now int64) {
 	// Mutation "hedge".
 	m.touch(ps, r)
 	h := r.hedge.clone()
-	h.fired = true
-	h.hedged = make([]bool, len(r.slots))
+	if !h.fired {
+		h.fired = true
+		h.hedged = make([]bool, len(r.slots))
+	}
+	if h.denied == nil {
+		h.denied = make([]bool, len(r.slots))
+	}
+	h.next = 0
 	route := r.plan.mf.Route
+	after := time.Duration(h.at - nanos(r.plan.mf.SubmittedAt))
+	refused := false
 	for i, s := range r.slots {
-		if s.status != "" {
+		if s.status != "" || h.hedged[i] {
 			continue
 		}
 		t, ok := h.task(r.plan.mf.Parts[i])
@@ -388,15 +434,26 @@ func (m *machine) hedge(ps *partitionState, r *request) {
 			continue
 		}
 		if !m.hedging.take(route, h.spec) {
-			m.delta.hedgesDenied++
+			if !h.denied[i] {
+				h.denied[i] = true
+				m.delta.hedgesDenied++
+			}
+			refused = true
 			continue
 		}
 		h.hedged[i] = true
 		m.delta.hedgesIssued++
-		m.out = append(m.out, output{task: &t, hedgeAfter: time.Duration(h.at - nanos(r.plan.mf.SubmittedAt))})
+		m.out = append(m.out, output{task: &t, hedgeAfter: after})
+	}
+	if next := now + int64(max(after, minRetry)); refused && next < r.due {
+		h.next = next
+		ps.timers.push(next, r.id)
 	}
 	r.hedge = h
 }
+
+// minRetry is the least wait before refused hedges are tried again.
+const minRetry = time.Millisecond
 
 // hedgeMark is the changelog entry that says which slots of r were
 // hedged: a Task of r under hedgeMarkOffset.

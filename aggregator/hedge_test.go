@@ -258,7 +258,9 @@ func TestMachineHedges(t *testing.T) {
 
 // TestHedgeBudget offers 100 requests of 4 parts whose parts all miss the
 // hedge delay: with a budget of 5% the aggregator hedges 20 parts, 5% of
-// the 400 tasks, and denies the rest.
+// the 400 tasks, however often it tries the refused ones again; each part
+// counts once as denied (a request earns 0.2 tokens, so every first try is
+// refused).
 func TestHedgeBudget(t *testing.T) {
 	h := newHarness(t)
 	const spec = "delay=10ms;budget=0.05"
@@ -275,8 +277,76 @@ func TestHedgeBudget(t *testing.T) {
 			t.Fatalf("after %d tasks, %d hedges: over 5%%", tasks, issued)
 		}
 	}
-	if issued != 20 || h.total.hedgesIssued != 20 || h.total.hedgesDenied != 380 {
-		t.Fatalf("%d hedges issued (counters %+v), want 20 issued and 380 denied", issued, h.total)
+	h.advance(time.Second)
+	issued += len(h.hedges())
+	if issued != 20 || h.total.hedgesIssued != 20 || h.total.hedgesDenied != 400 {
+		t.Fatalf("%d hedges issued (counters %+v), want 20 issued and 400 denied", issued, h.total)
+	}
+}
+
+// TestHedgeRetriesRefusedParts: a part the budget refused at the hedge
+// time is tried again every hedge delay while it is missing, so the budget
+// goes to the part that stays missing (a straggler), not only to the parts
+// that happened to come first; also after the partition moves (restore).
+func TestHedgeRetriesRefusedParts(t *testing.T) {
+	for _, moved := range []bool{false, true} {
+		t.Run(fmt.Sprintf("moved=%v", moved), func(t *testing.T) {
+			h := newHarness(t)
+			// Each request of 4 parts earns 1 token.
+			const spec = "delay=10ms;budget=0.25"
+			h.manifest(h.mf("w", time.Minute, []string{"a", "b", "c", "d"}))
+			h.template("w", "", spec)
+			h.advance(10 * time.Millisecond)
+			if got := partIDs(h.hedges()); !slices.Equal(got, []string{"w/a#2"}) {
+				t.Fatalf("hedged %v at the hedge time with one token, want w/a#2", got)
+			}
+			if h.total.hedgesDenied != 3 {
+				t.Fatalf("%d denied, want 3 (b, c, d)", h.total.hedgesDenied)
+			}
+			h.result(ok("w", "b", `2`))
+			h.result(ok("w", "c", `3`))
+			if moved {
+				// The new owner gets w's earned token back and tries d
+				// at once.
+				m := newMachine(testLateWindow, h.m.mergeFor)
+				ps, _, problems := m.rebuild(0, h.log[0], "results")
+				if problems != nil {
+					t.Fatal(problems)
+				}
+				m.install(ps)
+				h.m, h.ps = m, ps
+				h.advance(time.Microsecond)
+			} else {
+				// No token: d is refused again, and not counted twice.
+				h.advance(10 * time.Millisecond)
+				if ts := h.hedges(); len(ts) != 0 {
+					t.Fatalf("hedged %v without a token", partIDs(ts))
+				}
+				// x earns a token; it answers before its own hedge time.
+				h.manifest(h.mf("x", time.Minute, []string{"a", "b", "c", "d"}))
+				h.template("x", "", spec)
+				for _, p := range []string{"a", "b", "c", "d"} {
+					h.result(ok("x", p, `0`))
+				}
+				h.one()
+				h.advance(10 * time.Millisecond)
+			}
+			if got := partIDs(h.hedges()); !slices.Equal(got, []string{"w/d#2"}) {
+				t.Fatalf("hedged %v on the next try with a token, want w/d#2 (the part still missing)", got)
+			}
+			if !moved && (h.total.hedgesIssued != 2 || h.total.hedgesDenied != 3) {
+				t.Fatalf("counters %+v, want 2 issued, 3 denied", h.total)
+			}
+			h.advance(time.Second)
+			if ts := h.hedges(); len(ts) != 0 {
+				t.Fatalf("hedged %v with nothing refused left", partIDs(ts))
+			}
+			h.result(attempt(ok("w", "a", `1`), 2))
+			h.result(attempt(ok("w", "d", `4`), 2))
+			if r := h.one(); r.Status != schemas.ReplyComplete || string(r.Payload) != `[1,2,3,4]` {
+				t.Fatalf("reply %s %s", r.Status, r.Payload)
+			}
+		})
 	}
 }
 

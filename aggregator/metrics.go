@@ -83,7 +83,7 @@ func newObserver(cfg *Config) (*observer, error) {
 		return nil, err
 	}
 	if o.hedges, err = metrics.NewCounterVec(reg, "hedges_total",
-		"Hedged tasks, by outcome: issued (a part re-issued to another processor), denied (by the route's budget), won (the hedge answered the part first).",
+		"Hedged tasks, by outcome: issued (a part re-issued to another processor), denied (a part the route's budget refused, counted once; it may be re-issued later), won (the hedge answered the part first).",
 		"outcome"); err != nil {
 		return nil, err
 	}

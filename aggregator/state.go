@@ -500,8 +500,8 @@ func (m *machine) abort(holdUntil int64) {
 		u.ps.reqs[u.id] = u.r
 		// The batch may have popped the timer of the restored due time.
 		u.ps.timers.push(u.saved.due, u.id)
-		if h := u.saved.hedge; h != nil && h.at > 0 && !h.fired {
-			u.ps.timers.push(h.at, u.id)
+		if at := u.saved.hedge.timer(); at > 0 {
+			u.ps.timers.push(at, u.id)
 		}
 	}
 	for i := len(m.partUndo) - 1; i >= 0; i-- {
@@ -949,7 +949,7 @@ func (m *machine) fire(ps *partitionState, now time.Time) {
 		}
 		t := ps.timers.peek()
 		r := ps.reqs[t.id]
-		if r == nil || (r.due != t.at && (r.hedge == nil || r.hedge.fired || r.hedge.at != t.at)) {
+		if r == nil || (r.due != t.at && r.hedge.timer() != t.at) {
 			ps.timers.pop()
 			continue // stale
 		}
@@ -966,8 +966,8 @@ func (m *machine) fire(ps *partitionState, now time.Time) {
 			}
 		}
 		ps.timers.pop()
-		if r.phase == phaseOpen && r.hedge != nil && !r.hedge.fired && r.hedge.at == t.at {
-			m.hedge(ps, r)
+		if r.phase == phaseOpen && r.hedge.timer() == t.at {
+			m.hedge(ps, r, nowNs)
 		}
 		if r.due != t.at {
 			continue // a hedge timer only

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -458,4 +459,106 @@ func TestPipelineResyncAfterAbort(t *testing.T) {
 	if b.Len() != 2 || pl.commits[tp].offset != 0 || !slices.Equal(pl.commits[tp].done, []int64{1, 2}) {
 		t.Fatalf("after the resync: %d records, commit %+v", b.Len(), pl.commits[tp])
 	}
+}
+
+// TestPipelineStragglerDoesNotPausePartition: a task that does not finish
+// holds its partition's committed offset, and the tasks handled after it
+// are held with it (in the done set); that alone does not pause fetching
+// the partition below heldPerPending × the pending bound, so its new
+// tasks (hedges among them) are handled meanwhile. Before, fetching paused
+// at 256 held records: the second round below waited for the straggler.
+func TestPipelineStragglerDoesNotPausePartition(t *testing.T) {
+	e := newEnv(t, 1)
+	release := make(chan struct{})
+	defer close(release)
+	var handled atomic.Int64
+	cfg := e.config("p")
+	cfg.Concurrency = 8
+	cfg.Ordering = OrderNone
+	cfg.DrainTimeout = 100 * time.Millisecond
+	start(t, cfg, HandlerFunc(func(ctx context.Context, tk schemas.Task) ([]byte, error) {
+		if string(tk.Payload) == "block" {
+			select {
+			case <-release:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		handled.Add(1)
+		return []byte("ok"), nil
+	}))
+	round := func(first int, n int) {
+		t.Helper()
+		var tasks []schemas.Task
+		for i := range n {
+			tasks = append(tasks, task(fmt.Sprintf("fast-%d", first+i), "shard-0", "x"))
+		}
+		e.produce(t, onPartition(0), encodeTasks(t, tasks...)...)
+		eventually(t, fmt.Sprintf("%d tasks handled behind the straggler", first+n), func() bool {
+			return handled.Load() == int64(first+n)
+		})
+	}
+	e.produce(t, onPartition(0), encodeTasks(t, task("slow", "shard-0", "block"))...)
+	round(0, 300)
+	round(300, 300)
+}
+
+// TestFlowControl: fetching a partition pauses at maxPending records not
+// yet handled, or at heldPerPending times as many held in all, and resumes
+// once both are below half.
+func TestFlowControl(t *testing.T) {
+	cl, err := kgo.NewClient(kgo.SeedBrokers("127.0.0.1:1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	pl := newPipeline(&Processor{cfg: Config{Concurrency: 8}})
+	pl.cl = cl
+	if pl.maxPending != minPending {
+		t.Fatalf("maxPending %d, want %d", pl.maxPending, minPending)
+	}
+	tp := topicPartition{"tasks", 0}
+	t.Run("records handled do not pause it below the held bound", func(t *testing.T) {
+		tr := pl.track(tp)
+		tr.entries = make([]*entry, heldPerPending*minPending-1)
+		tr.entries[0] = &entry{state: entRunning}
+		for i := 1; i < len(tr.entries); i++ {
+			tr.entries[i] = &entry{state: entCommitted}
+		}
+		pl.flowControl()
+		if pl.paused[tp] {
+			t.Fatal("paused")
+		}
+		tr.entries = append(tr.entries, &entry{state: entDone})
+		pl.flowControl()
+		if !pl.paused[tp] {
+			t.Fatal("not paused at the held bound")
+		}
+		if got := cl.PauseFetchPartitions(nil); len(got["tasks"]) != 1 {
+			t.Fatalf("client paused %v", got)
+		}
+		tr.entries = tr.entries[:heldPerPending*minPending/2-1]
+		pl.flowControl()
+		if pl.paused[tp] || len(cl.PauseFetchPartitions(nil)["tasks"]) != 0 {
+			t.Fatal("not resumed below half the held bound")
+		}
+	})
+	t.Run("records not handled pause it at the pending bound", func(t *testing.T) {
+		tr := pl.track(tp)
+		tr.entries = tr.entries[:0]
+		for range minPending {
+			tr.entries = append(tr.entries, &entry{state: entQueued})
+		}
+		pl.flowControl()
+		if !pl.paused[tp] {
+			t.Fatal("not paused at the pending bound")
+		}
+		for _, e := range tr.entries[:minPending/2+1] {
+			e.state = entDone
+		}
+		pl.flowControl()
+		if pl.paused[tp] {
+			t.Fatal("not resumed below half the pending bound")
+		}
+	})
 }
