@@ -556,7 +556,11 @@ func (t *track) trim(offset int64) {
 
 // flowControl pauses fetching a partition whose track has maxPending
 // records not yet handled, or holds heldPerPending times as many in all,
-// and resumes it once both are below half of that. pl.mu is held.
+// and resumes it once both are below half of that, or when it must be
+// polled again after an aborted batch (resync): until then it emits and
+// commits nothing, so it would never get below the bound and stay paused
+// for good (seen on Kafka 4.4 as a hedged bench phase with every request
+// timing out). pl.mu is held.
 func (pl *pipeline) flowControl() {
 	if pl.cl == nil {
 		return
@@ -571,10 +575,10 @@ func (pl *pipeline) flowControl() {
 			}
 		}
 		switch {
-		case (pending >= pl.maxPending || held >= maxHeld) && !pl.paused[tp]:
+		case (pending >= pl.maxPending || held >= maxHeld) && t.resync == 0 && !pl.paused[tp]:
 			pl.paused[tp] = true
 			pause[tp.topic] = append(pause[tp.topic], tp.partition)
-		case pending < pl.maxPending/2 && held < maxHeld/2 && pl.paused[tp]:
+		case (pending < pl.maxPending/2 && held < maxHeld/2 || t.resync > 0) && pl.paused[tp]:
 			delete(pl.paused, tp)
 			resume[tp.topic] = append(resume[tp.topic], tp.partition)
 		}

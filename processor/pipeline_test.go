@@ -561,4 +561,24 @@ func TestFlowControl(t *testing.T) {
 			t.Fatal("not resumed below half the pending bound")
 		}
 	})
+	t.Run("a paused partition is polled again after an aborted batch", func(t *testing.T) {
+		tr := pl.track(tp)
+		tr.entries, tr.next = tr.entries[:0], 0
+		for off := range int64(minPending) {
+			pl.add(tr, &kgo.Record{Topic: tp.topic, Partition: tp.partition, Offset: off})
+		}
+		pl.flowControl()
+		if !pl.paused[tp] {
+			t.Fatal("not paused at the pending bound")
+		}
+		pl.end(false)
+		if tr.resync == 0 || pl.paused[tp] || len(cl.PauseFetchPartitions(nil)["tasks"]) != 0 {
+			t.Fatalf("after an aborted batch: resync %d, paused %v: the partition would never be polled up to its records again", tr.resync, pl.paused[tp])
+		}
+		pl.add(tr, &kgo.Record{Topic: tp.topic, Partition: tp.partition, Offset: minPending - 1})
+		pl.flowControl()
+		if tr.resync != 0 || !pl.paused[tp] {
+			t.Fatalf("polled up to its records again: resync %d, paused %v; want paused again", tr.resync, pl.paused[tp])
+		}
+	})
 }
