@@ -430,6 +430,10 @@ var alertCases = map[string][]alertCase{
 		{"1 a minute", `scattergather_hop_restarts_total{instance="a",group="sg.aggregator"} 0+1x40`, true},
 		{"1 in 10 minutes", `scattergather_hop_restarts_total{instance="a",group="sg.aggregator"} 0+0.1x40`, false},
 	},
+	"ScattergatherRewindRepaired": {
+		{"one repair", `scattergather_hop_rewinds_repaired_total{instance="a",group="sg.aggregator"} 0x20 1x20`, true},
+		{"none", `scattergather_hop_rewinds_repaired_total{instance="a",group="sg.aggregator"} 0x40`, false},
+	},
 }
 
 func noReadyCases(check string) []alertCase {

@@ -31,6 +31,7 @@ import (
 //	reject.go      records Kafka refuses for good, replaced by dead letters
 //	hop_client.go  the client's life: restarts, fatal errors, close, leave
 //	hop_owned.go   what the role owns, and revocations franz-go swallows
+//	hop_again.go   an aborted batch's records are consumed again: checked
 //
 // Every method of Hop that is not documented as safe for concurrent use
 // runs on Run's goroutine.
@@ -260,6 +261,11 @@ type Hop struct {
 	synced *syncTracker
 	ownMu  sync.Mutex
 	owned  map[string]map[int32]bool
+	// again marks, by partition, the first record an aborted batch read
+	// (hop_again.go); ownMu guards it.
+	again           map[string]map[int32]kgo.EpochOffset
+	rewindsRepaired atomic.Int64
+	repairedVec     prometheus.Counter // nil without HopConfig.Metrics
 
 	// acked are offsets whose batches' output is acknowledged and that
 	// are not committed yet (HopConfig.CommitInterval, at-least-once);
@@ -341,6 +347,13 @@ func NewHop(cfg HopConfig) (*Hop, error) {
 			return nil, fmt.Errorf("hop %s: register metric: %w", cfg.Group, err)
 		}
 		h.restartsVec = vec.WithLabelValues(cfg.Group)
+		vec, err = registerCounterVec(cfg.Metrics, prometheus.CounterOpts{Namespace: "scattergather", Name: "hop_rewinds_repaired_total",
+			Help: "Polls whose records of a partition started past where an aborted batch had read it from (the client was not set back), set back before the role saw them, by consumer group. Should stay 0."},
+			"group")
+		if err != nil {
+			return nil, fmt.Errorf("hop %s: register metric: %w", cfg.Group, err)
+		}
+		h.repairedVec = vec.WithLabelValues(cfg.Group)
 		if h.rejectedVec, err = registerCounterVec(cfg.Metrics, prometheus.CounterOpts{Namespace: "scattergather", Name: "records_rejected_total",
 			Help: "Output records Kafka refused for good (unknown topic, not authorised, too large, invalid), each written as a dead letter instead, by consumer group and reason."},
 			"group", "reason"); err != nil {
@@ -472,6 +485,9 @@ func (h *Hop) Run(ctx context.Context, process ProcessFunc, end EndFunc) (err er
 		})
 		if groupErr != nil {
 			return groupErr
+		}
+		if h.repairSkip(fetches) {
+			continue
 		}
 		final := ctx.Err() != nil // this batch is the final one
 		if err := h.runBatch(ctx, fetches, process, ended); err != nil {

@@ -226,6 +226,7 @@ func (h *Hop) closeClient() {
 			h.revoke(context.Background(), h.cl, stale, true)
 		}
 		h.joined.Store(false)
+		h.forgetAgain(nil)
 		h.partitions.Store(0)
 	}()
 	if h.sess != nil {

@@ -213,6 +213,7 @@ func commitSync(ctx context.Context, cl *kgo.Client, offsets map[string]map[int3
 // offsets (Batch.Commit) may have records in flight from earlier polls:
 // every partition goes back to its committed offset instead.
 func (h *Hop) rewind(b *Batch) {
+	h.markAgain(b.Fetches)
 	if b.committing() {
 		to := map[string]map[int32]kgo.EpochOffset{}
 		for t, ps := range h.cl.CommittedOffsets() {

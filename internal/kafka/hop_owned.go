@@ -98,6 +98,7 @@ func (h *Hop) assigned(ctx context.Context, cl *kgo.Client, as map[string][]int3
 		h.cfg.OnAssigned(ctx, cl, as)
 	}
 	h.own(as, true)
+	h.forgetAgain(as)
 	h.partitions.Add(countPartitions(as))
 	h.joined.Store(true)
 	h.rebalanceAt.Store(time.Now().UnixNano())
@@ -167,6 +168,7 @@ func (h *Hop) revoke(ctx context.Context, cl *kgo.Client, rev map[string][]int32
 		h.cfg.OnRevoked(ctx, cl, rev)
 	}
 	h.own(rev, false)
+	h.forgetAgain(rev)
 	h.partitions.Add(-countPartitions(rev))
 	h.rebalanceAt.Store(time.Now().UnixNano())
 	if lost {

@@ -55,6 +55,10 @@ func (h *Hop) endTransaction(ctx, bctx context.Context, b *Batch, perr error, en
 	committed, err := h.sess.End(ectx, try)
 	cancel()
 	h.lastEnd = time.Now()
+	if !committed && err == nil {
+		// End set the client back to the committed offsets.
+		h.markAgain(b.Fetches)
+	}
 	end(committed)
 	switch {
 	case err != nil && errors.Is(ectx.Err(), context.DeadlineExceeded) && bctx.Err() == nil:
