@@ -11,7 +11,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/scattergather/scattergather/internal/kafka"
-	"github.com/scattergather/scattergather/internal/testkafka"
 	"github.com/scattergather/scattergather/kafkaconfig"
 )
 
@@ -28,26 +27,7 @@ func TestHopRepairsMissedRewind(t *testing.T) {
 	for _, g := range []kafkaconfig.Guarantee{kafkaconfig.ExactlyOnce, kafkaconfig.AtLeastOnce} {
 		t.Run(string(g), func(t *testing.T) {
 			const n = 20
-			c := testkafka.New(t)
-			in := c.CreateTopic(t, "in", 1, nil)
-			out := c.CreateTopic(t, "out", 1, nil)
-			group := c.Name("again")
-			prod := c.Client(t, kgo.DefaultProduceTopic(in))
-			for i := range n {
-				if err := prod.ProduceSync(t.Context(), &kgo.Record{Value: []byte(strconv.Itoa(i))}).FirstErr(); err != nil {
-					t.Fatal(err)
-				}
-			}
-			h, err := kafka.NewHop(kafka.HopConfig{
-				Client:          kafkaconfig.Client{Brokers: c.Brokers},
-				Group:           group,
-				Topics:          []string{in},
-				Guarantee:       g,
-				TransactionalID: group + "-0",
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
+			h, in, out := copyHop(t, n, kafka.HopConfig{Guarantee: g})
 			var (
 				mu      sync.Mutex
 				aborts  int

@@ -33,28 +33,7 @@ func TestTransactionGap(t *testing.T) {
 	} {
 		t.Run(tc.gap.String(), func(t *testing.T) {
 			const n = 6
-			c := testkafka.New(t)
-			in := c.CreateTopic(t, "in", 1, nil)
-			out := c.CreateTopic(t, "out", 1, nil)
-			group := c.Name("gap")
-			prod := c.Client(t, kgo.DefaultProduceTopic(in))
-			for i := range n {
-				if err := prod.ProduceSync(t.Context(), &kgo.Record{Value: []byte(strconv.Itoa(i))}).FirstErr(); err != nil {
-					t.Fatal(err)
-				}
-			}
-			h, err := kafka.NewHop(kafka.HopConfig{
-				Client:          kafkaconfig.Client{Brokers: c.Brokers},
-				Group:           group,
-				Topics:          []string{in},
-				Guarantee:       kafkaconfig.ExactlyOnce,
-				TransactionalID: group + "-0",
-				MaxPollRecords:  1,
-				TransactionGap:  tc.gap,
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
+			h, _, out := copyHop(t, n, kafka.HopConfig{Guarantee: kafkaconfig.ExactlyOnce, MaxPollRecords: 1, TransactionGap: tc.gap})
 			var (
 				mu     sync.Mutex
 				ends   []time.Time
@@ -99,4 +78,29 @@ func TestTransactionGap(t *testing.T) {
 			}
 		})
 	}
+}
+
+// copyHop makes a topic "in" of one partition holding n records, the
+// values "0" to "n-1", a topic "out", and a hop of cfg (its client, group,
+// topics and transactional id set here) to copy one to the other.
+func copyHop(t *testing.T, n int, cfg kafka.HopConfig) (h *kafka.Hop, in, out string) {
+	t.Helper()
+	c := testkafka.New(t)
+	in = c.CreateTopic(t, "in", 1, nil)
+	out = c.CreateTopic(t, "out", 1, nil)
+	prod := c.Client(t, kgo.DefaultProduceTopic(in))
+	for i := range n {
+		if err := prod.ProduceSync(t.Context(), &kgo.Record{Value: []byte(strconv.Itoa(i))}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg.Client = kafkaconfig.Client{Brokers: c.Brokers}
+	cfg.Group = c.Name("copy")
+	cfg.Topics = []string{in}
+	cfg.TransactionalID = cfg.Group + "-0"
+	h, err := kafka.NewHop(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h, in, out
 }
