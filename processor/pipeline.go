@@ -90,6 +90,17 @@ type entry struct {
 	o     outcome
 }
 
+// committed marks e committed and lets go of its task and outcome: only
+// its offset is needed from now on (the commit point and the done set),
+// and a partition holds up to heldPerPending × maxPending such entries
+// behind a slow record, whose payloads (and the fetch buffers they point
+// into) would otherwise stay in memory with them.
+func (e *entry) committed() {
+	e.state = entCommitted
+	e.rec = &kgo.Record{Topic: e.rec.Topic, Partition: e.rec.Partition, Offset: e.rec.Offset, LeaderEpoch: e.rec.LeaderEpoch}
+	e.o = outcome{}
+}
+
 // track is the pipeline's state of one partition.
 type track struct {
 	tp      topicPartition
@@ -288,7 +299,7 @@ func (pl *pipeline) add(t *track, rec *kgo.Record) {
 	t.entries = append(t.entries, e)
 	if t.skip[rec.Offset] {
 		// Its result was committed before: the done set says so.
-		e.state = entCommitted
+		e.committed()
 		return
 	}
 	if pl.byKey && rec.Key != nil {
@@ -505,7 +516,7 @@ func (pl *pipeline) end(committedBatch bool) tally {
 	pl.lastEnd = time.Now()
 	if committedBatch {
 		for _, e := range pl.batch {
-			e.state = entCommitted
+			e.committed()
 		}
 		for tp, cs := range pl.commits {
 			pl.committed[tp] = cs
