@@ -148,32 +148,10 @@ type HopConfig struct {
 	Opts []kgo.Opt
 }
 
-// Validate reports every problem with c at once.
-func (c *HopConfig) Validate() error {
-	var errs []error
-	if err := c.Client.Validate(); err != nil {
-		errs = append(errs, err)
-	}
-	if c.Group == "" {
-		errs = append(errs, errors.New("group: empty"))
-	}
-	if len(c.Topics) == 0 {
-		errs = append(errs, errors.New("topics: none to consume"))
-	}
+// setDefaults fills in what c leaves unset; NewHop calls it on its copy.
+func (c *HopConfig) setDefaults() {
 	if c.Guarantee == "" {
 		c.Guarantee = kafkaconfig.ExactlyOnce
-	}
-	if _, err := kafkaconfig.ParseGuarantee(string(c.Guarantee)); err != nil {
-		errs = append(errs, err)
-	}
-	if c.Guarantee == kafkaconfig.ExactlyOnce && c.TransactionalID == "" {
-		errs = append(errs, errors.New("transactional id: required for exactly-once"))
-	}
-	if c.Tick < 0 {
-		errs = append(errs, fmt.Errorf("tick: %s is negative", c.Tick))
-	}
-	if c.MaxPollRecords < 0 {
-		errs = append(errs, fmt.Errorf("max poll records: %d is negative", c.MaxPollRecords))
 	}
 	if c.DrainTimeout <= 0 {
 		c.DrainTimeout = 10 * time.Second
@@ -185,6 +163,37 @@ func (c *HopConfig) Validate() error {
 		c.MaxRestartBackoff = 10 * time.Second
 	}
 	c.MaxRestartBackoff = max(c.MaxRestartBackoff, c.RestartBackoff)
+}
+
+// Validate reports every problem with c at once; it changes nothing. An
+// empty Guarantee is exactly-once (setDefaults).
+func (c HopConfig) Validate() error {
+	var errs []error
+	if err := c.Client.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Group == "" {
+		errs = append(errs, errors.New("group: empty"))
+	}
+	if len(c.Topics) == 0 {
+		errs = append(errs, errors.New("topics: none to consume"))
+	}
+	g := c.Guarantee
+	if g == "" {
+		g = kafkaconfig.ExactlyOnce
+	}
+	if _, err := kafkaconfig.ParseGuarantee(string(g)); err != nil {
+		errs = append(errs, err)
+	}
+	if g == kafkaconfig.ExactlyOnce && c.TransactionalID == "" {
+		errs = append(errs, errors.New("transactional id: required for exactly-once"))
+	}
+	if c.Tick < 0 {
+		errs = append(errs, fmt.Errorf("tick: %s is negative", c.Tick))
+	}
+	if c.MaxPollRecords < 0 {
+		errs = append(errs, fmt.Errorf("max poll records: %d is negative", c.MaxPollRecords))
+	}
 	return errors.Join(errs...)
 }
 
@@ -286,6 +295,9 @@ func NewHop(cfg HopConfig) (*Hop, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("hop config: %w", err)
 	}
+	cfg.Topics = slices.Clone(cfg.Topics)
+	cfg.Opts = slices.Clone(cfg.Opts)
+	cfg.setDefaults()
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)

@@ -9,6 +9,7 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/scattergather/scattergather/kafkaconfig"
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -91,5 +92,33 @@ func TestAssignedRevokesWhatTheSyncDropped(t *testing.T) {
 	}
 	if joined, n := h.Membership(); !joined || n != 0 {
 		t.Errorf("membership joined=%v partitions=%d, want true 0", joined, n)
+	}
+}
+
+// TestNewHopKeepsTheCallersConfig: NewHop validates what it was given and
+// fills the defaults on its own copy, whose slices are its own: the
+// caller's config is not changed, and what the caller changes afterwards
+// does not reach the hop.
+func TestNewHopKeepsTheCallersConfig(t *testing.T) {
+	cfg := HopConfig{
+		Client:          kafkaconfig.Client{Brokers: []string{"127.0.0.1:1"}},
+		Group:           "g",
+		Topics:          []string{"in"},
+		TransactionalID: "g-0",
+	}
+	h, err := NewHop(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.closeClient()
+	if cfg.Guarantee != "" || cfg.DrainTimeout != 0 || cfg.RestartBackoff != 0 {
+		t.Fatalf("the caller's config was changed: %+v", cfg)
+	}
+	if h.cfg.Guarantee != kafkaconfig.ExactlyOnce || h.cfg.DrainTimeout != 10*time.Second || h.cfg.MaxRestartBackoff != 10*time.Second {
+		t.Fatalf("defaults not filled: guarantee %q, drain %s, max restart backoff %s", h.cfg.Guarantee, h.cfg.DrainTimeout, h.cfg.MaxRestartBackoff)
+	}
+	cfg.Topics[0] = "other"
+	if h.cfg.Topics[0] != "in" {
+		t.Fatalf("the caller's later change reached the hop: topics %v", h.cfg.Topics)
 	}
 }

@@ -39,8 +39,22 @@ type TopicWatchConfig struct {
 	Logger *slog.Logger
 }
 
-// Validate fills in the defaults and reports every problem at once.
-func (c *TopicWatchConfig) Validate() error {
+// setDefaults fills in what c leaves unset; NewTopicWatch calls it on its
+// copy.
+func (c *TopicWatchConfig) setDefaults() {
+	if c.Interval == 0 {
+		c.Interval = DefaultTopicWatchInterval
+	}
+	if c.Recheck == 0 {
+		c.Recheck = DefaultTopicWatchRecheck
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Validate reports every problem with c at once; it changes nothing.
+func (c TopicWatchConfig) Validate() error {
 	var errs []error
 	if err := c.Client.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("client: %w", err))
@@ -50,15 +64,6 @@ func (c *TopicWatchConfig) Validate() error {
 	}
 	if c.Interval < 0 || c.Recheck < 0 {
 		errs = append(errs, fmt.Errorf("interval %s, recheck %s: negative", c.Interval, c.Recheck))
-	}
-	if c.Interval == 0 {
-		c.Interval = DefaultTopicWatchInterval
-	}
-	if c.Recheck == 0 {
-		c.Recheck = DefaultTopicWatchRecheck
-	}
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
 	}
 	return errors.Join(errs...)
 }
@@ -89,6 +94,7 @@ func NewTopicWatch(cfg TopicWatchConfig) (*TopicWatch, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("topic watch config: %w", err)
 	}
+	cfg.setDefaults()
 	return &TopicWatch{cfg: cfg}, nil
 }
 
