@@ -83,11 +83,14 @@ const (
 )
 
 type entry struct {
-	rec   *kgo.Record
-	key   string
-	keyed bool
-	state entryState
-	o     outcome
+	rec *kgo.Record // nil once committed
+	// offset and epoch are rec's, kept when rec goes.
+	offset int64
+	epoch  int32
+	key    string
+	keyed  bool
+	state  entryState
+	o      outcome
 }
 
 // committed marks e committed and lets go of its task and outcome: only
@@ -96,9 +99,7 @@ type entry struct {
 // behind a slow record, whose payloads (and the fetch buffers they point
 // into) would otherwise stay in memory with them.
 func (e *entry) committed() {
-	e.state = entCommitted
-	e.rec = &kgo.Record{Topic: e.rec.Topic, Partition: e.rec.Partition, Offset: e.rec.Offset, LeaderEpoch: e.rec.LeaderEpoch}
-	e.o = outcome{}
+	e.state, e.rec, e.o = entCommitted, nil, outcome{}
 }
 
 // track is the pipeline's state of one partition.
@@ -295,7 +296,7 @@ func (pl *pipeline) add(t *track, rec *kgo.Record) {
 		return // consumed again after an aborted batch: t has it
 	}
 	t.next = rec.Offset + 1
-	e := &entry{rec: rec}
+	e := &entry{rec: rec, offset: rec.Offset, epoch: rec.LeaderEpoch}
 	t.entries = append(t.entries, e)
 	if t.skip[rec.Offset] {
 		// Its result was committed before: the done set says so.
@@ -484,10 +485,10 @@ func (t *track) commitPoint() (cs commitState, epoch int32, ok bool) {
 	}
 	switch {
 	case i < len(t.entries):
-		cs.offset, epoch = t.entries[i].rec.Offset, t.entries[i].rec.LeaderEpoch
+		cs.offset, epoch = t.entries[i].offset, t.entries[i].epoch
 	case i > 0:
-		last := t.entries[i-1].rec
-		cs.offset, epoch = last.Offset+1, last.LeaderEpoch
+		last := t.entries[i-1]
+		cs.offset, epoch = last.offset+1, last.epoch
 	case t.base >= 0:
 		cs.offset = t.base // no records since the last commit: only the skip set
 	default:
@@ -495,7 +496,7 @@ func (t *track) commitPoint() (cs commitState, epoch int32, ok bool) {
 	}
 	for _, e := range t.entries[min(i+1, len(t.entries)):] {
 		if e.state == entEmitted || e.state == entCommitted {
-			cs.done = append(cs.done, e.rec.Offset)
+			cs.done = append(cs.done, e.offset)
 		}
 	}
 	for o := range t.skip {
@@ -552,7 +553,7 @@ func (pl *pipeline) end(committedBatch bool) tally {
 // trim drops the records below offset: committed.
 func (t *track) trim(offset int64) {
 	i := 0
-	for i < len(t.entries) && t.entries[i].rec.Offset < offset {
+	for i < len(t.entries) && t.entries[i].offset < offset {
 		i++
 	}
 	clear(t.entries[:i])

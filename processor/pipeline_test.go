@@ -406,8 +406,8 @@ func TestPipelineAbortKeepsWork(t *testing.T) {
 	// Committed entries keep their offsets only, not their records and
 	// results: a slow record may hold a thousand of them.
 	for _, e := range tr.entries[1:3] {
-		if e.state != entCommitted || e.rec.Key != nil || e.o.out != nil || e.o.src != nil {
-			t.Fatalf("committed entry at %d keeps state %d, key %q, outcome %+v", e.rec.Offset, e.state, e.rec.Key, e.o)
+		if e.state != entCommitted || e.rec != nil || e.o.out != nil || e.o.src != nil {
+			t.Fatalf("committed entry at %d keeps state %d, record %v, outcome %+v", e.offset, e.state, e.rec, e.o)
 		}
 	}
 	// Nothing new: the next batch is deferred.
