@@ -127,6 +127,20 @@ func (h *Hop) repairSkip(fetches kgo.Fetches) bool {
 	return true
 }
 
+// readRanges describes the records of fetches by partition, "topic/p:first-last"
+// separated by spaces, for the log line of an aborted batch: where a
+// record consumed twice or skipped came from is the first thing to know.
+func readRanges(fetches kgo.Fetches) string {
+	var parts []string
+	fetches.EachPartition(func(p kgo.FetchTopicPartition) {
+		if n := len(p.Records); n > 0 {
+			parts = append(parts, fmt.Sprintf("%s/%d:%d-%d", p.Topic, p.Partition, p.Records[0].Offset, p.Records[n-1].Offset))
+		}
+	})
+	slices.Sort(parts)
+	return strings.Join(parts, " ")
+}
+
 // RewindsRepaired counts the polls whose records started past where an
 // aborted batch left a partition, set back (see hop_again.go). Safe for
 // concurrent use.

@@ -122,3 +122,14 @@ func TestNewHopKeepsTheCallersConfig(t *testing.T) {
 		t.Fatalf("the caller's later change reached the hop: topics %v", h.cfg.Topics)
 	}
 }
+
+func TestReadRanges(t *testing.T) {
+	fetches := kgo.Fetches{{Topics: []kgo.FetchTopic{{Topic: "results", Partitions: []kgo.FetchPartition{
+		{Partition: 2, Records: []*kgo.Record{{Offset: 7}, {Offset: 9}, {Offset: 12}}},
+		{Partition: 0, Records: []*kgo.Record{{Offset: 3}}},
+		{Partition: 1},
+	}}}}}
+	if got, want := readRanges(fetches), "results/0:3-3 results/2:7-12"; got != want {
+		t.Fatalf("readRanges = %q, want %q", got, want)
+	}
+}

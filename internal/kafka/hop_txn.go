@@ -71,9 +71,9 @@ func (h *Hop) endTransaction(ctx, bctx context.Context, b *Batch, perr error, en
 		// Even the dead letters were refused: retrying cannot help.
 		return fmt.Errorf("write dead letters to %q: %w", h.cfg.DeadLetters, prodErr)
 	case prodErr != nil:
-		h.log.Warn("transaction aborted", "group", h.cfg.Group, "err", prodErr)
+		h.log.Warn("transaction aborted", "group", h.cfg.Group, "err", prodErr, "read", readRanges(b.Fetches))
 	case !committed && (revoked || h.sessFlagged.Load()):
-		h.log.Info("transaction aborted by a rebalance; records will be consumed again", "group", h.cfg.Group)
+		h.log.Info("transaction aborted by a rebalance; records will be consumed again", "group", h.cfg.Group, "read", readRanges(b.Fetches))
 	case !committed:
 		// GroupTransactSession.End aborts without an error, and without
 		// retrying, when its TxnOffsetCommit fails with an error it
@@ -83,7 +83,7 @@ func (h *Hop) endTransaction(ctx, bctx context.Context, b *Batch, perr error, en
 		// aggregator's transactions gets CONCURRENT_TRANSACTIONS: it comes
 		// right after the previous one, whose commit marker the offsets
 		// partition has not got yet (docs/DESIGN.md).
-		h.log.Info("transaction aborted: its offset commit failed (CONCURRENT_TRANSACTIONS right after the previous commit, or a coordinator moving); records will be consumed again", "group", h.cfg.Group)
+		h.log.Info("transaction aborted: its offset commit failed (CONCURRENT_TRANSACTIONS right after the previous commit, or a coordinator moving); records will be consumed again", "group", h.cfg.Group, "read", readRanges(b.Fetches))
 	}
 	return nil
 }
