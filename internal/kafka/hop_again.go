@@ -64,8 +64,18 @@ func (h *Hop) forgetAgain(m map[string][]int32) {
 	}
 	for topic, ps := range m {
 		for _, p := range ps {
-			delete(h.again[topic], p)
+			h.forgetMark(topic, p)
 		}
+	}
+}
+
+// forgetMark forgets the mark of topic/p, and the topic once it has none,
+// so that a hop with no marks left skips the check of each poll. h.ownMu
+// is held.
+func (h *Hop) forgetMark(topic string, p int32) {
+	delete(h.again[topic], p)
+	if len(h.again[topic]) == 0 {
+		delete(h.again, topic)
 	}
 }
 
@@ -84,7 +94,7 @@ func (h *Hop) skippedAgain(fetches kgo.Fetches) map[string]map[int32]kgo.EpochOf
 		if len(p.Records) == 0 || !ok {
 			return
 		}
-		delete(h.again[p.Topic], p.Partition)
+		h.forgetMark(p.Topic, p.Partition)
 		if p.Records[0].Offset > mark.Offset {
 			if out == nil {
 				out = map[string]map[int32]kgo.EpochOffset{}

@@ -133,3 +133,25 @@ func TestReadRanges(t *testing.T) {
 		t.Fatalf("readRanges = %q, want %q", got, want)
 	}
 }
+
+// TestMarksAreForgotten: once every partition an aborted batch read was
+// polled again (or revoked), the hop holds no mark, so that its polls skip
+// the check (hop_again.go).
+func TestMarksAreForgotten(t *testing.T) {
+	fetches := func(ps ...int32) kgo.Fetches {
+		var fps []kgo.FetchPartition
+		for _, p := range ps {
+			fps = append(fps, kgo.FetchPartition{Partition: p, Records: []*kgo.Record{{Offset: 5}}})
+		}
+		return kgo.Fetches{{Topics: []kgo.FetchTopic{{Topic: "in", Partitions: fps}}}}
+	}
+	h := &Hop{}
+	h.markAgain(fetches(0, 1))
+	if got := h.skippedAgain(fetches(0)); got != nil {
+		t.Fatalf("skipped %v, polled from the mark", got)
+	}
+	h.forgetAgain(map[string][]int32{"in": {1}})
+	if len(h.again) != 0 {
+		t.Fatalf("marks left after every partition was polled again or revoked: %v", h.again)
+	}
+}
