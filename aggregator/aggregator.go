@@ -332,12 +332,13 @@ func New(cfg Config) (*Aggregator, error) {
 	}
 	a.obs = obs
 	a.m = newMachine(cfg.LateWindow, a.mergeFor)
-	// Under at-least-once the offsets are committed once per interval, and
-	// a crash consumes again everything since: the changelog of the
-	// requests need only be written then, folding what the interval's
-	// batches did to each request into one record (or none, for a request
-	// opened and completed within it).
-	a.m.perInterval = cfg.Guarantee == kafkaconfig.AtLeastOnce && cfg.OffsetCommitInterval > 0
+	// The offsets are committed once per interval (under exactly-once the
+	// transactions between commit them where they were), and a crash
+	// consumes again everything since: the changelog of the requests need
+	// only be written then, folding what the interval's batches did to
+	// each request into one record (or none, for a request opened and
+	// completed within it).
+	a.m.perInterval = cfg.OffsetCommitInterval > 0
 	hcfg := kafka.HopConfig{
 		Client:          cfg.Client,
 		Group:           cfg.Group,
@@ -552,8 +553,14 @@ func (a *Aggregator) process(ctx context.Context, b *kafka.Batch) error {
 	// what was.
 	m.follow = !a.paused
 	m.tick(now)
+	hold := m.perInterval && !b.StateDue()
 	for i := range m.out {
 		o := &m.out[i]
+		if (o.task != nil || o.src != nil) && a.cfg.Guarantee == kafkaconfig.ExactlyOnce {
+			// A hedge or a dead letter is written once: a batch that
+			// holds would write it again after a crash.
+			hold = false
+		}
 		rec, err := a.record(ctx, o, now)
 		if err != nil {
 			clear(m.out)
@@ -568,7 +575,7 @@ func (a *Aggregator) process(ctx context.Context, b *kafka.Batch) error {
 	}
 	clear(m.out)
 	m.out = m.out[:0]
-	if m.perInterval && !b.StateDue() {
+	if hold {
 		if err := m.completions(); err != nil {
 			return err
 		}

@@ -211,17 +211,22 @@
 // reply written again when the aggregator died between the reply's
 // acknowledgement and the changelog's (one produce round trip).
 //
-// Under at-least-once with an offset commit interval
-// (kafkaconfig.Role.OffsetCommitInterval, 100ms by default) the open and
-// held entries are written once per interval instead, in the batch after
-// which the offsets are committed (the hop's Batch.StateDue), folding what
-// the interval's batches did: a request opened and completed within one
-// interval writes only its done-list line. The batches in between hold
-// their state (Batch.HoldState), and the hop commits none of their offsets
-// until it is written; it also has the aggregator write it before the
-// commit of a revocation and at the end of Run. What a batch completes is
-// still written in that batch, right after its replies, so the duplicate
-// window stays one round trip.
+// With an offset commit interval (kafkaconfig.Role.OffsetCommitInterval,
+// 100ms by default) the open and held entries are written once per
+// interval instead, in the batch after which the offsets are committed
+// (the hop's Batch.StateDue), folding what the interval's batches did: a
+// request opened and completed within one interval writes only its
+// done-list line. The batches in between hold their state
+// (Batch.HoldState), and the hop commits none of their offsets until it is
+// written: under at-least-once it also has the aggregator write it before
+// the commit of a revocation and at the end of Run; under exactly-once
+// their transactions commit the offsets where they were, and a crash or a
+// revocation leaves the interval to be consumed again. What a batch
+// completes is still written in that batch, right after its replies (in
+// its transaction under exactly-once, so no reply is written twice); under
+// at-least-once the duplicate window stays one round trip. Under
+// exactly-once a batch that writes a hedge or a dead letter writes the
+// state too, so that no crash writes them twice.
 //
 // # Restore on assignment
 //

@@ -40,9 +40,12 @@ type Role struct {
 	// saves a round trip per batch; a crash consumes up to that much again,
 	// which at-least-once allows. The aggregator also writes the changelog
 	// of its open requests once per interval (what it completes, in every
-	// batch). Zero takes DefaultOffsetCommitInterval;
-	// negative commits after every batch. Exactly-once commits offsets in
-	// each batch's transaction and ignores it.
+	// batch), under both guarantees: under exactly-once its transactions
+	// between two such writes commit their replies but leave the offsets
+	// where they were, so that a crash consumes the interval again. Zero
+	// takes DefaultOffsetCommitInterval; negative commits (and writes the
+	// changelog) in every batch. The other roles under exactly-once commit
+	// offsets in each batch's transaction and ignore it.
 	OffsetCommitInterval time.Duration
 	// TransactionGap is, under exactly-once, the least time from the end
 	// of one of the role's transactions to its poll for the next batch.

@@ -51,7 +51,7 @@ func (c *common) register(fs *flag.FlagSet, withBrokers bool) {
 	fs.StringVar(&c.guarantee, "guarantee", string(kafkaconfig.ExactlyOnce), "exactly-once (Kafka transactions) or at-least-once")
 	fs.StringVar(&c.instanceID, "instance-id", "", "stable name of this instance, part of its transactional id; default hostname-pid")
 	fs.DurationVar(&c.sessionTimeout, "session-timeout", kafkaconfig.DefaultSessionTimeout, "how long the consumer group waits for an instance that stopped heartbeating (crashed) before its partitions go to the others; the broker allows 6s to 30m by default")
-	fs.DurationVar(&c.commitInterval, "offset-commit-interval", kafkaconfig.DefaultOffsetCommitInterval, "at-least-once: least time between two offset commits (a crash consumes up to that much again; the aggregator writes its open requests' state once per interval); 0 or negative: after every batch")
+	fs.DurationVar(&c.commitInterval, "offset-commit-interval", kafkaconfig.DefaultOffsetCommitInterval, "at-least-once: least time between two offset commits (a crash consumes up to that much again); the aggregator, under either guarantee, writes its open requests' state and commits its offsets once per interval; 0 or negative: after every batch")
 	fs.DurationVar(&c.transactionGap, "transaction-gap", kafkaconfig.DefaultTransactionGap, "exactly-once: least time from the end of a transaction to the poll for the next batch (Kafka 4.x holds a transaction's first produce 20ms when it begins while the last one's markers are being written); 0 or negative: no wait")
 	fs.StringVar(&c.logLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "text or json")

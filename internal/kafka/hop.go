@@ -270,6 +270,8 @@ type Hop struct {
 	synced *syncTracker
 	ownMu  sync.Mutex
 	owned  map[string]map[int32]bool
+	// ownGen counts the changes of owned (Hop.resume).
+	ownGen uint64
 	// again marks, by partition, the first record an aborted batch read
 	// (hop_again.go); ownMu guards it.
 	again           map[string]map[int32]kgo.EpochOffset
@@ -283,7 +285,8 @@ type Hop struct {
 	acked      map[string]map[int32]kgo.EpochOffset
 	lastCommit time.Time
 	// holding: a batch since the last commit held its state
-	// (Batch.HoldState); process and ended are Run's, for flushHeld.
+	// (Batch.HoldState; under exactly-once, hop_hold.go); process and
+	// ended are Run's, for flushHeld.
 	holding atomic.Bool
 	process ProcessFunc
 	ended   EndFunc
@@ -445,7 +448,9 @@ func (h *Hop) Run(ctx context.Context, process ProcessFunc, end EndFunc) (err er
 	h.process, h.ended = process, ended
 	for {
 		if ctx.Err() != nil {
-			if h.cfg.FinalBatch {
+			// Under exactly-once, offsets a role held are committed with
+			// its state before the client leaves (hop_hold.go).
+			if h.cfg.FinalBatch || (h.sess != nil && h.holding.Load()) {
 				if err := h.runBatch(ctx, kgo.Fetches{}, process, ended); err != nil && !errors.Is(err, ErrAbort) {
 					if !restartable(err) {
 						return err
@@ -609,13 +614,21 @@ func (h *Hop) runBatch(ctx context.Context, fetches kgo.Fetches, process Process
 	// A flagged session must see End (see Hop.sessFlagged): the batch
 	// takes the transaction's full path even with nothing to commit.
 	flagged := h.sess != nil && h.sessFlagged.Load()
-	if !flagged && perr == nil && len(b.out) == 0 && len(b.state) == 0 && !b.committing() && (fetches.NumRecords() == 0 || b.deferred) {
+	// Under exactly-once a batch that does not hold commits the offsets
+	// earlier batches held, even with nothing to write (hop_hold.go).
+	var commitHeld bool
+	if h.sess != nil && !b.holding() && h.holding.Load() {
+		if commitHeld = len(h.cl.UncommittedOffsets()) > 0; !commitHeld {
+			h.holding.Store(false)
+		}
+	}
+	if !flagged && !commitHeld && perr == nil && len(b.out) == 0 && len(b.state) == 0 && !b.committing() && (fetches.NumRecords() == 0 || b.deferred) {
 		if b.holding() {
 			h.holding.Store(true)
 		}
 		return nil
 	}
-	if idle && !b.committing() && !flagged {
+	if idle && !b.committing() && !flagged && !commitHeld {
 		return h.endProduceOnly(ctx, bctx, b, perr, end)
 	}
 	if idle {

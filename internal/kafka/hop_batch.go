@@ -30,22 +30,26 @@ type Batch struct {
 	stateDue, held bool
 }
 
-// StateDue reports whether the hop commits offsets after this batch: under
-// exactly-once every batch; under at-least-once with
-// HopConfig.CommitInterval the first batch past the interval, and the batch
-// the hop runs before a revocation or when Run ends (a flush: no records).
-// A role that holds its state changes between commits (HoldState) writes
-// them all in such a batch.
+// StateDue reports whether the hop commits offsets after this batch, if the
+// role does not hold its state (HoldState): with HopConfig.CommitInterval
+// the first batch past the interval, and under at-least-once the batch the
+// hop runs before a revocation or when Run ends (a flush: no records);
+// without an interval every batch. A role that holds its state changes
+// between commits writes them all in such a batch.
 func (b *Batch) StateDue() bool { return b.stateDue }
 
 // HoldState says the role kept this batch's state changes in memory
 // instead of writing them (ProduceState): they go out with a later batch
-// whose StateDue is true. Until then the hop commits none of the offsets
-// polled since the last commit, so that after a crash the next owner
-// consumes again everything whose state was not written. The hop then also
-// runs a flush batch (no records, StateDue true) before it commits at a
-// revocation and when Run ends. Under exactly-once StateDue is always true
-// and HoldState must not be called. Safe for concurrent use.
+// that does not hold, which the role writes when StateDue is true. Until
+// then the hop commits none of the offsets polled since the last commit,
+// so that after a crash the next owner consumes again everything whose
+// state was not written. Under at-least-once the hop also runs a flush
+// batch (no records, StateDue true) before it commits at a revocation and
+// when Run ends. Under exactly-once the batch's output is still written in
+// a transaction of its own, which commits the offsets where they were
+// (hop_hold.go); at a revocation or Run's end the held records are left to
+// be consumed again. A batch that holds must not call Commit. Safe for
+// concurrent use.
 func (b *Batch) HoldState() {
 	b.mu.Lock()
 	b.held = true

@@ -98,14 +98,20 @@ func (h *Hop) commitAcked(ctx context.Context) error {
 }
 
 // stateDue reports whether a batch about to run is followed by an offset
-// commit (Batch.StateDue); final: Run's last.
+// commit (Batch.StateDue); final: Run's last. Under exactly-once a batch
+// may hold only if every partition it would commit has a committed offset
+// (hop_hold.go).
 func (h *Hop) stateDue(final bool) bool {
-	if h.sess != nil || h.cfg.CommitInterval <= 0 || final {
+	if h.cfg.CommitInterval <= 0 || final {
 		return true
 	}
 	h.ackedMu.Lock()
-	defer h.ackedMu.Unlock()
-	return time.Since(h.lastCommit) >= h.cfg.CommitInterval
+	due := time.Since(h.lastCommit) >= h.cfg.CommitInterval
+	h.ackedMu.Unlock()
+	if h.sess != nil && !due {
+		return !h.holdable()
+	}
+	return due
 }
 
 // flushHeld runs a batch with no records and StateDue, for a role that

@@ -49,6 +49,7 @@ func (t *syncTracker) ParseSyncAssignment(b []byte) (map[string][]int32, error) 
 func (h *Hop) own(m map[string][]int32, add bool) {
 	h.ownMu.Lock()
 	defer h.ownMu.Unlock()
+	h.ownGen++
 	for topic, ps := range m {
 		for _, p := range ps {
 			if add {

@@ -30,13 +30,23 @@ func (h *Hop) endTransaction(ctx, bctx context.Context, b *Batch, perr error, en
 		end(false)
 		return h.batchError(ctx, perr)
 	}
-	if len(b.out) == 0 && len(b.state) == 0 && len(h.cl.UncommittedOffsets()) == 0 && !h.sessFlagged.Load() {
+	held := b.holding()
+	nothing := len(b.out) == 0 && len(b.state) == 0
+	if nothing && !h.sessFlagged.Load() && (held || len(h.cl.UncommittedOffsets()) == 0) {
 		// Nothing to write and nothing to commit (a role's own commit
-		// offsets equal the committed ones): franz-go would end no
-		// transaction, yet hold its session's lock for 500ms, since no
-		// TxnOffsetCommit response told it the broker has KIP-447.
+		// offsets equal the committed ones, or the role holds their
+		// state): franz-go would end no transaction, yet hold its
+		// session's lock for 500ms, since no TxnOffsetCommit response
+		// told it the broker has KIP-447.
+		if held {
+			h.holding.Store(true)
+		}
 		end(true)
 		return nil
+	}
+	var rp resumePoint
+	if held || h.holding.Load() {
+		rp = h.resumeAt(b)
 	}
 	failed, prodErr, err := h.produceInTransaction(bctx, slices.Concat(b.out, b.state))
 	if err != nil {
@@ -51,13 +61,26 @@ func (h *Hop) endTransaction(ctx, bctx context.Context, b *Batch, perr error, en
 	// point flags the hop again.
 	revoked := h.sessFlagged.Swap(false)
 	bound := h.endTimeout()
-	ectx, cancel := context.WithTimeout(b.commitContext(bctx), bound)
+	cctx := b.commitContext(bctx)
+	if held {
+		cctx = heldContext(bctx, h.cl.CommittedOffsets())
+	}
+	ectx, cancel := context.WithTimeout(cctx, bound)
 	committed, err := h.sess.End(ectx, try)
 	cancel()
 	h.lastEnd = time.Now()
-	if !committed && err == nil {
+	switch {
+	case committed && held:
+		h.holding.Store(true)
+	case committed:
+		h.holding.Store(false)
+		h.ackedMu.Lock()
+		h.lastCommit = h.lastEnd
+		h.ackedMu.Unlock()
+	case err == nil:
 		// End set the client back to the committed offsets.
 		h.markAgain(b.Fetches)
+		h.resume(rp)
 	}
 	end(committed)
 	switch {
