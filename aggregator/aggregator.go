@@ -556,9 +556,11 @@ func (a *Aggregator) process(ctx context.Context, b *kafka.Batch) error {
 	hold := m.perInterval && !b.StateDue()
 	for i := range m.out {
 		o := &m.out[i]
-		if (o.task != nil || o.src != nil) && a.cfg.Guarantee == kafkaconfig.ExactlyOnce {
-			// A hedge or a dead letter is written once: a batch that
-			// holds would write it again after a crash.
+		if o.task == nil && o.src != nil && a.cfg.Guarantee == kafkaconfig.ExactlyOnce {
+			// A dead letter is written once: a batch that holds would
+			// write it again after a crash. (A hedge issued again after a
+			// crash is one more attempt of its part, which the first OK
+			// result answers, as any hedge.)
 			hold = false
 		}
 		rec, err := a.record(ctx, o, now)

@@ -225,8 +225,8 @@
 // completes is still written in that batch, right after its replies (in
 // its transaction under exactly-once, so no reply is written twice); under
 // at-least-once the duplicate window stays one round trip. Under
-// exactly-once a batch that writes a hedge or a dead letter writes the
-// state too, so that no crash writes them twice.
+// exactly-once a batch that writes a dead letter writes the state too, so
+// that no crash writes it twice.
 //
 // # Restore on assignment
 //

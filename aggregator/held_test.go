@@ -78,3 +78,38 @@ func TestHeldStateWrittenBeforeEveryCommit(t *testing.T) {
 			s.RestoredOpen, s.Manifests, len(open))
 	}
 }
+
+// TestDeadLetterNotHeldUnderExactlyOnce: under exactly-once the batches
+// between two changelog writes commit the offsets where they were, and a
+// crash consumes them again; a dead letter written in such a batch would
+// then be written twice. A batch that dead-letters a record writes the
+// state and commits its offsets instead.
+func TestDeadLetterNotHeldUnderExactlyOnce(t *testing.T) {
+	f := newFixture(t, 1)
+	a := f.start("a", kafkaconfig.ExactlyOnce, func(c *Config) { c.OffsetCommitInterval = time.Hour })
+	waitFor(t, "the aggregator ready", 30*time.Second, readyOf(a.agg))
+	committed := func() int64 {
+		offs, err := f.c.Admin(t).FetchOffsets(t.Context(), a.agg.cfg.Group)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o, ok := offs.Lookup(f.topics.Results(), 0); ok {
+			return o.At
+		}
+		return -1
+	}
+	far := time.Now().Add(10 * time.Minute)
+	// The first batch commits (nothing is committed yet); the second holds.
+	f.w.send(0, f.w.manifest("first", far, "", "a"))
+	waitFor(t, "the first manifest committed", 30*time.Second, func() bool { return committed() == 1 })
+	f.w.send(0, f.w.manifest("second", far, "", "a"))
+	waitFor(t, "the second manifest read", 30*time.Second, func() bool { return a.agg.Stats().Manifests == 2 })
+	time.Sleep(200 * time.Millisecond)
+	if got := committed(); got != 1 {
+		t.Fatalf("committed offset %d after a held batch, want 1: the test proves nothing", got)
+	}
+	f.w.send(0, &kgo.Record{Key: []byte("junk"), Value: []byte("hello")})
+	waitFor(t, "the dead letter's batch to commit its offsets", 30*time.Second, func() bool {
+		return a.agg.Stats().DeadLettered == 1 && committed() == 3
+	})
+}
