@@ -339,6 +339,12 @@ func New(cfg Config) (*Aggregator, error) {
 	// each request into one record (or none, for a request opened and
 	// completed within it).
 	a.m.perInterval = cfg.OffsetCommitInterval > 0
+	// Under exactly-once the interval's changelog also leaves out the open
+	// requests the interval created: their partitions commit at the first
+	// record of the oldest (Batch.Commit), and a crash consumes them again.
+	// A request shorter than about one interval then writes only its
+	// done-list line.
+	a.m.young = a.m.perInterval && cfg.Guarantee == kafkaconfig.ExactlyOnce
 	hcfg := kafka.HopConfig{
 		Client:          cfg.Client,
 		Group:           cfg.Group,
@@ -348,6 +354,7 @@ func New(cfg Config) (*Aggregator, error) {
 		InstanceID:      cfg.InstanceID,
 		DeadLetters:     cfg.Topics.DLQ(),
 		CommitInterval:  max(cfg.OffsetCommitInterval, 0),
+		HoldsState:      a.m.perInterval,
 		TransactionGap:  cfg.TransactionGap,
 		SessionTimeout:  cfg.SessionTimeout,
 		Role:            "aggregator",
@@ -584,6 +591,9 @@ func (a *Aggregator) process(ctx context.Context, b *kafka.Batch) error {
 		b.HoldState()
 	} else if err := m.changelog(); err != nil {
 		return err
+	}
+	for p, at := range m.commitAt {
+		b.Commit(a.cfg.Topics.Results(), p, kafka.CommitOffset{Offset: at, Epoch: -1})
 	}
 	a.produceChangelog(b)
 	if b.Len() == 0 && b.Fetches.NumRecords() == 0 {

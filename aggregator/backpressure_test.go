@@ -235,8 +235,10 @@ func TestBackpressureRebalance(t *testing.T) {
 		s := in.agg.Stats()
 		t.Logf("%s after the rebalance: open %d (peak %d, restored %d), paused %v, %d pauses", in.name, s.Open, s.OpenPeak, s.RestoredOpen, s.Paused, s.Pauses)
 	}
-	if sa.Pauses != 2 || sb.RestoredOpen != int64(each*pb) || sb.Pauses != 1 {
-		t.Errorf("a paused %d times, b restored %d open requests and paused %d times; want 2 (resumed below the mark after the revocation), %d and 1",
+	// b restores what the changelog has of its partitions' open requests,
+	// and consumes again those the last interval created (machine.young).
+	if sa.Pauses != 2 || sb.RestoredOpen > int64(each*pb) || sb.Pauses != 1 {
+		t.Errorf("a paused %d times, b restored %d open requests and paused %d times; want 2 (resumed below the mark after the revocation), at most %d and 1",
 			sa.Pauses, sb.RestoredOpen, sb.Pauses, each*pb)
 	}
 
@@ -296,9 +298,9 @@ func TestBackpressureClientRestart(t *testing.T) {
 		t.Fatal("the hop did not restart its client: the test proves nothing")
 	}
 	// The changelog has the open requests as of the last offset commit
-	// (once per interval); the new client restores those and consumes the
-	// rest again.
-	if s.Pauses < 2 || s.RestoredOpen == 0 || s.OpenPeak > bpBound+s.RestoredOpen {
+	// (once per interval, without those the interval created); the new
+	// client restores those and consumes the rest again.
+	if s.Pauses < 2 || s.OpenPeak > bpBound+s.RestoredOpen {
 		t.Errorf("after the restart: %+v; want the restored requests and those consumed again to pause the new client again, and a peak of at most %d + restored",
 			s, bpBound)
 	}

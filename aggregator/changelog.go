@@ -221,6 +221,10 @@ func (m *machine) write(changed []reqUndo) error {
 // changelog marks them (logged, list), which an abort of the batch must
 // undo. A request that left its partition in an earlier batch of the
 // interval is not put there: an abort would bring it back.
+//
+// With machine.young, an open request the interval created is left out
+// (youngReqs), and its partition's offsets are to be committed at its first
+// record (commitAt, the oldest such request's).
 func (m *machine) intervalChanges() []reqUndo {
 	live := m.ivlLive[:0]
 	for i := range m.ivl {
@@ -228,7 +232,19 @@ func (m *machine) intervalChanges() []reqUndo {
 		if m.parts[u.ps.partition] != u.ps {
 			continue
 		}
-		if u.ps.reqs[u.id] == u.r {
+		current := u.ps.reqs[u.id] == u.r
+		if m.young && current && !u.existed && !u.carried && u.r.first >= 0 &&
+			(u.r.phase == phaseOpen || u.r.phase == phaseOrphan) {
+			m.youngReqs = append(m.youngReqs, *u)
+			if m.commitAt == nil {
+				m.commitAt = map[int32]int64{}
+			}
+			if at, ok := m.commitAt[u.ps.partition]; !ok || u.r.first < at {
+				m.commitAt[u.ps.partition] = u.r.first
+			}
+			continue
+		}
+		if current {
 			m.touch(u.ps, u.r)
 		}
 		live = append(live, *u)

@@ -694,3 +694,74 @@ func TestChangelogPerInterval(t *testing.T) {
 		})
 	}
 }
+
+// TestChangelogYoungRequests: under exactly-once (machine.young) an
+// interval's changelog leaves out the open requests the interval created,
+// and asks to commit their partition at the first record of the oldest
+// (commitAt); the next interval's end writes them if they are still open.
+// A request that outlives one interval end but not two so writes only its
+// done-list line. After every written interval, each request in memory is
+// either in the changelog or created by a record at or after the offset to
+// commit: a crash loses none.
+func TestChangelogYoungRequests(t *testing.T) {
+	const n = 50
+	parts := []string{"a", "b", "c", "d", "e", "f", "g", "h"}
+	id := func(i int) string { return fmt.Sprintf("r%d", i) }
+	tests := []struct {
+		name    string
+		flushes []bool // after each batch of partsOverFourBatches
+		young   bool
+		want    float64
+	}{
+		{"one interval end while open", []bool{false, true, false, true}, true, 2.0 / n},
+		{"the same without young requests", []bool{false, true, false, true}, false, 2 + 2.0/n},
+		{"every batch", []bool{true, true, true, true}, true, 3 + 2.0/n},
+		{"every batch without young requests", []bool{true, true, true, true}, false, 4 + 2.0/n},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t)
+			h.m.perInterval, h.m.young = true, tt.young
+			batches := partsOverFourBatches(n, parts, id)
+			records := 0
+			for i, b := range batches {
+				b(h)
+				if !tt.flushes[i] {
+					h.writeWith(h.m.completions)
+					records += len(h.m.log.recs)
+					h.m.commit()
+					h.m.out = h.m.out[:0]
+					continue
+				}
+				h.writeChangelog()
+				records += len(h.m.log.recs)
+				at, skipped := h.m.commitAt[0]
+				if skipped != (tt.young && i == 0 || tt.young && i == 1 && !tt.flushes[0]) {
+					t.Fatalf("after batch %d: commit at %v (%v); want young requests left out only at the first interval end", i, at, skipped)
+				}
+				got, _, problems := h.m.rebuild(0, h.log[0], "results")
+				if problems != nil {
+					t.Fatalf("rebuild: %v", problems)
+				}
+				for rid, r := range h.ps.reqs {
+					if _, logged := got.reqs[rid]; !logged && (!skipped || r.first < at) {
+						t.Fatalf("after batch %d: %s (first record %d) is neither in the changelog nor consumed again from %d", i, rid, r.first, at)
+					}
+				}
+				h.m.commit()
+				h.m.out = h.m.out[:0]
+			}
+			h.now = h.now.Add(time.Hour)
+			h.m.tick(h.now)
+			h.writeChangelog()
+			records += len(h.m.log.recs)
+			h.m.commit()
+			if len(h.ps.reqs) != 0 || len(h.log[0]) != 0 || len(h.m.ivl) != 0 {
+				t.Fatalf("%d requests, %d changelog entries, %d interval log entries left", len(h.ps.reqs), len(h.log[0]), len(h.m.ivl))
+			}
+			if got := float64(records) / n; got != tt.want {
+				t.Fatalf("%.2f changelog records per request, want %.2f", got, tt.want)
+			}
+		})
+	}
+}

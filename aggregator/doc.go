@@ -226,7 +226,10 @@
 // its transaction under exactly-once, so no reply is written twice); under
 // at-least-once the duplicate window stays one round trip. Under
 // exactly-once a batch that writes a dead letter writes the state too, so
-// that no crash writes it twice.
+// that no crash writes it twice, and an interval's end leaves out the open
+// requests the interval created: their partition is committed at the
+// first record of the oldest, and they are written at the next end if
+// still open.
 //
 // # Restore on assignment
 //

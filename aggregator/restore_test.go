@@ -377,8 +377,17 @@ func testRestoreAfterRestart(t *testing.T, g kafkaconfig.Guarantee, how string, 
 
 	b := f.start("b", g)
 	waitFor(t, "the second instance ready", timeoutAfter, readyOf(b.agg))
-	if s := b.agg.Stats(); s.RestoredOpen != int64(requests) || s.RestoreSkipped != 0 {
-		t.Fatalf("second instance restored %d open requests (%d entries skipped), want %d", s.RestoredOpen, s.RestoreSkipped, requests)
+	// Under exactly-once the requests the last interval created are not in
+	// the changelog (machine.young): the second instance consumes them
+	// again. Every request is restored or consumed again, none both.
+	waitFor(t, "every request restored or consumed again", timeoutAfter, func() bool {
+		s := b.agg.Stats()
+		return s.RestoredOpen+s.Manifests >= int64(requests)
+	})
+	if s := b.agg.Stats(); s.RestoredOpen+s.Manifests != int64(requests) || s.RestoreSkipped != 0 ||
+		(g == kafkaconfig.AtLeastOnce && s.RestoredOpen != int64(requests)) {
+		t.Fatalf("second instance restored %d open requests (%d entries skipped) and read %d manifests again, want %d in all (all restored under at-least-once)",
+			s.RestoredOpen, s.RestoreSkipped, s.Manifests, requests)
 	}
 	t.Logf("restart: the second instance was ready %s after the first began, %s before the deadline", time.Since(t0).Round(time.Millisecond), time.Until(timeoutAt).Round(time.Millisecond))
 	if time.Until(timeoutAt) < time.Second {

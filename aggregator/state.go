@@ -119,6 +119,9 @@ type request struct {
 	// entry holds the manifest alone (changelog.go, foldMax).
 	wide bool
 	list uint64
+	// first is the offset of the record that created the request on its
+	// partition, -1 when unknown (machine.young).
+	first int64
 }
 
 // gauges are a partition's current counts.
@@ -290,6 +293,9 @@ type (
 		r       *request // the request the batch changed
 		existed bool     // false: the batch created r
 		saved   request  // r before the batch, when it existed
+		// carried: in the interval log, a request the previous interval
+		// created and left out of its changelog (machine.young).
+		carried bool
 	}
 	slotUndo struct {
 		r     *request
@@ -345,6 +351,15 @@ type machine struct {
 	ivlSeq   uint64
 	ivlMark  int
 	flushing bool
+	// young: under exactly-once, the interval's changelog leaves out the
+	// open requests the interval created, and the offsets of their
+	// partitions are committed at the first record of the oldest of them
+	// (commitAt), so that a crash consumes them again; they are written at
+	// the next interval's end if still open. youngReqs are those the
+	// flush in flight left out, carried into the next interval by commit.
+	young     bool
+	youngReqs []reqUndo
+	commitAt  map[int32]int64
 	slotUndo []slotUndo
 	partUndo []partUndo
 	listUndo []listUndo
@@ -467,6 +482,14 @@ func (m *machine) commit() counters {
 		clear(m.ivl)
 		m.ivl = m.ivl[:0]
 		m.ivlSeq++
+		for _, u := range m.youngReqs {
+			if m.parts[u.ps.partition] != u.ps || u.ps.reqs[u.id] != u.r {
+				continue
+			}
+			u.carried = true
+			m.ivl = append(m.ivl, u)
+			u.r.iseq, u.r.ivlAt = m.ivlSeq, len(m.ivl)-1
+		}
 	}
 	m.endBatch()
 	return d
@@ -545,6 +568,9 @@ func (m *machine) endBatch() {
 	m.ivlLive = m.ivlLive[:0]
 	clear(m.ivlUndo)
 	m.ivlUndo = m.ivlUndo[:0]
+	clear(m.youngReqs)
+	m.youngReqs = m.youngReqs[:0]
+	clear(m.commitAt)
 }
 
 // dirty reports whether the batch in flight changed anything.
@@ -588,10 +614,14 @@ func (m *machine) touchPartition(ps *partitionState) {
 	ps.seq = m.seq
 }
 
-// create adds a request that did not exist.
-func (m *machine) create(ps *partitionState, id schemas.CorrelationID) *request {
+// create adds a request that did not exist, created by record src (nil
+// when the machine is given no record: tests).
+func (m *machine) create(ps *partitionState, id schemas.CorrelationID, src *kgo.Record) *request {
 	m.touchPartition(ps)
-	r := &request{id: id, seq: m.seq}
+	r := &request{id: id, seq: m.seq, first: -1}
+	if src != nil {
+		r.first = src.Offset
+	}
 	m.reqUndo = append(m.reqUndo, reqUndo{ps: ps, id: id, r: r})
 	if m.perInterval {
 		m.ivl = append(m.ivl, reqUndo{ps: ps, id: id, r: r})
@@ -659,7 +689,7 @@ func (m *machine) manifest(ps *partitionState, now time.Time, mf schemas.Manifes
 	}
 	var held []heldResult
 	if r == nil {
-		r = m.create(ps, mf.CorrelationID)
+		r = m.create(ps, mf.CorrelationID, src)
 	} else {
 		m.touch(ps, r)
 		held = r.held
@@ -727,7 +757,7 @@ func (m *machine) result(ps *partitionState, now time.Time, res schemas.Result, 
 	nowNs := now.UnixNano()
 	r := ps.reqs[res.CorrelationID]
 	if r == nil {
-		r = m.create(ps, res.CorrelationID)
+		r = m.create(ps, res.CorrelationID, src)
 		r.phase = phaseOrphan
 	}
 	m.apply(ps, r, res, src, nowNs, nowNs)

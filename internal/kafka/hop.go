@@ -128,6 +128,12 @@ type HopConfig struct {
 	// SessionTimeout is the group's session timeout (kafkaconfig.Role);
 	// default 10s.
 	SessionTimeout time.Duration
+	// HoldsState says the role may hold its state (Batch.HoldState) or
+	// commit behind what it polled (Batch.Commit) in a batch that writes
+	// state. Under exactly-once a batch that does not hold then commits the
+	// offsets the earlier ones left, even with nothing to write, and Run
+	// commits them before the client leaves (hop_hold.go).
+	HoldsState bool
 	// CommitInterval is, under at-least-once, the least time between two
 	// offset commits: a batch whose output is acknowledged sooner after the
 	// last commit leaves its offsets to the next commit, which comes with
@@ -285,8 +291,8 @@ type Hop struct {
 	acked      map[string]map[int32]kgo.EpochOffset
 	lastCommit time.Time
 	// holding: a batch since the last commit held its state
-	// (Batch.HoldState; under exactly-once, hop_hold.go); process and
-	// ended are Run's, for flushHeld.
+	// (Batch.HoldState, at-least-once); process and ended are Run's, for
+	// flushHeld.
 	holding atomic.Bool
 	process ProcessFunc
 	ended   EndFunc
@@ -450,7 +456,7 @@ func (h *Hop) Run(ctx context.Context, process ProcessFunc, end EndFunc) (err er
 		if ctx.Err() != nil {
 			// Under exactly-once, offsets a role held are committed with
 			// its state before the client leaves (hop_hold.go).
-			if h.cfg.FinalBatch || (h.sess != nil && h.holding.Load()) {
+			if h.cfg.FinalBatch || h.commitsHeld() {
 				if err := h.runBatch(ctx, kgo.Fetches{}, process, ended); err != nil && !errors.Is(err, ErrAbort) {
 					if !restartable(err) {
 						return err
@@ -616,14 +622,9 @@ func (h *Hop) runBatch(ctx context.Context, fetches kgo.Fetches, process Process
 	flagged := h.sess != nil && h.sessFlagged.Load()
 	// Under exactly-once a batch that does not hold commits the offsets
 	// earlier batches held, even with nothing to write (hop_hold.go).
-	var commitHeld bool
-	if h.sess != nil && !b.holding() && h.holding.Load() {
-		if commitHeld = len(h.cl.UncommittedOffsets()) > 0; !commitHeld {
-			h.holding.Store(false)
-		}
-	}
+	commitHeld := !b.holding() && h.commitsHeld()
 	if !flagged && !commitHeld && perr == nil && len(b.out) == 0 && len(b.state) == 0 && !b.committing() && (fetches.NumRecords() == 0 || b.deferred) {
-		if b.holding() {
+		if b.holding() && h.sess == nil {
 			h.holding.Store(true)
 		}
 		return nil

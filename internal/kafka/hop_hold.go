@@ -20,8 +20,9 @@ import (
 // everything polled, in one transaction. A crash so consumes the held
 // batches' records again, against a changelog of the state as of their
 // first one. A partition with no committed offset yet cannot be held (its
-// batch is StateDue). An idle batch that writes held state goes through the
-// session's End, so that its offsets are committed with it.
+// batch is StateDue). Any batch that does not hold, idle or with nothing
+// to write, commits the offsets the held ones left (HopConfig.HoldsState),
+// and so does Run before the client leaves.
 //
 // A held batch that aborts is consumed again from its own first records:
 // End sets the client back to the committed offsets, which would consume
@@ -32,6 +33,13 @@ import (
 // agrees with the committed offset. Consuming a held batch's records again
 // is harmless to a role that holds (its state of them is idempotent, as
 // after a crash); setting forward spares the work.
+
+// commitsHeld reports whether, under exactly-once, the role holds state
+// (HopConfig.HoldsState) and offsets it polled are not committed: a batch
+// that does not hold must commit them.
+func (h *Hop) commitsHeld() bool {
+	return h.sess != nil && h.cfg.HoldsState && len(h.cl.UncommittedOffsets()) > 0
+}
 
 // holdable reports whether every partition the client polled past its
 // committed offset has one, so that a held transaction can commit it again.

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
@@ -52,18 +51,7 @@ func TestHeldTransactions(t *testing.T) {
 			return nil, nil, false
 		}
 		refused.Add(1)
-		resp := req.ResponseKind().(*kmsg.TxnOffsetCommitResponse)
-		for _, rt := range req.Topics {
-			st := kmsg.NewTxnOffsetCommitResponseTopic()
-			st.Topic, st.TopicID = rt.Topic, rt.TopicID
-			for _, rp := range rt.Partitions {
-				sp := kmsg.NewTxnOffsetCommitResponseTopicPartition()
-				sp.Partition, sp.ErrorCode = rp.Partition, kerr.ConcurrentTransactions.Code
-				st.Partitions = append(st.Partitions, sp)
-			}
-			resp.Topics = append(resp.Topics, st)
-		}
-		return resp, nil, true
+		return concurrentTransactions(req), nil, true
 	})
 
 	h, err := kafka.NewHop(kafka.HopConfig{
@@ -71,7 +59,7 @@ func TestHeldTransactions(t *testing.T) {
 		Guarantee: kafkaconfig.ExactlyOnce, TransactionalID: group + "-a", InstanceID: "a", Tick: 50 * time.Millisecond,
 		// No batch is due by time: only the first (nothing committed yet)
 		// and those the role does not hold commit their offsets.
-		CommitInterval: time.Hour,
+		CommitInterval: time.Hour, HoldsState: true,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -211,7 +199,7 @@ func TestHeldOffsetsCommitted(t *testing.T) {
 	h, err := kafka.NewHop(kafka.HopConfig{
 		Client: kafkaconfig.Client{Brokers: c.Brokers}, Group: group, Topics: []string{in},
 		Guarantee: kafkaconfig.ExactlyOnce, TransactionalID: group + "-a", InstanceID: "a", Tick: 50 * time.Millisecond,
-		CommitInterval: interval,
+		CommitInterval: interval, HoldsState: true,
 	})
 	if err != nil {
 		t.Fatal(err)

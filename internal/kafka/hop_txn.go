@@ -38,14 +38,11 @@ func (h *Hop) endTransaction(ctx, bctx context.Context, b *Batch, perr error, en
 		// state): franz-go would end no transaction, yet hold its
 		// session's lock for 500ms, since no TxnOffsetCommit response
 		// told it the broker has KIP-447.
-		if held {
-			h.holding.Store(true)
-		}
 		end(true)
 		return nil
 	}
 	var rp resumePoint
-	if held || h.holding.Load() {
+	if h.cfg.HoldsState {
 		rp = h.resumeAt(b)
 	}
 	failed, prodErr, err := h.produceInTransaction(bctx, slices.Concat(b.out, b.state))
@@ -71,9 +68,7 @@ func (h *Hop) endTransaction(ctx, bctx context.Context, b *Batch, perr error, en
 	h.lastEnd = time.Now()
 	switch {
 	case committed && held:
-		h.holding.Store(true)
 	case committed:
-		h.holding.Store(false)
 		h.ackedMu.Lock()
 		h.lastCommit = h.lastEnd
 		h.ackedMu.Unlock()

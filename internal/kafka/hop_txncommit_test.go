@@ -58,19 +58,7 @@ func TestTxnOffsetCommitConcurrentTransactions(t *testing.T) {
 			return nil, nil, false
 		}
 		refused.Add(1)
-		req := kreq.(*kmsg.TxnOffsetCommitRequest)
-		resp := req.ResponseKind().(*kmsg.TxnOffsetCommitResponse)
-		for _, rt := range req.Topics {
-			st := kmsg.NewTxnOffsetCommitResponseTopic()
-			st.Topic, st.TopicID = rt.Topic, rt.TopicID
-			for _, rp := range rt.Partitions {
-				sp := kmsg.NewTxnOffsetCommitResponseTopicPartition()
-				sp.Partition, sp.ErrorCode = rp.Partition, kerr.ConcurrentTransactions.Code
-				st.Partitions = append(st.Partitions, sp)
-			}
-			resp.Topics = append(resp.Topics, st)
-		}
-		return resp, nil, true
+		return concurrentTransactions(kreq.(*kmsg.TxnOffsetCommitRequest)), nil, true
 	})
 	cl := c.Client(t)
 	for _, v := range []string{"a", "b", "c"} {
@@ -136,6 +124,24 @@ func TestTxnOffsetCommitConcurrentTransactions(t *testing.T) {
 	if o, ok := offs.Lookup(in, 0); !ok || o.At != 3 {
 		t.Errorf("committed offset %+v, want 3", o)
 	}
+}
+
+// concurrentTransactions answers req with CONCURRENT_TRANSACTIONS for
+// every partition, as Kafka does to a transaction that comes right after
+// the previous one's commit.
+func concurrentTransactions(req *kmsg.TxnOffsetCommitRequest) *kmsg.TxnOffsetCommitResponse {
+	resp := req.ResponseKind().(*kmsg.TxnOffsetCommitResponse)
+	for _, rt := range req.Topics {
+		st := kmsg.NewTxnOffsetCommitResponseTopic()
+		st.Topic, st.TopicID = rt.Topic, rt.TopicID
+		for _, rp := range rt.Partitions {
+			sp := kmsg.NewTxnOffsetCommitResponseTopicPartition()
+			sp.Partition, sp.ErrorCode = rp.Partition, kerr.ConcurrentTransactions.Code
+			st.Partitions = append(st.Partitions, sp)
+		}
+		resp.Topics = append(resp.Topics, st)
+	}
+	return resp
 }
 
 func fmtBools(bs []bool) string {
