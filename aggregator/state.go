@@ -360,10 +360,10 @@ type machine struct {
 	young     bool
 	youngReqs []reqUndo
 	commitAt  map[int32]int64
-	slotUndo []slotUndo
-	partUndo []partUndo
-	listUndo []listUndo
-	delta    counters
+	slotUndo  []slotUndo
+	partUndo  []partUndo
+	listUndo  []listUndo
+	delta     counters
 
 	out []output
 	// log is the changelog of the batch in flight, written by changelog
