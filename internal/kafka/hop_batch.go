@@ -34,7 +34,8 @@ type Batch struct {
 // role does not hold its state (HoldState): with HopConfig.CommitInterval
 // the first batch past the interval, and under at-least-once the batch the
 // hop runs before a revocation or when Run ends (a flush: no records);
-// without an interval every batch. A role that holds its state changes
+// without an interval, and under exactly-once without
+// HopConfig.HoldsState, every batch. A role that holds its state changes
 // between commits writes them all in such a batch.
 func (b *Batch) StateDue() bool { return b.stateDue }
 

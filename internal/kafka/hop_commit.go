@@ -98,11 +98,12 @@ func (h *Hop) commitAcked(ctx context.Context) error {
 }
 
 // stateDue reports whether a batch about to run is followed by an offset
-// commit (Batch.StateDue); final: Run's last. Under exactly-once a batch
-// may hold only if every partition it would commit has a committed offset
+// commit (Batch.StateDue); final: Run's last. Under exactly-once every
+// batch of a role that does not hold state commits, and a batch may hold
+// only if every partition it would commit has a committed offset
 // (hop_hold.go).
 func (h *Hop) stateDue(final bool) bool {
-	if h.cfg.CommitInterval <= 0 || final {
+	if h.cfg.CommitInterval <= 0 || final || (h.sess != nil && !h.cfg.HoldsState) {
 		return true
 	}
 	h.ackedMu.Lock()

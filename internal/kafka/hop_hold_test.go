@@ -276,3 +276,61 @@ func TestHeldOffsetsCommitted(t *testing.T) {
 		t.Errorf("committed %d after Run ended, want 3: the held offsets are committed on the way out", got)
 	}
 }
+
+// TestStateDueWithoutHeldState: under exactly-once a role that does not
+// hold its state (no HopConfig.HoldsState) commits every batch, whatever
+// the commit interval, and its batches say so (Batch.StateDue).
+func TestStateDueWithoutHeldState(t *testing.T) {
+	c := testkafka.NewKfake(t)
+	in := c.CreateTopic(t, "in", 1, nil)
+	group := c.Name("g")
+	h, err := kafka.NewHop(kafka.HopConfig{
+		Client: kafkaconfig.Client{Brokers: c.Brokers}, Group: group, Topics: []string{in},
+		Guarantee: kafkaconfig.ExactlyOnce, TransactionalID: group + "-a", InstanceID: "a", Tick: 50 * time.Millisecond,
+		CommitInterval: time.Hour,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu  sync.Mutex
+		due []bool
+	)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		done <- h.Run(ctx, func(_ context.Context, b *kafka.Batch) error {
+			if b.Fetches.NumRecords() > 0 {
+				mu.Lock()
+				due = append(due, b.StateDue())
+				mu.Unlock()
+			}
+			return nil
+		}, func(bool) {})
+	}()
+	cl := c.Client(t)
+	for i := range 3 {
+		if err := cl.ProduceSync(t.Context(), &kgo.Record{Topic: in, Value: []byte{byte(i)}}).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, 30*time.Second, func() string { return fmt.Sprint(due) }, func() bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return len(due) > i
+		})
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if slices.Contains(due, false) {
+		t.Errorf("StateDue of the batches %v, want every one true", due)
+	}
+	offs, err := c.Admin(t).FetchOffsets(t.Context(), group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o, ok := offs.Lookup(in, 0); !ok || o.At != 3 {
+		t.Errorf("committed offset %+v, want 3", o)
+	}
+}
