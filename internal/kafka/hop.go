@@ -620,10 +620,13 @@ func (h *Hop) runBatch(ctx context.Context, fetches kgo.Fetches, process Process
 	// A flagged session must see End (see Hop.sessFlagged): the batch
 	// takes the transaction's full path even with nothing to commit.
 	flagged := h.sess != nil && h.sessFlagged.Load()
+	quiet := perr == nil && len(b.out) == 0 && len(b.state) == 0 && !b.committing() && (fetches.NumRecords() == 0 || b.deferred)
 	// Under exactly-once a batch that does not hold commits the offsets
-	// earlier batches held, even with nothing to write (hop_hold.go).
-	commitHeld := !b.holding() && h.commitsHeld()
-	if !flagged && !commitHeld && perr == nil && len(b.out) == 0 && len(b.state) == 0 && !b.committing() && (fetches.NumRecords() == 0 || b.deferred) {
+	// earlier batches held, even with nothing to write (hop_hold.go). Only
+	// a quiet or idle batch could skip the session's End, so only there is
+	// it asked.
+	commitHeld := (quiet || idle) && !b.holding() && h.commitsHeld()
+	if !flagged && !commitHeld && quiet {
 		if b.holding() && h.sess == nil {
 			h.holding.Store(true)
 		}

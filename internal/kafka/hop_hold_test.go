@@ -120,18 +120,7 @@ func TestHeldTransactions(t *testing.T) {
 			return len(ends) > endsAtRead && ends[len(ends)-1] && len(read) > before && read[len(read)-1] == v
 		})
 	}
-	committedAt := func() int64 {
-		t.Helper()
-		offs, err := c.Admin(t).FetchOffsets(t.Context(), group)
-		if err != nil {
-			t.Fatal(err)
-		}
-		o, ok := offs.Lookup(in, 0)
-		if !ok {
-			return -1
-		}
-		return o.At
-	}
+	committedAt := func() int64 { return committedOffset(t, c, group, in) }
 
 	// The first batch commits (the partition has no committed offset to
 	// commit again); the next two hold.
@@ -192,7 +181,7 @@ func TestHeldTransactions(t *testing.T) {
 // batch that writes no state), and when Run ends, so that an idle group
 // shows no lag and a stopped one is not consumed again.
 func TestHeldOffsetsCommitted(t *testing.T) {
-	c := testkafka.NewKfake(t)
+	c := testkafka.New(t)
 	in := c.CreateTopic(t, "in", 1, nil)
 	group := c.Name("g")
 	const interval = 2 * time.Second
@@ -239,16 +228,7 @@ func TestHeldOffsetsCommitted(t *testing.T) {
 			return slices.Contains(read, v)
 		})
 	}
-	committedAt := func() int64 {
-		offs, err := c.Admin(t).FetchOffsets(t.Context(), group)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if o, ok := offs.Lookup(in, 0); ok {
-			return o.At
-		}
-		return -1
-	}
+	committedAt := func() int64 { return committedOffset(t, c, group, in) }
 	produce("a")
 	eventually(t, 10*time.Second, func() string { return fmt.Sprint(committedAt()) }, func() bool { return committedAt() == 1 })
 	start := time.Now()
@@ -272,16 +252,18 @@ func TestHeldOffsetsCommitted(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	if got := committedAt(); got != 3 {
-		t.Errorf("committed %d after Run ended, want 3: the held offsets are committed on the way out", got)
-	}
+	// A transactional offset commit is visible once Kafka has written its
+	// marker, after End returns.
+	eventually(t, 10*time.Second, func() string {
+		return fmt.Sprintf("committed %d after Run ended, want 3: the held offsets are committed on the way out", committedAt())
+	}, func() bool { return committedAt() == 3 })
 }
 
 // TestStateDueWithoutHeldState: under exactly-once a role that does not
 // hold its state (no HopConfig.HoldsState) commits every batch, whatever
 // the commit interval, and its batches say so (Batch.StateDue).
 func TestStateDueWithoutHeldState(t *testing.T) {
-	c := testkafka.NewKfake(t)
+	c := testkafka.New(t)
 	in := c.CreateTopic(t, "in", 1, nil)
 	group := c.Name("g")
 	h, err := kafka.NewHop(kafka.HopConfig{
@@ -326,11 +308,22 @@ func TestStateDueWithoutHeldState(t *testing.T) {
 	if slices.Contains(due, false) {
 		t.Errorf("StateDue of the batches %v, want every one true", due)
 	}
+	// A transactional offset commit is visible once Kafka has written its
+	// marker, after End returns.
+	eventually(t, 10*time.Second, func() string { return fmt.Sprintf("committed offset %d, want 3", committedOffset(t, c, group, in)) },
+		func() bool { return committedOffset(t, c, group, in) == 3 })
+}
+
+// committedOffset returns group's committed offset of partition 0 of
+// topic, -1 for none.
+func committedOffset(t *testing.T, c *testkafka.Cluster, group, topic string) int64 {
+	t.Helper()
 	offs, err := c.Admin(t).FetchOffsets(t.Context(), group)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o, ok := offs.Lookup(in, 0); !ok || o.At != 3 {
-		t.Errorf("committed offset %+v, want 3", o)
+	if o, ok := offs.Lookup(topic, 0); ok {
+		return o.At
 	}
+	return -1
 }

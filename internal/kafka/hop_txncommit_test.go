@@ -117,12 +117,8 @@ func TestTxnOffsetCommitConcurrentTransactions(t *testing.T) {
 	if l := logs.String(); !strings.Contains(l, "transaction aborted: its offset commit failed") || strings.Contains(l, "aborted by a rebalance") {
 		t.Errorf("the abort is not logged as a failed offset commit:\n%s", l)
 	}
-	offs, err := c.Admin(t).FetchOffsets(t.Context(), group)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if o, ok := offs.Lookup(in, 0); !ok || o.At != 3 {
-		t.Errorf("committed offset %+v, want 3", o)
+	if got := committedOffset(t, c, group, in); got != 3 {
+		t.Errorf("committed offset %d, want 3", got)
 	}
 }
 
