@@ -41,6 +41,16 @@ type Phase struct {
 	CPUCores   float64 `json:"cpu_cores"`
 	// CPUPerRequestUS is CPU microseconds per reply.
 	CPUPerRequestUS float64 `json:"cpu_us_per_request"`
+	// MachineCores is the CPUs the whole machine kept busy on average in
+	// the window (every process: a broker of its own, other tenants),
+	// MachineIdlePct its idle share, and MachineCPUPerRequestUS its busy
+	// CPU microseconds per reply. On an otherwise idle machine that is
+	// what a request costs the pipeline and its broker together; when
+	// the idle share is near zero, the CPUs bound the throughput. Zero
+	// where the system does not tell (/proc/stat is Linux's).
+	MachineCores           float64 `json:"machine_cores_busy,omitempty"`
+	MachineIdlePct         float64 `json:"machine_idle_pct,omitempty"`
+	MachineCPUPerRequestUS float64 `json:"machine_cpu_us_per_request,omitempty"`
 	// MaxSendLagMS is the longest an open-loop request was sent after its
 	// intended time.
 	MaxSendLagMS float64 `json:"max_send_lag_ms"`
@@ -63,8 +73,9 @@ type RecordStat struct {
 
 // usage is a reading of the process's resources.
 type usage struct {
-	cpu   time.Duration
-	bytes int64
+	cpu     time.Duration
+	machine machineCPU
+	bytes   int64
 }
 
 // phaseRun is one phase to run.
@@ -83,7 +94,7 @@ type phaseRun struct {
 }
 
 func (pr *phaseRun) read() usage {
-	u := usage{cpu: cpuTime()}
+	u := usage{cpu: cpuTime(), machine: readMachineCPU()}
 	if pr.bytes != nil {
 		u.bytes = pr.bytes()
 	}
@@ -217,6 +228,12 @@ func (pr *phaseRun) run(ctx context.Context) (*Phase, error) {
 		p.MBPerS = float64(atTo.bytes-atFrom.bytes) / res.windowSecs / 1e6
 		if res.requestsPerS > 0 {
 			p.CPUPerRequestUS = p.CPUSeconds * 1e6 / (res.requestsPerS * res.windowSecs)
+		}
+		if cores, idle, ok := atFrom.machine.busyCores(atTo.machine); ok {
+			p.MachineCores, p.MachineIdlePct = cores, idle
+			if res.requestsPerS > 0 {
+				p.MachineCPUPerRequestUS = cores * 1e6 / res.requestsPerS
+			}
 		}
 	}
 	return p, nil

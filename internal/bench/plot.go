@@ -300,6 +300,11 @@ func writeSummary(b *strings.Builder, r *Report) {
 	row("no reply", func(p *Phase) float64 { return float64(p.NoReply) }, "%.0f")
 	row("CPU cores busy", func(p *Phase) float64 { return p.CPUCores }, "%.2f")
 	row("CPU µs/request", func(p *Phase) float64 { return p.CPUPerRequestUS }, "%.1f")
+	if r.Phase.MachineCores > 0 {
+		row("machine cores busy", func(p *Phase) float64 { return p.MachineCores }, "%.2f")
+		row("machine idle %", func(p *Phase) float64 { return p.MachineIdlePct }, "%.0f") // no ratio
+		row("machine CPU µs/request", func(p *Phase) float64 { return p.MachineCPUPerRequestUS }, "%.1f")
+	}
 	b.WriteString("</table>\n")
 }
 

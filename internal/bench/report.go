@@ -98,11 +98,19 @@ func (r *Report) WriteTable(w io.Writer) error {
 	row("CPU s in window", p.CPUSeconds, func(x *Phase) float64 { return x.CPUSeconds }, "%.2f", own)
 	row("CPU cores busy", p.CPUCores, func(x *Phase) float64 { return x.CPUCores }, "%.2f", own)
 	row("CPU µs/request", p.CPUPerRequestUS, func(x *Phase) float64 { return x.CPUPerRequestUS }, "%.0f", own)
+	if p.MachineCores > 0 {
+		row("machine cores busy", p.MachineCores, func(x *Phase) float64 { return x.MachineCores }, "%.2f", true)
+		row("machine idle %", p.MachineIdlePct, func(x *Phase) float64 { return x.MachineIdlePct }, "%.1f", false)
+		row("machine CPU µs/request", p.MachineCPUPerRequestUS, func(x *Phase) float64 { return x.MachineCPUPerRequestUS }, "%.0f", true)
+	}
 	if r.Settings.Rate > 0 {
 		row("max send lag ms", p.MaxSendLagMS, func(x *Phase) float64 { return x.MaxSendLagMS }, "%.1f", false)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	if note := saturationNote(p, b); note != "" {
+		fmt.Fprintf(w, "\n%s\n", note)
 	}
 	if len(p.Records) > 0 {
 		fmt.Fprintf(w, "\nrecords written per request: pipeline %s", recordsLine(p.Records))
@@ -138,4 +146,26 @@ func recordsLine(m map[string]RecordStat) string {
 		parts[i] = fmt.Sprintf("%.2f %s (%.0f B)", m[n].PerRequest, n, m[n].AvgBytes)
 	}
 	return strings.Join(parts, ", ")
+}
+
+// saturatedIdlePct is the machine's idle share below which its CPUs are
+// taken to bound the throughput.
+const saturatedIdlePct = 15
+
+// saturationNote says how to read a ratio when the machine's CPUs were
+// all but saturated: a closed loop then runs as fast as the CPUs allow,
+// and the throughput ratio follows the ratio of machine CPU per request
+// rather than anything about latency. Empty when there is nothing to say.
+func saturationNote(p, b *Phase) string {
+	if p.MachineCores == 0 || p.MachineIdlePct >= saturatedIdlePct {
+		return ""
+	}
+	if b == nil || b.MachineCores == 0 {
+		return fmt.Sprintf("the machine's CPUs were %.0f%% idle: they bound this throughput", p.MachineIdlePct)
+	}
+	if b.MachineIdlePct >= saturatedIdlePct || b.MachineCPUPerRequestUS == 0 {
+		return fmt.Sprintf("the machine's CPUs were %.0f%% idle in the pipeline's window and %.0f%% in the baseline's", p.MachineIdlePct, b.MachineIdlePct)
+	}
+	return fmt.Sprintf("the machine's CPUs were %.0f%% and %.0f%% idle: both chains ran as fast as the CPUs allowed, so the tasks/s ratio follows the machine CPU per request (baseline/pipeline %.2f)",
+		p.MachineIdlePct, b.MachineIdlePct, b.MachineCPUPerRequestUS/p.MachineCPUPerRequestUS)
 }

@@ -268,3 +268,66 @@ func TestBaselineValue(t *testing.T) {
 		t.Error("a truncated value decoded")
 	}
 }
+
+func TestParseProcStat(t *testing.T) {
+	stat := []byte(`cpu  100 5 50 800 40 3 2 0 7 0
+cpu0 50 2 25 400 20 1 1 0 7 0
+cpu1 50 3 25 400 20 2 1 0 0 0
+intr 12345
+ctxt 999
+`)
+	m := parseProcStat(stat)
+	// busy: user+nice+system+irq+softirq+steal, guest left out (in user).
+	if m.busy != 160 || m.total != 1000 || m.cpus != 2 {
+		t.Fatalf("got busy %d total %d cpus %d, want 160, 1000, 2", m.busy, m.total, m.cpus)
+	}
+	later := parseProcStat([]byte(`cpu  250 5 100 850 40 3 2 0 7 0
+cpu0 0 0 0 0 0 0 0 0 0 0
+cpu1 0 0 0 0 0 0 0 0 0 0
+`))
+	// 200 busy ticks of 250: 80% busy over 2 CPUs.
+	cores, idle, ok := m.busyCores(later)
+	if !ok || cores < 1.599 || cores > 1.601 || idle < 19.99 || idle > 20.01 {
+		t.Fatalf("busyCores = %.3f, %.2f%%, %v; want 1.6 cores, 20%% idle", cores, idle, ok)
+	}
+	if _, _, ok := (machineCPU{}).busyCores(later); ok {
+		t.Error("a missing first reading gave a figure")
+	}
+	if m := parseProcStat([]byte("cpu  1 x 3\n")); m.total != 0 {
+		t.Errorf("a malformed line gave %+v", m)
+	}
+}
+
+func TestSaturationNote(t *testing.T) {
+	p := Phase{MachineCores: 1.9, MachineIdlePct: 5, MachineCPUPerRequestUS: 1000}
+	b := Phase{MachineCores: 1.8, MachineIdlePct: 10, MachineCPUPerRequestUS: 800}
+	if got := saturationNote(&p, &b); !strings.Contains(got, "baseline/pipeline 0.80") {
+		t.Errorf("both saturated: %q", got)
+	}
+	b.MachineIdlePct = 40
+	if got := saturationNote(&p, &b); strings.Contains(got, "follows") || !strings.Contains(got, "40% in the baseline's") {
+		t.Errorf("only the pipeline saturated: %q", got)
+	}
+	p.MachineIdlePct = 30
+	if got := saturationNote(&p, &b); got != "" {
+		t.Errorf("idle machine: %q", got)
+	}
+	if got := saturationNote(&Phase{}, nil); got != "" {
+		t.Errorf("no machine figures: %q", got)
+	}
+}
+
+func TestMachineCPUInReport(t *testing.T) {
+	r := sampleReport("", true)
+	r.Phase.MachineCores, r.Phase.MachineIdlePct, r.Phase.MachineCPUPerRequestUS = 1.9, 5, 1000
+	r.Baseline.MachineCores, r.Baseline.MachineIdlePct, r.Baseline.MachineCPUPerRequestUS = 1.8, 10, 800
+	var buf bytes.Buffer
+	if err := r.WriteTable(&buf); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"machine cores busy", "machine idle %", "machine CPU µs/request", "1000", "800", "1.25", "follows the machine CPU per request"} {
+		if !strings.Contains(buf.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, buf.String())
+		}
+	}
+}
