@@ -52,6 +52,31 @@ func (l *listFlag) Set(s string) error {
 	return nil
 }
 
+// waitFlag is a duration flag that knows whether it was given.
+type waitFlag struct {
+	d   time.Duration
+	set bool
+}
+
+func (w *waitFlag) String() string {
+	if w == nil || !w.set {
+		return ""
+	}
+	return w.d.String()
+}
+
+func (w *waitFlag) Set(s string) error {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	if d < 0 {
+		return fmt.Errorf("%s is negative", s)
+	}
+	w.d, w.set = d, true
+	return nil
+}
+
 func replayCmd() *Command {
 	var (
 		c              common
@@ -194,11 +219,11 @@ More in docs/replay.md. Exit status 130 when interrupted before the end.`,
 				fmt.Fprintf(os.Stderr, "replay interrupted; resume with: scattergather replay %s\n", resume)
 				return ExitError{Code: 130}
 			}
-			// The last replies come up to the longest timeout after the
-			// last submission; compare waits for them (run at once, it
-			// reported a few replies missing).
-			wait := (time.Duration(st.LongestTimeoutMS)*time.Millisecond + 5*time.Second).Round(time.Second)
-			fmt.Printf("compare the replies with: scattergather replay compare --run %s --wait %s", st.RunID, wait)
+			// Compare waits by itself until the run's last replies are
+			// due (the longest timeout after the last submission, plus
+			// 5s); run at once without that wait, it reported a few
+			// replies missing.
+			fmt.Printf("compare the replies with: scattergather replay compare --run %s", st.RunID)
 			if targetPrefix != "" {
 				fmt.Printf(" --target-prefix %s", targetPrefix)
 			}
@@ -225,7 +250,7 @@ func compareCmd() *Command {
 		maxMissing   int
 		reportFile   string
 		examples     int
-		wait         time.Duration
+		wait         waitFlag
 	)
 	return &Command{
 		Name:    "replay compare",
@@ -256,7 +281,7 @@ missing pairs exceed --max-missing, so a deploy pipeline can gate on it.`,
 			fs.IntVar(&maxMissing, "max-missing", -1, "exit 3 when more pairs than this miss a reply; -1: never")
 			fs.StringVar(&reportFile, "report", "", "write the JSON report to this file; - prints it on stdout instead of the text")
 			fs.IntVar(&examples, "examples", replay.DefaultExamples, "examples per category")
-			fs.DurationVar(&wait, "wait", 0, "wait up to this long for replay replies that have not come yet")
+			fs.Var(&wait, "wait", "wait up to this long for replay replies that have not come yet, e.g. 2m (0: read what is there now); default: until the run's last replies are due, its last request plus its longest timeout plus 5s (no wait for a run that ended before that)")
 		},
 		Run: func(ctx context.Context, args []string) error {
 			if len(args) > 0 {
@@ -276,7 +301,7 @@ missing pairs exceed --max-missing, so a deploy pipeline can gate on it.`,
 			if cc, err = c.registry.apply(ctx, cc, log); err != nil {
 				return err
 			}
-			cfg := replay.CompareConfig{Client: cc, Source: c.topics(), RunID: runID, JSON: asJSON, Wait: wait, Logger: log, Examples: examples}
+			cfg := replay.CompareConfig{Client: cc, Source: c.topics(), RunID: runID, JSON: asJSON, Wait: wait.d, UntilDue: !wait.set, Logger: log, Examples: examples}
 			if examples == 0 {
 				cfg.Examples = -1
 			}

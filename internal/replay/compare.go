@@ -58,6 +58,11 @@ type CompareConfig struct {
 	// Wait is how long to wait for replay replies that have not come yet
 	// (the replay may still be in flight); 0 reads what is there now.
 	Wait time.Duration
+	// UntilDue also waits for them until the run's last replies are due:
+	// its last checkpoint plus its longest request timeout plus 5s
+	// ([RunDue]), which is in the past for a run that ended long ago.
+	// The longer of the two waits holds.
+	UntilDue bool
 	// Now is the clock; default time.Now.
 	Now    func() time.Time
 	Logger *slog.Logger
@@ -172,6 +177,17 @@ func (r *Report) Changes() int { return r.Counts[Changed] + r.Counts[StatusChang
 // Missing is the number of pairs where either reply is missing.
 func (r *Report) Missing() int { return r.Counts[MissingReplay] + r.Counts[MissingOriginal] }
 
+// replyGrace is how long after a request's timeout its reply may still
+// come: the aggregator's deadline tick and the reply's transaction.
+const replyGrace = 5 * time.Second
+
+// RunDue is when the last reply of st's requests is due: the last
+// checkpoint (after the last request sent) plus the longest timeout of
+// its requests plus a grace for the reply's own way.
+func RunDue(st *RunState) time.Time {
+	return st.UpdatedAt.Add(time.Duration(st.LongestTimeoutMS)*time.Millisecond + replyGrace)
+}
+
 // Compare joins the replies of run's replayed requests with the replies of
 // their originals (by Reply.ReplayOf) and classifies every pair.
 //
@@ -235,6 +251,9 @@ func Compare(ctx context.Context, cfg CompareConfig) (*Report, error) {
 		replays[r], originals[o] = true, true
 	}
 	until := cfg.Now().Add(cfg.Wait)
+	if due := RunDue(st); cfg.UntilDue && due.After(until) {
+		until = due
+	}
 	var replies map[schemas.CorrelationID]schemas.Reply
 	var dups int
 	if cfg.Source.Replies() == cfg.Target.Replies() {

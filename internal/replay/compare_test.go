@@ -171,3 +171,67 @@ func TestCompareChangedHandler(t *testing.T) {
 		})
 	}
 }
+
+// TestCompareWaitsUntilDue compares right after a replay whose handler
+// takes 500ms a task: read at once, the replies are missing; with UntilDue, compare
+// waits for them until the run's last replies are due, and finds them.
+func TestCompareWaitsUntilDue(t *testing.T) {
+	c := testkafka.New(t)
+	source := kafkaconfig.Topics{Prefix: c.Prefix}
+	shadow := kafkaconfig.Topics{Prefix: c.Prefix + "shadow."}
+	routes := `{"routes":[{"name":"echo","mode":"split","fanout":2,"timeout":"10s"}]}`
+	fast := versioned(func(n int, _ schemas.Task) (string, error) { return fmt.Sprintf(`{"n":%d}`, n), nil })
+	slow := versioned(func(n int, _ schemas.Task) (string, error) {
+		time.Sleep(500 * time.Millisecond)
+		return fmt.Sprintf(`{"n":%d}`, n), nil
+	})
+	startStack(t, c, source, stack.Config{Routes: table(t, routes), Processors: []stack.ProcessorSpec{{Route: "echo", Handler: fast}}})
+	startStack(t, c, shadow, stack.Config{Routes: table(t, routes), Processors: []stack.ProcessorSpec{{Route: "echo", Handler: slow}}})
+
+	cl, err := client.New(t.Context(), client.Config{Client: clientConfig(c), Topics: source, DefaultTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	const n = 6 // 12 tasks of 500ms: within the 10s timeout even one at a time
+	for i := range n {
+		p, err := cl.Submit(t.Context(), "echo", fmt.Appendf(nil, `{"n":%d}`, i), client.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r, err := p.Await(t.Context()); err != nil || r.Status != schemas.ReplyComplete {
+			t.Fatalf("original %s: %v %s %s", p.ID, err, r.Status, r.Error)
+		}
+	}
+	r, err := New(Config{Client: clientConfig(c), Source: source, Target: shadow, From: mustBound(t, "1h"), Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Run(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	st, err := LoadRun(t.Context(), clientConfig(c), shadow, r.RunID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if due := RunDue(st); due.Before(time.Now().Add(10 * time.Second)) {
+		t.Fatalf("run due at %s, want at least 10s (the route's timeout) from now", due.Format(time.RFC3339Nano))
+	}
+	cfg := CompareConfig{Client: clientConfig(c), Source: source, Target: shadow, RunID: r.RunID()}
+	rep, err := Compare(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Counts[MissingReplay] == 0 {
+		t.Fatalf("compare at once found every replay reply (counts %v): the handler's 500ms tasks should still be running", rep.Counts)
+	}
+	cfg.UntilDue = true
+	start := time.Now()
+	if rep, err = Compare(t.Context(), cfg); err != nil {
+		t.Fatal(err)
+	}
+	if rep.Requests != n || rep.Missing() != 0 || rep.Counts[Same] != n {
+		t.Fatalf("compare until due: %d requests, counts %v, transitions %v", rep.Requests, rep.Counts, rep.Transitions)
+	}
+	t.Logf("compare until due took %s", time.Since(start).Round(time.Millisecond))
+}
