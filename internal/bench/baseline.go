@@ -371,6 +371,7 @@ func (c *chain) measure(ctx context.Context, cfg *Config) (*Phase, error) {
 		return nil, err
 	}
 	ph.Records = c.counter.stats()
+	ph.KafkaRequests = c.counter.requestStats()
 	return ph, c.hopErrors()
 }
 

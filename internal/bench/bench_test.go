@@ -123,6 +123,19 @@ func TestRunWithBaseline(t *testing.T) {
 				}
 			}
 
+			// Every chain produces and fetches; under exactly-once each
+			// hop also ends transactions. At least one Produce per
+			// request: the request itself.
+			for name, ph := range map[string]*Phase{"pipeline": &rep.Phase, "baseline": rep.Baseline} {
+				reqs := ph.KafkaRequests
+				if reqs["Produce"].PerRequest < 1 || reqs["Fetch"].Count == 0 {
+					t.Errorf("%s: Kafka requests %v, want at least one Produce per request and some Fetch", name, reqs)
+				}
+				if tt.guarantee == kafkaconfig.ExactlyOnce && reqs["EndTxn"].Count == 0 {
+					t.Errorf("%s: no EndTxn under exactly-once (Kafka requests %v)", name, reqs)
+				}
+			}
+
 			// The estimate used when the roles run elsewhere is close to
 			// what the pipeline wrote.
 			sizes := rep.Settings.BaselineSizes

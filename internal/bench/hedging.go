@@ -220,6 +220,7 @@ func runHedgingPhase(ctx context.Context, cfg *Config, h *Hedging, topics kafkac
 		return nil, st, err
 	}
 	ph.Records = counter.stats()
+	ph.KafkaRequests = counter.requestStats()
 	st.tasks = stk.Scatterer.Stats().Tasks
 	for _, a := range stk.Aggregators {
 		as := a.Stats()

@@ -58,9 +58,14 @@ type Phase struct {
 	// phase of a run with Config.Settle); nil otherwise.
 	Settled *Settled `json:"settled,omitempty"`
 	// Records are what the chain wrote to Kafka in the whole phase, by kind.
-	Records      map[string]RecordStat `json:"records,omitempty"`
-	Series       []Sample              `json:"series"`
-	Distribution []DistPoint           `json:"distribution"`
+	Records map[string]RecordStat `json:"records,omitempty"`
+	// KafkaRequests are the requests the chain's clients wrote to the
+	// brokers in the whole phase, by API (Produce, Fetch, EndTxn, ...),
+	// per request sent: the round trips behind a request. AvgBytes is
+	// not used.
+	KafkaRequests map[string]RecordStat `json:"kafka_requests,omitempty"`
+	Series        []Sample              `json:"series"`
+	Distribution  []DistPoint           `json:"distribution"`
 }
 
 // RecordStat counts the records of one kind written to Kafka.

@@ -154,6 +154,7 @@ func (p *pipeline) measure(ctx context.Context, cfg *Config) (*Phase, error) {
 	ph.Settled = settled
 	if !cfg.External {
 		ph.Records = p.counter.stats()
+		ph.KafkaRequests = p.counter.requestStats()
 	}
 	return ph, nil
 }

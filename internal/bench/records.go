@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/scattergather/scattergather/aggregator"
 	"github.com/scattergather/scattergather/client"
@@ -38,13 +39,50 @@ type recordCounter struct {
 	// The topic names, built once: the hook runs for every record.
 	requests, tasks, results, replies, state, dlq string
 	kinds                                         [numKinds]struct{ n, bytes, valueBytes, headerBytes atomic.Int64 }
+	// apis counts the requests written to brokers, by API key (Produce,
+	// Fetch, TxnOffsetCommit, ...).
+	apis [maxAPIKey + 1]atomic.Int64
 }
+
+// maxAPIKey bounds the Kafka API keys counted; larger ones count as the
+// last.
+const maxAPIKey = 127
 
 func newRecordCounter(t kafkaconfig.Topics) *recordCounter {
 	return &recordCounter{requests: t.Requests(), tasks: t.Tasks(""), results: t.Results(), replies: t.Replies(), state: t.State(), dlq: t.DLQ()}
 }
 
-var _ kgo.HookProduceRecordUnbuffered = (*recordCounter)(nil)
+var (
+	_ kgo.HookProduceRecordUnbuffered = (*recordCounter)(nil)
+	_ kgo.HookBrokerWrite             = (*recordCounter)(nil)
+)
+
+// OnBrokerWrite counts a request written to a broker, by its API key.
+func (c *recordCounter) OnBrokerWrite(_ kgo.BrokerMetadata, key int16, _ int, _, _ time.Duration, err error) {
+	if err != nil || key < 0 {
+		return
+	}
+	c.apis[min(int(key), maxAPIKey)].Add(1)
+}
+
+// requestStats returns the requests written to brokers by API name, per
+// request of the requests sent.
+func (c *recordCounter) requestStats() map[string]RecordStat {
+	out := map[string]RecordStat{}
+	reqs := c.kinds[kindRequest].n.Load()
+	for key := range c.apis {
+		n := c.apis[key].Load()
+		if n == 0 {
+			continue
+		}
+		s := RecordStat{Count: n}
+		if reqs > 0 {
+			s.PerRequest = float64(n) / float64(reqs)
+		}
+		out[kmsg.NameForKey(int16(key))] = s
+	}
+	return out
+}
 
 // OnProduceRecordUnbuffered counts r once Kafka has acknowledged it.
 func (c *recordCounter) OnProduceRecordUnbuffered(r *kgo.Record, err error) {

@@ -119,6 +119,13 @@ func (r *Report) WriteTable(w io.Writer) error {
 		}
 		fmt.Fprintln(w)
 	}
+	if len(p.KafkaRequests) > 0 {
+		fmt.Fprintf(w, "Kafka requests per request: pipeline %s", requestsLine(p.KafkaRequests))
+		if b != nil && len(b.KafkaRequests) > 0 {
+			fmt.Fprintf(w, "; baseline %s", requestsLine(b.KafkaRequests))
+		}
+		fmt.Fprintln(w)
+	}
 	if p.NoReply > 0 {
 		fmt.Fprintf(w, "\n%d pipeline requests got no reply (first: %s); latencies count answered requests only\n", p.NoReply, p.NoReplyError)
 	}
@@ -144,6 +151,29 @@ func recordsLine(m map[string]RecordStat) string {
 	parts := make([]string, len(names))
 	for i, n := range names {
 		parts[i] = fmt.Sprintf("%.2f %s (%.0f B)", m[n].PerRequest, n, m[n].AvgBytes)
+	}
+	return strings.Join(parts, ", ")
+}
+
+// requestsLine lists the requests per request by API, the most first,
+// those under 0.01 per request left out.
+func requestsLine(m map[string]RecordStat) string {
+	names := make([]string, 0, len(m))
+	var total float64
+	for n, st := range m {
+		total += st.PerRequest
+		if st.PerRequest >= 0.01 {
+			names = append(names, n)
+		}
+	}
+	sort.Slice(names, func(i, j int) bool {
+		a, b := m[names[i]].PerRequest, m[names[j]].PerRequest
+		return a > b || a == b && names[i] < names[j]
+	})
+	parts := make([]string, 0, len(names)+1)
+	parts = append(parts, fmt.Sprintf("%.2f in all", total))
+	for _, n := range names {
+		parts = append(parts, fmt.Sprintf("%.2f %s", m[n].PerRequest, n))
 	}
 	return strings.Join(parts, ", ")
 }

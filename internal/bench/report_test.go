@@ -321,11 +321,14 @@ func TestMachineCPUInReport(t *testing.T) {
 	r := sampleReport("", true)
 	r.Phase.MachineCores, r.Phase.MachineIdlePct, r.Phase.MachineCPUPerRequestUS = 1.9, 5, 1000
 	r.Baseline.MachineCores, r.Baseline.MachineIdlePct, r.Baseline.MachineCPUPerRequestUS = 1.8, 10, 800
+	r.Phase.KafkaRequests = map[string]RecordStat{"Produce": {Count: 3000, PerRequest: 3}, "Fetch": {Count: 4500, PerRequest: 4.5}, "Heartbeat": {Count: 2, PerRequest: 0.002}}
+	r.Baseline.KafkaRequests = map[string]RecordStat{"Produce": {Count: 2000, PerRequest: 2}}
 	var buf bytes.Buffer
 	if err := r.WriteTable(&buf); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"machine cores busy", "machine idle %", "machine CPU µs/request", "1000", "800", "1.25", "follows the machine CPU per request"} {
+	for _, want := range []string{"Kafka requests per request: pipeline 7.50 in all, 4.50 Fetch, 3.00 Produce; baseline 2.00 in all, 2.00 Produce\n",
+		"machine cores busy", "machine idle %", "machine CPU µs/request", "1000", "800", "1.25", "follows the machine CPU per request"} {
 		if !strings.Contains(buf.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, buf.String())
 		}
