@@ -140,7 +140,7 @@ func startChain(ctx context.Context, cfg *Config, topics kafkaconfig.Topics, siz
 		})
 		return nil
 	}
-	hop, err := newRawHop(cc, cfg.Guarantee, topics.Prefix+"hop1", "0", topics.Requests(), scatter, cfg.Logger)
+	hop, err := newRawHop(cc, cfg.Guarantee, cfg.transactionGap(), topics.Prefix+"hop1", "0", topics.Requests(), scatter, cfg.Logger)
 	if err != nil {
 		return fail(err)
 	}
@@ -182,7 +182,7 @@ func startChain(ctx context.Context, cfg *Config, topics kafkaconfig.Topics, siz
 			})
 		}
 		for i := range cfg.Processors {
-			hop, err := newRawHop(cc, cfg.Guarantee, group, fmt.Sprint(i), tasksTopic, process, cfg.Logger)
+			hop, err := newRawHop(cc, cfg.Guarantee, cfg.transactionGap(), group, fmt.Sprint(i), tasksTopic, process, cfg.Logger)
 			if err != nil {
 				return fail(err)
 			}
@@ -220,7 +220,7 @@ func startChain(ctx context.Context, cfg *Config, topics kafkaconfig.Topics, siz
 		})
 		return err
 	}
-	if hop, err = newRawHop(cc, cfg.Guarantee, topics.Prefix+"hop3", "0", topics.Results(), gather, cfg.Logger); err != nil {
+	if hop, err = newRawHop(cc, cfg.Guarantee, cfg.transactionGap(), topics.Prefix+"hop3", "0", topics.Results(), gather, cfg.Logger); err != nil {
 		return fail(err)
 	}
 	c.hops = append(c.hops, hop)
@@ -419,9 +419,12 @@ type rawHop struct {
 	// lastCommit is when the at-least-once hop last committed its offsets,
 	// lastEnd when the exactly-once hop last ended a transaction.
 	lastCommit, lastEnd time.Time
+	// gap is the exactly-once hop's least time from the end of a
+	// transaction to its next poll (negative: none).
+	gap time.Duration
 }
 
-func newRawHop(cc kafkaconfig.Client, g kafkaconfig.Guarantee, group, instance, topic string, t transformFunc, log *slog.Logger) (*rawHop, error) {
+func newRawHop(cc kafkaconfig.Client, g kafkaconfig.Guarantee, gap time.Duration, group, instance, topic string, t transformFunc, log *slog.Logger) (*rawHop, error) {
 	opts := append(cc.Options(),
 		kgo.ConsumerGroup(group),
 		kgo.ConsumeTopics(topic),
@@ -432,7 +435,7 @@ func newRawHop(cc kafkaconfig.Client, g kafkaconfig.Guarantee, group, instance, 
 		kgo.RebalanceTimeout(30*time.Second),
 		kgo.FetchMaxWait(500*time.Millisecond),
 	)
-	h := &rawHop{group: group, transform: t, log: log}
+	h := &rawHop{group: group, transform: t, log: log, gap: gap}
 	var err error
 	if g == kafkaconfig.ExactlyOnce {
 		opts = append(opts, kgo.TransactionalID(group+"-"+instance), kgo.TransactionTimeout(30*time.Second))
@@ -467,11 +470,11 @@ func (h *rawHop) run(ctx context.Context) error {
 	for {
 		var f kgo.Fetches
 		if h.sess != nil {
-			// As the pipeline's hops do (kafkaconfig.Role.TransactionGap
-			// at its default), poll the next batch no sooner than that
-			// after the last transaction ended, so that the ratio
+			// As the pipeline's hops do (kafkaconfig.Role.TransactionGap,
+			// Config.TransactionGap), poll the next batch no sooner than
+			// that after the last transaction ended, so that the ratio
 			// compares the same wait.
-			if d := kafkaconfig.DefaultTransactionGap - time.Since(h.lastEnd); d > 0 {
+			if d := h.gap - time.Since(h.lastEnd); d > 0 {
 				time.Sleep(d)
 			}
 			f = h.sess.PollFetches(ctx)

@@ -124,6 +124,11 @@ type Config struct {
 	// recipient on a broadcast route), in the pipeline and in the baseline's
 	// middle hop; default 1.
 	Processors int
+	// TransactionGap is, under exactly-once, every hop's least time from
+	// the end of a transaction to the poll for its next batch, in the
+	// pipeline (kafkaconfig.Role.TransactionGap) and in the baseline; 0:
+	// kafkaconfig.DefaultTransactionGap, negative: no wait.
+	TransactionGap time.Duration
 	// Timeout of each request; default 10s.
 	Timeout time.Duration
 	// ReadyTimeout bounds the wait for each chain to answer its first
@@ -258,25 +263,40 @@ type Settings struct {
 	ResultPartitions int32       `json:"result_partitions"`
 	Replication      int16       `json:"replication_factor"`
 	Guarantee        string      `json:"guarantee"`
-	Load             string      `json:"load"`
-	Rate             float64     `json:"rate,omitempty"`
-	Concurrency      int         `json:"concurrency,omitempty"`
-	DurationS        float64     `json:"duration_s,omitempty"`
-	Requests         int         `json:"requests,omitempty"`
-	WarmupS          float64     `json:"warmup_s"`
-	TimeoutS         float64     `json:"timeout_s"`
+	// TransactionGapMS is Config.TransactionGap, under exactly-once only.
+	TransactionGapMS float64 `json:"transaction_gap_ms,omitempty"`
+	Load             string  `json:"load"`
+	Rate             float64 `json:"rate,omitempty"`
+	Concurrency      int     `json:"concurrency,omitempty"`
+	DurationS        float64 `json:"duration_s,omitempty"`
+	Requests         int     `json:"requests,omitempty"`
+	WarmupS          float64 `json:"warmup_s"`
+	TimeoutS         float64 `json:"timeout_s"`
 	// BaselineSizes are the value sizes the baseline wrote per record kind.
 	BaselineSizes *recordSizes `json:"baseline_record_sizes,omitempty"`
 }
 
 func (c *Config) settings() Settings {
-	return Settings{
+	s := Settings{
 		Label: c.Label, Broker: c.Broker, External: c.External, Route: c.Route, Mode: string(c.Mode), Fanout: c.Fanout,
 		PayloadBytes: c.PayloadBytes, Handler: c.Handler, Processors: c.Processors,
 		Partitions: c.Layout.Partitions, ResultPartitions: c.Layout.ResultPartitions, Replication: c.Layout.ReplicationFactor,
 		Guarantee: string(c.Guarantee), Load: c.Load.Describe(), Rate: c.Load.Rate, Concurrency: c.Load.Concurrency,
 		DurationS: c.Load.Duration.Seconds(), Requests: c.Load.Requests, WarmupS: c.Load.Warmup.Seconds(), TimeoutS: c.Timeout.Seconds(),
 	}
+	if c.Guarantee == kafkaconfig.ExactlyOnce {
+		s.TransactionGapMS = float64(max(c.transactionGap(), 0).Microseconds()) / 1000
+	}
+	return s
+}
+
+// transactionGap is the gap every exactly-once hop waits: TransactionGap
+// with its default.
+func (c *Config) transactionGap() time.Duration {
+	if c.TransactionGap == 0 {
+		return kafkaconfig.DefaultTransactionGap
+	}
+	return c.TransactionGap
 }
 
 // Env is where the run ran.

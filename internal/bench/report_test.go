@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/scattergather/scattergather/kafkaconfig"
 )
 
 func samplePhase(name string, tasksPerS, p99 float64) Phase {
@@ -331,6 +333,24 @@ func TestMachineCPUInReport(t *testing.T) {
 		"machine cores busy", "machine idle %", "machine CPU µs/request", "1000", "800", "1.25", "follows the machine CPU per request"} {
 		if !strings.Contains(buf.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, buf.String())
+		}
+	}
+}
+
+func TestSettingsTransactionGap(t *testing.T) {
+	for _, tc := range []struct {
+		g    kafkaconfig.Guarantee
+		gap  time.Duration
+		want float64
+	}{
+		{kafkaconfig.ExactlyOnce, 0, float64(kafkaconfig.DefaultTransactionGap.Microseconds()) / 1000},
+		{kafkaconfig.ExactlyOnce, 5 * time.Millisecond, 5},
+		{kafkaconfig.ExactlyOnce, -1, 0},
+		{kafkaconfig.AtLeastOnce, 5 * time.Millisecond, 0},
+	} {
+		cfg := Config{Client: testClientConfig(), Guarantee: tc.g, TransactionGap: tc.gap}
+		if got := cfg.settings().TransactionGapMS; got != tc.want {
+			t.Errorf("%s, gap %s: transaction_gap_ms %v, want %v", tc.g, tc.gap, got, tc.want)
 		}
 	}
 }

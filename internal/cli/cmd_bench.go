@@ -97,6 +97,7 @@ Examples:
 			fs.DurationVar(&cfg.Handler.Delay, "sleep-delay", 10*time.Millisecond, "sleep handler: delay per task")
 			fs.DurationVar(&cfg.Handler.MaxDelay, "sleep-max-delay", 0, "sleep handler: if above --sleep-delay, the delay is uniform in [sleep-delay, sleep-max-delay]")
 			fs.IntVar(&cfg.Processors, "processors", 1, "processor instances (per recipient on a broadcast route), in the pipeline and in the baseline's middle hop")
+			fs.DurationVar(&cfg.TransactionGap, "transaction-gap", kafkaconfig.DefaultTransactionGap, "exactly-once: every hop's least time from the end of a transaction to the poll for its next batch, in the pipeline and in the baseline (the roles' --transaction-gap); 0 or negative: no wait")
 			fs.DurationVar(&cfg.Timeout, "timeout", bench.DefaultTimeout, "timeout of each request")
 			fs.Float64Var(&cfg.Load.Rate, "rate", 0, "open loop: requests per second, sent on schedule; 0 runs a closed loop")
 			fs.IntVar(&cfg.Load.Concurrency, "concurrency", 0, "closed loop: requests in flight (default 16 when --rate is not set)")
@@ -145,6 +146,7 @@ Examples:
 					cfg.ProgressTTY = true
 				}
 			}
+			cfg.TransactionGap = orNone(cfg.TransactionGap)
 			brokers := c.brokerList()
 			if len(brokers) == 0 {
 				if sec := c.security.String(); sec != "plaintext" {
