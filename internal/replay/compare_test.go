@@ -79,18 +79,10 @@ func TestCompareChangedHandler(t *testing.T) {
 		pending = append(pending, p)
 	}
 	for _, p := range pending {
-		if r, err := p.Await(t.Context()); err != nil || r.Status != schemas.ReplyComplete {
-			t.Fatalf("original %s: %v %s %s", p.ID, err, r.Status, r.Error)
-		}
+		awaitComplete(t, p)
 	}
 
-	r, err := New(Config{Client: clientConfig(c), Source: source, Target: shadow, From: mustBound(t, "1h"), Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Run(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	r := replayAll(t, c, source, shadow)
 	agg := shadowStack.Aggregators[0]
 	waitFor(30*time.Second, func() bool {
 		s := agg.Stats()
@@ -199,17 +191,9 @@ func TestCompareWaitsUntilDue(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r, err := p.Await(t.Context()); err != nil || r.Status != schemas.ReplyComplete {
-			t.Fatalf("original %s: %v %s %s", p.ID, err, r.Status, r.Error)
-		}
+		awaitComplete(t, p)
 	}
-	r, err := New(Config{Client: clientConfig(c), Source: source, Target: shadow, From: mustBound(t, "1h"), Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := r.Run(t.Context()); err != nil {
-		t.Fatal(err)
-	}
+	r := replayAll(t, c, source, shadow)
 	st, err := LoadRun(t.Context(), clientConfig(c), shadow, r.RunID())
 	if err != nil {
 		t.Fatal(err)
@@ -234,4 +218,26 @@ func TestCompareWaitsUntilDue(t *testing.T) {
 		t.Fatalf("compare until due: %d requests, counts %v, transitions %v", rep.Requests, rep.Counts, rep.Transitions)
 	}
 	t.Logf("compare until due took %s", time.Since(start).Round(time.Millisecond))
+}
+
+// awaitComplete waits for p's reply, which must be COMPLETE.
+func awaitComplete(t *testing.T, p *client.Pending) {
+	t.Helper()
+	if r, err := p.Await(t.Context()); err != nil || r.Status != schemas.ReplyComplete {
+		t.Fatalf("original %s: %v %s %s", p.ID, err, r.Status, r.Error)
+	}
+}
+
+// replayAll replays the last hour of source's requests into shadow, to
+// the end.
+func replayAll(t *testing.T, c *testkafka.Cluster, source, shadow kafkaconfig.Topics) *Replayer {
+	t.Helper()
+	r, err := New(Config{Client: clientConfig(c), Source: source, Target: shadow, From: mustBound(t, "1h"), Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Run(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	return r
 }
