@@ -188,6 +188,7 @@ func runHedgingPhase(ctx context.Context, cfg *Config, h *Hedging, topics kafkac
 	cc := withCounter(cfg.Client, counter)
 	route := schemas.Route(cfg.Route)
 	stk, err := stack.New(ctx, stack.Config{Client: cc, Topics: topics, Layout: cfg.Layout, Routes: table, Guarantee: cfg.Guarantee,
+		TransactionGap: cfg.TransactionGap,
 		Processors: []stack.ProcessorSpec{{Route: route, Handler: handler, Instances: cfg.Processors,
 			Tune: func(pc *processor.Config) { pc.Concurrency, pc.Ordering = h.ProcessorConcurrency, processor.OrderNone }}},
 		Logger: cfg.Logger})

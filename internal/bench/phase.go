@@ -60,18 +60,24 @@ type Phase struct {
 	// Records are what the chain wrote to Kafka in the whole phase, by kind.
 	Records map[string]RecordStat `json:"records,omitempty"`
 	// KafkaRequests are the requests the chain's clients wrote to the
-	// brokers in the whole phase, by API (Produce, Fetch, EndTxn, ...),
-	// per request sent: the round trips behind a request. AvgBytes is
-	// not used.
-	KafkaRequests map[string]RecordStat `json:"kafka_requests,omitempty"`
-	Series        []Sample              `json:"series"`
-	Distribution  []DistPoint           `json:"distribution"`
+	// brokers in the whole phase, by API (Produce, Fetch, EndTxn, ...):
+	// the round trips behind a request.
+	KafkaRequests map[string]RequestStat `json:"kafka_requests,omitempty"`
+	Series        []Sample               `json:"series"`
+	Distribution  []DistPoint            `json:"distribution"`
 }
 
 // RecordStat counts the records of one kind written to Kafka.
 type RecordStat struct {
 	Count    int64   `json:"count"`
 	AvgBytes float64 `json:"avg_bytes"`
+	// PerRequest is Count divided by the requests sent in the phase.
+	PerRequest float64 `json:"per_request"`
+}
+
+// RequestStat counts the requests of one API written to the brokers.
+type RequestStat struct {
+	Count int64 `json:"count"`
 	// PerRequest is Count divided by the requests sent in the phase.
 	PerRequest float64 `json:"per_request"`
 }

@@ -11,7 +11,6 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/scattergather/scattergather/aggregator"
 	"github.com/scattergather/scattergather/client"
 	"github.com/scattergather/scattergather/internal/kafka"
 	"github.com/scattergather/scattergather/internal/routes"
@@ -79,17 +78,13 @@ func startPipeline(ctx context.Context, cfg *Config, topics kafkaconfig.Topics, 
 		var specs []stack.ProcessorSpec
 		if cfg.Mode == scatterer.Broadcast {
 			for i := range cfg.Fanout {
-				specs = append(specs, stack.ProcessorSpec{Route: p.route, Recipient: recipientID(i), Handler: h, Instances: cfg.Processors,
-					Tune: func(c *processor.Config) { c.TransactionGap = cfg.TransactionGap }})
+				specs = append(specs, stack.ProcessorSpec{Route: p.route, Recipient: recipientID(i), Handler: h, Instances: cfg.Processors})
 			}
 		} else {
-			specs = []stack.ProcessorSpec{{Route: p.route, Handler: h, Instances: cfg.Processors,
-				Tune: func(c *processor.Config) { c.TransactionGap = cfg.TransactionGap }}}
+			specs = []stack.ProcessorSpec{{Route: p.route, Handler: h, Instances: cfg.Processors}}
 		}
 		st, err := stack.New(ctx, stack.Config{Client: cc, Topics: topics, Layout: cfg.Layout, Routes: table,
-			Guarantee: cfg.Guarantee, Processors: specs, Logger: cfg.Logger,
-			TuneScatterer:  func(c *scatterer.Config) { c.TransactionGap = cfg.TransactionGap },
-			TuneAggregator: func(c *aggregator.Config) { c.TransactionGap = cfg.TransactionGap }})
+			Guarantee: cfg.Guarantee, TransactionGap: cfg.TransactionGap, Processors: specs, Logger: cfg.Logger})
 		if err != nil {
 			deleteTopics(ctx, cfg, topics.Prefix)
 			return nil, fmt.Errorf("pipeline: %w", err)

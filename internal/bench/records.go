@@ -67,15 +67,15 @@ func (c *recordCounter) OnBrokerWrite(_ kgo.BrokerMetadata, key int16, _ int, _,
 
 // requestStats returns the requests written to brokers by API name, per
 // request of the requests sent.
-func (c *recordCounter) requestStats() map[string]RecordStat {
-	out := map[string]RecordStat{}
+func (c *recordCounter) requestStats() map[string]RequestStat {
+	out := map[string]RequestStat{}
 	reqs := c.kinds[kindRequest].n.Load()
 	for key := range c.apis {
 		n := c.apis[key].Load()
 		if n == 0 {
 			continue
 		}
-		s := RecordStat{Count: n}
+		s := RequestStat{Count: n}
 		if reqs > 0 {
 			s.PerRequest = float64(n) / float64(reqs)
 		}

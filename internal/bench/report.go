@@ -157,7 +157,7 @@ func recordsLine(m map[string]RecordStat) string {
 
 // requestsLine lists the requests per request by API, the most first,
 // those under 0.01 per request left out.
-func requestsLine(m map[string]RecordStat) string {
+func requestsLine(m map[string]RequestStat) string {
 	names := make([]string, 0, len(m))
 	var total float64
 	for n, st := range m {

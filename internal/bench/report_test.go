@@ -323,8 +323,8 @@ func TestMachineCPUInReport(t *testing.T) {
 	r := sampleReport("", true)
 	r.Phase.MachineCores, r.Phase.MachineIdlePct, r.Phase.MachineCPUPerRequestUS = 1.9, 5, 1000
 	r.Baseline.MachineCores, r.Baseline.MachineIdlePct, r.Baseline.MachineCPUPerRequestUS = 1.8, 10, 800
-	r.Phase.KafkaRequests = map[string]RecordStat{"Produce": {Count: 3000, PerRequest: 3}, "Fetch": {Count: 4500, PerRequest: 4.5}, "Heartbeat": {Count: 2, PerRequest: 0.002}}
-	r.Baseline.KafkaRequests = map[string]RecordStat{"Produce": {Count: 2000, PerRequest: 2}}
+	r.Phase.KafkaRequests = map[string]RequestStat{"Produce": {Count: 3000, PerRequest: 3}, "Fetch": {Count: 4500, PerRequest: 4.5}, "Heartbeat": {Count: 2, PerRequest: 0.002}}
+	r.Baseline.KafkaRequests = map[string]RequestStat{"Produce": {Count: 2000, PerRequest: 2}}
 	var buf bytes.Buffer
 	if err := r.WriteTable(&buf); err != nil {
 		t.Fatal(err)

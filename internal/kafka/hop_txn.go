@@ -68,6 +68,7 @@ func (h *Hop) endTransaction(ctx, bctx context.Context, b *Batch, perr error, en
 	h.lastEnd = time.Now()
 	switch {
 	case committed && held:
+		// The interval runs on: lastCommit is the last full commit's.
 	case committed:
 		h.ackedMu.Lock()
 		h.lastCommit = h.lastEnd

@@ -41,12 +41,15 @@ type ProcessorSpec struct {
 
 // Config configures a Stack.
 type Config struct {
-	Client     kafkaconfig.Client
-	Topics     kafkaconfig.Topics
-	Layout     kafkaconfig.Layout
-	Routes     *routes.Table
-	Guarantee  kafkaconfig.Guarantee
-	Processors []ProcessorSpec
+	Client    kafkaconfig.Client
+	Topics    kafkaconfig.Topics
+	Layout    kafkaconfig.Layout
+	Routes    *routes.Table
+	Guarantee kafkaconfig.Guarantee
+	// TransactionGap is every role's kafkaconfig.Role.TransactionGap; zero
+	// takes the default.
+	TransactionGap time.Duration
+	Processors     []ProcessorSpec
 	// Aggregators is the number of aggregator instances; default 1, and -1
 	// for none (a test that starts its own).
 	Aggregators int
@@ -101,6 +104,7 @@ func New(ctx context.Context, cfg Config) (*Stack, error) {
 			Client:         cfg.observedClient("scatterer"),
 			Topics:         cfg.Topics,
 			Guarantee:      cfg.Guarantee,
+			TransactionGap: cfg.TransactionGap,
 			InstanceID:     "stack",
 			Logger:         cfg.Logger,
 			Metrics:        cfg.Metrics,
@@ -122,6 +126,7 @@ func New(ctx context.Context, cfg Config) (*Stack, error) {
 					Client:         cfg.observedClient("processor"),
 					Topics:         cfg.Topics,
 					Guarantee:      cfg.Guarantee,
+					TransactionGap: cfg.TransactionGap,
 					InstanceID:     fmt.Sprintf("stack-%d", i),
 					Logger:         cfg.Logger,
 					Metrics:        cfg.Metrics,
@@ -150,6 +155,7 @@ func New(ctx context.Context, cfg Config) (*Stack, error) {
 				Client:         cfg.observedClient("aggregator"),
 				Topics:         cfg.Topics,
 				Guarantee:      cfg.Guarantee,
+				TransactionGap: cfg.TransactionGap,
 				InstanceID:     fmt.Sprintf("stack-%d", i),
 				Logger:         cfg.Logger,
 				Metrics:        cfg.Metrics,
