@@ -38,12 +38,29 @@ type BrokerFault struct {
 	// Restart is how long start-node took to have the node answer again;
 	// Healed how long after that every partition of the run's topics and
 	// of the transaction and offsets topics had all its replicas in sync
-	// again (-1: not within healBound).
-	Restart, Healed time.Duration
+	// again (-1: not within healBound); Rebalanced how long moving the
+	// leaders back to their preferred replicas took, a settle time after
+	// that (Moved partitions were not; -1: not within healBound).
+	Restart, Healed, Rebalanced time.Duration
+	Moved                       int
+	// Settle is how long the fault lasted after that (Config.BrokerSettle;
+	// the same wait comes before the leaders move back too).
+	Settle time.Duration
 	// Stopped: the signal was delivered and the node went down; Err says
 	// what went wrong (the node may then still be down).
 	Stopped bool
 	Err     error
+	// When is the moment the signal was sent, Restarted the moment the
+	// node was started again, Settled the end of the fault (zero: not
+	// reached). Stall is the longest time a partition of results or
+	// replies showed no new record (as Report.LongestStall) that ended
+	// between When and Restarted: what the node's death cost. ReturnStall
+	// is the same between Restarted and Settled: what its return cost
+	// (the restart, the catch-up, its leaders moving back). StallAt and
+	// ReturnStallAt say which partition and when.
+	When, Restarted, Settled time.Time
+	Stall, ReturnStall       time.Duration
+	StallAt, ReturnStallAt   string
 }
 
 // healBound bounds the wait for a restarted node to be back in every ISR.
@@ -229,7 +246,8 @@ func brokerSchedule(cfg Config, rng *rand.Rand, nodes int) []brokerEvent {
 type brokerFaults struct {
 	s       *session
 	cluster *localCluster
-	topics  []string // the run's, whose ISRs must heal after a restart
+	topics  []string      // the run's, whose ISRs must heal after a restart
+	settle  time.Duration // Config.BrokerSettle
 
 	kills, bounces atomic.Int64 // done so far, for the progress lines
 	wg             sync.WaitGroup
@@ -263,12 +281,20 @@ func (b *brokerFaults) wait() []BrokerFault {
 // partitions it holds catch up.
 func (b *brokerFaults) do(ctx context.Context, ev brokerEvent, at time.Duration) BrokerFault {
 	say := b.s.h.say
-	f := BrokerFault{Node: ev.node, Signal: "SIGKILL", At: at, Pause: ev.pause, Healed: -1}
+	f := BrokerFault{Node: ev.node, Signal: "SIGKILL", At: at, Pause: ev.pause, Healed: -1, Rebalanced: -1}
 	verb := "kill"
 	if ev.sig == syscall.SIGTERM {
 		f.Signal, verb = "SIGTERM", "stop-node"
 	}
 	node := fmt.Sprint(ev.node)
+	// Every fault starts from a balanced cluster (the first one too: a
+	// run before may have left leaders elsewhere).
+	lctx, cancel := context.WithTimeout(ctx, healBound)
+	if _, err := restoreLeaders(lctx, b.s.adm, b.topics); err != nil && ctx.Err() == nil {
+		say("broker: leaders not all on their preferred replicas before the fault: %v", err)
+	}
+	cancel()
+	f.When = time.Now()
 	out, err := b.cluster.do(ctx, verb, node)
 	if err != nil {
 		f.Err = err
@@ -293,6 +319,7 @@ func (b *brokerFaults) do(ctx context.Context, ev brokerEvent, at time.Duration)
 		say("broker: interrupted; starting node %d again before exiting", ev.node)
 	}
 	t0 := time.Now()
+	f.Restarted = t0
 	out, err = b.cluster.do(sctx, "start-node", node)
 	f.Restart = time.Since(t0)
 	if err != nil {
@@ -311,8 +338,77 @@ func (b *brokerFaults) do(ctx context.Context, ev brokerEvent, at time.Duration)
 		return f
 	}
 	f.Healed = time.Since(t0)
-	say("broker: %s; every replica in sync %s later", lastLine(out), f.Healed.Round(100*time.Millisecond))
+	// A restarted node leads nothing until its partitions' leaders are
+	// moved back to it, which Kafka does by itself only every
+	// leader.imbalance.check.interval.seconds (300s by default). Until
+	// then the next fault would move more than its own node's leaders, so
+	// the harness moves them back, as an operator would, and the move
+	// counts as part of this fault: after the settle time, so that the
+	// node's JVM is warm when it takes them (moved onto a node seconds
+	// after its start, they stalled the partitions 3.5-5.8s on this
+	// machine), and then the settle time once more, so that what the
+	// move costs ends before the next fault.
+	sleepCtx(ctx, b.settle)
+	t0 = time.Now()
+	moved, err := restoreLeaders(hctx, b.s.adm, b.topics)
+	if err != nil {
+		say("broker: %s; every replica in sync %s later; leaders not back on their preferred replicas %s after %s more: %v",
+			lastLine(out), f.Healed.Round(100*time.Millisecond), time.Since(t0).Round(100*time.Millisecond), b.settle, err)
+		return f
+	}
+	f.Rebalanced, f.Moved = time.Since(t0), moved
+	say("broker: %s; every replica in sync %s later, %d leaders back on their preferred replicas %s after %s more; settling for %s",
+		lastLine(out), f.Healed.Round(100*time.Millisecond), moved, f.Rebalanced.Round(100*time.Millisecond), b.settle, b.settle)
+	t0 = time.Now()
+	sleepCtx(ctx, b.settle)
+	f.Settle, f.Settled = time.Since(t0), time.Now()
 	return f
+}
+
+// restoreLeaders has every partition of topics, __consumer_offsets and
+// __transaction_state led by its preferred replica (the first of its
+// replicas) again, electing it where it is not, and returns how many were
+// not at first.
+func restoreLeaders(ctx context.Context, adm *kadm.Client, topics []string) (int, error) {
+	names := append(slices.Clone(topics), "__consumer_offsets", "__transaction_state")
+	first := -1
+	for {
+		details, err := adm.ListTopicsWithInternal(ctx, names...)
+		var example string
+		if err == nil {
+			off, n := kadm.TopicsSet{}, 0
+			for _, d := range details.Sorted() {
+				if d.Err != nil {
+					continue
+				}
+				for _, p := range d.Partitions.Sorted() {
+					if len(p.Replicas) > 0 && p.Leader != p.Replicas[0] {
+						off.Add(d.Topic, p.Partition)
+						n++
+						if example == "" {
+							example = fmt.Sprintf("%s-%d led by %d, preferred %d", d.Topic, p.Partition, p.Leader, p.Replicas[0])
+						}
+					}
+				}
+			}
+			if first < 0 {
+				first = n
+			}
+			if n == 0 {
+				return first, nil
+			}
+			// Best effort: the next listing says whether it took.
+			_, err = adm.ElectLeaders(ctx, kadm.ElectPreferredReplica, off)
+		}
+		select {
+		case <-ctx.Done():
+			if example != "" {
+				err = errors.Join(err, fmt.Errorf("e.g. %s", example))
+			}
+			return max(first, 0), errors.Join(err, ctx.Err())
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
 
 // waitInSync waits until every partition of topics, __consumer_offsets and

@@ -59,6 +59,9 @@ const (
 	DefaultProgress       = 5 * time.Second
 	DefaultBrokerPauseMin = 5 * time.Second
 	DefaultBrokerPauseMax = 15 * time.Second
+	// DefaultBrokerSettle is how long a returned node is left before its
+	// leaders move back to it, and after (BrokerSettle).
+	DefaultBrokerSettle = 5 * time.Second
 )
 
 // Config configures a chaos run. Zero fields take the defaults above;
@@ -152,6 +155,13 @@ type Config struct {
 	// BrokerPauseMin and BrokerPauseMax bound how long a node of Brokers
 	// stays down; default 5s and 15s.
 	BrokerPauseMin, BrokerPauseMax time.Duration
+	// BrokerSettle is how long, once a node is back and every replica in
+	// sync, the harness waits before it moves the node's leaders back to
+	// it (a preferred leader election), and again after that before the
+	// fault ends: the next fault waits for it, so that it strikes a
+	// balanced cluster that has absorbed the last, and what the return
+	// costs is counted as this fault's; default 5s.
+	BrokerSettle time.Duration
 	// AllowBrokerOutage lets broker faults go ahead where a node down
 	// stops writes: the run then measures an outage, not a failover.
 	AllowBrokerOutage bool
@@ -289,6 +299,7 @@ func (c *Config) Validate() error {
 	durDefault("progress", &c.Progress, DefaultProgress)
 	durDefault("broker pause min", &c.BrokerPauseMin, DefaultBrokerPauseMin)
 	durDefault("broker pause max", &c.BrokerPauseMax, DefaultBrokerPauseMax)
+	durDefault("broker settle", &c.BrokerSettle, DefaultBrokerSettle)
 	if c.HedgeDelay < 0 || c.HedgeDelay >= c.Timeout {
 		errs = append(errs, fmt.Errorf("hedge delay %s: want zero (no hedging) or a positive delay shorter than the timeout (%s)", c.HedgeDelay, c.Timeout))
 	}
@@ -627,9 +638,9 @@ func (h *Harness) run(ctx context.Context, r *run) (rep Report, err error) {
 		// what does not fit comes after the load, while the run drains.
 		n := cfg.BrokerKills + cfg.BrokerBounces
 		load := time.Duration(float64(cfg.Requests) / cfg.Rate * float64(time.Second))
-		if need := time.Duration(n) * ((cfg.BrokerPauseMin+cfg.BrokerPauseMax)/2 + 15*time.Second); need > load*8/10 {
-			h.say("broker faults: %d take about %s in all (each a pause of %s-%s, a restart, the catch-up), the load lasts %s: some will come after it, while the run drains; lower --rate or raise --requests to have them all under load",
-				n, need.Round(time.Second), cfg.BrokerPauseMin, cfg.BrokerPauseMax, load.Round(time.Second))
+		if need := time.Duration(n) * ((cfg.BrokerPauseMin+cfg.BrokerPauseMax)/2 + 15*time.Second + 2*cfg.BrokerSettle); need > load*8/10 {
+			h.say("broker faults: %d take about %s in all (each a pause of %s-%s, a restart, the catch-up, %s settled), the load lasts %s: some will come after it, while the run drains; lower --rate or raise --requests to have them all under load",
+				n, need.Round(time.Second), cfg.BrokerPauseMin, cfg.BrokerPauseMax, cfg.BrokerSettle, load.Round(time.Second))
 		}
 	}
 	if len(cfg.Brokers) > 0 {
@@ -720,7 +731,7 @@ func (h *Harness) run(ctx context.Context, r *run) (rep Report, err error) {
 	slices.SortStableFunc(sched, func(a, b event) int { return cmp.Compare(a.at, b.at) })
 	var bsched []brokerEvent
 	if cluster != nil {
-		s.brokers = &brokerFaults{s: s, cluster: cluster, topics: runTopics(topics)}
+		s.brokers = &brokerFaults{s: s, cluster: cluster, topics: runTopics(topics), settle: cfg.BrokerSettle}
 		bsched = brokerSchedule(cfg, h.rng, cluster.nodes)
 	}
 	if err := s.load(ctx, cl, sched, bsched); err != nil {
@@ -751,6 +762,7 @@ func (h *Harness) run(ctx context.Context, r *run) (rep Report, err error) {
 	}
 	v := check(f, checkOptions{guarantee: cfg.Guarantee, slack: cfg.Slack, onTime: cfg.OnTime, maxExamples: 20})
 	v.Kills, v.BrokerKills, v.BrokerBounces, v.BrokerFaults = rep.Kills, rep.BrokerKills, rep.BrokerBounces, rep.BrokerFaults
+	faultStalls(f, v.BrokerFaults)
 	v.Terms, v.Stops, v.BadStops, v.UnexpectedExits = rep.Terms, rep.Stops, rep.BadStops, rep.UnexpectedExits
 	v.Fences, v.Kicks, v.ClientRestarts = rep.Fences, rep.Kicks, rep.ClientRestarts
 	v.Errors, v.Broker = rep.Errors, rep.Broker
@@ -1566,11 +1578,25 @@ func (h *Harness) summary(r Report, clientTimeouts int) {
 		var fs []string
 		for _, f := range r.BrokerFaults {
 			healed := "not in sync within " + healBound.String()
-			if f.Healed >= 0 {
-				healed = "in sync +" + f.Healed.Round(100*time.Millisecond).String()
+			switch {
+			case f.Rebalanced >= 0:
+				healed = fmt.Sprintf("in sync +%s, %d leaders back +%s (after %s), settled %s", f.Healed.Round(100*time.Millisecond), f.Moved, f.Rebalanced.Round(100*time.Millisecond), f.Settle.Round(100*time.Millisecond), f.Settle.Round(100*time.Millisecond))
+			case f.Healed >= 0:
+				healed = "in sync +" + f.Healed.Round(100*time.Millisecond).String() + ", leaders not back"
 			}
-			fs = append(fs, fmt.Sprintf("%s node %d at %s, down %s, restart %s, %s%s", f.Signal, f.Node, f.At.Round(100*time.Millisecond),
-				f.Pause.Round(100*time.Millisecond), f.Restart.Round(100*time.Millisecond), healed, errSuffix(f.Err)))
+			stall := ""
+			if f.StallAt != "" {
+				stall = fmt.Sprintf(", longest stall %s (%s)", f.Stall.Round(100*time.Millisecond), f.StallAt)
+			}
+			if f.ReturnStallAt != "" {
+				stall += fmt.Sprintf(", on its return %s (%s)", f.ReturnStall.Round(100*time.Millisecond), f.ReturnStallAt)
+			}
+			at := f.At.Round(100 * time.Millisecond).String()
+			if !f.When.IsZero() {
+				at += " (" + clock(f.When) + ")"
+			}
+			fs = append(fs, fmt.Sprintf("%s node %d at %s, down %s, restart %s, %s%s%s", f.Signal, f.Node, at,
+				f.Pause.Round(100*time.Millisecond), f.Restart.Round(100*time.Millisecond), healed, stall, errSuffix(f.Err)))
 		}
 		fmt.Fprintf(w, "chaos: broker faults: %s\n", strings.Join(fs, "; "))
 	}

@@ -464,15 +464,61 @@ func longestStall(f *facts, ids []schemas.CorrelationID) (time.Duration, string)
 		return 0, ""
 	}
 	from, to := f.submitted[ids[0]].at, f.submitted[ids[len(ids)-1]].at
-	type key struct {
-		topic     string
-		partition int32
+	return stallWithin(seenByPartition(f), from, to, from, to)
+}
+
+// faultStalls sets each broker fault's Stall and ReturnStall: the longest
+// stalls, as in longestStall, that ended between the fault's signal and
+// the node's restart, and between the restart and the fault's end (the
+// load's end for a moment not reached), so that a fault's cost is told
+// apart from a slow start or the fault before it, and its death from its
+// return. A stall that ends after the signal but began before it counts
+// whole: the records it waited for were written just before.
+func faultStalls(f *facts, faults []BrokerFault) {
+	var from, to time.Time
+	for _, sub := range f.submitted {
+		if from.IsZero() || sub.at.Before(from) {
+			from = sub.at
+		}
+		if sub.at.After(to) {
+			to = sub.at
+		}
 	}
-	seen := map[key][]time.Time{}
+	if from.IsZero() {
+		return
+	}
+	seen := seenByPartition(f)
+	or := func(t time.Time) time.Time {
+		if t.IsZero() {
+			return to
+		}
+		return t
+	}
+	for i := range faults {
+		fa := &faults[i]
+		if !fa.Stopped || fa.When.IsZero() {
+			continue
+		}
+		fa.Stall, fa.StallAt = stallWithin(seen, from, to, fa.When, or(fa.Restarted))
+		if !fa.Restarted.IsZero() {
+			fa.ReturnStall, fa.ReturnStallAt = stallWithin(seen, from, to, fa.Restarted, or(fa.Settled))
+		}
+	}
+}
+
+type stallKey struct {
+	topic     string
+	partition int32
+}
+
+// seenByPartition returns, for each partition of results and replies, the
+// times the observer saw its records, in order.
+func seenByPartition(f *facts) map[stallKey][]time.Time {
+	seen := map[stallKey][]time.Time{}
 	for _, rs := range f.results {
 		for _, r := range rs {
 			if !r.visible.IsZero() {
-				k := key{"results", r.partition}
+				k := stallKey{"results", r.partition}
 				seen[k] = append(seen[k], r.visible)
 			}
 		}
@@ -480,24 +526,34 @@ func longestStall(f *facts, ids []schemas.CorrelationID) (time.Duration, string)
 	for _, rs := range f.replies {
 		for _, r := range rs {
 			if !r.visible.IsZero() {
-				k := key{"replies", r.partition}
+				k := stallKey{"replies", r.partition}
 				seen[k] = append(seen[k], r.visible)
 			}
 		}
 	}
+	for _, ts := range seen {
+		slices.SortFunc(ts, time.Time.Compare)
+	}
+	return seen
+}
+
+// stallWithin returns the longest gap between two records of a partition
+// in seen (or between from or to and the nearest record), counting only
+// the part of the gaps within from..to, among the gaps that end after a
+// and no later than b.
+func stallWithin(seen map[stallKey][]time.Time, from, to, a, b time.Time) (time.Duration, string) {
 	var longest time.Duration
 	var where string
 	for k, ts := range seen {
-		slices.SortFunc(ts, time.Time.Compare)
 		last := from
-		for _, t := range append(ts, to) {
+		for _, t := range append(slices.Clip(ts), to) {
 			if t.Before(from) {
 				continue
 			}
 			if t.After(to) {
 				t = to
 			}
-			if gap := t.Sub(last); gap > longest {
+			if gap := t.Sub(last); gap > longest && t.After(a) && !t.After(b) {
 				longest, where = gap, fmt.Sprintf("%s/%d after %s", k.topic, k.partition, last.Format("15:04:05.000"))
 			}
 			last = t

@@ -1,6 +1,7 @@
 package chaos
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -429,6 +430,78 @@ func TestLongestStall(t *testing.T) {
 	}
 	if pct := (Report{Requests: 2000, Complete: 1948}).CompletePct(); pct != 97.4 {
 		t.Fatalf("complete_pct %v, want 97.4", pct)
+	}
+}
+
+// TestFaultStalls: a broker fault's stall is the longest gap that ends
+// between its signal and the node's restart, its return stall the longest
+// that ends between the restart and the fault's end; a longer gap before
+// it (a slow start) is not the fault's, nor is one that ends after the
+// fault (the next fault's), and a node never restarted counts to the end
+// of the load.
+func TestFaultStalls(t *testing.T) {
+	t0 := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	at := func(s float64) time.Time { return t0.Add(time.Duration(s * float64(time.Second))) }
+	f := newFacts("r")
+	// Sent at 0s..30s; results/0 sees a record every 0.5s but for gaps
+	// 1s-6s (5s, the start), 12s-15.5s (3.5s), 19.5s-23.5s (4s, across
+	// the first fault's end and the second's start) and 25s-27s (2s).
+	for i := 0; i <= 30; i++ {
+		f.submitted[schemas.CorrelationID(fmt.Sprintf("c%02d", i))] = submission{at: at(float64(i))}
+	}
+	gap := func(s float64) bool {
+		return (s > 1 && s < 6) || (s > 12 && s < 15.5) || (s > 19.5 && s < 23.5) || (s > 25 && s < 27)
+	}
+	for s := 0.0; s <= 30; s += 0.5 {
+		if !gap(s) {
+			k := partKey{schemas.CorrelationID(fmt.Sprintf("c%02d", int(s))), schemas.PartID(fmt.Sprint(s))}
+			f.results[k] = append(f.results[k], resultFact{partition: 0, visible: at(s)})
+		}
+	}
+	faults := []BrokerFault{
+		// Killed at 11s, restarted at 16s, settled at 20s: the 3.5s gap
+		// is its death's, a 0.5s one its return's; not the 4s gap that
+		// ends after it.
+		{Signal: "SIGKILL", Stopped: true, When: at(11), Restarted: at(16), Settled: at(20)},
+		// Killed at 21s, never settled: the 4s gap, which began before.
+		{Signal: "SIGKILL", Stopped: true, When: at(21)},
+		// Not stopped: no stall.
+		{Signal: "SIGTERM", When: at(2)},
+	}
+	faultStalls(f, faults)
+	if faults[0].Stall != 3500*time.Millisecond || !strings.HasPrefix(faults[0].StallAt, "results/0 after 12:00:12.000") {
+		t.Errorf("first fault: stall %s at %q; want 3.5s on results/0 after 12:00:12.000", faults[0].Stall, faults[0].StallAt)
+	}
+	if faults[0].ReturnStall != 500*time.Millisecond || !strings.HasPrefix(faults[0].ReturnStallAt, "results/0 after 12:00:16.000") {
+		t.Errorf("first fault's return: stall %s at %q; want 0.5s on results/0 after 12:00:16.000", faults[0].ReturnStall, faults[0].ReturnStallAt)
+	}
+	if faults[1].Stall != 4*time.Second || !strings.HasPrefix(faults[1].StallAt, "results/0 after 12:00:19.500") {
+		t.Errorf("second fault: stall %s at %q; want 4s on results/0 after 12:00:19.500", faults[1].Stall, faults[1].StallAt)
+	}
+	if faults[1].ReturnStallAt != "" {
+		t.Errorf("a node never restarted has a return stall %s at %q", faults[1].ReturnStall, faults[1].ReturnStallAt)
+	}
+	if faults[2].Stall != 0 || faults[2].StallAt != "" {
+		t.Errorf("a fault that stopped nothing has stall %s at %q", faults[2].Stall, faults[2].StallAt)
+	}
+	ids := make([]schemas.CorrelationID, 0, len(f.submitted))
+	for i := 0; i <= 30; i++ {
+		ids = append(ids, schemas.CorrelationID(fmt.Sprintf("c%02d", i)))
+	}
+	if d, _ := longestStall(f, ids); d != 5*time.Second {
+		t.Errorf("whole run's longest stall %s, want the start's 5s", d)
+	}
+	// The summary gives each fault its stall, and how it settled.
+	faults[0].Node, faults[0].At, faults[0].Pause, faults[0].Restart = 2, 11*time.Second, 5*time.Second, 2*time.Second
+	faults[0].Healed, faults[0].Moved, faults[0].Rebalanced, faults[0].Settle = 0, 20, 600*time.Millisecond, time.Second
+	faults[1].Healed, faults[1].Rebalanced = -1, -1
+	var out bytes.Buffer
+	h := &Harness{cfg: Config{Out: &out}}
+	h.summary(Report{BrokerFaults: faults[:2]}, 0)
+	want := "chaos: broker faults: SIGKILL node 2 at 11s (12:00:11.000), down 5s, restart 2s, in sync +0s, 20 leaders back +600ms (after 1s), settled 1s, longest stall 3.5s (results/0 after 12:00:12.000), on its return 500ms (results/0 after 12:00:16.000); " +
+		"SIGKILL node 0 at 0s (12:00:21.000), down 0s, restart 0s, not in sync within 2m0s, longest stall 4s (results/0 after 12:00:19.500)\n"
+	if !strings.Contains(out.String(), want) {
+		t.Errorf("summary:\n%s\nwant the line\n%s", out.String(), want)
 	}
 }
 
