@@ -25,18 +25,24 @@ const MaxRecordBytes = 1_000_012 - (61 + 64)
 // FailoverMetadataMinAge is the shortest time between two metadata
 // refreshes of a client of this module, and FailoverMaxRetryBackoff the
 // longest wait between two tries of a failed request: together they bound
-// how long a client keeps writing to a broker the controller has fenced
-// (half a second each: while a broker is down a client asks for metadata
-// twice a second; a healthy cluster sees no more requests).
+// how long a client keeps writing to a broker the controller has fenced.
+// The metadata age also paces a transactional produce that the broker
+// answers CONCURRENT_TRANSACTIONS (the last transaction's markers not yet
+// written, which after a broker failure takes a second or two): franz-go
+// tries such a batch again after the next metadata refresh. While a
+// broker is down a client asks for metadata up to ten times a second; a
+// healthy cluster sees no more requests. Java's clients start their
+// retries at 100ms too (retry.backoff.ms).
 const (
-	FailoverMetadataMinAge  = 500 * time.Millisecond
+	FailoverMetadataMinAge  = 100 * time.Millisecond
 	FailoverMaxRetryBackoff = 500 * time.Millisecond
 )
 
-// failoverBackoff is franz-go's default backoff (250ms doubling, ±20%
-// jitter) capped at FailoverMaxRetryBackoff instead of 5s.
+// failoverBackoff is franz-go's default backoff (doubling, ±20% jitter)
+// starting at 100ms instead of 250ms and capped at FailoverMaxRetryBackoff
+// instead of 5s.
 func failoverBackoff(fails int) time.Duration {
-	d := 250 * time.Millisecond
+	d := 100 * time.Millisecond
 	for i := 1; i < fails && d < FailoverMaxRetryBackoff; i++ {
 		d *= 2
 	}
@@ -93,7 +99,7 @@ func (c Client) Options() []kgo.Opt {
 		// controller fences the dead broker. franz-go spaces the refreshes
 		// a failure triggers by MetadataMinAge (5s by default) and backs
 		// retries off up to 5s, so a 3s fencing cost 8-15s; with a refresh
-		// at most every 500ms and retries at most 500ms apart the client
+		// at most every 100ms and retries at most 500ms apart the client
 		// follows within about half a second (docs/guarantees.md,
 		// "Running through broker failures"). The periodic refresh stays
 		// at its default (5 min), so a healthy cluster sees no more

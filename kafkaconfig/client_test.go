@@ -10,8 +10,9 @@ import (
 
 // TestClientFollowsFailoverQuickly checks the two client settings that
 // bound how long a role keeps writing to a broker the controller has
-// fenced: metadata refreshes a failure triggers are at most 500ms apart,
-// and so are the retries of a failed request (franz-go's defaults, 5s for
+// fenced: metadata refreshes a failure triggers are at most 100ms apart,
+// and the retries of a failed request start at 100ms and stay under 500ms
+// (franz-go's defaults, 5s for
 // both, made a 3s broker fencing cost 8-15s; docs/guarantees.md).
 // A caller's own Opts still win.
 func TestClientFollowsFailoverQuickly(t *testing.T) {
@@ -20,8 +21,8 @@ func TestClientFollowsFailoverQuickly(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	if got := cl.OptValue(kgo.MetadataMinAge); got != 500*time.Millisecond {
-		t.Errorf("MetadataMinAge %v, want 500ms", got)
+	if got := cl.OptValue(kgo.MetadataMinAge); got != 100*time.Millisecond {
+		t.Errorf("MetadataMinAge %v, want 100ms", got)
 	}
 	backoff, ok := cl.OptValue(kgo.RetryBackoffFn).(func(int) time.Duration)
 	if !ok {
@@ -32,20 +33,23 @@ func TestClientFollowsFailoverQuickly(t *testing.T) {
 		if d <= 0 || d > 500*time.Millisecond {
 			t.Errorf("backoff after %d failures: %v, want (0, 500ms]", fails, d)
 		}
-		if fails <= 1 && d > 300*time.Millisecond {
-			t.Errorf("backoff after %d failures: %v, want about 250ms", fails, d)
+		if fails <= 1 && d > 120*time.Millisecond {
+			t.Errorf("backoff after %d failures: %v, want about 100ms", fails, d)
+		}
+		if fails >= 4 && d < 400*time.Millisecond {
+			t.Errorf("backoff after %d failures: %v, want about 500ms", fails, d)
 		}
 	}
 
 	own, err := kgo.NewClient(kafkaconfig.Client{
 		Brokers: []string{"127.0.0.1:1"},
-		Opts:    []kgo.Opt{kgo.MetadataMinAge(100 * time.Millisecond)},
+		Opts:    []kgo.Opt{kgo.MetadataMinAge(300 * time.Millisecond)},
 	}.Options()...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer own.Close()
-	if got := own.OptValue(kgo.MetadataMinAge); got != 100*time.Millisecond {
-		t.Errorf("a caller's MetadataMinAge: %v, want 100ms", got)
+	if got := own.OptValue(kgo.MetadataMinAge); got != 300*time.Millisecond {
+		t.Errorf("a caller's MetadataMinAge: %v, want 300ms", got)
 	}
 }
