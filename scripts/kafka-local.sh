@@ -247,6 +247,12 @@ failover_props() {
 	broker.heartbeat.interval.ms=250
 	controller.quorum.fetch.timeout.ms=1000
 	controller.quorum.election.timeout.ms=500
+	# A group or transaction coordinator that moves first reads its
+	# partition of __consumer_offsets or __transaction_state; 1 MiB
+	# segments (Kafka's least; the default is 100 MiB) let compaction keep
+	# that read short.
+	offsets.topic.segment.bytes=1048576
+	transaction.state.log.segment.bytes=1048576
 	FAILOVER
 }
 
