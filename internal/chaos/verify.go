@@ -472,8 +472,8 @@ func longestStall(f *facts, ids []schemas.CorrelationID) (time.Duration, string)
 // the node's restart, and between the restart and the fault's end (the
 // load's end for a moment not reached), so that a fault's cost is told
 // apart from a slow start or the fault before it, and its death from its
-// return. A stall that ends after the signal but began before it counts
-// whole: the records it waited for were written just before.
+// return. A stall that began before the signal counts from the signal (and
+// one that began before the restart, from the restart).
 func faultStalls(f *facts, faults []BrokerFault) {
 	var from, to time.Time
 	for _, sub := range f.submitted {
@@ -539,8 +539,8 @@ func seenByPartition(f *facts) map[stallKey][]time.Time {
 
 // stallWithin returns the longest gap between two records of a partition
 // in seen (or between from or to and the nearest record), counting only
-// the part of the gaps within from..to, among the gaps that end after a
-// and no later than b.
+// the part of the gaps within from..to and after a, among the gaps that
+// end after a and no later than b.
 func stallWithin(seen map[stallKey][]time.Time, from, to, a, b time.Time) (time.Duration, string) {
 	var longest time.Duration
 	var where string
@@ -553,8 +553,14 @@ func stallWithin(seen map[stallKey][]time.Time, from, to, a, b time.Time) (time.
 			if t.After(to) {
 				t = to
 			}
-			if gap := t.Sub(last); gap > longest && t.After(a) && !t.After(b) {
-				longest, where = gap, fmt.Sprintf("%s/%d after %s", k.topic, k.partition, last.Format("15:04:05.000"))
+			// A gap that began before a counts from a: what went before
+			// is not the window's doing.
+			start := last
+			if start.Before(a) {
+				start = a
+			}
+			if gap := t.Sub(start); gap > longest && t.After(a) && !t.After(b) {
+				longest, where = gap, fmt.Sprintf("%s/%d after %s", k.topic, k.partition, start.Format("15:04:05.000"))
 			}
 			last = t
 			if !t.Before(to) {

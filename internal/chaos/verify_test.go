@@ -463,7 +463,8 @@ func TestFaultStalls(t *testing.T) {
 		// is its death's, a 0.5s one its return's; not the 4s gap that
 		// ends after it.
 		{Signal: "SIGKILL", Stopped: true, When: at(11), Restarted: at(16), Settled: at(20)},
-		// Killed at 21s, never settled: the 4s gap, which began before.
+		// Killed at 21s, never restarted: the 4s gap, which began before
+		// and counts from 21s (2.5s).
 		{Signal: "SIGKILL", Stopped: true, When: at(21)},
 		// Not stopped: no stall.
 		{Signal: "SIGTERM", When: at(2)},
@@ -475,8 +476,8 @@ func TestFaultStalls(t *testing.T) {
 	if faults[0].ReturnStall != 500*time.Millisecond || !strings.HasPrefix(faults[0].ReturnStallAt, "results/0 after 12:00:16.000") {
 		t.Errorf("first fault's return: stall %s at %q; want 0.5s on results/0 after 12:00:16.000", faults[0].ReturnStall, faults[0].ReturnStallAt)
 	}
-	if faults[1].Stall != 4*time.Second || !strings.HasPrefix(faults[1].StallAt, "results/0 after 12:00:19.500") {
-		t.Errorf("second fault: stall %s at %q; want 4s on results/0 after 12:00:19.500", faults[1].Stall, faults[1].StallAt)
+	if faults[1].Stall != 2500*time.Millisecond || !strings.HasPrefix(faults[1].StallAt, "results/0 after 12:00:21.000") {
+		t.Errorf("second fault: stall %s at %q; want 2.5s on results/0 after 12:00:21.000", faults[1].Stall, faults[1].StallAt)
 	}
 	if faults[1].ReturnStallAt != "" {
 		t.Errorf("a node never restarted has a return stall %s at %q", faults[1].ReturnStall, faults[1].ReturnStallAt)
@@ -499,7 +500,7 @@ func TestFaultStalls(t *testing.T) {
 	h := &Harness{cfg: Config{Out: &out}}
 	h.summary(Report{BrokerFaults: faults[:2]}, 0)
 	want := "chaos: broker faults: SIGKILL node 2 at 11s (12:00:11.000), down 5s, restart 2s, in sync +0s, 20 leaders back +600ms (after 1s), settled 1s, longest stall 3.5s (results/0 after 12:00:12.000), on its return 500ms (results/0 after 12:00:16.000); " +
-		"SIGKILL node 0 at 0s (12:00:21.000), down 0s, restart 0s, not in sync within 2m0s, longest stall 4s (results/0 after 12:00:19.500)\n"
+		"SIGKILL node 0 at 0s (12:00:21.000), down 0s, restart 0s, not in sync within 2m0s, longest stall 2.5s (results/0 after 12:00:21.000)\n"
 	if !strings.Contains(out.String(), want) {
 		t.Errorf("summary:\n%s\nwant the line\n%s", out.String(), want)
 	}
