@@ -288,8 +288,9 @@ func (b *brokerFaults) do(ctx context.Context, ev brokerEvent, at time.Duration)
 	}
 	node := fmt.Sprint(ev.node)
 	// Every fault starts from a balanced cluster (the first one too: a
-	// run before may have left leaders elsewhere).
-	lctx, cancel := context.WithTimeout(ctx, healBound)
+	// run before may have left leaders elsewhere); a cluster that will
+	// not balance delays the fault by 30s at most.
+	lctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	if _, err := restoreLeaders(lctx, b.s.adm, b.topics); err != nil && ctx.Err() == nil {
 		say("broker: leaders not all on their preferred replicas before the fault: %v", err)
 	}
