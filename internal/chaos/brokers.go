@@ -344,11 +344,11 @@ func (b *brokerFaults) do(ctx context.Context, ev brokerEvent, at time.Duration)
 	// leader.imbalance.check.interval.seconds (300s by default). Until
 	// then the next fault would move more than its own node's leaders, so
 	// the harness moves them back, as an operator would, and the move
-	// counts as part of this fault: after the settle time, so that the
-	// node's JVM is warm when it takes them (moved onto a node seconds
-	// after its start, they stalled the partitions 3.5-5.8s on this
-	// machine), and then the settle time once more, so that what the
-	// move costs ends before the next fault.
+	// counts as part of this fault: after the settle time, as an
+	// operator would wait for the node to run a little (on a 2-core box
+	// 5s did not make the move cheaper: 1-6s of stall either way), and
+	// then the settle time once more, so that what the move costs ends
+	// before the next fault.
 	sleepCtx(ctx, b.settle)
 	t0 = time.Now()
 	moved, err := restoreLeaders(hctx, b.s.adm, b.topics)
