@@ -371,43 +371,26 @@ func (b *brokerFaults) do(ctx context.Context, ev brokerEvent, at time.Duration)
 // replicas) again, electing it where it is not, and returns how many were
 // not at first.
 func restoreLeaders(ctx context.Context, adm *kadm.Client, topics []string) (int, error) {
-	names := append(slices.Clone(topics), "__consumer_offsets", "__transaction_state")
 	first := -1
 	for {
-		details, err := adm.ListTopicsWithInternal(ctx, names...)
-		var example string
+		off, why, err := partitionsWhere(ctx, adm, topics, func(p kadm.PartitionDetail) string {
+			if len(p.Replicas) > 0 && p.Leader != p.Replicas[0] {
+				return fmt.Sprintf("led by %d, preferred %d", p.Leader, p.Replicas[0])
+			}
+			return ""
+		})
 		if err == nil {
-			off, n := kadm.TopicsSet{}, 0
-			for _, d := range details.Sorted() {
-				if d.Err != nil {
-					continue
-				}
-				for _, p := range d.Partitions.Sorted() {
-					if len(p.Replicas) > 0 && p.Leader != p.Replicas[0] {
-						off.Add(d.Topic, p.Partition)
-						n++
-						if example == "" {
-							example = fmt.Sprintf("%s-%d led by %d, preferred %d", d.Topic, p.Partition, p.Leader, p.Replicas[0])
-						}
-					}
-				}
-			}
 			if first < 0 {
-				first = n
+				first = len(why)
 			}
-			if n == 0 {
+			if len(why) == 0 {
 				return first, nil
 			}
 			// Best effort: the next listing says whether it took.
 			_, err = adm.ElectLeaders(ctx, kadm.ElectPreferredReplica, off)
 		}
-		select {
-		case <-ctx.Done():
-			if example != "" {
-				err = errors.Join(err, fmt.Errorf("e.g. %s", example))
-			}
-			return max(first, 0), errors.Join(err, ctx.Err())
-		case <-time.After(250 * time.Millisecond):
+		if err := pollWait(ctx, err, why); err != nil {
+			return max(first, 0), err
 		}
 	}
 }
@@ -415,33 +398,57 @@ func restoreLeaders(ctx context.Context, adm *kadm.Client, topics []string) (int
 // waitInSync waits until every partition of topics, __consumer_offsets and
 // __transaction_state has all its replicas in its ISR.
 func waitInSync(ctx context.Context, adm *kadm.Client, topics []string) error {
-	names := append(slices.Clone(topics), "__consumer_offsets", "__transaction_state")
 	for {
-		var lagging []string
-		details, err := adm.ListTopicsWithInternal(ctx, names...)
-		if err == nil {
-			for _, d := range details.Sorted() {
-				if d.Err != nil {
-					continue
-				}
-				for _, p := range d.Partitions.Sorted() {
-					if len(p.ISR) < len(p.Replicas) {
-						lagging = append(lagging, fmt.Sprintf("%s-%d isr %v of %v", d.Topic, p.Partition, p.ISR, p.Replicas))
-					}
-				}
+		_, why, err := partitionsWhere(ctx, adm, topics, func(p kadm.PartitionDetail) string {
+			if len(p.ISR) < len(p.Replicas) {
+				return fmt.Sprintf("isr %v of %v", p.ISR, p.Replicas)
 			}
-			if len(lagging) == 0 {
-				return nil
+			return ""
+		})
+		if err == nil && len(why) == 0 {
+			return nil
+		}
+		if err := pollWait(ctx, err, why); err != nil {
+			return err
+		}
+	}
+}
+
+// partitionsWhere lists the partitions of topics, __consumer_offsets and
+// __transaction_state for which bad says what is wrong: as a set, and as
+// "topic-partition what" lines.
+func partitionsWhere(ctx context.Context, adm *kadm.Client, topics []string, bad func(kadm.PartitionDetail) string) (kadm.TopicsSet, []string, error) {
+	details, err := adm.ListTopicsWithInternal(ctx, append(slices.Clone(topics), "__consumer_offsets", "__transaction_state")...)
+	if err != nil {
+		return nil, nil, err
+	}
+	set := kadm.TopicsSet{}
+	var why []string
+	for _, d := range details.Sorted() {
+		if d.Err != nil {
+			continue
+		}
+		for _, p := range d.Partitions.Sorted() {
+			if w := bad(p); w != "" {
+				set.Add(d.Topic, p.Partition)
+				why = append(why, fmt.Sprintf("%s-%d %s", d.Topic, p.Partition, w))
 			}
 		}
-		select {
-		case <-ctx.Done():
-			if err == nil && len(lagging) > 0 {
-				err = fmt.Errorf("%d partitions behind, e.g. %s", len(lagging), lagging[0])
-			}
-			return errors.Join(err, ctx.Err())
-		case <-time.After(500 * time.Millisecond):
+	}
+	return set, why, nil
+}
+
+// pollWait waits before the next poll of partitionsWhere; when ctx ends
+// first it returns why, with the last error and an example partition.
+func pollWait(ctx context.Context, err error, why []string) error {
+	select {
+	case <-ctx.Done():
+		if len(why) > 0 {
+			err = errors.Join(err, fmt.Errorf("%d partitions, e.g. %s", len(why), why[0]))
 		}
+		return errors.Join(err, ctx.Err())
+	case <-time.After(250 * time.Millisecond):
+		return nil
 	}
 }
 
