@@ -239,6 +239,10 @@ type Hop struct {
 	restartsVec prometheus.Counter // nil without HopConfig.Metrics
 	rejectedVec *prometheus.CounterVec
 	consecutive int
+	// commitFails counts the batches in a row whose offset commit failed
+	// with an error after which End aborted the transaction (Run's
+	// goroutine; see offsetCommitAborted).
+	commitFails int
 
 	// idle is held, under exactly-once, while a batch that consumed no
 	// records is processed and its transaction ends; a revocation waits for

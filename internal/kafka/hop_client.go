@@ -61,6 +61,7 @@ const LogClientRestart = "kafka client failed; closing it and building a new one
 // built.
 func (h *Hop) restart(ctx context.Context, cause error) (ok bool, err error) {
 	h.consecutive++
+	h.commitFails = 0
 	n := h.restarts.Add(1)
 	if h.restartsVec != nil {
 		h.restartsVec.Inc()

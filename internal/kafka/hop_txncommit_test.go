@@ -126,13 +126,18 @@ func TestTxnOffsetCommitConcurrentTransactions(t *testing.T) {
 // every partition, as Kafka does to a transaction that comes right after
 // the previous one's commit.
 func concurrentTransactions(req *kmsg.TxnOffsetCommitRequest) *kmsg.TxnOffsetCommitResponse {
+	return refuseOffsets(req, kerr.ConcurrentTransactions)
+}
+
+// refuseOffsets answers req with code for every partition.
+func refuseOffsets(req *kmsg.TxnOffsetCommitRequest, code *kerr.Error) *kmsg.TxnOffsetCommitResponse {
 	resp := req.ResponseKind().(*kmsg.TxnOffsetCommitResponse)
 	for _, rt := range req.Topics {
 		st := kmsg.NewTxnOffsetCommitResponseTopic()
 		st.Topic, st.TopicID = rt.Topic, rt.TopicID
 		for _, rp := range rt.Partitions {
 			sp := kmsg.NewTxnOffsetCommitResponseTopicPartition()
-			sp.Partition, sp.ErrorCode = rp.Partition, kerr.ConcurrentTransactions.Code
+			sp.Partition, sp.ErrorCode = rp.Partition, code.Code
 			st.Partitions = append(st.Partitions, sp)
 		}
 		resp.Topics = append(resp.Topics, st)
@@ -150,4 +155,103 @@ func fmtBools(bs []bool) string {
 		}
 	}
 	return "[" + strings.Join(s, " ") + "]"
+}
+
+// TestTxnOffsetCommitFailureAborts: a TxnOffsetCommit that fails with an
+// error End does not count as abortable (a broker SIGKILLed under the
+// group coordinator: franz-go gives up when two coordinator lookups fail to
+// dial) makes End abort the transaction, set the client back and return
+// that error. The hop goes on with the same client, as after any abort,
+// instead of building a new one (a rejoin, and for the aggregator a
+// restore); only a fourth such failure in a row builds one. kfake answers
+// REQUEST_TIMED_OUT here in place of the dial error; End takes the same
+// path for both. It also pins the message offsetCommitAborted recognises.
+func TestTxnOffsetCommitFailureAborts(t *testing.T) {
+	for _, tc := range []struct {
+		refusals     int32
+		wantRestarts int64
+	}{{1, 0}, {3, 0}, {4, 1}} {
+		t.Run(fmt.Sprintf("refused %d times", tc.refusals), func(t *testing.T) {
+			c := testkafka.NewKfake(t)
+			in := c.CreateTopic(t, "in", 1, nil)
+			group := c.Name("g")
+			var refused atomic.Int32
+			c.Fake.ControlKey(int16(kmsg.TxnOffsetCommit), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
+				c.Fake.KeepControl()
+				if refused.Load() >= tc.refusals {
+					return nil, nil, false
+				}
+				refused.Add(1)
+				return refuseOffsets(kreq.(*kmsg.TxnOffsetCommitRequest), kerr.RequestTimedOut), nil, true
+			})
+			cl := c.Client(t)
+			for _, v := range []string{"a", "b", "c"} {
+				if err := cl.ProduceSync(t.Context(), &kgo.Record{Topic: in, Value: []byte(v)}).FirstErr(); err != nil {
+					t.Fatal(err)
+				}
+			}
+
+			var logs syncBuffer
+			h, err := kafka.NewHop(kafka.HopConfig{
+				Client: kafkaconfig.Client{Brokers: c.Brokers}, Group: group, Topics: []string{in},
+				Guarantee: kafkaconfig.ExactlyOnce, TransactionalID: group + "-a", InstanceID: "a", Tick: 50 * time.Millisecond,
+				RestartBackoff: 10 * time.Millisecond,
+				Logger:         slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var mu sync.Mutex
+			var read int
+			var ends []bool
+			ctx, cancel := context.WithCancel(t.Context())
+			done := make(chan error, 1)
+			go func() {
+				done <- h.Run(ctx, func(_ context.Context, b *kafka.Batch) error {
+					mu.Lock()
+					read += b.Fetches.NumRecords()
+					mu.Unlock()
+					return nil
+				}, func(committed bool) {
+					mu.Lock()
+					ends = append(ends, committed)
+					mu.Unlock()
+				})
+			}()
+			state := func() (int, []bool) {
+				mu.Lock()
+				defer mu.Unlock()
+				return read, append([]bool(nil), ends...)
+			}
+			eventually(t, 30*time.Second, func() string { r, e := state(); return fmt.Sprintf("records read %d, batch ends %s", r, fmtBools(e)) },
+				func() bool { _, e := state(); return len(e) > 0 && e[len(e)-1] })
+			cancel()
+			if err := <-done; err != nil {
+				t.Fatalf("Run: %v", err)
+			}
+			r, e := state()
+			if refused.Load() != tc.refusals {
+				t.Fatalf("TxnOffsetCommit refused %d times, want %d", refused.Load(), tc.refusals)
+			}
+			l := logs.String()
+			if n := h.Restarts(); n != tc.wantRestarts || strings.Count(l, kafka.LogClientRestart) != int(tc.wantRestarts) {
+				t.Errorf("the hop built %d new clients after %d failed offset commits, want %d:\n%s", n, tc.refusals, tc.wantRestarts, l)
+			}
+			for i, committed := range e {
+				if committed != (i == len(e)-1) || len(e) != int(tc.refusals)+1 {
+					t.Errorf("batch ends %s, want %d aborted, then committed", fmtBools(e), tc.refusals)
+					break
+				}
+			}
+			if want := 3 * (int(tc.refusals) + 1); r != want {
+				t.Errorf("%d records read, want the 3 %d times", r, tc.refusals+1)
+			}
+			if n := strings.Count(l, "transaction aborted: its offset commit failed"); n != int(tc.refusals-int32(tc.wantRestarts)) || !strings.Contains(l, "REQUEST_TIMED_OUT") {
+				t.Errorf("%d aborts logged as a failed offset commit with its error, want %d:\n%s", n, tc.refusals-int32(tc.wantRestarts), l)
+			}
+			if got := committedOffset(t, c, group, in); got != 3 {
+				t.Errorf("committed offset %d, want 3", got)
+			}
+		})
+	}
 }
