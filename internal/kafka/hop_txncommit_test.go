@@ -48,17 +48,88 @@ func (s *syncBuffer) String() string {
 // producer retries it (KAFKA-16122). The batch is consumed again and commits then;
 // the hop logs it as a failed offset commit, not as a rebalance.
 func TestTxnOffsetCommitConcurrentTransactions(t *testing.T) {
+	r := runRefusedCommits(t, kerr.ConcurrentTransactions, 1)
+	if len(r.ends) != 2 || r.ends[0] || !r.ends[1] {
+		t.Errorf("batch ends %s, want [aborted committed]: End does not retry CONCURRENT_TRANSACTIONS", fmtBools(r.ends))
+	}
+	if r.read != 6 {
+		t.Errorf("%d records read, want the 3 twice", r.read)
+	}
+	if !strings.Contains(r.logs, "transaction aborted: its offset commit failed") || strings.Contains(r.logs, "aborted by a rebalance") {
+		t.Errorf("the abort is not logged as a failed offset commit:\n%s", r.logs)
+	}
+	if r.restarts != 0 {
+		t.Errorf("the hop built %d new clients, want none", r.restarts)
+	}
+	if r.committed != 3 {
+		t.Errorf("committed offset %d, want 3", r.committed)
+	}
+}
+
+// TestTxnOffsetCommitFailureAborts: a TxnOffsetCommit that fails with an
+// error End does not count as abortable (a broker SIGKILLed under the
+// group coordinator: franz-go gives up when two coordinator lookups fail to
+// dial) makes End abort the transaction, set the client back and return
+// that error. The hop goes on with the same client, as after any abort,
+// instead of building a new one (a rejoin, and for the aggregator a
+// restore); only a fourth such failure in a row builds one. kfake answers
+// REQUEST_TIMED_OUT here in place of the dial error; End takes the same
+// path for both. It also pins the message offsetCommitAborted recognises.
+func TestTxnOffsetCommitFailureAborts(t *testing.T) {
+	for _, tc := range []struct {
+		refusals     int32
+		wantRestarts int64
+	}{{1, 0}, {3, 0}, {4, 1}} {
+		t.Run(fmt.Sprintf("refused %d times", tc.refusals), func(t *testing.T) {
+			r := runRefusedCommits(t, kerr.RequestTimedOut, tc.refusals)
+			if r.restarts != tc.wantRestarts || int64(strings.Count(r.logs, kafka.LogClientRestart)) != tc.wantRestarts {
+				t.Errorf("the hop built %d new clients after %d failed offset commits, want %d:\n%s", r.restarts, tc.refusals, tc.wantRestarts, r.logs)
+			}
+			for i, committed := range r.ends {
+				if committed != (i == len(r.ends)-1) || len(r.ends) != int(tc.refusals)+1 {
+					t.Errorf("batch ends %s, want %d aborted, then committed", fmtBools(r.ends), tc.refusals)
+					break
+				}
+			}
+			if want := 3 * (int(tc.refusals) + 1); r.read != want {
+				t.Errorf("%d records read, want the 3 %d times", r.read, tc.refusals+1)
+			}
+			want := int(int64(tc.refusals) - tc.wantRestarts)
+			if n := strings.Count(r.logs, "transaction aborted: its offset commit failed"); n != want || !strings.Contains(r.logs, "REQUEST_TIMED_OUT") {
+				t.Errorf("%d aborts logged as a failed offset commit with its error, want %d:\n%s", n, want, r.logs)
+			}
+			if r.committed != 3 {
+				t.Errorf("committed offset %d, want 3", r.committed)
+			}
+		})
+	}
+}
+
+// refusedCommits is what runRefusedCommits saw.
+type refusedCommits struct {
+	read      int    // records the ProcessFunc was given
+	ends      []bool // each batch's end: committed or not
+	logs      string
+	restarts  int64 // new clients the hop built
+	committed int64 // the group's committed offset at the end
+}
+
+// runRefusedCommits runs an exactly-once hop over three records on kfake,
+// whose first refusals TxnOffsetCommits are answered with code for every
+// partition, until a batch commits.
+func runRefusedCommits(t *testing.T, code *kerr.Error, refusals int32) refusedCommits {
+	t.Helper()
 	c := testkafka.NewKfake(t)
 	in := c.CreateTopic(t, "in", 1, nil)
 	group := c.Name("g")
 	var refused atomic.Int32
 	c.Fake.ControlKey(int16(kmsg.TxnOffsetCommit), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
 		c.Fake.KeepControl()
-		if refused.Load() > 0 {
+		if refused.Load() >= refusals {
 			return nil, nil, false
 		}
 		refused.Add(1)
-		return concurrentTransactions(kreq.(*kmsg.TxnOffsetCommitRequest)), nil, true
+		return refuseOffsets(kreq.(*kmsg.TxnOffsetCommitRequest), code), nil, true
 	})
 	cl := c.Client(t)
 	for _, v := range []string{"a", "b", "c"} {
@@ -71,55 +142,46 @@ func TestTxnOffsetCommitConcurrentTransactions(t *testing.T) {
 	h, err := kafka.NewHop(kafka.HopConfig{
 		Client: kafkaconfig.Client{Brokers: c.Brokers}, Group: group, Topics: []string{in},
 		Guarantee: kafkaconfig.ExactlyOnce, TransactionalID: group + "-a", InstanceID: "a", Tick: 50 * time.Millisecond,
-		Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
+		RestartBackoff: 10 * time.Millisecond,
+		Logger:         slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var mu sync.Mutex
-	var read int
-	var ends []bool
+	var r refusedCommits
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() {
 		done <- h.Run(ctx, func(_ context.Context, b *kafka.Batch) error {
 			mu.Lock()
-			read += b.Fetches.NumRecords()
+			r.read += b.Fetches.NumRecords()
 			mu.Unlock()
 			return nil
 		}, func(committed bool) {
 			mu.Lock()
-			ends = append(ends, committed)
+			r.ends = append(r.ends, committed)
 			mu.Unlock()
 		})
 	}()
 	state := func() (int, []bool) {
 		mu.Lock()
 		defer mu.Unlock()
-		return read, append([]bool(nil), ends...)
+		return r.read, append([]bool(nil), r.ends...)
 	}
-	eventually(t, 30*time.Second, func() string { r, e := state(); return fmt.Sprintf("records read %d, batch ends %s", r, fmtBools(e)) },
+	eventually(t, 30*time.Second, func() string { n, e := state(); return fmt.Sprintf("records read %d, batch ends %s", n, fmtBools(e)) },
 		func() bool { _, e := state(); return len(e) > 0 && e[len(e)-1] })
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	r, e := state()
-	if refused.Load() != 1 {
-		t.Fatalf("TxnOffsetCommit refused %d times, want 1", refused.Load())
+	if refused.Load() != refusals {
+		t.Fatalf("TxnOffsetCommit refused %d times, want %d", refused.Load(), refusals)
 	}
-	if len(e) != 2 || e[0] || !e[1] {
-		t.Errorf("batch ends %s, want [aborted committed]: End does not retry CONCURRENT_TRANSACTIONS", fmtBools(e))
-	}
-	if r != 6 {
-		t.Errorf("%d records read, want the 3 twice", r)
-	}
-	if l := logs.String(); !strings.Contains(l, "transaction aborted: its offset commit failed") || strings.Contains(l, "aborted by a rebalance") {
-		t.Errorf("the abort is not logged as a failed offset commit:\n%s", l)
-	}
-	if got := committedOffset(t, c, group, in); got != 3 {
-		t.Errorf("committed offset %d, want 3", got)
-	}
+	r.read, r.ends = state()
+	r.logs, r.restarts = logs.String(), h.Restarts()
+	r.committed = committedOffset(t, c, group, in)
+	return r
 }
 
 // concurrentTransactions answers req with CONCURRENT_TRANSACTIONS for
@@ -155,103 +217,4 @@ func fmtBools(bs []bool) string {
 		}
 	}
 	return "[" + strings.Join(s, " ") + "]"
-}
-
-// TestTxnOffsetCommitFailureAborts: a TxnOffsetCommit that fails with an
-// error End does not count as abortable (a broker SIGKILLed under the
-// group coordinator: franz-go gives up when two coordinator lookups fail to
-// dial) makes End abort the transaction, set the client back and return
-// that error. The hop goes on with the same client, as after any abort,
-// instead of building a new one (a rejoin, and for the aggregator a
-// restore); only a fourth such failure in a row builds one. kfake answers
-// REQUEST_TIMED_OUT here in place of the dial error; End takes the same
-// path for both. It also pins the message offsetCommitAborted recognises.
-func TestTxnOffsetCommitFailureAborts(t *testing.T) {
-	for _, tc := range []struct {
-		refusals     int32
-		wantRestarts int64
-	}{{1, 0}, {3, 0}, {4, 1}} {
-		t.Run(fmt.Sprintf("refused %d times", tc.refusals), func(t *testing.T) {
-			c := testkafka.NewKfake(t)
-			in := c.CreateTopic(t, "in", 1, nil)
-			group := c.Name("g")
-			var refused atomic.Int32
-			c.Fake.ControlKey(int16(kmsg.TxnOffsetCommit), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
-				c.Fake.KeepControl()
-				if refused.Load() >= tc.refusals {
-					return nil, nil, false
-				}
-				refused.Add(1)
-				return refuseOffsets(kreq.(*kmsg.TxnOffsetCommitRequest), kerr.RequestTimedOut), nil, true
-			})
-			cl := c.Client(t)
-			for _, v := range []string{"a", "b", "c"} {
-				if err := cl.ProduceSync(t.Context(), &kgo.Record{Topic: in, Value: []byte(v)}).FirstErr(); err != nil {
-					t.Fatal(err)
-				}
-			}
-
-			var logs syncBuffer
-			h, err := kafka.NewHop(kafka.HopConfig{
-				Client: kafkaconfig.Client{Brokers: c.Brokers}, Group: group, Topics: []string{in},
-				Guarantee: kafkaconfig.ExactlyOnce, TransactionalID: group + "-a", InstanceID: "a", Tick: 50 * time.Millisecond,
-				RestartBackoff: 10 * time.Millisecond,
-				Logger:         slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo})),
-			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			var mu sync.Mutex
-			var read int
-			var ends []bool
-			ctx, cancel := context.WithCancel(t.Context())
-			done := make(chan error, 1)
-			go func() {
-				done <- h.Run(ctx, func(_ context.Context, b *kafka.Batch) error {
-					mu.Lock()
-					read += b.Fetches.NumRecords()
-					mu.Unlock()
-					return nil
-				}, func(committed bool) {
-					mu.Lock()
-					ends = append(ends, committed)
-					mu.Unlock()
-				})
-			}()
-			state := func() (int, []bool) {
-				mu.Lock()
-				defer mu.Unlock()
-				return read, append([]bool(nil), ends...)
-			}
-			eventually(t, 30*time.Second, func() string { r, e := state(); return fmt.Sprintf("records read %d, batch ends %s", r, fmtBools(e)) },
-				func() bool { _, e := state(); return len(e) > 0 && e[len(e)-1] })
-			cancel()
-			if err := <-done; err != nil {
-				t.Fatalf("Run: %v", err)
-			}
-			r, e := state()
-			if refused.Load() != tc.refusals {
-				t.Fatalf("TxnOffsetCommit refused %d times, want %d", refused.Load(), tc.refusals)
-			}
-			l := logs.String()
-			if n := h.Restarts(); n != tc.wantRestarts || strings.Count(l, kafka.LogClientRestart) != int(tc.wantRestarts) {
-				t.Errorf("the hop built %d new clients after %d failed offset commits, want %d:\n%s", n, tc.refusals, tc.wantRestarts, l)
-			}
-			for i, committed := range e {
-				if committed != (i == len(e)-1) || len(e) != int(tc.refusals)+1 {
-					t.Errorf("batch ends %s, want %d aborted, then committed", fmtBools(e), tc.refusals)
-					break
-				}
-			}
-			if want := 3 * (int(tc.refusals) + 1); r != want {
-				t.Errorf("%d records read, want the 3 %d times", r, tc.refusals+1)
-			}
-			if n := strings.Count(l, "transaction aborted: its offset commit failed"); n != int(tc.refusals-int32(tc.wantRestarts)) || !strings.Contains(l, "REQUEST_TIMED_OUT") {
-				t.Errorf("%d aborts logged as a failed offset commit with its error, want %d:\n%s", n, tc.refusals-int32(tc.wantRestarts), l)
-			}
-			if got := committedOffset(t, c, group, in); got != 3 {
-				t.Errorf("committed offset %d, want 3", got)
-			}
-		})
-	}
 }
