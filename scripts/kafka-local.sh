@@ -247,10 +247,11 @@ failover_props() {
 	broker.heartbeat.interval.ms=250
 	controller.quorum.fetch.timeout.ms=1000
 	controller.quorum.election.timeout.ms=500
-	# A follower whose fetch from a partition's new leader fails (the
-	# leader has not applied the leader change yet) waits this long before
-	# it fetches again, and the leader's acks=all writes wait for it (the
-	# default is 1000).
+	# A follower whose fetch of a moved partition fails (its metadata and
+	# the new leader's do not agree yet) fetches that partition again only
+	# after this, and the new leader's acks=all writes wait for it (the
+	# default is 1000; docs/guarantees.md, "Running through broker
+	# failures", item 3).
 	replica.fetch.backoff.ms=100
 	# A group or transaction coordinator that moves first reads its
 	# partition of __consumer_offsets or __transaction_state; 1 MiB
