@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"maps"
 	"sync"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -107,6 +108,17 @@ func (b *Batch) Commit(topic string, partition int32, o CommitOffset) {
 		b.commits[topic] = map[int32]CommitOffset{}
 	}
 	b.commits[topic][partition] = o
+}
+
+// commitOffsets returns a copy of the offsets given to Commit.
+func (b *Batch) commitOffsets() map[string]map[int32]CommitOffset {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make(map[string]map[int32]CommitOffset, len(b.commits))
+	for t, ps := range b.commits {
+		out[t] = maps.Clone(ps)
+	}
+	return out
 }
 
 // committing reports whether Commit was called.

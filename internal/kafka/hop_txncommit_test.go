@@ -105,7 +105,102 @@ func TestTxnOffsetCommitFailureAborts(t *testing.T) {
 	}
 }
 
-// refusedCommits is what runRefusedCommits saw.
+// TestEndTxnFailureSettled: an EndTxn that fails with an error leaving the
+// transaction's outcome unknown (a broker SIGKILLed under the transaction
+// coordinator: franz-go gives up when two coordinator lookups fail to dial;
+// kfake answers REQUEST_TIMED_OUT here, End takes the same path) is settled
+// with the same client: the producer ID is loaded again, and the group's
+// committed offsets tell whether the transaction committed. Here it did
+// not (kfake never saw the EndTxn): the batch is consumed again with the
+// same client, and a fourth such failure in a row builds a new one. Without
+// settling, every such failure built a new client (a rejoin, and for the
+// aggregator a restore).
+func TestEndTxnFailureSettled(t *testing.T) {
+	for _, tc := range []struct {
+		refusals     int32
+		wantRestarts int64
+	}{{1, 0}, {4, 1}} {
+		t.Run(fmt.Sprintf("refused %d times", tc.refusals), func(t *testing.T) {
+			c := testkafka.NewKfake(t)
+			out := c.CreateTopic(t, "out", 1, nil)
+			var refused atomic.Int32
+			c.Fake.ControlKey(int16(kmsg.EndTxn), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
+				c.Fake.KeepControl()
+				if refused.Load() >= tc.refusals {
+					return nil, nil, false
+				}
+				refused.Add(1)
+				resp := kreq.ResponseKind().(*kmsg.EndTxnResponse)
+				resp.ErrorCode = kerr.RequestTimedOut.Code
+				return resp, nil, true
+			})
+			r := runUntilCommit(t, c, out, lastCommitted)
+			if r.restarts != tc.wantRestarts || int64(strings.Count(r.logs, kafka.LogClientRestart)) != tc.wantRestarts {
+				t.Errorf("the hop built %d new clients after %d failed EndTxns, want %d:\n%s", r.restarts, tc.refusals, tc.wantRestarts, r.logs)
+			}
+			want := int(int64(tc.refusals) - tc.wantRestarts)
+			if n := strings.Count(r.logs, "transaction aborted: its end failed"); n != want {
+				t.Errorf("%d aborts logged as a failed end, want %d:\n%s", n, want, r.logs)
+			}
+			if got := len(readTopic(t, c, out, 3, 10*time.Second)); got != 3 {
+				t.Errorf("%d records written read_committed, want the 3 once", got)
+			}
+			if r.committed != 3 {
+				t.Errorf("committed offset %d, want 3", r.committed)
+			}
+		})
+	}
+}
+
+// TestEndTxnFailureCommitted: an EndTxn that the coordinator carried out,
+// but whose answer was lost, is not taken for an abort: the group's
+// committed offsets show the transaction committed, and the hop builds a
+// new client, which consumes from them. Nothing is written twice.
+func TestEndTxnFailureCommitted(t *testing.T) {
+	c := testkafka.NewKfake(t)
+	out := c.CreateTopic(t, "out", 1, nil)
+	side := c.Client(t)
+	var refused atomic.Bool
+	c.Fake.ControlKey(int16(kmsg.EndTxn), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
+		c.Fake.KeepControl()
+		req := kreq.(*kmsg.EndTxnRequest)
+		if !req.Commit || !refused.CompareAndSwap(false, true) {
+			return nil, nil, false
+		}
+		// The same EndTxn, from another connection, is carried out; this
+		// one's answer is lost.
+		var sideErr error
+		c.Fake.SleepControl(func() {
+			again := *req
+			resp, err := again.RequestWith(t.Context(), side)
+			if err == nil {
+				err = kerr.ErrorForCode(resp.ErrorCode)
+			}
+			sideErr = err
+		})
+		if sideErr != nil {
+			t.Errorf("the EndTxn carried out for the hop: %v", sideErr)
+		}
+		resp := req.ResponseKind().(*kmsg.EndTxnResponse)
+		resp.ErrorCode = kerr.RequestTimedOut.Code
+		return resp, nil, true
+	})
+	r := runUntilCommit(t, c, out, func(_ []bool, restarts int64) bool { return restarts > 0 })
+	if !refused.Load() {
+		t.Fatal("no EndTxn was answered as lost")
+	}
+	if strings.Contains(r.logs, "transaction aborted: its end failed") || !strings.Contains(r.logs, "it may have committed") {
+		t.Errorf("the committed transaction was not told from an abort:\n%s", r.logs)
+	}
+	if got := len(readTopic(t, c, out, 3, 10*time.Second)); got != 3 {
+		t.Errorf("%d records written read_committed, want the 3 once", got)
+	}
+	if r.committed != 3 {
+		t.Errorf("committed offset %d, want 3", r.committed)
+	}
+}
+
+// refusedCommits is what runUntilCommit saw.
 type refusedCommits struct {
 	read      int    // records the ProcessFunc was given
 	ends      []bool // each batch's end: committed or not
@@ -120,8 +215,6 @@ type refusedCommits struct {
 func runRefusedCommits(t *testing.T, code *kerr.Error, refusals int32) refusedCommits {
 	t.Helper()
 	c := testkafka.NewKfake(t)
-	in := c.CreateTopic(t, "in", 1, nil)
-	group := c.Name("g")
 	var refused atomic.Int32
 	c.Fake.ControlKey(int16(kmsg.TxnOffsetCommit), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
 		c.Fake.KeepControl()
@@ -131,6 +224,23 @@ func runRefusedCommits(t *testing.T, code *kerr.Error, refusals int32) refusedCo
 		refused.Add(1)
 		return refuseOffsets(kreq.(*kmsg.TxnOffsetCommitRequest), code), nil, true
 	})
+	r := runUntilCommit(t, c, "", lastCommitted)
+	if refused.Load() != refusals {
+		t.Fatalf("TxnOffsetCommit refused %d times, want %d", refused.Load(), refusals)
+	}
+	return r
+}
+
+// lastCommitted reports whether the last batch committed.
+func lastCommitted(ends []bool, _ int64) bool { return len(ends) > 0 && ends[len(ends)-1] }
+
+// runUntilCommit runs an exactly-once hop on c over three records of a new
+// topic until until(batch ends, new clients built) holds. With out set,
+// each batch writes every record it read to out.
+func runUntilCommit(t *testing.T, c *testkafka.Cluster, out string, until func([]bool, int64) bool) refusedCommits {
+	t.Helper()
+	in := c.CreateTopic(t, "in", 1, nil)
+	group := c.Name("g")
 	cl := c.Client(t)
 	for _, v := range []string{"a", "b", "c"} {
 		if err := cl.ProduceSync(t.Context(), &kgo.Record{Topic: in, Value: []byte(v)}).FirstErr(); err != nil {
@@ -157,6 +267,9 @@ func runRefusedCommits(t *testing.T, code *kerr.Error, refusals int32) refusedCo
 			mu.Lock()
 			r.read += b.Fetches.NumRecords()
 			mu.Unlock()
+			if out != "" {
+				b.Fetches.EachRecord(func(rec *kgo.Record) { b.Produce(&kgo.Record{Topic: out, Value: rec.Value}) })
+			}
 			return nil
 		}, func(committed bool) {
 			mu.Lock()
@@ -170,13 +283,10 @@ func runRefusedCommits(t *testing.T, code *kerr.Error, refusals int32) refusedCo
 		return r.read, append([]bool(nil), r.ends...)
 	}
 	eventually(t, 30*time.Second, func() string { n, e := state(); return fmt.Sprintf("records read %d, batch ends %s", n, fmtBools(e)) },
-		func() bool { _, e := state(); return len(e) > 0 && e[len(e)-1] })
+		func() bool { _, e := state(); return until(e, h.Restarts()) })
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("Run: %v", err)
-	}
-	if refused.Load() != refusals {
-		t.Fatalf("TxnOffsetCommit refused %d times, want %d", refused.Load(), refusals)
 	}
 	r.read, r.ends = state()
 	r.logs, r.restarts = logs.String(), h.Restarts()
