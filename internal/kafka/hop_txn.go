@@ -64,9 +64,12 @@ func (h *Hop) endTransaction(ctx, bctx context.Context, b *Batch, perr error, en
 	if held {
 		cctx = heldContext(bctx, h.cl.CommittedOffsets())
 	}
-	var moves []offsetMove
+	// What the transaction commits, unless it holds (then it moves no
+	// offset): End sets the client back when it fails, and settledAborted
+	// needs it.
+	var uncommitted map[string]map[int32]kgo.EpochOffset
 	if !held {
-		moves = offsetMoves(h.cl.CommittedOffsets(), h.cl.UncommittedOffsets(), b.commitOffsets())
+		uncommitted = h.cl.UncommittedOffsets()
 	}
 	ectx, cancel := context.WithTimeout(cctx, bound)
 	committed, err := h.sess.End(ectx, try)
@@ -83,7 +86,7 @@ func (h *Hop) endTransaction(ctx, bctx context.Context, b *Batch, perr error, en
 		// after any abort, with this client.
 		h.commitFails++
 		commitErr, err = err, nil
-	case h.settledAborted(bctx, moves, err):
+	case h.settledAborted(bctx, b, uncommitted, err):
 		h.commitFails++
 		endErr, err = err, nil
 	}
@@ -154,13 +157,16 @@ const maxCommitFails = 3
 // with RequireStable, then tell: a transaction commits all its offsets or
 // none, so a partition it would have moved (moves) that still has its
 // offset from before says aborted. A batch that moves no offset (one that
-// holds state) cannot be told so.
+// holds state, uncommitted nil) cannot be told so. uncommitted is the
+// client's uncommitted offsets before End: End's failure sets the client
+// back to the committed ones, which it leaves as they were.
 //
 // Seen on Kafka 4.4 when a broker is SIGKILLed: a role's EndTxn goes to the
 // transaction coordinator on the dead node, and franz-go gives up after two
 // lookups of the coordinator that fail to dial. The new client cost a
 // rejoin and, for the aggregator, a restore: 1.5s of a 5.1s stall once.
-func (h *Hop) settledAborted(ctx context.Context, moves []offsetMove, endErr error) bool {
+func (h *Hop) settledAborted(ctx context.Context, b *Batch, uncommitted map[string]map[int32]kgo.EpochOffset, endErr error) bool {
+	moves := offsetMoves(h.cl.CommittedOffsets(), uncommitted, b.commitOffsets())
 	if len(moves) == 0 {
 		return false
 	}
@@ -206,7 +212,7 @@ type offsetMove struct {
 }
 
 // offsetMoves lists the partitions whose committed offset (committed) a
-// transaction commiting the client's uncommitted offsets, or the role's
+// transaction committing the client's uncommitted offsets, or the role's
 // own (commits, Batch.Commit), would move.
 func offsetMoves(committed, uncommitted map[string]map[int32]kgo.EpochOffset, commits map[string]map[int32]CommitOffset) []offsetMove {
 	var moves []offsetMove
@@ -235,7 +241,7 @@ func offsetMoves(committed, uncommitted map[string]map[int32]kgo.EpochOffset, co
 // no new client. franz-go v1.22.3 returns such an error, prefixed "unable
 // to commit transaction offsets", only when that abort succeeded (an error
 // of the EndTxn itself is returned bare, and then the transaction's fate
-// is unknown: the client is rebuilt, whose InitProducerID aborts it).
+// is unknown: see settledAborted).
 //
 // Seen on Kafka 4.4 when a broker is SIGKILLed: a role's TxnOffsetCommit
 // goes to the group coordinator on the dead node, and franz-go gives up

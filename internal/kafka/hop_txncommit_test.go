@@ -82,9 +82,7 @@ func TestTxnOffsetCommitFailureAborts(t *testing.T) {
 	}{{1, 0}, {3, 0}, {4, 1}} {
 		t.Run(fmt.Sprintf("refused %d times", tc.refusals), func(t *testing.T) {
 			r := runRefusedCommits(t, kerr.RequestTimedOut, tc.refusals)
-			if r.restarts != tc.wantRestarts || int64(strings.Count(r.logs, kafka.LogClientRestart)) != tc.wantRestarts {
-				t.Errorf("the hop built %d new clients after %d failed offset commits, want %d:\n%s", r.restarts, tc.refusals, tc.wantRestarts, r.logs)
-			}
+			checkFailuresThenCommit(t, r, "offset commit", tc.refusals, tc.wantRestarts)
 			for i, committed := range r.ends {
 				if committed != (i == len(r.ends)-1) || len(r.ends) != int(tc.refusals)+1 {
 					t.Errorf("batch ends %s, want %d aborted, then committed", fmtBools(r.ends), tc.refusals)
@@ -94,12 +92,8 @@ func TestTxnOffsetCommitFailureAborts(t *testing.T) {
 			if want := 3 * (int(tc.refusals) + 1); r.read != want {
 				t.Errorf("%d records read, want the 3 %d times", r.read, tc.refusals+1)
 			}
-			want := int(int64(tc.refusals) - tc.wantRestarts)
-			if n := strings.Count(r.logs, "transaction aborted: its offset commit failed"); n != want || !strings.Contains(r.logs, "REQUEST_TIMED_OUT") {
-				t.Errorf("%d aborts logged as a failed offset commit with its error, want %d:\n%s", n, want, r.logs)
-			}
-			if r.committed != 3 {
-				t.Errorf("committed offset %d, want 3", r.committed)
+			if !strings.Contains(r.logs, "REQUEST_TIMED_OUT") {
+				t.Errorf("the aborts are not logged with their error:\n%s", r.logs)
 			}
 		})
 	}
@@ -123,30 +117,18 @@ func TestEndTxnFailureSettled(t *testing.T) {
 		t.Run(fmt.Sprintf("refused %d times", tc.refusals), func(t *testing.T) {
 			c := testkafka.NewKfake(t)
 			out := c.CreateTopic(t, "out", 1, nil)
-			var refused atomic.Int32
-			c.Fake.ControlKey(int16(kmsg.EndTxn), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
-				c.Fake.KeepControl()
-				if refused.Load() >= tc.refusals {
-					return nil, nil, false
-				}
-				refused.Add(1)
-				resp := kreq.ResponseKind().(*kmsg.EndTxnResponse)
+			refused := refuseFirst(c, kmsg.EndTxn, tc.refusals, func(req kmsg.Request) kmsg.Response {
+				resp := req.ResponseKind().(*kmsg.EndTxnResponse)
 				resp.ErrorCode = kerr.RequestTimedOut.Code
-				return resp, nil, true
+				return resp
 			})
 			r := runUntilCommit(t, c, out, lastCommitted)
-			if r.restarts != tc.wantRestarts || int64(strings.Count(r.logs, kafka.LogClientRestart)) != tc.wantRestarts {
-				t.Errorf("the hop built %d new clients after %d failed EndTxns, want %d:\n%s", r.restarts, tc.refusals, tc.wantRestarts, r.logs)
+			if refused.Load() != tc.refusals {
+				t.Fatalf("EndTxn refused %d times, want %d", refused.Load(), tc.refusals)
 			}
-			want := int(int64(tc.refusals) - tc.wantRestarts)
-			if n := strings.Count(r.logs, "transaction aborted: its end failed"); n != want {
-				t.Errorf("%d aborts logged as a failed end, want %d:\n%s", n, want, r.logs)
-			}
+			checkFailuresThenCommit(t, r, "end", tc.refusals, tc.wantRestarts)
 			if got := len(readTopic(t, c, out, 3, 10*time.Second)); got != 3 {
 				t.Errorf("%d records written read_committed, want the 3 once", got)
-			}
-			if r.committed != 3 {
-				t.Errorf("committed offset %d, want 3", r.committed)
 			}
 		})
 	}
@@ -215,20 +197,49 @@ type refusedCommits struct {
 func runRefusedCommits(t *testing.T, code *kerr.Error, refusals int32) refusedCommits {
 	t.Helper()
 	c := testkafka.NewKfake(t)
-	var refused atomic.Int32
-	c.Fake.ControlKey(int16(kmsg.TxnOffsetCommit), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
-		c.Fake.KeepControl()
-		if refused.Load() >= refusals {
-			return nil, nil, false
-		}
-		refused.Add(1)
-		return refuseOffsets(kreq.(*kmsg.TxnOffsetCommitRequest), code), nil, true
+	refused := refuseFirst(c, kmsg.TxnOffsetCommit, refusals, func(req kmsg.Request) kmsg.Response {
+		return refuseOffsets(req.(*kmsg.TxnOffsetCommitRequest), code)
 	})
 	r := runUntilCommit(t, c, "", lastCommitted)
 	if refused.Load() != refusals {
 		t.Fatalf("TxnOffsetCommit refused %d times, want %d", refused.Load(), refusals)
 	}
 	return r
+}
+
+// refuseFirst has kfake answer the first n requests of key with answer,
+// without carrying them out, and carry out the rest. It returns how many
+// it answered so.
+func refuseFirst(c *testkafka.Cluster, key kmsg.Key, n int32, answer func(kmsg.Request) kmsg.Response) *atomic.Int32 {
+	var refused atomic.Int32
+	c.Fake.ControlKey(int16(key), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		c.Fake.KeepControl()
+		if refused.Load() >= n {
+			return nil, nil, false
+		}
+		refused.Add(1)
+		return answer(req), nil, true
+	})
+	return &refused
+}
+
+// checkFailuresThenCommit checks a run whose first refusals transactions
+// failed their what ("offset commit" or "end") with an error after which
+// the hop goes on with the same client: it built wantRestarts new clients
+// (a fourth failure in a row builds one), logged every other failure as
+// an abort, and committed all three records in the end.
+func checkFailuresThenCommit(t *testing.T, r refusedCommits, what string, refusals int32, wantRestarts int64) {
+	t.Helper()
+	if r.restarts != wantRestarts || int64(strings.Count(r.logs, kafka.LogClientRestart)) != wantRestarts {
+		t.Errorf("the hop built %d new clients after %d failed transaction %ss, want %d:\n%s", r.restarts, refusals, what, wantRestarts, r.logs)
+	}
+	want := int(int64(refusals) - wantRestarts)
+	if n := strings.Count(r.logs, "transaction aborted: its "+what+" failed"); n != want {
+		t.Errorf("%d aborts logged as a failed %s, want %d:\n%s", n, what, want, r.logs)
+	}
+	if r.committed != 3 {
+		t.Errorf("committed offset %d, want 3", r.committed)
+	}
 }
 
 // lastCommitted reports whether the last batch committed.
