@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -96,8 +98,9 @@ func CreateTopics(ctx context.Context, c Client, t Topics, l Layout, routes []st
 // EnsureTopics creates the missing topics of specs and checks the existing
 // ones. Topics in one co-partitioned group must have exactly the wanted
 // partition count (the aggregator's state follows the results' partitions);
-// other topics may have more partitions than asked. It returns what it
-// created and every problem at once.
+// other topics may have more partitions than asked. It returns once every
+// topic it created has a leader for each partition, so that a produce to
+// it succeeds, with what it created and every problem at once.
 func EnsureTopics(ctx context.Context, adm *kadm.Client, specs []TopicSpec) (created []string, err error) {
 	names := make([]string, len(specs))
 	for i, s := range specs {
@@ -109,6 +112,7 @@ func EnsureTopics(ctx context.Context, adm *kadm.Client, specs []TopicSpec) (cre
 	}
 	var (
 		errs  []error
+		made  []TopicSpec
 		raced []TopicSpec // created by someone else between our list and create
 	)
 	for _, s := range specs {
@@ -129,6 +133,7 @@ func EnsureTopics(ctx context.Context, adm *kadm.Client, specs []TopicSpec) (cre
 		switch {
 		case cerr == nil && resp.Err == nil:
 			created = append(created, s.Name)
+			made = append(made, s)
 		case errors.Is(cerr, kerr.TopicAlreadyExists) || errors.Is(resp.Err, kerr.TopicAlreadyExists):
 			// Listed as unknown, yet it exists: another instance created it
 			// meanwhile. Check it below.
@@ -143,7 +148,7 @@ func EnsureTopics(ctx context.Context, adm *kadm.Client, specs []TopicSpec) (cre
 			errs = append(errs, fmt.Errorf("create topic %s (%d partitions, replication %d): %w%s", s.Name, s.Partitions, s.ReplicationFactor, resp.Err, msg))
 		}
 	}
-	errs = append(errs, checkRaced(ctx, adm, raced)...)
+	errs = append(errs, settle(ctx, adm, made, raced)...)
 	sort.Strings(created)
 	return created, errors.Join(errs...)
 }
@@ -162,41 +167,80 @@ func (s TopicSpec) check(d kadm.TopicDetail) []error {
 	return nil
 }
 
-// checkRaced checks topics that another client created while we were
-// creating them. The client serves metadata requests from a cache for a few
-// seconds, so the "unknown topic" we saw may be repeated for a while: ask
-// again until it clears or ten seconds pass.
-func checkRaced(ctx context.Context, adm *kadm.Client, specs []TopicSpec) []error {
+// settle waits until every topic of made, created by us, and raced,
+// created by another client while we were creating it, is listed with each
+// of its partitions led, and then checks the raced ones as existing topics.
+// A real broker answers CreateTopics before its brokers know the new
+// partitions' leaders, and a produce then fails with
+// UNKNOWN_TOPIC_OR_PARTITION once the client's UnknownTopicRetries are
+// spent. So ask again until the leaders show or settleFor passes.
+func settle(ctx context.Context, adm *kadm.Client, made, raced []TopicSpec) []error {
 	var errs []error
-	for attempt := 0; len(specs) > 0; attempt++ {
-		names := make([]string, len(specs))
-		for i, s := range specs {
-			names[i] = s.Name
-		}
-		details, err := adm.ListTopics(ctx, names...)
+	// kadm answers ListTopics from the client's metadata cache, which still
+	// holds the "unknown topic" seen before the create for MetadataMinAge
+	// (5s by default); asking for the authorized operations makes it ask
+	// the broker each time.
+	fresh := kadm.WithAuthorizedOps(ctx)
+	wait := make(map[string]TopicSpec, len(made)+len(raced))
+	check := make(map[string]bool, len(raced))
+	for _, s := range made {
+		wait[s.Name] = s
+	}
+	for _, s := range raced {
+		wait[s.Name], check[s.Name] = s, true
+	}
+	deadline := time.Now().Add(settleFor)
+	for len(wait) > 0 {
+		names := slices.Sorted(maps.Keys(wait))
+		details, err := adm.ListTopics(fresh, names...)
 		if err != nil {
 			return append(errs, fmt.Errorf("list topics: %w", err))
 		}
-		var again []TopicSpec
-		for _, s := range specs {
-			switch d := details[s.Name]; {
-			case d.Err == nil:
+		late := time.Now().After(deadline)
+		for _, name := range names {
+			s, d := wait[name], details[name]
+			switch {
+			case d.Err == nil && check[name] && led(d):
 				errs = append(errs, s.check(d)...)
-			case errors.Is(d.Err, kerr.UnknownTopicOrPartition) && attempt < 50:
-				again = append(again, s)
+			case d.Err == nil && led(d) && len(d.Partitions) >= int(s.Partitions):
+			case d.Err != nil && !errors.Is(d.Err, kerr.UnknownTopicOrPartition) && !errors.Is(d.Err, kerr.LeaderNotAvailable):
+				errs = append(errs, fmt.Errorf("describe topic %s: %w", name, d.Err))
+			case late:
+				errs = append(errs, fmt.Errorf("topic %s: %d of its %d partitions have a leader %s after it was created; is a broker down?",
+					name, ledCount(d), s.Partitions, settleFor))
 			default:
-				errs = append(errs, fmt.Errorf("describe topic %s: %w", s.Name, d.Err))
+				continue
 			}
+			delete(wait, name)
 		}
-		if specs = again; len(specs) > 0 {
+		if len(wait) > 0 {
 			select {
 			case <-ctx.Done():
-				return append(errs, ctx.Err())
-			case <-time.After(200 * time.Millisecond):
+				names := strings.Join(slices.Sorted(maps.Keys(wait)), ", ")
+				return append(errs, fmt.Errorf("waiting for the leaders of topics %s: %w", names, ctx.Err()))
+			case <-time.After(100 * time.Millisecond):
 			}
 		}
 	}
 	return errs
+}
+
+// settleFor is how long settle waits for new topics' leaders.
+const settleFor = 30 * time.Second
+
+// led reports whether the topic has partitions and each has a leader.
+func led(d kadm.TopicDetail) bool {
+	return len(d.Partitions) > 0 && ledCount(d) == len(d.Partitions)
+}
+
+func ledCount(d kadm.TopicDetail) int {
+	n := 0
+	for _, p := range d.Partitions {
+		if p.Leader >= 0 && p.Err == nil {
+			n++
+		}
+	}
+	return n
 }
 
 // ValidRouteName reports whether name can be part of a topic name.

@@ -1,14 +1,20 @@
 package kafkaconfig_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"net"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/scattergather/scattergather/internal/testkafka"
 	"github.com/scattergather/scattergather/kafkaconfig"
@@ -208,4 +214,81 @@ func TestEmptyPrefix(t *testing.T) {
 			t.Errorf("empty prefix names %q, want %q", pair[0], pair[1])
 		}
 	}
+}
+
+// TestEnsureTopicsWaitsForLeaders: a real broker answers CreateTopics
+// before its brokers know the new partitions' leaders. EnsureTopics must
+// return only once they do, or a produce right after it fails with
+// UNKNOWN_TOPIC_OR_PARTITION (as TestSASLRealKafka's once did). kfake's
+// metadata answers leave the created topic without a leader, first for
+// `leaderless` answers, then for good.
+func TestEnsureTopicsWaitsForLeaders(t *testing.T) {
+	for _, tt := range []struct {
+		name       string
+		leaderless int32
+		wantErr    string
+	}{
+		{"leaders come", 4, ""},
+		{"leaders never come", 1 << 30, "waiting for the leaders of topics "},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := testkafka.NewKfake(t)
+			topic := c.Name("t")
+			served := leaderlessAfterCreate(t, c, topic, tt.leaderless)
+			ctx, cancel := context.WithTimeout(t.Context(), 3*time.Second)
+			defer cancel()
+			created, err := kafkaconfig.EnsureTopics(ctx, c.Admin(t), []kafkaconfig.TopicSpec{{Name: topic, Partitions: 2, ReplicationFactor: -1}})
+			if len(created) != 1 {
+				t.Fatalf("created %v, want %s", created, topic)
+			}
+			if tt.wantErr == "" {
+				if err != nil || served.Load() != tt.leaderless {
+					t.Fatalf("EnsureTopics returned %v after %d leaderless metadata answers, want nil after %d", err, served.Load(), tt.leaderless)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr+topic) || !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("EnsureTopics returned %v, want an error containing %q", err, tt.wantErr+topic)
+			}
+		})
+	}
+}
+
+// leaderlessAfterCreate makes c answer the first n metadata requests for
+// topic after its creation as if its partitions had no leader yet. It
+// returns how many it answered so.
+func leaderlessAfterCreate(t *testing.T, c *testkafka.Cluster, topic string, n int32) *atomic.Int32 {
+	t.Helper()
+	var created atomic.Bool
+	var served atomic.Int32
+	c.Fake.ControlKey(int16(kmsg.CreateTopics), func(kmsg.Request) (kmsg.Response, error, bool) {
+		c.Fake.KeepControl()
+		created.Store(true)
+		return nil, nil, false
+	})
+	host, port, err := net.SplitHostPort(c.Brokers[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	portN, _ := strconv.Atoi(port)
+	c.Fake.ControlKey(int16(kmsg.Metadata), func(kreq kmsg.Request) (kmsg.Response, error, bool) {
+		c.Fake.KeepControl()
+		req := kreq.(*kmsg.MetadataRequest)
+		if !created.Load() || served.Load() >= n || len(req.Topics) != 1 || req.Topics[0].Topic == nil || *req.Topics[0].Topic != topic {
+			return nil, nil, false
+		}
+		served.Add(1)
+		resp := req.ResponseKind().(*kmsg.MetadataResponse)
+		resp.Brokers = []kmsg.MetadataResponseBroker{{NodeID: 0, Host: host, Port: int32(portN)}}
+		rt := kmsg.NewMetadataResponseTopic()
+		rt.Topic = kmsg.StringPtr(topic)
+		for p := range int32(2) {
+			rp := kmsg.NewMetadataResponseTopicPartition()
+			rp.Partition, rp.Leader, rp.ErrorCode = p, -1, kerr.LeaderNotAvailable.Code
+			rt.Partitions = append(rt.Partitions, rp)
+		}
+		resp.Topics = []kmsg.MetadataResponseTopic{rt}
+		return resp, nil, true
+	})
+	return &served
 }

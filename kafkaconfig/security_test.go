@@ -38,7 +38,10 @@ func roundTrip(ctx context.Context, cc kafkaconfig.Client, topic string) error {
 	defer cl.Close()
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if _, err := kadm.NewClient(cl).CreateTopic(ctx, 1, -1, nil, topic); err != nil {
+	// EnsureTopics returns once the topic has a leader: a produce right
+	// after a bare CreateTopic once failed on Kafka with
+	// UNKNOWN_TOPIC_OR_PARTITION.
+	if _, err := kafkaconfig.EnsureTopics(ctx, kadm.NewClient(cl), []kafkaconfig.TopicSpec{{Name: topic, Partitions: 1, ReplicationFactor: -1}}); err != nil {
 		return fmt.Errorf("create topic: %w", err)
 	}
 	if err := cl.ProduceSync(ctx, &kgo.Record{Topic: topic, Value: []byte("secret-ok")}).FirstErr(); err != nil {
