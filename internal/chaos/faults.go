@@ -3,7 +3,6 @@ package chaos
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -41,7 +40,7 @@ func (s *session) fault(ctx context.Context, ev event) {
 	case faultFence:
 		txnID := group + "-" + ev.victim.name
 		what = "transactional id " + txnID
-		if err = fence(fctx, s, txnID); err == nil {
+		if err = kafka.Fence(fctx, s.kcl, txnID); err == nil {
 			s.rep.Fences++
 		}
 	case faultKick:
@@ -55,40 +54,6 @@ func (s *session) fault(ctx context.Context, ev event) {
 		return
 	}
 	s.h.say("%s %s (%s); it keeps running", ev.fault, ev.victim.name, what)
-}
-
-// fence initialises txnID as a new producer would: the broker aborts the
-// transaction open under it and bumps its epoch, so the role's next
-// transactional request is refused (PRODUCER_FENCED).
-// While the role's last transaction is being completed the broker answers
-// CONCURRENT_TRANSACTIONS; a producer tries again, and so does fence.
-// Kafka 4.4 also answered INVALID_TXN_STATE once in CI, for an aggregator
-// that was itself initialising after a kick (its transaction state in
-// between two transitions); fence tries that again too, for at most 5 s,
-// so the fault is still injected instead of being counted as not done.
-func fence(ctx context.Context, s *session, txnID string) error {
-	invalidUntil := time.Now().Add(5 * time.Second)
-	for {
-		req := kmsg.NewPtrInitProducerIDRequest()
-		req.TransactionalID = &txnID
-		req.TransactionTimeoutMillis = 30000
-		req.ProducerID, req.ProducerEpoch = -1, -1
-		resp, err := req.RequestWith(ctx, s.kcl)
-		if err != nil {
-			return err
-		}
-		err = kerr.ErrorForCode(resp.ErrorCode)
-		retry := errors.Is(err, kerr.ConcurrentTransactions) ||
-			errors.Is(err, kerr.InvalidTxnState) && time.Now().Before(invalidUntil)
-		if !retry {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%w (still, when %w)", err, ctx.Err())
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
 }
 
 // kick has the coordinator remove the member of group that belongs to the

@@ -2,7 +2,6 @@ package kafka_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -28,26 +27,9 @@ import (
 type hopFault func(ctx context.Context, t *testing.T, c *testkafka.Cluster, group, txnID string) error
 
 // fence initialises the hop's transactional id from another client, as a
-// restarted instance or a transaction timeout would: the broker bumps the
-// producer epoch and the hop's producer is fenced.
-// Kafka answers CONCURRENT_TRANSACTIONS while the last transaction is
-// being completed: a producer tries again.
+// restarted instance or a transaction timeout would (kafka.Fence).
 func fence(ctx context.Context, t *testing.T, c *testkafka.Cluster, _, txnID string) error {
-	cl := c.Client(t)
-	for {
-		req := kmsg.NewPtrInitProducerIDRequest()
-		req.TransactionalID = &txnID
-		req.TransactionTimeoutMillis = 30000
-		req.ProducerID, req.ProducerEpoch = -1, -1
-		resp, err := req.RequestWith(ctx, cl)
-		if err != nil {
-			return err
-		}
-		if err := kerr.ErrorForCode(resp.ErrorCode); !errors.Is(err, kerr.ConcurrentTransactions) {
-			return err
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return kafka.Fence(ctx, c.Client(t), txnID)
 }
 
 // kick has the group coordinator remove every member of the hop's group,
