@@ -520,6 +520,15 @@ func (a *Aggregator) process(ctx context.Context, b *kafka.Batch) error {
 			ps.seen = false
 		}
 	}
+	for p, ps := range m.parts {
+		// A leader that changed answers with a stale high watermark for a
+		// while (partitionState.led). The client moves a partition's
+		// fetches to a new leader only after its metadata says so, so a
+		// fetch of this batch from the new leader is not trusted.
+		if _, epoch, err := a.hop.Client().PartitionLeader(results, p); err == nil {
+			ps.led(epoch, now.UnixNano())
+		}
+	}
 	b.Fetches.EachPartition(func(p kgo.FetchTopicPartition) {
 		if p.Topic != results {
 			return
@@ -530,9 +539,8 @@ func (a *Aggregator) process(ctx context.Context, b *kafka.Batch) error {
 		}
 		if p.Err != nil {
 			// Not fetched (a leader moving, a replica catching up): the
-			// client retries it; until a fetch of it is read, a drained
-			// poll says nothing of it.
-			ps.seen = false
+			// client retries it.
+			ps.fetchFailed(now.UnixNano())
 			return
 		}
 		// What the fetch saw of the partition's end, for the deadline

@@ -322,6 +322,60 @@ func TestMachineDeadlineWaitsUntilRead(t *testing.T) {
 			t.Errorf("status %s, want PARTIAL", r.Status)
 		}
 	})
+	// A new leader answers fetches with the high watermark it knew as a
+	// follower until its followers fetch from it: a fetch of it that ends
+	// at what was read says nothing of results the old leader committed
+	// (3-node chaos, a node's return: three parts committed 1.27s before
+	// their deadline were marked MISSING).
+	unsure := map[string]func(h *harness){
+		"a new leader": func(h *harness) {
+			h.ps.led(1, h.now.Add(-time.Minute).UnixNano())
+			h.ps.led(2, h.now.UnixNano())
+			h.ps.fetched(h.offset+1, false) // its stale high watermark
+		},
+		"a failed fetch": func(h *harness) {
+			h.ps.fetchFailed(h.now.UnixNano())
+			h.ps.fetched(h.offset+1, false)
+		},
+	}
+	for name, change := range unsure {
+		t.Run(name+": waits for the result written in time", func(t *testing.T) {
+			h, deadline := open(t, false)
+			change(h)
+			h.poll(deadline.Sub(h.now))
+			h.poll(settleGap)
+			h.poll(settleGap)
+			h.none()
+			h.readAt(ok("x", "b", `2`), deadline.Add(-time.Second)) // committed on the old leader
+			h.commit()
+			h.oneWith(schemas.ReplyComplete)
+		})
+		t.Run(name+": fires at the bound", func(t *testing.T) {
+			h, deadline := open(t, false)
+			change(h)
+			h.poll(deadline.Sub(h.now))
+			h.poll(behindMax - time.Millisecond)
+			h.none()
+			h.poll(time.Millisecond)
+			h.oneWith(schemas.ReplyPartial)
+		})
+		t.Run(name+": a record created after it makes fetches count again", func(t *testing.T) {
+			h, deadline := open(t, false)
+			change(h)
+			h.readAt(ok("y", "a", `3`), h.now.Add(time.Millisecond)) // an orphan, held
+			h.commit()
+			h.poll(deadline.Sub(h.now))
+			h.poll(settleGap)
+			h.oneWith(schemas.ReplyPartial)
+		})
+	}
+	t.Run("the first leader epoch known is no change", func(t *testing.T) {
+		h, deadline := open(t, false)
+		h.ps.led(3, h.now.UnixNano())
+		h.poll(deadline.Sub(h.now))
+		h.poll(settleGap)
+		h.oneWith(schemas.ReplyPartial)
+	})
 	t.Run("not fetched since assigned: waits for a read or the bound", func(t *testing.T) {
 		// A restored partition: its requests came from the changelog,
 		// and the client has not fetched it yet (its committed offset

@@ -165,6 +165,15 @@ type partitionState struct {
 	// waitSince is when the due timers that wait for upTo began to wait
 	// (unix ns); 0 when none waits.
 	waitSince int64
+	// epoch is the partition's leader epoch as the client's metadata last
+	// said, -1 until known. unsureSince is when (unix ns) the partition
+	// was last seen to change leaders or fail a fetch, 0 once a record
+	// created after that was read: a new leader answers fetches with the
+	// high watermark it knew as a follower until its followers fetch from
+	// it, so a fetch of it that ends at what was read does not show that
+	// results committed on the old leader were read (see machine.fire).
+	epoch       int32
+	unsureSince int64
 	// bytes counts the key and value bytes read since the last poll that
 	// found the client's buffer drained (see machine.polled).
 	bytes int64
@@ -195,6 +204,11 @@ func (ps *partitionState) read(offset, ts, size int64) {
 	// the end offset the partition had at ts: everything committed before
 	// ts lies before it, and was read.
 	ps.upTo = max(ps.upTo, ts)
+	if ps.unsureSince != 0 && ts > ps.unsureSince {
+		// Appended after the leader changed, so returned by a leader whose
+		// high watermark moved past it: its fetches tell the truth again.
+		ps.unsureSince = 0
+	}
 	if ps.catchUp > 0 && offset+2 >= ps.catchUp {
 		ps.catchUp = 0
 	}
@@ -236,12 +250,35 @@ func (ps *partitionState) caughtUpTo(end, committed int64) {
 	ps.catchUp = end
 }
 
+// led notes the partition's leader epoch from the client's metadata at
+// now (unix ns); a change from a known epoch makes its fetches unsure
+// until a record created after now is read.
+func (ps *partitionState) led(epoch int32, now int64) {
+	if epoch < 0 || epoch == ps.epoch {
+		return
+	}
+	if ps.epoch >= 0 {
+		ps.unsureSince = now
+	}
+	ps.epoch = epoch
+}
+
+// fetchFailed notes a fetch of the partition that failed at now (a leader
+// moving, a replica catching up): the client retries it; until a fetch of
+// it is read, a drained poll says nothing of it, and until a record
+// created after now is read, a fetch that ends at what was read does not
+// either.
+func (ps *partitionState) fetchFailed(now int64) {
+	ps.seen = false
+	ps.unsureSince = now
+}
+
 // behind reports whether the last fetch of the partition ended past what
 // was read; one offset of slack for a transaction marker at the end.
 func (ps *partitionState) behind() bool { return ps.end > ps.pos+1 }
 
 func newPartitionState(p int32) *partitionState {
-	return &partitionState{partition: p, reqs: map[schemas.CorrelationID]*request{}, nextList: 1}
+	return &partitionState{partition: p, reqs: map[schemas.CorrelationID]*request{}, nextList: 1, epoch: -1}
 }
 
 // counters count what batches did. The machine keeps a batch's counts
@@ -946,6 +983,11 @@ func (m *machine) tick(now time.Time) {
 //     offset still being looked up) may hold results a drained poll
 //     knows nothing of: chaos on 3 Kafka nodes caught a restored
 //     partition firing a deadline 1.2s after its results were committed.
+//     Nor does this hold while ps is unsure (partitionState.led,
+//     fetchFailed): a newly elected leader's fetches end at its stale
+//     high watermark, short of results the old leader had committed
+//     (3-node chaos, a node's return: three parts committed 1.27s before
+//     their deadline were marked MISSING).
 //
 // Due timers wait for that at most behindMax, each from the first tick
 // that found the partition's timers waiting (waitSince) or from its own
@@ -960,7 +1002,7 @@ func (m *machine) tick(now time.Time) {
 func (m *machine) fire(ps *partitionState, now time.Time) {
 	nowNs := now.UnixNano()
 	expired := false // counted in catchUpsExpired
-	if m.follow && ps.seen && !ps.behind() {
+	if m.follow && ps.seen && !ps.behind() && ps.unsureSince == 0 {
 		ps.upTo = max(ps.upTo, m.settled)
 	}
 	for ps.timers.Len() > 0 && ps.timers.peek().at <= nowNs {

@@ -192,6 +192,14 @@ func (h *harness) one() schemas.Reply {
 	return rs[0]
 }
 
+// oneWith checks that exactly one reply came, with status want.
+func (h *harness) oneWith(want schemas.ReplyStatus) {
+	h.t.Helper()
+	if r := h.one(); r.Status != want {
+		h.t.Errorf("status %s, want %s", r.Status, want)
+	}
+}
+
 func (h *harness) none() {
 	h.t.Helper()
 	if rs := h.replies(); len(rs) != 0 {
