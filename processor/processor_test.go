@@ -56,37 +56,8 @@ func newEnv(t testing.TB, taskPartitions int32) *env {
 	if _, err := kafkaconfig.EnsureTopics(t.Context(), adm, specs); err != nil {
 		t.Fatalf("ensure topics: %v", err)
 	}
-	waitLeaders(t, adm, specs)
 	e.prod = c.Client(t, kgo.RecordPartitioner(kgo.ManualPartitioner()))
 	return e
-}
-
-// waitLeaders waits until every partition of specs has a leader: a real
-// broker creates topics asynchronously.
-func waitLeaders(t testing.TB, adm *kadm.Client, specs []kafkaconfig.TopicSpec) {
-	t.Helper()
-	names := make([]string, len(specs))
-	for i, s := range specs {
-		names[i] = s.Name
-	}
-	eventually(t, "topics have leaders", func() bool {
-		td, err := adm.ListTopics(t.Context(), names...)
-		if err != nil {
-			return false
-		}
-		for _, s := range specs {
-			d := td[s.Name]
-			if d.Err != nil || len(d.Partitions) != int(s.Partitions) {
-				return false
-			}
-			for _, p := range d.Partitions {
-				if p.Leader < 0 || p.Err != nil {
-					return false
-				}
-			}
-		}
-		return true
-	})
 }
 
 func eventually(t testing.TB, what string, cond func() bool) {

@@ -253,14 +253,11 @@ func (r *Replayer) Run(ctx context.Context) (err error) {
 		cl.Close()
 	}()
 	adm := kadm.NewClient(cl)
-	created, err := kafkaconfig.EnsureTopics(ctx, adm, []kafkaconfig.TopicSpec{{
+	// EnsureTopics returns once a topic it created has its leader.
+	if _, err := kafkaconfig.EnsureTopics(ctx, adm, []kafkaconfig.TopicSpec{{
 		Name: CheckpointTopic(cfg.Target), Partitions: 1, ReplicationFactor: cfg.ReplicationFactor,
 		Configs: map[string]string{"cleanup.policy": "compact"},
-	}})
-	if err == nil && len(created) > 0 {
-		err = awaitLeaders(ctx, adm, created[0])
-	}
-	if err != nil {
+	}}); err != nil {
 		return fmt.Errorf("replay %s: %w", cfg.RunID, err)
 	}
 	// Fence first, then read the checkpoint: once our producer id is
@@ -284,33 +281,6 @@ func (r *Replayer) Run(ctx context.Context) (err error) {
 		return err
 	}
 	return r.replay(ctx, cl, st)
-}
-
-// awaitLeaders waits until every partition of a topic just created has a
-// leader: a real broker answers CreateTopics before it serves the topic.
-func awaitLeaders(ctx context.Context, adm *kadm.Client, topic string) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		td, err := adm.ListTopics(ctx, topic)
-		if err == nil {
-			d := td[topic]
-			ready := d.Err == nil && len(d.Partitions) > 0
-			for _, p := range d.Partitions {
-				ready = ready && p.Err == nil && p.Leader >= 0
-			}
-			if ready {
-				return nil
-			}
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("topic %s has no leader 30s after its creation: %v", topic, err)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
 }
 
 // load returns the run's committed state, or a new state for a new run.

@@ -41,6 +41,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/scattergather/scattergather/kafkaconfig"
 )
 
 // The kinds of broker a [Cluster] can be.
@@ -213,38 +215,23 @@ func (c *Cluster) Name(suffix string) string { return c.Prefix + suffix }
 func (c *Cluster) CreateTopic(t testing.TB, name string, partitions int32, configs map[string]*string) string {
 	t.Helper()
 	topic := c.Name(name)
-	adm := c.Admin(t)
+	spec := kafkaconfig.TopicSpec{Name: topic, Partitions: partitions, ReplicationFactor: -1, Configs: map[string]string{}}
+	for k, v := range configs {
+		spec.Configs[k] = *v
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	resp, err := adm.CreateTopic(ctx, partitions, -1, configs, topic)
-	if err == nil {
-		err = resp.Err
+	// EnsureTopics returns once the topic has its leaders: a real broker
+	// answers CreateTopics before every broker knows them, and a produce
+	// then would see UNKNOWN_TOPIC_OR_PARTITION.
+	created, err := kafkaconfig.EnsureTopics(ctx, c.Admin(t), []kafkaconfig.TopicSpec{spec})
+	if err == nil && len(created) != 1 {
+		err = errors.New("it exists already")
 	}
 	if err != nil {
 		t.Fatalf("testkafka: create topic %s: %v", topic, err)
 	}
-	// A real broker answers CreateTopics before every broker knows the
-	// leaders; producing then would see UNKNOWN_TOPIC_OR_PARTITION.
-	for {
-		td, err := adm.ListTopics(ctx, topic)
-		if err == nil && td[topic].Err == nil && len(td[topic].Partitions) == int(partitions) && allLed(td[topic]) {
-			return topic
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("testkafka: topic %s has no leaders after 30s: %v", topic, err)
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
-}
-
-func allLed(td kadm.TopicDetail) bool {
-	for _, p := range td.Partitions {
-		if p.Leader < 0 || p.Err != nil {
-			return false
-		}
-	}
-	return true
+	return topic
 }
 
 // deleteTopics removes the topics under c.Prefix from a real broker; kfake
