@@ -333,6 +333,11 @@ func TestMachineDeadlineWaitsUntilRead(t *testing.T) {
 			h.ps.led(2, h.now.UnixNano())
 			h.ps.fetched(h.offset+1, false) // its stale high watermark
 		},
+		// Assigned just after its leader changed: nothing says when it did.
+		"the first leader epoch known": func(h *harness) {
+			h.ps.led(3, h.now.UnixNano())
+			h.ps.fetched(h.offset+1, false)
+		},
 		"a failed fetch": func(h *harness) {
 			h.ps.fetchFailed(h.now.UnixNano())
 			h.ps.fetched(h.offset+1, false)
@@ -369,8 +374,11 @@ func TestMachineDeadlineWaitsUntilRead(t *testing.T) {
 			h.oneWith(schemas.ReplyPartial)
 		})
 	}
-	t.Run("the first leader epoch known is no change", func(t *testing.T) {
+	t.Run("the same leader epoch again is no change", func(t *testing.T) {
 		h, deadline := open(t, false)
+		h.ps.led(3, h.now.Add(-time.Minute).UnixNano())
+		h.readAt(ok("y", "a", `3`), h.now.Add(-time.Second)) // read since
+		h.commit()
 		h.ps.led(3, h.now.UnixNano())
 		h.poll(deadline.Sub(h.now))
 		h.poll(settleGap)

@@ -251,15 +251,15 @@ func (ps *partitionState) caughtUpTo(end, committed int64) {
 }
 
 // led notes the partition's leader epoch from the client's metadata at
-// now (unix ns); a change from a known epoch makes its fetches unsure
-// until a record created after now is read.
+// now (unix ns); a change makes its fetches unsure until a record created
+// after now is read. So does the first epoch known since the partition
+// was assigned: its leader may have changed just before, and the client's
+// metadata does not say when.
 func (ps *partitionState) led(epoch int32, now int64) {
 	if epoch < 0 || epoch == ps.epoch {
 		return
 	}
-	if ps.epoch >= 0 {
-		ps.unsureSince = now
-	}
+	ps.unsureSince = now
 	ps.epoch = epoch
 }
 
