@@ -288,6 +288,10 @@ type Aggregator struct {
 	// trouble is set by the client's hook when a broker could not be
 	// reached (brokerTrouble), and taken by the next batch.
 	trouble atomic.Bool
+	// fetches learns which fetches the brokers answered (a client hook);
+	// lastBatch is when the last batch began (unix ns), after its poll.
+	fetches   *fetchRounds
+	lastBatch int64
 	wake    chan struct{}
 
 	// quit is closed when Run is stopping, to cancel a restore in
@@ -318,6 +322,7 @@ func New(cfg Config) (*Aggregator, error) {
 	}
 	a := &Aggregator{cfg: cfg, log: cfg.Logger.With("role", role), quit: make(chan struct{}), partitions: map[string]*taskPartitions{}, routes: map[schemas.Route]*taskPartitions{}, lookupFailed: map[string]lookupFailure{},
 		wake: make(chan struct{}, 1)}
+	a.fetches = newFetchRounds(cfg.Now)
 	a.lookupCount = a.lookupPartitions
 	a.alarm = time.AfterFunc(time.Hour, func() {
 		select {
@@ -372,8 +377,12 @@ func New(cfg Config) (*Aggregator, error) {
 		ManualPartitionPrefixes: []string{cfg.Topics.Tasks("")},
 		// For the deadline rule: a partition whose fetch failed, or any
 		// partition after a broker could not be reached, must not be
-		// taken for read up to a drained poll (machine.fire).
-		Opts: []kgo.Opt{kgo.KeepRetryableFetchErrors(), kgo.WithHooks(brokerTrouble{&a.trouble})},
+		// taken for read up to a drained poll, nor one whose leader has
+		// not answered a fetch since (machine.fire). Fetches wait at
+		// most 100ms for records, so that an idle broker answers soon
+		// after a deadline too.
+		Opts: []kgo.Opt{kgo.KeepRetryableFetchErrors(), kgo.WithHooks(brokerTrouble{&a.trouble}, a.fetches),
+			kgo.FetchMaxWait(fetchMaxWait)},
 	}
 	if cfg.Guarantee != kafkaconfig.ExactlyOnce {
 		hcfg.TransactionalID = ""
@@ -525,8 +534,8 @@ func (a *Aggregator) process(ctx context.Context, b *kafka.Batch) error {
 		// while (partitionState.led). The client moves a partition's
 		// fetches to a new leader only after its metadata says so, so a
 		// fetch of this batch from the new leader is not trusted.
-		if _, epoch, err := a.hop.Client().PartitionLeader(results, p); err == nil {
-			ps.led(epoch, now.UnixNano())
+		if leader, epoch, err := a.hop.Client().PartitionLeader(results, p); err == nil {
+			ps.led(leader, epoch, now.UnixNano())
 		}
 	}
 	b.Fetches.EachPartition(func(p kgo.FetchTopicPartition) {
@@ -560,6 +569,13 @@ func (a *Aggregator) process(ctx context.Context, b *kafka.Batch) error {
 		m.bytes += size
 		m.readTo(p.Partition, last)
 	})
+	// The fetches the brokers answered whose records were polled before
+	// this batch's poll began, so read now: written before the last
+	// batch began, which was before that poll.
+	if a.lastBatch != 0 {
+		a.fetches.polledBefore(a.lastBatch, m.answer)
+	}
+	a.lastBatch = now.UnixNano()
 	if drained {
 		m.polled(now.UnixNano())
 	}

@@ -165,15 +165,16 @@ type partitionState struct {
 	// waitSince is when the due timers that wait for upTo began to wait
 	// (unix ns); 0 when none waits.
 	waitSince int64
-	// epoch is the partition's leader epoch as the client's metadata last
-	// said, -1 until known. unsureSince is when (unix ns) the partition
+	// leader and epoch are the partition's leader (a broker's node id)
+	// and leader epoch as the client's metadata last said, -1 until
+	// known. unsureSince is when (unix ns) the partition
 	// was last seen to change leaders or fail a fetch, 0 once a record
 	// created after that was read: a new leader answers fetches with the
 	// high watermark it knew as a follower until its followers fetch from
 	// it, so a fetch of it that ends at what was read does not show that
 	// results committed on the old leader were read (see machine.fire).
-	epoch       int32
-	unsureSince int64
+	leader, epoch int32
+	unsureSince   int64
 	// bytes counts the key and value bytes read since the last poll that
 	// found the client's buffer drained (see machine.polled).
 	bytes int64
@@ -250,12 +251,13 @@ func (ps *partitionState) caughtUpTo(end, committed int64) {
 	ps.catchUp = end
 }
 
-// led notes the partition's leader epoch from the client's metadata at
-// now (unix ns); a change makes its fetches unsure until a record created
-// after now is read. So does the first epoch known since the partition
-// was assigned: its leader may have changed just before, and the client's
-// metadata does not say when.
-func (ps *partitionState) led(epoch int32, now int64) {
+// led notes the partition's leader and leader epoch from the client's
+// metadata at now (unix ns); a change of epoch makes its fetches unsure
+// until a record created after now is read. So does the first epoch
+// known since the partition was assigned: its leader may have changed
+// just before, and the client's metadata does not say when.
+func (ps *partitionState) led(leader, epoch int32, now int64) {
+	ps.leader = leader
 	if epoch < 0 || epoch == ps.epoch {
 		return
 	}
@@ -278,7 +280,7 @@ func (ps *partitionState) fetchFailed(now int64) {
 func (ps *partitionState) behind() bool { return ps.end > ps.pos+1 }
 
 func newPartitionState(p int32) *partitionState {
-	return &partitionState{partition: p, reqs: map[schemas.CorrelationID]*request{}, nextList: 1, epoch: -1}
+	return &partitionState{partition: p, reqs: map[schemas.CorrelationID]*request{}, nextList: 1, leader: -1, epoch: -1}
 }
 
 // counters count what batches did. The machine keeps a batch's counts
@@ -422,6 +424,10 @@ type machine struct {
 	// another came settleGap or more after (unix ns; see polled).
 	drains  []int64
 	settled int64
+	// answered is, per broker (node id), the latest send time (unix ns)
+	// of a fetch that broker answered whose records have been read (see
+	// answer).
+	answered map[int32]int64
 	// bytes counts the key and value bytes read since the last drained
 	// poll, on every partition.
 	bytes int64
@@ -446,6 +452,18 @@ const (
 // before it: a fetch round trip, when the broker has data to return at
 // once. A LAN round trip is a millisecond or two.
 const settleGap = 10 * time.Millisecond
+
+// answer notes that broker b answered a fetch sent at sent (unix ns),
+// and that the records it brought have been read: the broker built its
+// answer after sent, from a high watermark no lower than it had then, so
+// every partition b leads is read up to sent (short of what a byte limit
+// cut off, see partitionState.behind, or a new leader's stale high
+// watermark, see partitionState.led). A drained poll says that much only
+// of a fetch that came back: a broker that died answers none, and its
+// partitions are not taken for read up to a drained poll (see fire).
+func (m *machine) answer(b int32, sent int64) {
+	m.answered[b] = max(m.answered[b], sent)
+}
 
 // polled notes a poll at now (unix ns) after which the client had drained
 // all it had buffered. The client sends the next fetch only once its
@@ -490,6 +508,7 @@ func newMachine(lateWindow time.Duration, mergeFor func(schemas.Route) Merge) *m
 		lateWindow: int64(lateWindow),
 		mergeFor:   mergeFor,
 		parts:      map[int32]*partitionState{},
+		answered:   map[int32]int64{},
 		hedging:    newHedger(),
 		seq:        1,
 		ivlSeq:     1,
@@ -978,7 +997,13 @@ func (m *machine) tick(now time.Time) {
 //   - a record created at T or later was read (partitionState.read), or
 //   - ps has been fetched since it was assigned, is not behind the last
 //     fetch of it, and a poll at T or later found nothing buffered and a
-//     fetch sent then has come back (machine.polled: settled >= T). A
+//     fetch sent then has come back (machine.polled: settled >= T), and
+//     ps's leader answered a fetch sent at T or later whose records were
+//     read (machine.answer): a drained poll right after a broker died,
+//     whose fetch never comes back, said nothing of the partitions it
+//     led (3-node chaos: an aggregator whose commit was held 1.9s by a
+//     node's death marked MISSING two results committed on that node 1.9s
+//     before their deadline, 30ms after the commit returned). A
 //     partition not fetched yet (after an assignment, its committed
 //     offset still being looked up) may hold results a drained poll
 //     knows nothing of: chaos on 3 Kafka nodes caught a restored
@@ -1003,7 +1028,7 @@ func (m *machine) fire(ps *partitionState, now time.Time) {
 	nowNs := now.UnixNano()
 	expired := false // counted in catchUpsExpired
 	if m.follow && ps.seen && !ps.behind() && ps.unsureSince == 0 {
-		ps.upTo = max(ps.upTo, m.settled)
+		ps.upTo = max(ps.upTo, min(m.settled, m.answered[ps.leader]))
 	}
 	for ps.timers.Len() > 0 && ps.timers.peek().at <= nowNs {
 		if ps.catchUp != 0 {

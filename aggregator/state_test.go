@@ -31,6 +31,9 @@ type harness struct {
 	// log is the changelog as a compacted topic would keep it: the latest
 	// value of each key, per partition.
 	log map[int32]map[string][]byte
+	// silent: the partition's leader answers no fetch (a broker that
+	// died); else each poll has it answer one sent then (see poll).
+	silent bool
 }
 
 func newHarness(t *testing.T) *harness {
