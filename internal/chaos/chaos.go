@@ -797,7 +797,7 @@ type session struct {
 
 	mu        sync.Mutex // guards the fields below, written by the sender and the awaiters
 	submitted map[schemas.CorrelationID]submission
-	ids       []schemas.CorrelationID // in the order sent
+	ids       []schemas.CorrelationID // in the order their submits returned
 	timeouts  int                     // client awaits that gave up
 	subErrs   int                     // requests that could not be submitted
 	awaitWG   sync.WaitGroup
@@ -891,36 +891,31 @@ func (s *session) brokersDone() {
 	}
 }
 
-// send submits cfg.Requests requests, the i-th at start + i/rate, and
-// awaits each reply on a goroutine of its own (counted in awaitWG).
+// send submits cfg.Requests requests, the i-th at start + i/rate whatever
+// became of those before it: an open loop, as callers are. Each is
+// submitted and its reply awaited on a goroutine of its own (counted in
+// awaitWG), so a submit held up by a broker failover, which waits for
+// the requests partition's new leader, holds back no other. send returns
+// once every submit has returned.
 func (s *session) send(ctx context.Context, cl *client.Client, start time.Time) {
 	cfg := s.h.cfg
+	var submits sync.WaitGroup
+	defer submits.Wait()
 	for i := range cfg.Requests {
 		at := start.Add(time.Duration(float64(i) / cfg.Rate * float64(time.Second)))
 		if !sleepCtx(ctx, time.Until(at)) {
 			return
 		}
-		payload := fmt.Appendf(nil, `{"n":%d,"seed":%d}`, i, cfg.Seed)
-		t0 := time.Now()
-		pend, err := cl.Submit(ctx, Route, payload, client.Options{Timeout: cfg.Timeout, Fanout: cfg.Fanout})
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			s.mu.Lock()
-			s.subErrs++
-			s.mu.Unlock()
-			s.h.say("submit %d: %v", i, err)
-			continue
-		}
-		s.mu.Lock()
-		s.submitted[pend.ID] = submission{at: t0, timeout: cfg.Timeout, fanout: cfg.Fanout}
-		s.ids = append(s.ids, pend.ID)
-		s.mu.Unlock()
+		submits.Add(1)
 		s.awaitWG.Add(1)
 		go func() {
 			// Exits when the reply comes or Await gives up.
 			defer s.awaitWG.Done()
+			pend := s.submit(ctx, cl, i)
+			submits.Done()
+			if pend == nil {
+				return
+			}
 			if _, err := pend.Await(ctx); errors.Is(err, client.ErrTimeout) {
 				s.mu.Lock()
 				s.timeouts++
@@ -928,6 +923,28 @@ func (s *session) send(ctx context.Context, cl *client.Client, start time.Time) 
 			}
 		}()
 	}
+}
+
+// submit submits request i and notes it; nil if it could not be submitted.
+func (s *session) submit(ctx context.Context, cl *client.Client, i int) *client.Pending {
+	cfg := s.h.cfg
+	payload := fmt.Appendf(nil, `{"n":%d,"seed":%d}`, i, cfg.Seed)
+	t0 := time.Now()
+	pend, err := cl.Submit(ctx, Route, payload, client.Options{Timeout: cfg.Timeout, Fanout: cfg.Fanout})
+	if err != nil {
+		if ctx.Err() == nil {
+			s.mu.Lock()
+			s.subErrs++
+			s.mu.Unlock()
+			s.h.say("submit %d: %v", i, err)
+		}
+		return nil
+	}
+	s.mu.Lock()
+	s.submitted[pend.ID] = submission{at: t0, timeout: cfg.Timeout, fanout: cfg.Fanout}
+	s.ids = append(s.ids, pend.ID)
+	s.mu.Unlock()
+	return pend
 }
 
 // signal has the victim's keeper deliver ev and restart the victim, and

@@ -27,7 +27,7 @@ func (f *chaosFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.brokers, "brokers", "", "Kafka seed brokers to run against; empty starts 'scattergather broker' (kfake) as its own process")
 	fs.StringVar(&f.guarantee, "guarantee", string(kafkaconfig.ExactlyOnce), "exactly-once or at-least-once, for every role")
 	fs.IntVar(&cfg.Requests, "requests", chaos.DefaultRequests, "requests to send")
-	fs.Float64Var(&cfg.Rate, "rate", chaos.DefaultRate, "requests per second")
+	fs.Float64Var(&cfg.Rate, "rate", chaos.DefaultRate, "requests per second, each submitted when due whatever became of those before (an open loop)")
 	fs.IntVar(&cfg.Fanout, "fanout", chaos.DefaultFanout, "parts per request")
 	fs.DurationVar(&cfg.Timeout, "timeout", chaos.DefaultTimeout, "request timeout (the deadline of every part)")
 	fs.IntVar(&cfg.Kills, "kills", chaos.DefaultKills, "roles to kill with SIGKILL during the load")
