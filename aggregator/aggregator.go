@@ -292,7 +292,7 @@ type Aggregator struct {
 	// lastBatch is when the last batch began (unix ns), after its poll.
 	fetches   *fetchRounds
 	lastBatch int64
-	wake    chan struct{}
+	wake      chan struct{}
 
 	// quit is closed when Run is stopping, to cancel a restore in
 	// progress: the client's callbacks get the client's context, which

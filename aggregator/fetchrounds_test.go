@@ -55,7 +55,7 @@ func TestFetchRounds(t *testing.T) {
 		t.Errorf("asked again: %v, want nothing new", g)
 	}
 	f.OnBrokerWrite(b1, fetch, 0, 0, 0, errors.New("broken pipe")) // 40 answered, proven; the write failed
-	read(b1, nil)                                                   // no fetch pending
+	read(b1, nil)                                                  // no fetch pending
 	write(b1, 60)
 	if g := got(100); len(g) != 1 || g[1] != 40 {
 		t.Errorf("after a failed write: %v, want broker 1's fetch sent at 40 only", g)
