@@ -816,7 +816,7 @@ func (s *session) load(ctx context.Context, cl *client.Client, sched []event, bs
 		s.send(ctx, cl, start)
 	}()
 	if s.brokers != nil {
-		s.brokers.start(ctx, start, bsched)
+		s.brokers.start(ctx, start, bsched, sent)
 		defer s.brokersDone()
 	}
 	tick := time.NewTicker(cfg.Progress)
@@ -1597,7 +1597,11 @@ func (h *Harness) summary(r Report, clientTimeouts int) {
 			healed := "not in sync within " + healBound.String()
 			switch {
 			case f.Rebalanced >= 0:
-				healed = fmt.Sprintf("in sync +%s, %d leaders back +%s (after %s), settled %s", f.Healed.Round(100*time.Millisecond), f.Moved, f.Rebalanced.Round(100*time.Millisecond), f.Settle.Round(100*time.Millisecond), f.Settle.Round(100*time.Millisecond))
+				flowing := ""
+				if f.Flowing >= 0 {
+					flowing = fmt.Sprintf(", flowing +%s", f.Flowing.Round(100*time.Millisecond))
+				}
+				healed = fmt.Sprintf("in sync +%s, %d leaders back +%s (after %s)%s, settled %s", f.Healed.Round(100*time.Millisecond), f.Moved, f.Rebalanced.Round(100*time.Millisecond), f.Settle.Round(100*time.Millisecond), flowing, f.Settle.Round(100*time.Millisecond))
 			case f.Healed >= 0:
 				healed = "in sync +" + f.Healed.Round(100*time.Millisecond).String() + ", leaders not back"
 			}

@@ -2,6 +2,7 @@ package chaos
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -35,6 +36,7 @@ type observer struct {
 	parts     map[partKey]bool                              // manifest parts; true once a result came
 	pending   int                                           // parts without a result
 	lastReply time.Time
+	last      map[stallKey]time.Time // the newest record seen, by partition of results and replies
 }
 
 func newObserver(topics kafkaconfig.Topics, group string) *observer {
@@ -45,6 +47,7 @@ func newObserver(topics kafkaconfig.Topics, group string) *observer {
 		commits: map[int32][]offsetSample{},
 		replied: map[schemas.CorrelationID]schemas.ReplyStatus{},
 		parts:   map[partKey]bool{},
+		last:    map[stallKey]time.Time{},
 	}
 }
 
@@ -59,6 +62,7 @@ func (o *observer) run(ctx context.Context, cl *kgo.Client) {
 		o.mu.Lock()
 		fs.EachRecord(func(r *kgo.Record) {
 			o.visible[tpo{r.Topic, r.Partition, r.Offset}] = now
+			o.last[stallKey{r.Topic, r.Partition}] = now
 			switch r.Topic {
 			case o.topics.Replies():
 				id := schemas.CorrelationID(r.Key)
@@ -163,6 +167,28 @@ func (o *observer) progress(ids []schemas.CorrelationID) (replied int, byStatus 
 func (o *observer) drained(ids []schemas.CorrelationID) bool {
 	replied, _, pending := o.progress(ids)
 	return replied == len(ids) && pending == 0
+}
+
+// flowingSince reports whether every partition of results and replies
+// that has had a record has had one since t: a stall that began before t
+// (a partition showing nothing new) has ended. If not, it names a
+// partition still waiting, as topic/partition.
+func (o *observer) flowingSince(t time.Time) (bool, string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if len(o.last) == 0 {
+		return false, "no record yet"
+	}
+	waiting := ""
+	for k, at := range o.last {
+		if at.Before(t) {
+			name := fmt.Sprintf("%s/%d", k.topic, k.partition)
+			if waiting == "" || name < waiting {
+				waiting = name
+			}
+		}
+	}
+	return waiting == "", waiting
 }
 
 // visibleAt returns when the record was first seen; zero if never.

@@ -495,11 +495,12 @@ func TestFaultStalls(t *testing.T) {
 	// The summary gives each fault its stall, and how it settled.
 	faults[0].Node, faults[0].At, faults[0].Pause, faults[0].Restart = 2, 11*time.Second, 5*time.Second, 2*time.Second
 	faults[0].Healed, faults[0].Moved, faults[0].Rebalanced, faults[0].Settle = 0, 20, 600*time.Millisecond, time.Second
+	faults[0].Flowing = 1200 * time.Millisecond
 	faults[1].Healed, faults[1].Rebalanced = -1, -1
 	var out bytes.Buffer
 	h := &Harness{cfg: Config{Out: &out}}
 	h.summary(Report{BrokerFaults: faults[:2]}, 0)
-	want := "chaos: broker faults: SIGKILL node 2 at 11s (12:00:11.000), down 5s, restart 2s, in sync +0s, 20 leaders back +600ms (after 1s), settled 1s, longest stall 3.5s (results/0 after 12:00:12.000), on its return 500ms (results/0 after 12:00:16.000); " +
+	want := "chaos: broker faults: SIGKILL node 2 at 11s (12:00:11.000), down 5s, restart 2s, in sync +0s, 20 leaders back +600ms (after 1s), flowing +1.2s, settled 1s, longest stall 3.5s (results/0 after 12:00:12.000), on its return 500ms (results/0 after 12:00:16.000); " +
 		"SIGKILL node 0 at 0s (12:00:21.000), down 0s, restart 0s, not in sync within 2m0s, longest stall 2.5s (results/0 after 12:00:21.000)\n"
 	if !strings.Contains(out.String(), want) {
 		t.Errorf("summary:\n%s\nwant the line\n%s", out.String(), want)

@@ -39,7 +39,7 @@ func (f *chaosFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&cfg.BrokerBounces, "broker-bounces", 0, "times to restart a random node of the --brokers cluster cleanly (SIGTERM, pause, start) during the load; needs --brokers and --kafka-local")
 	fs.DurationVar(&cfg.BrokerPauseMin, "broker-pause-min", chaos.DefaultBrokerPauseMin, "shortest time a killed or stopped node of --brokers stays down")
 	fs.DurationVar(&cfg.BrokerPauseMax, "broker-pause-max", chaos.DefaultBrokerPauseMax, "longest time a killed or stopped node of --brokers stays down")
-	fs.DurationVar(&cfg.BrokerSettle, "broker-settle", chaos.DefaultBrokerSettle, "how long the harness waits, once a node is back and every replica in sync, before it moves the node's leaders back to it, and again after that before the next broker fault")
+	fs.DurationVar(&cfg.BrokerSettle, "broker-settle", chaos.DefaultBrokerSettle, "how long the harness waits, once a node is back and every replica in sync, before it moves the node's leaders back to it, and again, once every partition flows after that move, before the next broker fault")
 	fs.StringVar(&cfg.KafkaLocal, "kafka-local", "scripts/kafka-local.sh", "the script that runs the --brokers cluster; --broker-kills and --broker-bounces call its env, kill N, stop-node N and start-node N")
 	fs.StringVar(&cfg.KafkaHome, "kafka-home", "", "SG_KAFKA_HOME of the --brokers cluster, passed to --kafka-local; empty: the script's default (.kafka at its repo root)")
 	fs.BoolVar(&cfg.AllowBrokerOutage, "allow-broker-outage", false, "kill or bounce nodes even where one node down stops writes (a cluster of one node, or topics whose replication factor is not above min.insync.replicas): an outage, not a failover")
@@ -112,7 +112,9 @@ node N times with SIGKILL and --broker-bounces N restarts one cleanly
 config and data (kafka-local.sh start-node), and the next fault waits until
 every replica is back in sync, --broker-settle (5s) has passed, the node's
 leaders have been moved back to it (a preferred leader election, as an
-operator would run) and --broker-settle has passed again. The harness calls
+operator would run), every partition of results and replies has shown a
+record since that move (while load is offered; at most 30s), and
+--broker-settle has passed again. The harness calls
 --kafka-local (default
 scripts/kafka-local.sh, with --kafka-home as SG_KAFKA_HOME) and checks first
 that --brokers are that cluster's nodes. Use --replication-factor 3 (topics
